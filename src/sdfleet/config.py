@@ -1,0 +1,132 @@
+"""Settings (pydantic-settings). Built once by the composition root and passed down.
+
+Every field can be set from the environment with the ``SDFLEET_`` prefix, e.g.
+``SDFLEET_DATABASE_URL``, ``SDFLEET_LEASE_SECONDS``. Nested limits use ``__``:
+``SDFLEET_LIMITS__MAX_STEPS=150``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """Where the embedded profile keeps its database, blobs and secrets."""
+    return Path.home() / ".local" / "share" / "sdfleet"
+
+
+class Limits(BaseModel):
+    """Validation limits enforced at the edge, before a job is stored."""
+
+    max_width: int = 2048
+    max_height: int = 2048
+    max_pixels: int = 2048 * 2048
+    max_steps: int = 150
+    max_batch_size: int = 8
+    max_n_iter: int = 16
+    max_images_per_job: int = 64
+    max_prompt_chars: int = 8000
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_jobs_per_batch: int = 1000
+    max_upload_bytes: int = 256 * 1024 * 1024
+    max_inline_output_bytes: int = 512 * 1024
+    max_priority: int = 100
+
+
+class Settings(BaseSettings):
+    """Everything the orchestrator needs. Workers have their own :class:`WorkerSettings`."""
+
+    model_config = SettingsConfigDict(env_prefix="SDFLEET_", env_nested_delimiter="__", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    public_url: str | None = Field(
+        default=None, description="Base URL clients and workers use to reach this server (for links)."
+    )
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None
+    blob_url: str | None = None
+    auth: str = Field(default="auto", description="auto | required | off (off only on loopback)")
+    secret_key: str | None = Field(default=None, description="HMAC key for signed blob URLs")
+
+    # leases and the job lifecycle
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float = 5.0
+    max_failures: int = 3
+    max_interruptions: int = 10
+    claim_max_wait: float = 30.0
+    claim_max_jobs: int = 32
+    worker_offline_after: float = 90.0
+    unservable_after: float = 600.0
+    quarantine_failures: int = 3
+    quarantine_window: float = 600.0
+    quarantine_seconds: float = 3600.0
+    reaper_interval: float = 1.0
+    event_retention_seconds: float = 7 * 24 * 3600.0
+    progress_event_min_interval: float = 0.5
+
+    # webhooks
+    webhook_timeout: float = 10.0
+    webhook_max_attempts: int = 12
+    webhook_backoff_base: float = 2.0
+    webhook_backoff_max: float = 3600.0
+    allow_private_webhooks: bool = False
+
+    # observability
+    log_level: str = "info"
+    access_log: bool = False
+
+    limits: Limits = Field(default_factory=Limits)
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'sdfleet.db'}"
+
+    def resolved_blob_url(self) -> str:
+        return self.blob_url or f"file://{self.data_dir / 'blobs'}"
+
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    def binds_loopback(self) -> bool:
+        return is_loopback_host(self.host)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for names and addresses that only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class WorkerSettings(BaseSettings):
+    """Settings of one GPU worker process (``sdfleet worker``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SDFLEET_WORKER_", extra="ignore")
+
+    server: str = "http://127.0.0.1:7860"
+    token: str = ""
+    name: str | None = None
+    engine: str = "diffusers"
+    model: str | None = None
+    device: str | None = None
+    price_per_hour: float = 0.0
+    max_pixels: int = 1024 * 1024 * 4
+    prefetch: int = 1
+    claim_wait: float = 20.0
+    heartbeat_seconds: float | None = None
+    upload_concurrency: int = 4
+    shutdown_grace: float = 30.0
+    fake_step_seconds: float = 0.02
+    pipelined: bool = True

@@ -1,0 +1,421 @@
+"""Pure domain types: job kinds and states, the generation spec, jobs, attempts, workers.
+
+Nothing here does I/O. The spec is a pydantic model because it crosses every boundary as JSON
+(API → store → worker → engine); the records read back from the store are plain dataclasses.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from enum import IntFlag, StrEnum
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sdfleet.errors import LimitExceeded, ValidationError
+
+
+class JobKind(StrEnum):
+    """What a job asks a worker to do."""
+
+    TXT2IMG = "txt2img"
+    IMG2IMG = "img2img"
+
+
+class JobState(StrEnum):
+    """Where a job is in its life. ``running → queued`` happens when a lease is lost or released."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED)
+
+
+TERMINAL_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED)
+
+
+class Arch(StrEnum):
+    """Base model architectures a worker can serve."""
+
+    SD1 = "sd1"
+    SD2 = "sd2"
+    SDXL = "sdxl"
+
+
+class Feature(IntFlag):
+    """Optional engine features a job may need and a worker may offer (stored as a bitmask)."""
+
+    NONE = 0
+    LORA = 1
+    INPAINT = 2
+    HIRES = 4
+    REFINER = 8
+    CONTROLNET = 16
+    EMBEDDING = 32
+
+    @classmethod
+    def from_names(cls, names: list[str] | tuple[str, ...]) -> Feature:
+        value = cls.NONE
+        for name in names:
+            try:
+                value |= cls[name.upper()]
+            except KeyError as exc:
+                raise ValidationError(f"unknown feature {name!r}", field="features") from exc
+        return value
+
+    def names(self) -> list[str]:
+        return [f.name.lower() for f in Feature if f and f in self and f.name]
+
+
+class AttemptOutcome(StrEnum):
+    """How one hand-out of a job to a worker ended."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # lease lost: the node vanished or stalled
+    RELEASED = "released"  # the worker gave the job back (graceful stop)
+    CANCELED = "canceled"
+
+
+class WorkerState(StrEnum):
+    """Whether a worker gets work."""
+
+    ACTIVE = "active"
+    QUARANTINED = "quarantined"
+    STOPPED = "stopped"
+
+
+class EventType(StrEnum):
+    """Events on a job's stream (server-sent events and webhooks)."""
+
+    QUEUED = "queued"
+    STARTED = "started"
+    PROGRESS = "progress"
+    OUTPUT = "output"
+    REQUEUED = "requeued"
+    FINISHED = "finished"
+
+
+def new_id(prefix: str = "") -> str:
+    """A sortable unique id: 12 hex digits of milliseconds, then 16 random hex digits."""
+    return f"{prefix}{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
+
+
+class LoraRef(BaseModel):
+    """A LoRA applied to a generation, by registry name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    weight: float = Field(default=1.0, ge=-10, le=10)
+    te_weight: float | None = Field(default=None, ge=-10, le=10)
+
+
+class GenerationSpec(BaseModel):
+    """One generation request: the A1111 parameter set plus what the A1111 API leaves implicit.
+
+    Images (``init_images``, ``mask``) are references: a blob key of this deployment
+    (``blob:…``) or a ``data:`` URL that the API layer has already stored.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    styles: list[str] = Field(default_factory=list)
+    seed: int = Field(default=-1, ge=-1, le=2**32 - 1)
+    subseed: int = Field(default=-1, ge=-1, le=2**32 - 1)
+    subseed_strength: float = Field(default=0.0, ge=0.0, le=1.0)
+    steps: int = Field(default=20, ge=1)
+    cfg_scale: float = Field(default=7.0, ge=0.0, le=100.0)
+    sampler_name: str = "Euler a"
+    scheduler: str = "automatic"
+    width: int = Field(default=512, ge=8)
+    height: int = Field(default=512, ge=8)
+    batch_size: int = Field(default=1, ge=1)
+    n_iter: int = Field(default=1, ge=1)
+    model: str | None = None
+    vae: str | None = None
+    loras: list[LoraRef] = Field(default_factory=list)
+    clip_skip: int = Field(default=1, ge=1, le=12)
+    eta: float | None = None
+    guidance_rescale: float = Field(default=0.0, ge=0.0, le=1.0)
+    # img2img / inpainting
+    init_images: list[str] = Field(default_factory=list)
+    mask: str | None = None
+    denoising_strength: float = Field(default=0.75, ge=0.0, le=1.0)
+    resize_mode: int = Field(default=0, ge=0, le=3)
+    mask_blur: int = Field(default=4, ge=0, le=64)
+    inpainting_fill: int = Field(default=1, ge=0, le=3)
+    inpaint_full_res: bool = False
+    inpaint_full_res_padding: int = Field(default=32, ge=0, le=256)
+    inpainting_mask_invert: bool = False
+    # hires fix
+    enable_hr: bool = False
+    hr_scale: float = Field(default=2.0, ge=1.0, le=4.0)
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = Field(default=0, ge=0)
+    hr_resize_x: int = Field(default=0, ge=0)
+    hr_resize_y: int = Field(default=0, ge=0)
+    hr_denoising_strength: float = Field(default=0.7, ge=0.0, le=1.0)
+    # SDXL refiner
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float = Field(default=0.8, ge=0.0, le=1.0)
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+    output_quality: int = Field(default=95, ge=1, le=100)
+    preview_every: int = Field(default=0, ge=0, description="Send a preview every K steps (0: none).")
+
+    @field_validator("prompt", "negative_prompt")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
+    @property
+    def images_per_job(self) -> int:
+        return self.batch_size * self.n_iter
+
+    def output_size(self) -> tuple[int, int]:
+        """Width and height of the final images (after hires fix, when enabled)."""
+        if not self.enable_hr:
+            return self.width, self.height
+        if self.hr_resize_x or self.hr_resize_y:
+            w = self.hr_resize_x or round(self.width * self.hr_resize_y / self.height)
+            h = self.hr_resize_y or round(self.height * self.hr_resize_x / self.width)
+            return w, h
+        return round(self.width * self.hr_scale), round(self.height * self.hr_scale)
+
+    def features(self) -> Feature:
+        value = Feature.NONE
+        if self.loras:
+            value |= Feature.LORA
+        if self.mask:
+            value |= Feature.INPAINT
+        if self.enable_hr:
+            value |= Feature.HIRES
+        if self.refiner_checkpoint:
+            value |= Feature.REFINER
+        return value
+
+    def check_limits(self, limits: LimitsLike) -> None:
+        """Raise :class:`LimitExceeded` naming the first field that is over a limit."""
+        checks: list[tuple[str, int | float, int | float]] = [
+            ("width", self.width, limits.max_width),
+            ("height", self.height, limits.max_height),
+            ("steps", self.steps, limits.max_steps),
+            ("hr_second_pass_steps", self.hr_second_pass_steps, limits.max_steps),
+            ("batch_size", self.batch_size, limits.max_batch_size),
+            ("n_iter", self.n_iter, limits.max_n_iter),
+            ("prompt", len(self.prompt), limits.max_prompt_chars),
+            ("negative_prompt", len(self.negative_prompt), limits.max_prompt_chars),
+        ]
+        for name, value, limit in checks:
+            if value > limit:
+                raise LimitExceeded(f"{name} is {value}, the limit is {limit}", field=name)
+        if self.images_per_job > limits.max_images_per_job:
+            raise LimitExceeded(
+                f"batch_size × n_iter is {self.images_per_job}, the limit is {limits.max_images_per_job}",
+                field="n_iter",
+            )
+        w, h = self.output_size()
+        if w * h > limits.max_pixels or w > limits.max_width or h > limits.max_height:
+            field_name = "hr_scale" if self.enable_hr else "width"
+            raise LimitExceeded(
+                f"the output is {w}×{h} pixels, the limit is {limits.max_width}×{limits.max_height} "
+                f"and {limits.max_pixels} pixels",
+                field=field_name,
+            )
+        if self.width % 8 or self.height % 8:
+            raise ValidationError("width and height must be multiples of 8", field="width")
+
+
+class LimitsLike(Protocol):
+    """Structural stand-in for :class:`sdfleet.config.Limits` (domain imports nothing of ours)."""
+
+    max_width: int
+    max_height: int
+    max_pixels: int
+    max_steps: int
+    max_batch_size: int
+    max_n_iter: int
+    max_images_per_job: int
+    max_prompt_chars: int
+
+
+@dataclass(slots=True, frozen=True)
+class Requirements:
+    """What a worker must offer to take a job: derived from the spec when the job is submitted."""
+
+    kind: JobKind
+    arch: str | None
+    pixels: int
+    features: Feature
+    model: str | None = None
+
+    @classmethod
+    def for_spec(cls, kind: JobKind, spec: GenerationSpec, arch: str | None = None) -> Requirements:
+        w, h = spec.output_size()
+        return cls(
+            kind=kind, arch=arch, pixels=w * h * spec.batch_size, features=spec.features(), model=spec.model
+        )
+
+    def describe(self) -> str:
+        parts = [self.kind.value]
+        if self.arch:
+            parts.append(f"{self.arch.upper()}-capable")
+        if self.features:
+            parts.append("with " + ", ".join(self.features.names()))
+        return " ".join(parts) + f", {self.pixels:,} pixels × batch"
+
+
+@dataclass(slots=True, frozen=True)
+class Capabilities:
+    """What a worker can serve."""
+
+    kinds: tuple[str, ...] = (JobKind.TXT2IMG.value, JobKind.IMG2IMG.value)
+    archs: tuple[str, ...] = (Arch.SD1.value, Arch.SD2.value, Arch.SDXL.value)
+    max_pixels: int = 1024 * 1024 * 4
+    features: Feature = Feature.NONE
+
+    def accepts(self, req: Requirements) -> bool:
+        return (
+            req.kind.value in self.kinds
+            and (req.arch is None or req.arch in self.archs)
+            and req.pixels <= self.max_pixels
+            and (req.features & ~self.features) == 0
+        )
+
+    def why_not(self, req: Requirements) -> str | None:
+        if req.kind.value not in self.kinds:
+            return f"does not run {req.kind.value} jobs"
+        if req.arch is not None and req.arch not in self.archs:
+            return f"cannot run {req.arch.upper()} models"
+        if req.pixels > self.max_pixels:
+            return f"accepts at most {self.max_pixels:,} pixels × batch (job needs {req.pixels:,})"
+        missing = req.features & ~self.features
+        if missing:
+            return "lacks " + ", ".join(Feature(missing).names())
+        return None
+
+
+@dataclass(slots=True)
+class Job:
+    """A job as stored."""
+
+    id: str
+    tenant: str
+    kind: JobKind
+    state: JobState
+    spec: dict[str, Any]
+    priority: int
+    created_at: float
+    updated_at: float
+    requirements: Requirements
+    queued_at: float | None = None
+    idempotency_key: str | None = None
+    webhook_url: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    lease_epoch: int = 0
+    lease_worker: str | None = None
+    lease_expires_at: float | None = None
+    failures: int = 0
+    interruptions: int = 0
+    stalled: bool = False
+    cancel_requested: bool = False
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress_step: int = 0
+    progress_total: int = 0
+    wait_reason: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    engine_seconds: float = 0.0
+    cost_usd: float = 0.0
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def images_expected(self) -> int:
+        return int(self.spec.get("batch_size", 1)) * int(self.spec.get("n_iter", 1))
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One hand-out of a job to a worker."""
+
+    id: int
+    job_id: str
+    worker_id: str
+    epoch: int
+    started_at: float
+    last_heartbeat_at: float
+    outcome: AttemptOutcome
+    ended_at: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    engine_seconds: float = 0.0
+    price_per_hour: float = 0.0
+    cost_usd: float = 0.0
+    refunded: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class WorkerInfo:
+    """A registered worker."""
+
+    id: str
+    name: str
+    tenant: str
+    state: WorkerState
+    capabilities: Capabilities
+    gpu_name: str
+    gpu_memory_mb: int
+    price_per_hour: float
+    engine: str
+    version: str
+    registered_at: float
+    last_seen_at: float
+    quarantined_until: float | None = None
+    quarantine_reason: str | None = None
+    jobs_done: int = 0
+    jobs_failed: int = 0
+    engine_seconds: float = 0.0
+    current_jobs: list[str] = field(default_factory=list)
+    loaded_models: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Output:
+    """One image (or file) a job produced."""
+
+    job_id: str
+    index: int
+    blob_key: str
+    content_type: str
+    size: int
+    seed: int | None
+    infotext: str | None
+    created_at: float
+    sha256: str | None = None
+
+
+@dataclass(slots=True)
+class Event:
+    """One entry of a job's event stream."""
+
+    id: int
+    job_id: str
+    tenant: str
+    type: EventType
+    data: dict[str, Any]
+    created_at: float

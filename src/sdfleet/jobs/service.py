@@ -1,0 +1,951 @@
+"""The job lifecycle (DESIGN.md §3): submit, claim, heartbeat, complete, fail, release, cancel,
+expire — and the policies around it (fencing by lease epoch, retry budget, interruption cap,
+per-job bans, quarantine of bad workers, expiry of jobs nobody can serve, cost accounting).
+
+Every use case is one store transaction: the state change, the attempt record, the events and
+the webhook messages commit together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sdfleet.config import Settings
+from sdfleet.domain import (
+    AttemptOutcome,
+    Capabilities,
+    EventType,
+    GenerationSpec,
+    Job,
+    JobKind,
+    JobState,
+    Output,
+    Requirements,
+    WorkerInfo,
+    WorkerState,
+    new_id,
+)
+from sdfleet.errors import NotFound, StaleLease, ValidationError
+from sdfleet.jobs.metrics import Metrics
+from sdfleet.jobs.notify import Notifier
+from sdfleet.store.base import JobStore, OutboxMessage, Tenant
+from sdfleet.store.sql import SqlTx
+
+log = logging.getLogger("sdfleet.jobs")
+
+Clock = Callable[[], float]
+EventRow = tuple[str, str, EventType, dict[str, Any], float]
+UNSERVABLE_PREFIX = "no worker"
+
+
+@dataclass(slots=True)
+class JobRequest:
+    """A validated request to run one job."""
+
+    kind: JobKind
+    spec: GenerationSpec
+    priority: int = 0
+    idempotency_key: str | None = None
+    webhook_url: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    arch: str | None = None
+
+
+@dataclass(slots=True)
+class Submitted:
+    """The job a request produced, and whether it is new (False: an idempotent resubmit)."""
+
+    job: Job
+    created: bool
+
+
+@dataclass(slots=True)
+class Registration:
+    """What a worker tells about itself when it registers."""
+
+    name: str
+    capabilities: Capabilities
+    gpu_name: str = ""
+    gpu_memory_mb: int = 0
+    price_per_hour: float = 0.0
+    engine: str = ""
+    version: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Beat:
+    """A worker's word on one job it holds."""
+
+    job_id: str
+    epoch: int
+    step: int = 0
+    total: int = 0
+
+
+@dataclass(slots=True)
+class BeatAnswer:
+    """What the orchestrator answers for one job in a heartbeat: continue, cancel, or lost."""
+
+    job_id: str
+    action: str
+
+
+@dataclass(slots=True)
+class OutputReport:
+    """One output a worker has stored (``blob_key``) or sends inline (``data``)."""
+
+    index: int
+    content_type: str
+    size: int
+    blob_key: str
+    seed: int | None = None
+    infotext: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(slots=True)
+class Completion:
+    """A worker's report that a job finished successfully."""
+
+    job_id: str
+    epoch: int
+    outputs: list[OutputReport]
+    engine_seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CompletionResult:
+    """``accepted`` (recorded now), ``duplicate`` (recorded before, by this same epoch) or ``stale``."""
+
+    job_id: str
+    status: str
+    message: str = ""
+
+
+@dataclass(slots=True)
+class ClaimResult:
+    """Jobs handed to a worker by one claim, with the lease they hold."""
+
+    jobs: list[Job]
+    lease_seconds: float
+    worker_state: WorkerState
+
+
+def output_key(job: Job, epoch: int, index: int, content_type: str) -> str:
+    """The blob key of one output. The epoch is part of it, so a zombie's upload never overwrites
+    the accepted one."""
+    ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(content_type, "bin")
+    return f"outputs/{job.tenant}/{job.id}/{epoch}-{index}.{ext}"
+
+
+class JobService:
+    """The use cases of the job system. Stateless: every replica can serve every call."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        settings: Settings,
+        *,
+        clock: Clock = time.time,
+        notifier: Notifier | None = None,
+        metrics: Metrics | None = None,
+    ):
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.notifier = notifier or Notifier()
+        self.metrics = metrics or Metrics()
+
+    # ================================================================ tenants
+    async def ensure_tenant(self, tenant_id: str) -> Tenant:
+        async with self.store.read() as tx:
+            tenant = await tx.get_tenant(tenant_id)
+        if tenant is not None:
+            return tenant
+        async with self.store.transaction() as tx:
+            tenant = await tx.get_tenant(tenant_id)
+            if tenant is None:
+                tenant = Tenant(
+                    id=tenant_id,
+                    webhook_url=None,
+                    webhook_secret="whsec_" + secrets.token_urlsafe(32),
+                    created_at=self.clock(),
+                )
+                await tx.insert_tenant(tenant)
+            return tenant
+
+    # ================================================================ submit / read / cancel
+    async def submit(self, tenant: str, requests: Sequence[JobRequest]) -> list[Submitted]:
+        """Store new jobs (all or none). A request whose idempotency key this tenant used before
+        returns the existing job instead of creating one."""
+        if not requests:
+            raise ValidationError("no jobs to submit", field="jobs")
+        if len(requests) > self.settings.limits.max_jobs_per_batch:
+            raise ValidationError(
+                f"{len(requests)} jobs in one batch, the limit is {self.settings.limits.max_jobs_per_batch}",
+                field="jobs",
+            )
+        keys = [r.idempotency_key for r in requests if r.idempotency_key]
+        if len(set(keys)) != len(keys):
+            raise ValidationError(
+                "the same idempotency_key appears twice in one batch", field="idempotency_key"
+            )
+        now = self.clock()
+        tenant_row = await self.ensure_tenant(tenant)
+        async with self.store.transaction() as tx:
+            existing = await tx.jobs_by_idempotency_key(tenant, keys)
+            out: list[Submitted] = []
+            new_jobs: list[Job] = []
+            for req in requests:
+                if req.idempotency_key and req.idempotency_key in existing:
+                    out.append(Submitted(existing[req.idempotency_key], created=False))
+                    continue
+                job = Job(
+                    id=new_id("j"),
+                    tenant=tenant,
+                    kind=req.kind,
+                    state=JobState.QUEUED,
+                    spec=req.spec.model_dump(mode="json"),
+                    priority=req.priority,
+                    created_at=now,
+                    updated_at=now,
+                    requirements=Requirements.for_spec(req.kind, req.spec, req.arch),
+                    idempotency_key=req.idempotency_key,
+                    webhook_url=req.webhook_url,
+                    labels=req.labels,
+                )
+                new_jobs.append(job)
+                out.append(Submitted(job, created=True))
+            await tx.insert_jobs(new_jobs)
+            await tx.insert_events(
+                [(j.id, tenant, EventType.QUEUED, {"state": "queued"}, now) for j in new_jobs]
+            )
+            await self._queue_webhooks(tx, tenant_row, new_jobs, "job.queued", now, only_explicit=True)
+        if new_jobs:
+            self.metrics.submitted.inc(len(new_jobs))
+            self.notifier.work_available()
+        return out
+
+    async def get_job(self, job_id: str, tenant: str | None) -> Job:
+        """A job by id; ``tenant=None`` means an admin who sees every tenant's jobs."""
+        async with self.store.read() as tx:
+            job = await tx.get_job(job_id)
+        if job is None or (tenant is not None and job.tenant != tenant):
+            raise NotFound(f"no job {job_id!r}", field="job_id")
+        return job
+
+    async def cancel(self, job_id: str, tenant: str | None) -> Job:
+        """Cancel a job: at once when queued, through the worker's next heartbeat when running."""
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            job = await tx.get_job(job_id)
+            if job is None or (tenant is not None and job.tenant != tenant):
+                raise NotFound(f"no job {job_id!r}", field="job_id")
+            if job.state.terminal:
+                return job
+            if job.state == JobState.QUEUED:
+                await self._finish(
+                    tx, job, JobState.CANCELED, now, code="canceled", message="canceled by the client"
+                )
+            else:
+                await tx.update_job(job.id, cancel_requested=True, updated_at=now)
+            job = await tx.get_job(job_id)
+            assert job is not None
+        self.notifier.job_changed([job_id])
+        return job
+
+    # ================================================================ workers
+    async def register_worker(self, tenant: str, reg: Registration) -> WorkerInfo:
+        now = self.clock()
+        worker = WorkerInfo(
+            id=new_id("w"),
+            name=reg.name,
+            tenant=tenant,
+            state=WorkerState.ACTIVE,
+            capabilities=reg.capabilities,
+            gpu_name=reg.gpu_name,
+            gpu_memory_mb=reg.gpu_memory_mb,
+            price_per_hour=reg.price_per_hour,
+            engine=reg.engine,
+            version=reg.version,
+            registered_at=now,
+            last_seen_at=now,
+            info=reg.info,
+        )
+        async with self.store.transaction() as tx:
+            await tx.insert_worker(worker)
+        log.info("worker.registered worker_id=%s name=%s engine=%s", worker.id, worker.name, worker.engine)
+        return worker
+
+    async def _worker(self, tx: SqlTx, worker_id: str, tenant: str | None) -> WorkerInfo:
+        worker = await tx.get_worker(worker_id)
+        if worker is None or (tenant is not None and worker.tenant != tenant):
+            raise NotFound(f"no worker {worker_id!r}: register first", field="worker_id")
+        return worker
+
+    async def stop_worker(self, worker_id: str, tenant: str | None) -> None:
+        async with self.store.transaction() as tx:
+            await self._worker(tx, worker_id, tenant)
+            await tx.update_worker(worker_id, state=WorkerState.STOPPED, current_jobs=[])
+
+    # ================================================================ claim
+    async def claim(
+        self,
+        worker_id: str,
+        tenant: str | None,
+        *,
+        max_jobs: int = 1,
+        wait: float = 0.0,
+        loaded_models: list[str] | None = None,
+    ) -> ClaimResult:
+        """Hand up to ``max_jobs`` jobs to a worker, waiting up to ``wait`` seconds for work."""
+        max_jobs = max(1, min(max_jobs, self.settings.claim_max_jobs))
+        deadline = time.monotonic() + max(0.0, min(wait, self.settings.claim_max_wait))
+        while True:
+            result = await self._claim_once(worker_id, tenant, max_jobs, loaded_models)
+            remaining = deadline - time.monotonic()
+            if result.jobs or result.worker_state != WorkerState.ACTIVE or remaining <= 0:
+                return result
+            # wake on new work in this process; re-check now and then for other replicas and
+            # for leases that expire without anyone saying so
+            await self.notifier.wait_for_work(min(remaining, 1.0))
+
+    async def _claim_once(
+        self, worker_id: str, tenant: str | None, max_jobs: int, loaded_models: list[str] | None
+    ) -> ClaimResult:
+        now = self.clock()
+        lease = self.settings.lease_seconds
+        async with self.store.read() as rtx:
+            expired = await rtx.any_expired_lease(now)
+        if expired:
+            await self.expire_leases()
+        async with self.store.transaction() as tx:
+            worker = await self._worker(tx, worker_id, tenant)
+            values: dict[str, Any] = {"last_seen_at": now}
+            if loaded_models is not None:
+                values["loaded_models"] = loaded_models
+            if worker.state == WorkerState.STOPPED:
+                values["state"] = WorkerState.ACTIVE
+                worker.state = WorkerState.ACTIVE
+            await tx.update_worker(worker_id, **values)
+            if worker.state == WorkerState.QUARANTINED:
+                return ClaimResult([], lease, worker.state)
+            claimed = await tx.claim_jobs(
+                worker_id=worker_id,
+                caps=worker.capabilities,
+                limit=max_jobs,
+                now=now,
+                lease_until=now + lease,
+            )
+            if claimed:
+                await tx.insert_attempts(
+                    [
+                        {
+                            "job_id": j.id,
+                            "worker_id": worker_id,
+                            "epoch": j.lease_epoch,
+                            "started_at": now,
+                            "last_heartbeat_at": now,
+                            "outcome": AttemptOutcome.RUNNING.value,
+                            "price_per_hour": worker.price_per_hour,
+                        }
+                        for j in claimed
+                    ]
+                )
+                await tx.insert_events(
+                    [
+                        (
+                            j.id,
+                            j.tenant,
+                            EventType.STARTED,
+                            {
+                                "state": "running",
+                                "worker_id": worker_id,
+                                "worker": worker.name,
+                                "epoch": j.lease_epoch,
+                            },
+                            now,
+                        )
+                        for j in claimed
+                    ]
+                )
+                await self._queue_webhooks_for(tx, claimed, "job.started", now)
+        if claimed:
+            self.metrics.claimed.inc(len(claimed))
+            for j in claimed:
+                self.metrics.queue_wait.observe(max(0.0, now - j.created_at))
+            self.notifier.job_changed([j.id for j in claimed])
+        return ClaimResult(claimed, lease, worker.state)
+
+    # ================================================================ heartbeat
+    async def heartbeat(
+        self,
+        worker_id: str,
+        tenant: str | None,
+        beats: Sequence[Beat],
+        loaded_models: list[str] | None = None,
+    ) -> tuple[list[BeatAnswer], WorkerState]:
+        """Extend the leases of the jobs a worker holds; record progress; answer cancel or lost."""
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            worker = await self._worker(tx, worker_id, tenant)
+            answers_raw = await tx.extend_leases(
+                worker_id,
+                [(b.job_id, b.epoch, b.step, b.total) for b in beats],
+                now,
+                now + self.settings.lease_seconds,
+            )
+            values: dict[str, Any] = {"last_seen_at": now, "current_jobs": [b.job_id for b in beats]}
+            if loaded_models is not None:
+                values["loaded_models"] = loaded_models
+            await tx.update_worker(worker_id, **values)
+            progress = [
+                (b.job_id, worker.tenant, EventType.PROGRESS, {"step": b.step, "total": b.total}, now)
+                for b in beats
+                if answers_raw.get(b.job_id, (False, False))[0] and b.total
+            ]
+            if progress:
+                # the event carries the job's tenant; look it up only for the jobs that progressed
+                owners = {j.id: j.tenant for j in await tx.get_jobs([p[0] for p in progress])}
+                await tx.insert_events([(p[0], owners.get(p[0], p[1]), p[2], p[3], p[4]) for p in progress])
+        answers = []
+        for b in beats:
+            held, cancel = answers_raw.get(b.job_id, (False, False))
+            action = "lost" if not held else ("cancel" if cancel else "continue")
+            answers.append(BeatAnswer(b.job_id, action))
+        if beats:
+            self.notifier.job_changed([b.job_id for b in beats])
+        return answers, worker.state
+
+    # ================================================================ complete
+    async def complete(
+        self, worker_id: str, tenant: str | None, completions: Sequence[Completion]
+    ) -> list[CompletionResult]:
+        """Record finished jobs, exactly once each. A stale epoch changes nothing."""
+        now = self.clock()
+        results: list[CompletionResult] = []
+        done_ids: list[str] = []
+        async with self.store.transaction() as tx:
+            worker = await self._worker(tx, worker_id, tenant)
+            tenant_cache: dict[str, Tenant | None] = {}
+            jobs_by_id = {j.id: j for j in await tx.get_jobs([c.job_id for c in completions])}
+            total_engine = 0.0
+            for c in completions:
+                job = jobs_by_id.get(c.job_id)
+                if job is None:
+                    results.append(CompletionResult(c.job_id, "stale", "no such job"))
+                    continue
+                if job.lease_epoch != c.epoch or job.lease_worker != worker_id:
+                    results.append(
+                        CompletionResult(
+                            c.job_id, "stale", f"lease epoch {c.epoch} is not current ({job.lease_epoch})"
+                        )
+                    )
+                    continue
+                if job.state == JobState.SUCCEEDED:
+                    results.append(CompletionResult(c.job_id, "duplicate", "already recorded"))
+                    continue
+                if job.state not in (JobState.RUNNING, JobState.QUEUED):
+                    results.append(CompletionResult(c.job_id, "stale", f"job is {job.state.value}"))
+                    continue
+                self._check_outputs(job, c)
+                cost = c.engine_seconds * worker.price_per_hour / 3600.0
+                ok = await tx.update_job(
+                    job.id,
+                    expect_epoch=c.epoch,
+                    expect_states=(JobState.RUNNING, JobState.QUEUED),
+                    state=JobState.SUCCEEDED,
+                    finished_at=now,
+                    updated_at=now,
+                    lease_expires_at=None,
+                    stalled=False,
+                    progress_step=job.progress_total or job.progress_step,
+                    engine_seconds=job.engine_seconds + c.engine_seconds,
+                    cost_usd=job.cost_usd + cost,
+                    result={**c.result, "timings": c.timings},
+                    error_code=None,
+                    error_message=None,
+                )
+                if not ok:  # pragma: no cover - guarded by the checks above inside one transaction
+                    results.append(CompletionResult(c.job_id, "stale", "lost a race"))
+                    continue
+                await tx.end_attempt(
+                    job.id,
+                    c.epoch,
+                    outcome=AttemptOutcome.SUCCEEDED,
+                    ended_at=now,
+                    engine_seconds=c.engine_seconds,
+                    cost_usd=cost,
+                    timings=c.timings,
+                )
+                outs = [
+                    Output(
+                        job_id=job.id,
+                        index=o.index,
+                        blob_key=o.blob_key,
+                        content_type=o.content_type,
+                        size=o.size,
+                        seed=o.seed,
+                        infotext=o.infotext,
+                        created_at=now,
+                        sha256=o.sha256,
+                    )
+                    for o in c.outputs
+                ]
+                await tx.insert_outputs(outs, job.tenant)
+                events: list[EventRow] = [
+                    (job.id, job.tenant, EventType.OUTPUT, {"index": o.index, "seed": o.seed}, now)
+                    for o in outs
+                ]
+                events.append(
+                    (
+                        job.id,
+                        job.tenant,
+                        EventType.FINISHED,
+                        {"state": "succeeded", "images": len(outs), "cost_usd": job.cost_usd + cost},
+                        now,
+                    )
+                )
+                await tx.insert_events(events)
+                if job.tenant not in tenant_cache:
+                    tenant_cache[job.tenant] = await tx.get_tenant(job.tenant)
+                job.state = JobState.SUCCEEDED
+                job.finished_at = now
+                job.cost_usd += cost
+                job.engine_seconds += c.engine_seconds
+                await self._queue_webhooks(tx, tenant_cache[job.tenant], [job], "job.finished", now)
+                total_engine += c.engine_seconds
+                done_ids.append(job.id)
+                results.append(CompletionResult(job.id, "accepted"))
+                self.metrics.job_latency.observe(max(0.0, now - job.created_at))
+            if done_ids:
+                await tx.add_worker_counters(worker_id, done=len(done_ids), engine_seconds=total_engine)
+        self.metrics.completed.inc(len(done_ids))
+        if done_ids:
+            self.notifier.job_changed(done_ids)
+        return results
+
+    def _check_outputs(self, job: Job, c: Completion) -> None:
+        seen: set[int] = set()
+        for o in c.outputs:
+            if o.index in seen:
+                raise ValidationError(f"output index {o.index} appears twice", field="outputs")
+            seen.add(o.index)
+            expected = output_key(job, c.epoch, o.index, o.content_type)
+            if o.blob_key != expected:
+                raise ValidationError(f"output {o.index} must be stored at {expected!r}", field="outputs")
+
+    # ================================================================ fail / release
+    async def fail(
+        self,
+        worker_id: str,
+        tenant: str | None,
+        job_id: str,
+        epoch: int,
+        *,
+        code: str,
+        message: str,
+        retryable: bool,
+        engine_seconds: float = 0.0,
+    ) -> Job:
+        """A worker could not run a job. Retry elsewhere within the budget; quarantine a worker
+        that keeps failing distinct jobs, and give the failures it caused back to those jobs."""
+        now = self.clock()
+        quarantined = False
+        async with self.store.transaction() as tx:
+            worker = await self._worker(tx, worker_id, tenant)
+            job = await self._held_job(tx, job_id, epoch, worker_id)
+            cost = engine_seconds * worker.price_per_hour / 3600.0
+            await tx.end_attempt(
+                job.id,
+                epoch,
+                outcome=AttemptOutcome.FAILED,
+                ended_at=now,
+                error_code=code[:64],
+                error_message=message[:2000],
+                engine_seconds=engine_seconds,
+                cost_usd=cost,
+            )
+            await tx.add_worker_counters(worker_id, failed=1, engine_seconds=engine_seconds)
+            job.engine_seconds += engine_seconds
+            job.cost_usd += cost
+            if job.cancel_requested:
+                await self._finish(
+                    tx, job, JobState.CANCELED, now, code="canceled", message="canceled by the client"
+                )
+            else:
+                failures = job.failures + 1
+                if retryable and failures < self.settings.max_failures:
+                    await self._requeue(
+                        tx,
+                        job,
+                        now,
+                        failures=failures,
+                        stalled=False,
+                        reason=f"attempt failed on {worker.name}: {message}",
+                    )
+                else:
+                    why = "not retryable" if not retryable else f"failed {failures} times"
+                    await tx.update_job(job.id, failures=failures)
+                    await self._finish(tx, job, JobState.FAILED, now, code=code, message=f"{message} ({why})")
+            self.metrics.failed_attempts.inc()
+            quarantined = await self._maybe_quarantine(tx, worker, now)
+        self.notifier.job_changed([job_id])
+        if quarantined:
+            self.notifier.work_available()
+        return await self.get_job(job_id, None)
+
+    async def release(
+        self,
+        worker_id: str,
+        tenant: str | None,
+        job_id: str,
+        epoch: int,
+        *,
+        reason: str = "released",
+        engine_seconds: float = 0.0,
+    ) -> Job:
+        """A worker gives a job back (graceful stop). An interruption, not a failure."""
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            worker = await self._worker(tx, worker_id, tenant)
+            job = await self._held_job(tx, job_id, epoch, worker_id)
+            cost = engine_seconds * worker.price_per_hour / 3600.0
+            await tx.end_attempt(
+                job.id,
+                epoch,
+                outcome=AttemptOutcome.RELEASED,
+                ended_at=now,
+                error_message=reason[:2000],
+                engine_seconds=engine_seconds,
+                cost_usd=cost,
+            )
+            job.engine_seconds += engine_seconds
+            job.cost_usd += cost
+            await self._interrupt(tx, job, now, f"released by {worker.name}: {reason}")
+        self.notifier.job_changed([job_id])
+        self.notifier.work_available()
+        return await self.get_job(job_id, None)
+
+    async def _held_job(self, tx: SqlTx, job_id: str, epoch: int, worker_id: str) -> Job:
+        job = await tx.get_job(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}", field="job_id")
+        if job.lease_epoch != epoch or job.lease_worker != worker_id or job.state.terminal:
+            raise StaleLease(f"lease epoch {epoch} of job {job_id} is not current", field="epoch")
+        return job
+
+    async def _maybe_quarantine(self, tx: SqlTx, worker: WorkerInfo, now: float) -> bool:
+        if worker.state == WorkerState.QUARANTINED:
+            return False
+        failed = await tx.failed_attempts_of_worker(worker.id, now - self.settings.quarantine_window)
+        distinct = {a.job_id for a in failed}
+        if len(distinct) < self.settings.quarantine_failures:
+            return False
+        reason = (
+            f"failed {len(distinct)} distinct jobs within {self.settings.quarantine_window:.0f} s; "
+            f"last error: {failed[-1].error_message}"
+        )
+        await tx.update_worker(
+            worker.id,
+            state=WorkerState.QUARANTINED,
+            quarantined_until=now + self.settings.quarantine_seconds,
+            quarantine_reason=reason,
+        )
+        await tx.mark_attempts_refunded([a.id for a in failed])
+        # give the failures back: each job gets its failure refunded; a job this worker failed for
+        # good goes back to the queue. The per-job ban on this worker stays.
+        for job in await tx.get_jobs(sorted(distinct)):
+            refund = sum(1 for a in failed if a.job_id == job.id)
+            failures = max(0, job.failures - refund)
+            if job.state == JobState.FAILED and job.lease_worker == worker.id:
+                await self._requeue(
+                    tx,
+                    job,
+                    now,
+                    failures=failures,
+                    stalled=True,
+                    reason=f"failure refunded: worker {worker.name} was quarantined",
+                )
+            else:
+                await tx.update_job(job.id, failures=failures)
+        # jobs it still holds go back at once
+        for job in await tx.list_jobs(tenant=None, states=(JobState.RUNNING,), limit=1000):
+            if job.lease_worker == worker.id:
+                await tx.end_attempt(
+                    job.id,
+                    job.lease_epoch,
+                    outcome=AttemptOutcome.INTERRUPTED,
+                    ended_at=now,
+                    error_message="worker quarantined",
+                )
+                await self._interrupt(tx, job, now, f"worker {worker.name} was quarantined")
+        self.metrics.quarantines.inc()
+        log.warning("worker.quarantined worker_id=%s name=%s reason=%s", worker.id, worker.name, reason)
+        return True
+
+    async def release_quarantine(self, worker_id: str) -> None:
+        async with self.store.transaction() as tx:
+            await self._worker(tx, worker_id, None)
+            await tx.update_worker(
+                worker_id, state=WorkerState.ACTIVE, quarantined_until=None, quarantine_reason=None
+            )
+
+    # ================================================================ state transitions
+    async def _requeue(
+        self,
+        tx: SqlTx,
+        job: Job,
+        now: float,
+        *,
+        failures: int | None = None,
+        stalled: bool,
+        reason: str,
+        interruptions: int | None = None,
+    ) -> None:
+        values: dict[str, Any] = {
+            "state": JobState.QUEUED,
+            "stalled": stalled,
+            "lease_expires_at": None,
+            "updated_at": now,
+            "queued_at": now,
+            "progress_step": 0,
+            "finished_at": None,
+            "error_code": None,
+            "error_message": None,
+            "wait_reason": reason[:500],
+            "cost_usd": job.cost_usd,
+            "engine_seconds": job.engine_seconds,
+        }
+        if failures is not None:
+            values["failures"] = failures
+        if interruptions is not None:
+            values["interruptions"] = interruptions
+        await tx.update_job(job.id, **values)
+        await tx.insert_events(
+            [(job.id, job.tenant, EventType.REQUEUED, {"state": "queued", "reason": reason}, now)]
+        )
+        self.notifier.work_available()
+
+    async def _interrupt(self, tx: SqlTx, job: Job, now: float, reason: str) -> None:
+        """The job lost its worker through no fault of its own (lease expired, released)."""
+        if job.cancel_requested:
+            await self._finish(
+                tx, job, JobState.CANCELED, now, code="canceled", message="canceled by the client"
+            )
+            return
+        interruptions = job.interruptions + 1
+        if interruptions > self.settings.max_interruptions:
+            await tx.update_job(job.id, interruptions=interruptions)
+            await self._finish(
+                tx,
+                job,
+                JobState.FAILED,
+                now,
+                code="too_many_interruptions",
+                message=f"interrupted {interruptions} times; last: {reason}",
+            )
+            return
+        await self._requeue(tx, job, now, stalled=True, reason=reason, interruptions=interruptions)
+
+    async def _finish(
+        self, tx: SqlTx, job: Job, state: JobState, now: float, *, code: str | None, message: str | None
+    ) -> None:
+        await tx.update_job(
+            job.id,
+            state=state,
+            finished_at=now,
+            updated_at=now,
+            lease_expires_at=None,
+            error_code=code,
+            error_message=message,
+            wait_reason=None,
+            stalled=False,
+            cost_usd=job.cost_usd,
+            engine_seconds=job.engine_seconds,
+        )
+        job.state = state
+        job.finished_at = now
+        job.error_code = code
+        job.error_message = message
+        await tx.insert_events(
+            [
+                (
+                    job.id,
+                    job.tenant,
+                    EventType.FINISHED,
+                    {"state": state.value, "error": {"code": code, "message": message}},
+                    now,
+                )
+            ]
+        )
+        await self._queue_webhooks(tx, await tx.get_tenant(job.tenant), [job], "job.finished", now)
+        if state == JobState.FAILED:
+            self.metrics.failed_jobs.inc()
+        elif state == JobState.CANCELED:
+            self.metrics.canceled.inc()
+
+    # ================================================================ reaper
+    async def expire_leases(self) -> int:
+        """Re-queue (ahead of new work) every running job whose lease ran out."""
+        now = self.clock()
+        count = 0
+        async with self.store.transaction() as tx:
+            for job in await tx.jobs_with_expired_lease(now):
+                await tx.end_attempt(
+                    job.id,
+                    job.lease_epoch,
+                    outcome=AttemptOutcome.INTERRUPTED,
+                    ended_at=now,
+                    error_message="lease expired",
+                )
+                await self._interrupt(tx, job, now, "the worker stopped sending heartbeats (lease expired)")
+                count += 1
+        if count:
+            self.metrics.lease_expiries.inc(count)
+            log.info("jobs.leases_expired count=%d", count)
+        return count
+
+    async def check_unservable(self) -> int:
+        """Say why queued jobs wait when no online worker can take them; expire those that waited
+        longer than ``unservable_after``. Returns how many expired."""
+        now = self.clock()
+        async with self.store.read() as rtx:
+            online = [
+                w
+                for w in await rtx.list_workers(seen_since=now - self.settings.worker_offline_after)
+                if w.state == WorkerState.ACTIVE
+            ]
+            queued = await rtx.queued_requirements()
+        verdicts: dict[Requirements, str | None] = {}
+        to_expire: list[tuple[str, str]] = []
+        changes: list[tuple[str, str | None]] = []
+        for job_id, req, queued_at, current in queued:
+            if req not in verdicts:
+                verdicts[req] = (
+                    None
+                    if any(w.capabilities.accepts(req) for w in online)
+                    else self._why_unservable(req, online)
+                )
+            why = verdicts[req]
+            if why is not None and now - queued_at > self.settings.unservable_after:
+                to_expire.append((job_id, why))
+            elif why is not None and why != current:
+                changes.append((job_id, why))
+            elif why is None and current is not None and current.startswith(UNSERVABLE_PREFIX):
+                changes.append((job_id, None))
+        if not changes and not to_expire:
+            return 0
+        async with self.store.transaction() as tx:
+            for job_id, why in changes:
+                await tx.update_job(job_id, expect_states=(JobState.QUEUED,), wait_reason=why)
+            for job_id, why in to_expire:
+                job = await tx.get_job(job_id)
+                if job is not None and job.state == JobState.QUEUED:
+                    waited = now - (job.queued_at or job.created_at)
+                    await self._finish(
+                        tx,
+                        job,
+                        JobState.FAILED,
+                        now,
+                        code="expired",
+                        message=f"expired after waiting {waited:.0f} s: {why}",
+                    )
+        return len(to_expire)
+
+    @staticmethod
+    def _why_unservable(req: Requirements, online: list[WorkerInfo]) -> str:
+        if not online:
+            return f"{UNSERVABLE_PREFIX} is online"
+        reasons = sorted({w.capabilities.why_not(req) or "" for w in online} - {""})
+        return f"{UNSERVABLE_PREFIX} online can take it ({req.describe()}): every worker " + "; ".join(
+            reasons
+        )
+
+    async def lift_quarantines(self) -> int:
+        now = self.clock()
+        count = 0
+        async with self.store.transaction() as tx:
+            for w in await tx.list_workers():
+                if w.state == WorkerState.QUARANTINED and w.quarantined_until and w.quarantined_until < now:
+                    await tx.update_worker(
+                        w.id, state=WorkerState.ACTIVE, quarantined_until=None, quarantine_reason=None
+                    )
+                    count += 1
+        return count
+
+    async def prune(self) -> int:
+        async with self.store.transaction() as tx:
+            return await tx.prune_events(self.clock() - self.settings.event_retention_seconds)
+
+    async def reap(self) -> None:
+        """One pass of every periodic duty. Safe to run on every replica at once."""
+        await self.expire_leases()
+        await self.check_unservable()
+        await self.lift_quarantines()
+
+    # ================================================================ webhooks
+    async def _queue_webhooks_for(self, tx: SqlTx, jobs: Sequence[Job], event_type: str, now: float) -> None:
+        by_tenant: dict[str, list[Job]] = {}
+        for j in jobs:
+            by_tenant.setdefault(j.tenant, []).append(j)
+        for tenant_id, tenant_jobs in by_tenant.items():
+            await self._queue_webhooks(tx, await tx.get_tenant(tenant_id), tenant_jobs, event_type, now)
+
+    async def _queue_webhooks(
+        self,
+        tx: SqlTx,
+        tenant: Tenant | None,
+        jobs: Sequence[Job],
+        event_type: str,
+        now: float,
+        *,
+        only_explicit: bool = False,
+    ) -> None:
+        rows: list[OutboxMessage] = []
+        for job in jobs:
+            url = job.webhook_url or (None if only_explicit or tenant is None else tenant.webhook_url)
+            if not url or (only_explicit and not job.webhook_url):
+                continue
+            payload = {
+                "type": event_type,
+                "timestamp": now,
+                "data": {
+                    "id": job.id,
+                    "state": job.state.value,
+                    "kind": job.kind.value,
+                    "labels": job.labels,
+                    "error": {"code": job.error_code, "message": job.error_message}
+                    if job.error_code
+                    else None,
+                    "cost_usd": round(job.cost_usd, 8),
+                },
+            }
+            rows.append(
+                OutboxMessage(
+                    message_id=new_id("msg_"),
+                    job_id=job.id,
+                    tenant=job.tenant,
+                    url=url,
+                    event_type=event_type,
+                    payload=json.dumps(payload),
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
+        await tx.insert_outbox(rows)
+
+
+def backoff_delay(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with a cap: base, 2·base, 4·base, … (attempt counts from 1)."""
+    return min(cap, base * math.pow(2, max(0, attempt - 1)))

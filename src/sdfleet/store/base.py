@@ -1,0 +1,74 @@
+"""The job store's contract: records it returns beside the domain types, and the protocols.
+
+There is one implementation, :class:`sdfleet.store.sql.SqlStore`, for SQLite and PostgreSQL; the
+protocols exist so the use cases in :mod:`sdfleet.jobs` depend on a contract, not on SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from sdfleet.store.sql import SqlTx
+
+
+@dataclass(slots=True)
+class Tenant:
+    """An owner of jobs. Its webhook secret signs every webhook sent for its jobs."""
+
+    id: str
+    webhook_url: str | None
+    webhook_secret: str
+    created_at: float
+
+
+@dataclass(slots=True)
+class ApiKeyRecord:
+    """A stored API key: only the SHA-256 of the secret is kept."""
+
+    id: str
+    tenant: str
+    name: str
+    key_hash: str
+    prefix: str
+    scopes: tuple[str, ...]
+    created_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(slots=True)
+class OutboxMessage:
+    """A webhook delivery waiting in (or done from) the durable outbox."""
+
+    message_id: str
+    job_id: str
+    tenant: str
+    url: str
+    event_type: str
+    payload: str
+    next_attempt_at: float
+    created_at: float
+    attempts: int = 0
+    state: str = "pending"
+    last_error: str | None = None
+    delivered_at: float | None = None
+
+
+class JobStore(Protocol):
+    """Durable state of the whole system: jobs, attempts, workers, keys, outputs, events, outbox.
+
+    ``transaction()`` opens a read-write transaction whose methods commit together;
+    ``read()`` a read-only one that never blocks writers.
+    """
+
+    url: str
+
+    def transaction(self) -> AbstractAsyncContextManager[SqlTx]: ...
+
+    def read(self) -> AbstractAsyncContextManager[SqlTx]: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...

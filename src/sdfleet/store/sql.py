@@ -1,0 +1,846 @@
+"""The one SQL implementation of the job store, for SQLite and PostgreSQL (SQLAlchemy Core, async).
+
+A :class:`SqlStore` hands out transactions (:class:`SqlTx`); every method of a transaction is one
+or a few statements. The use cases in :mod:`sdfleet.jobs` compose them so that a state change, its
+attempt record, its events and its webhook messages commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Row,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from sdfleet.domain import (
+    Attempt,
+    AttemptOutcome,
+    Capabilities,
+    Event,
+    EventType,
+    Feature,
+    Job,
+    JobKind,
+    JobState,
+    Output,
+    Requirements,
+    WorkerInfo,
+    WorkerState,
+)
+from sdfleet.errors import ServiceUnavailable
+from sdfleet.store.base import ApiKeyRecord, OutboxMessage, Tenant
+from sdfleet.store.dialect import Dialect, dialect_for
+from sdfleet.store.schema import api_keys, attempts, events, jobs, outputs, tenants, webhook_outbox, workers
+
+_FEATURE_MASK = 0xFFFF
+_dumps = json.dumps
+
+
+def _loads(value: str | None, default: Any) -> Any:
+    return json.loads(value) if value else default
+
+
+def _job(row: Row[Any]) -> Job:
+    m = row._mapping
+    return Job(
+        id=m["id"],
+        tenant=m["tenant"],
+        kind=JobKind(m["kind"]),
+        state=JobState(m["state"]),
+        spec=json.loads(m["spec"]),
+        priority=m["priority"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        queued_at=m["queued_at"],
+        requirements=Requirements(
+            kind=JobKind(m["kind"]),
+            arch=m["req_arch"],
+            pixels=m["req_pixels"],
+            features=Feature(m["req_features"]),
+            model=m["req_model"],
+        ),
+        idempotency_key=m["idempotency_key"],
+        webhook_url=m["webhook_url"],
+        labels=_loads(m["labels"], {}),
+        lease_epoch=m["lease_epoch"],
+        lease_worker=m["lease_worker"],
+        lease_expires_at=m["lease_expires_at"],
+        failures=m["failures"],
+        interruptions=m["interruptions"],
+        stalled=bool(m["stalled"]),
+        cancel_requested=bool(m["cancel_requested"]),
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+        progress_step=m["progress_step"],
+        progress_total=m["progress_total"],
+        wait_reason=m["wait_reason"],
+        error_code=m["error_code"],
+        error_message=m["error_message"],
+        engine_seconds=m["engine_seconds"],
+        cost_usd=m["cost_usd"],
+        result=_loads(m["result"], {}),
+    )
+
+
+def _attempt(row: Row[Any]) -> Attempt:
+    m = row._mapping
+    return Attempt(
+        id=m["id"],
+        job_id=m["job_id"],
+        worker_id=m["worker_id"],
+        epoch=m["epoch"],
+        started_at=m["started_at"],
+        last_heartbeat_at=m["last_heartbeat_at"],
+        outcome=AttemptOutcome(m["outcome"]),
+        ended_at=m["ended_at"],
+        error_code=m["error_code"],
+        error_message=m["error_message"],
+        engine_seconds=m["engine_seconds"],
+        price_per_hour=m["price_per_hour"],
+        cost_usd=m["cost_usd"],
+        refunded=bool(m["refunded"]),
+        timings=_loads(m["timings"], {}),
+    )
+
+
+def _worker(row: Row[Any]) -> WorkerInfo:
+    m = row._mapping
+    return WorkerInfo(
+        id=m["id"],
+        name=m["name"],
+        tenant=m["tenant"],
+        state=WorkerState(m["state"]),
+        capabilities=Capabilities(
+            kinds=tuple(k for k in m["kinds"].split(",") if k),
+            archs=tuple(a for a in m["archs"].split(",") if a),
+            max_pixels=m["max_pixels"],
+            features=Feature(m["features"]),
+        ),
+        gpu_name=m["gpu_name"],
+        gpu_memory_mb=m["gpu_memory_mb"],
+        price_per_hour=m["price_per_hour"],
+        engine=m["engine"],
+        version=m["version"],
+        registered_at=m["registered_at"],
+        last_seen_at=m["last_seen_at"],
+        quarantined_until=m["quarantined_until"],
+        quarantine_reason=m["quarantine_reason"],
+        jobs_done=m["jobs_done"],
+        jobs_failed=m["jobs_failed"],
+        engine_seconds=m["engine_seconds"],
+        current_jobs=_loads(m["current_jobs"], []),
+        loaded_models=_loads(m["loaded_models"], []),
+        info=_loads(m["info"], {}),
+    )
+
+
+def _output(row: Row[Any]) -> Output:
+    m = row._mapping
+    return Output(
+        job_id=m["job_id"],
+        index=m["idx"],
+        blob_key=m["blob_key"],
+        content_type=m["content_type"],
+        size=m["size"],
+        seed=m["seed"],
+        infotext=m["infotext"],
+        created_at=m["created_at"],
+        sha256=m["sha256"],
+    )
+
+
+def _event(row: Row[Any]) -> Event:
+    m = row._mapping
+    return Event(
+        id=m["id"],
+        job_id=m["job_id"],
+        tenant=m["tenant"],
+        type=EventType(m["type"]),
+        data=json.loads(m["data"]),
+        created_at=m["created_at"],
+    )
+
+
+def job_row(job: Job) -> dict[str, Any]:
+    """The column values of a new job."""
+    req = job.requirements
+    return {
+        "id": job.id,
+        "tenant": job.tenant,
+        "kind": job.kind.value,
+        "state": job.state.value,
+        "priority": job.priority,
+        "spec": _dumps(job.spec),
+        "req_arch": req.arch,
+        "req_pixels": req.pixels,
+        "req_features": int(req.features),
+        "req_model": req.model,
+        "idempotency_key": job.idempotency_key,
+        "webhook_url": job.webhook_url,
+        "labels": _dumps(job.labels),
+        "lease_epoch": 0,
+        "failures": 0,
+        "interruptions": 0,
+        "stalled": False,
+        "cancel_requested": False,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "queued_at": job.created_at,
+        "progress_step": 0,
+        "progress_total": 0,
+        "engine_seconds": 0.0,
+        "cost_usd": 0.0,
+        "result": "{}",
+    }
+
+
+_JSON_JOB_COLUMNS = ("spec", "labels", "result")
+_JSON_WORKER_COLUMNS = ("current_jobs", "loaded_models", "info")
+
+
+def _encode(values: dict[str, Any], json_columns: Iterable[str]) -> dict[str, Any]:
+    out = dict(values)
+    for key in json_columns:
+        if key in out and not isinstance(out[key], str):
+            out[key] = _dumps(out[key])
+    for key, value in out.items():
+        if isinstance(value, JobState | AttemptOutcome | WorkerState | EventType):
+            out[key] = value.value
+    return out
+
+
+class SqlTx:
+    """One database transaction. Obtain it from :meth:`SqlStore.transaction`."""
+
+    def __init__(self, conn: AsyncConnection, dialect: Dialect):
+        self.conn = conn
+        self.dialect = dialect
+
+    # ---------------------------------------------------------------- tenants and keys
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        row = (await self.conn.execute(select(tenants).where(tenants.c.id == tenant_id))).first()
+        if row is None:
+            return None
+        m = row._mapping
+        return Tenant(
+            id=m["id"],
+            webhook_url=m["webhook_url"],
+            webhook_secret=m["webhook_secret"],
+            created_at=m["created_at"],
+        )
+
+    async def insert_tenant(self, tenant: Tenant) -> None:
+        await self.conn.execute(
+            insert(tenants).values(
+                id=tenant.id,
+                webhook_url=tenant.webhook_url,
+                webhook_secret=tenant.webhook_secret,
+                created_at=tenant.created_at,
+            )
+        )
+
+    async def update_tenant(self, tenant_id: str, **values: Any) -> None:
+        await self.conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(**values))
+
+    async def insert_api_key(self, key: ApiKeyRecord) -> None:
+        await self.conn.execute(
+            insert(api_keys).values(
+                id=key.id,
+                tenant=key.tenant,
+                name=key.name,
+                key_hash=key.key_hash,
+                prefix=key.prefix,
+                scopes=",".join(key.scopes),
+                created_at=key.created_at,
+                revoked_at=key.revoked_at,
+            )
+        )
+
+    async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        row = (await self.conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))).first()
+        return _api_key(row) if row else None
+
+    async def list_api_keys(self, tenant: str | None = None) -> list[ApiKeyRecord]:
+        q = select(api_keys).order_by(api_keys.c.created_at)
+        if tenant:
+            q = q.where(api_keys.c.tenant == tenant)
+        return [_api_key(r) for r in await self.conn.execute(q)]
+
+    async def revoke_api_key(self, key_id: str, now: float) -> bool:
+        res = await self.conn.execute(
+            update(api_keys)
+            .where(or_(api_keys.c.id == key_id, api_keys.c.prefix == key_id), api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return bool(res.rowcount)
+
+    async def count_active_keys(self, scope: str | None = None) -> int:
+        q = select(api_keys.c.scopes).where(api_keys.c.revoked_at.is_(None))
+        rows = (await self.conn.execute(q)).all()
+        if scope is None:
+            return len(rows)
+        return sum(1 for r in rows if scope in r[0].split(","))
+
+    # ---------------------------------------------------------------- jobs
+    async def insert_jobs(self, new_jobs: Sequence[Job]) -> None:
+        if new_jobs:
+            await self.conn.execute(insert(jobs), [job_row(j) for j in new_jobs])
+
+    async def jobs_by_idempotency_key(self, tenant: str, keys: Sequence[str]) -> dict[str, Job]:
+        if not keys:
+            return {}
+        rows = await self.conn.execute(
+            select(jobs).where(jobs.c.tenant == tenant, jobs.c.idempotency_key.in_(list(keys)))
+        )
+        return {r._mapping["idempotency_key"]: _job(r) for r in rows}
+
+    async def get_job(self, job_id: str) -> Job | None:
+        row = (await self.conn.execute(select(jobs).where(jobs.c.id == job_id))).first()
+        return _job(row) if row else None
+
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[Job]:
+        if not job_ids:
+            return []
+        rows = await self.conn.execute(select(jobs).where(jobs.c.id.in_(list(job_ids))))
+        return [_job(r) for r in rows]
+
+    async def list_jobs(
+        self,
+        *,
+        tenant: str | None,
+        states: Sequence[JobState] = (),
+        kind: JobKind | None = None,
+        label: tuple[str, str] | None = None,
+        before: str | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        q = select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+        if tenant is not None:
+            q = q.where(jobs.c.tenant == tenant)
+        if states:
+            q = q.where(jobs.c.state.in_([s.value for s in states]))
+        if kind is not None:
+            q = q.where(jobs.c.kind == kind.value)
+        if before:
+            q = q.where(jobs.c.id < before)
+        rows = [_job(r) for r in await self.conn.execute(q)]
+        if label is not None:
+            rows = [j for j in rows if j.labels.get(label[0]) == label[1]]
+        return rows
+
+    async def update_job(
+        self,
+        job_id: str,
+        *,
+        expect_epoch: int | None = None,
+        expect_states: Sequence[JobState] = (),
+        **values: Any,
+    ) -> bool:
+        """Guarded update: applies only when the epoch and state still are what the caller saw."""
+        q = update(jobs).where(jobs.c.id == job_id)
+        if expect_epoch is not None:
+            q = q.where(jobs.c.lease_epoch == expect_epoch)
+        if expect_states:
+            q = q.where(jobs.c.state.in_([s.value for s in expect_states]))
+        res = await self.conn.execute(q.values(**_encode(values, _JSON_JOB_COLUMNS)))
+        return bool(res.rowcount)
+
+    async def claim_jobs(
+        self,
+        *,
+        worker_id: str,
+        caps: Capabilities,
+        limit: int,
+        now: float,
+        lease_until: float,
+    ) -> list[Job]:
+        """Atomically hand up to ``limit`` queued jobs this worker may take to it.
+
+        Order: stalled (re-queued after a lost lease) first, then priority, then age. Jobs on
+        which this worker already failed are skipped. Every hand-out bumps the lease epoch.
+        """
+        failed_here = exists().where(
+            attempts.c.job_id == jobs.c.id,
+            attempts.c.worker_id == worker_id,
+            attempts.c.outcome == AttemptOutcome.FAILED.value,
+        )
+        candidates = (
+            select(jobs.c.id)
+            .where(
+                jobs.c.state == JobState.QUEUED.value,
+                jobs.c.kind.in_(list(caps.kinds)),
+                or_(jobs.c.req_arch.is_(None), jobs.c.req_arch.in_(list(caps.archs))),
+                jobs.c.req_pixels <= caps.max_pixels,
+                jobs.c.req_features.op("&")(~int(caps.features) & _FEATURE_MASK) == 0,
+                ~failed_here,
+            )
+            .order_by(jobs.c.stalled.desc(), jobs.c.priority.desc(), jobs.c.id)
+            .limit(limit)
+        )
+        candidates = self.dialect.lock_for_claim(candidates)
+        stmt = (
+            update(jobs)
+            .where(jobs.c.id.in_(candidates.scalar_subquery()))
+            .values(
+                state=JobState.RUNNING.value,
+                lease_epoch=jobs.c.lease_epoch + 1,
+                lease_worker=worker_id,
+                lease_expires_at=lease_until,
+                updated_at=now,
+                started_at=func.coalesce(jobs.c.started_at, now),
+                wait_reason=None,
+                progress_step=0,
+            )
+            .returning(*jobs.c)
+        )
+        claimed = [_job(r) for r in await self.conn.execute(stmt)]
+        claimed.sort(key=lambda j: (not j.stalled, -j.priority, j.id))
+        return claimed
+
+    async def jobs_with_expired_lease(self, now: float, limit: int = 500) -> list[Job]:
+        rows = await self.conn.execute(
+            select(jobs)
+            .where(jobs.c.state == JobState.RUNNING.value, jobs.c.lease_expires_at < now)
+            .order_by(jobs.c.lease_expires_at)
+            .limit(limit)
+        )
+        return [_job(r) for r in rows]
+
+    async def any_expired_lease(self, now: float) -> bool:
+        row = (
+            await self.conn.execute(
+                select(literal(1))
+                .where(jobs.c.state == JobState.RUNNING.value, jobs.c.lease_expires_at < now)
+                .limit(1)
+            )
+        ).first()
+        return row is not None
+
+    async def extend_leases(
+        self, worker_id: str, beats: Sequence[tuple[str, int, int, int]], now: float, lease_until: float
+    ) -> dict[str, tuple[bool, bool]]:
+        """Extend the leases this worker holds. ``beats`` are (job_id, epoch, step, total).
+
+        Returns job_id → (still held, cancel requested) for every job in ``beats``.
+        """
+        if not beats:
+            return {}
+        ids = [b[0] for b in beats]
+        rows = (
+            await self.conn.execute(
+                select(
+                    jobs.c.id, jobs.c.lease_epoch, jobs.c.state, jobs.c.lease_worker, jobs.c.cancel_requested
+                ).where(jobs.c.id.in_(ids))
+            )
+        ).all()
+        current = {r[0]: r for r in rows}
+        answer: dict[str, tuple[bool, bool]] = {}
+        updates: list[dict[str, Any]] = []
+        attempt_updates: list[dict[str, Any]] = []
+        for job_id, epoch, step, total in beats:
+            r = current.get(job_id)
+            # a job whose lease ran out but that nobody took since is the same epoch: keep it
+            held = (
+                r is not None
+                and r[1] == epoch
+                and r[3] == worker_id
+                and r[2] in (JobState.RUNNING.value, JobState.QUEUED.value)
+            )
+            answer[job_id] = (held, bool(r[4]) if r is not None else False)
+            if held:
+                updates.append({"b_id": job_id, "b_epoch": epoch, "b_step": step, "b_total": total})
+                attempt_updates.append({"b_id": job_id, "b_epoch": epoch})
+        if updates:
+            await self.conn.execute(
+                update(jobs)
+                .where(jobs.c.id == bindparam("b_id"), jobs.c.lease_epoch == bindparam("b_epoch"))
+                .values(
+                    state=JobState.RUNNING.value,
+                    lease_expires_at=lease_until,
+                    updated_at=now,
+                    progress_step=bindparam("b_step"),
+                    progress_total=bindparam("b_total"),
+                ),
+                updates,
+            )
+            await self.conn.execute(
+                update(attempts)
+                .where(attempts.c.job_id == bindparam("b_id"), attempts.c.epoch == bindparam("b_epoch"))
+                .values(last_heartbeat_at=now, outcome=AttemptOutcome.RUNNING.value, ended_at=None),
+                attempt_updates,
+            )
+        return answer
+
+    async def count_jobs_by_state(self) -> dict[str, int]:
+        rows = await self.conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state))
+        return {r[0]: r[1] for r in rows}
+
+    async def queued_requirements(
+        self, limit: int = 1000
+    ) -> list[tuple[str, Requirements, float, str | None]]:
+        """(job id, requirements, queued_at, wait_reason) of the oldest queued jobs."""
+        rows = await self.conn.execute(
+            select(
+                jobs.c.id,
+                jobs.c.kind,
+                jobs.c.req_arch,
+                jobs.c.req_pixels,
+                jobs.c.req_features,
+                jobs.c.req_model,
+                jobs.c.queued_at,
+                jobs.c.wait_reason,
+            )
+            .where(jobs.c.state == JobState.QUEUED.value)
+            .order_by(jobs.c.id)
+            .limit(limit)
+        )
+        return [
+            (r[0], Requirements(JobKind(r[1]), r[2], r[3], Feature(r[4]), r[5]), r[6], r[7]) for r in rows
+        ]
+
+    async def tenant_usage(self, tenant: str) -> dict[str, Any]:
+        row = (
+            await self.conn.execute(
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(jobs.c.cost_usd), 0.0),
+                    func.coalesce(func.sum(jobs.c.engine_seconds), 0.0),
+                ).where(jobs.c.tenant == tenant)
+            )
+        ).one()
+        images = (
+            await self.conn.execute(
+                select(func.count()).select_from(outputs).where(outputs.c.tenant == tenant)
+            )
+        ).scalar_one()
+        return {"jobs": row[0], "cost_usd": float(row[1]), "engine_seconds": float(row[2]), "images": images}
+
+    # ---------------------------------------------------------------- attempts
+    async def insert_attempts(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            await self.conn.execute(insert(attempts), [_encode(r, ("timings",)) for r in rows])
+
+    async def end_attempt(self, job_id: str, epoch: int, **values: Any) -> None:
+        await self.conn.execute(
+            update(attempts)
+            .where(attempts.c.job_id == job_id, attempts.c.epoch == epoch)
+            .values(**_encode(values, ("timings",)))
+        )
+
+    async def list_attempts(self, job_id: str) -> list[Attempt]:
+        rows = await self.conn.execute(
+            select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.id)
+        )
+        return [_attempt(r) for r in rows]
+
+    async def failed_attempts_of_worker(self, worker_id: str, since: float) -> list[Attempt]:
+        rows = await self.conn.execute(
+            select(attempts).where(
+                attempts.c.worker_id == worker_id,
+                attempts.c.outcome == AttemptOutcome.FAILED.value,
+                attempts.c.ended_at >= since,
+                attempts.c.refunded.is_(False),
+            )
+        )
+        return [_attempt(r) for r in rows]
+
+    async def mark_attempts_refunded(self, attempt_ids: Sequence[int]) -> None:
+        if attempt_ids:
+            await self.conn.execute(
+                update(attempts).where(attempts.c.id.in_(list(attempt_ids))).values(refunded=True)
+            )
+
+    # ---------------------------------------------------------------- workers
+    async def insert_worker(self, worker: WorkerInfo) -> None:
+        caps = worker.capabilities
+        await self.conn.execute(
+            insert(workers).values(
+                id=worker.id,
+                name=worker.name,
+                tenant=worker.tenant,
+                state=worker.state.value,
+                kinds=",".join(caps.kinds),
+                archs=",".join(caps.archs),
+                max_pixels=caps.max_pixels,
+                features=int(caps.features),
+                gpu_name=worker.gpu_name,
+                gpu_memory_mb=worker.gpu_memory_mb,
+                price_per_hour=worker.price_per_hour,
+                engine=worker.engine,
+                version=worker.version,
+                registered_at=worker.registered_at,
+                last_seen_at=worker.last_seen_at,
+                current_jobs=_dumps(worker.current_jobs),
+                loaded_models=_dumps(worker.loaded_models),
+                info=_dumps(worker.info),
+            )
+        )
+
+    async def get_worker(self, worker_id: str) -> WorkerInfo | None:
+        row = (await self.conn.execute(select(workers).where(workers.c.id == worker_id))).first()
+        return _worker(row) if row else None
+
+    async def list_workers(self, *, seen_since: float | None = None) -> list[WorkerInfo]:
+        q = select(workers).order_by(workers.c.registered_at)
+        if seen_since is not None:
+            q = q.where(workers.c.last_seen_at >= seen_since)
+        return [_worker(r) for r in await self.conn.execute(q)]
+
+    async def update_worker(self, worker_id: str, **values: Any) -> bool:
+        res = await self.conn.execute(
+            update(workers).where(workers.c.id == worker_id).values(**_encode(values, _JSON_WORKER_COLUMNS))
+        )
+        return bool(res.rowcount)
+
+    async def add_worker_counters(
+        self, worker_id: str, *, done: int = 0, failed: int = 0, engine_seconds: float = 0.0
+    ) -> None:
+        await self.conn.execute(
+            update(workers)
+            .where(workers.c.id == worker_id)
+            .values(
+                jobs_done=workers.c.jobs_done + done,
+                jobs_failed=workers.c.jobs_failed + failed,
+                engine_seconds=workers.c.engine_seconds + engine_seconds,
+            )
+        )
+
+    # ---------------------------------------------------------------- outputs
+    async def insert_outputs(self, rows: Sequence[Output], tenant: str) -> None:
+        if rows:
+            await self.conn.execute(
+                insert(outputs),
+                [
+                    {
+                        "job_id": o.job_id,
+                        "idx": o.index,
+                        "tenant": tenant,
+                        "blob_key": o.blob_key,
+                        "content_type": o.content_type,
+                        "size": o.size,
+                        "seed": o.seed,
+                        "infotext": o.infotext,
+                        "sha256": o.sha256,
+                        "created_at": o.created_at,
+                    }
+                    for o in rows
+                ],
+            )
+
+    async def list_outputs(self, job_id: str) -> list[Output]:
+        rows = await self.conn.execute(
+            select(outputs).where(outputs.c.job_id == job_id).order_by(outputs.c.idx)
+        )
+        return [_output(r) for r in rows]
+
+    async def outputs_for_jobs(self, job_ids: Sequence[str]) -> dict[str, list[Output]]:
+        result: dict[str, list[Output]] = {j: [] for j in job_ids}
+        if job_ids:
+            rows = await self.conn.execute(
+                select(outputs)
+                .where(outputs.c.job_id.in_(list(job_ids)))
+                .order_by(outputs.c.job_id, outputs.c.idx)
+            )
+            for r in rows:
+                result[r._mapping["job_id"]].append(_output(r))
+        return result
+
+    async def list_tenant_outputs(
+        self, tenant: str | None, *, before: tuple[float, str, int] | None, limit: int
+    ) -> list[tuple[Output, str]]:
+        q = (
+            select(outputs)
+            .order_by(outputs.c.created_at.desc(), outputs.c.job_id.desc(), outputs.c.idx.desc())
+            .limit(limit)
+        )
+        if tenant is not None:
+            q = q.where(outputs.c.tenant == tenant)
+        if before is not None:
+            t, job_id, idx = before
+            q = q.where(
+                or_(
+                    outputs.c.created_at < t,
+                    and_(outputs.c.created_at == t, outputs.c.job_id < job_id),
+                    and_(outputs.c.created_at == t, outputs.c.job_id == job_id, outputs.c.idx < idx),
+                )
+            )
+        return [(_output(r), r._mapping["tenant"]) for r in await self.conn.execute(q)]
+
+    async def delete_outputs(self, job_id: str) -> None:
+        await self.conn.execute(delete(outputs).where(outputs.c.job_id == job_id))
+
+    # ---------------------------------------------------------------- events and webhooks
+    async def insert_events(self, rows: Sequence[tuple[str, str, EventType, dict[str, Any], float]]) -> None:
+        """Append events: (job_id, tenant, type, data, created_at)."""
+        if rows:
+            await self.conn.execute(
+                insert(events),
+                [
+                    {"job_id": j, "tenant": t, "type": ty.value, "data": _dumps(d), "created_at": c}
+                    for j, t, ty, d, c in rows
+                ],
+            )
+
+    async def events_after(self, job_id: str, after_id: int, limit: int = 500) -> list[Event]:
+        rows = await self.conn.execute(
+            select(events)
+            .where(events.c.job_id == job_id, events.c.id > after_id)
+            .order_by(events.c.id)
+            .limit(limit)
+        )
+        return [_event(r) for r in rows]
+
+    async def prune_events(self, older_than: float) -> int:
+        res = await self.conn.execute(delete(events).where(events.c.created_at < older_than))
+        return int(res.rowcount or 0)
+
+    async def insert_outbox(self, rows: Sequence[OutboxMessage]) -> None:
+        if rows:
+            await self.conn.execute(
+                insert(webhook_outbox),
+                [
+                    {
+                        "message_id": m.message_id,
+                        "job_id": m.job_id,
+                        "tenant": m.tenant,
+                        "url": m.url,
+                        "event_type": m.event_type,
+                        "payload": m.payload,
+                        "state": "pending",
+                        "attempts": 0,
+                        "next_attempt_at": m.next_attempt_at,
+                        "created_at": m.created_at,
+                    }
+                    for m in rows
+                ],
+            )
+
+    async def lock_due_webhooks(self, now: float, lock_until: float, limit: int) -> list[OutboxMessage]:
+        due = (
+            select(webhook_outbox.c.id)
+            .where(
+                webhook_outbox.c.state == "pending",
+                webhook_outbox.c.next_attempt_at <= now,
+                or_(webhook_outbox.c.locked_until.is_(None), webhook_outbox.c.locked_until < now),
+            )
+            .order_by(webhook_outbox.c.next_attempt_at)
+            .limit(limit)
+        )
+        due = self.dialect.lock_for_claim(due)
+        rows = await self.conn.execute(
+            update(webhook_outbox)
+            .where(webhook_outbox.c.id.in_(due.scalar_subquery()))
+            .values(locked_until=lock_until)
+            .returning(*webhook_outbox.c)
+        )
+        return [_outbox(r) for r in rows]
+
+    async def update_webhook(self, message_id: str, **values: Any) -> None:
+        await self.conn.execute(
+            update(webhook_outbox).where(webhook_outbox.c.message_id == message_id).values(**values)
+        )
+
+    async def list_webhooks(self, job_id: str) -> list[OutboxMessage]:
+        rows = await self.conn.execute(
+            select(webhook_outbox).where(webhook_outbox.c.job_id == job_id).order_by(webhook_outbox.c.id)
+        )
+        return [_outbox(r) for r in rows]
+
+
+def _api_key(row: Row[Any]) -> ApiKeyRecord:
+    m = row._mapping
+    return ApiKeyRecord(
+        id=m["id"],
+        tenant=m["tenant"],
+        name=m["name"],
+        key_hash=m["key_hash"],
+        prefix=m["prefix"],
+        scopes=tuple(m["scopes"].split(",")),
+        created_at=m["created_at"],
+        revoked_at=m["revoked_at"],
+    )
+
+
+def _outbox(row: Row[Any]) -> OutboxMessage:
+    m = row._mapping
+    return OutboxMessage(
+        message_id=m["message_id"],
+        job_id=m["job_id"],
+        tenant=m["tenant"],
+        url=m["url"],
+        event_type=m["event_type"],
+        payload=m["payload"],
+        next_attempt_at=m["next_attempt_at"],
+        created_at=m["created_at"],
+        attempts=m["attempts"],
+        state=m["state"],
+        last_error=m["last_error"],
+        delivered_at=m["delivered_at"],
+    )
+
+
+class SqlStore:
+    """The job store on SQLAlchemy: SQLite (embedded) or PostgreSQL (scale-out), chosen by URL."""
+
+    def __init__(self, url: str, *, pool_size: int = 10):
+        self.url = url
+        self.dialect = dialect_for(url)
+        if self.dialect.is_sqlite:
+            db = self.dialect.async_url.split("///", 1)[-1]
+            if db and db != ":memory:":
+                Path(db).parent.mkdir(parents=True, exist_ok=True)
+        self._writer, self._reader = self.dialect.create_engines(pool_size)
+        self._write_lock = asyncio.Lock() if self.dialect.is_sqlite else None
+
+    @property
+    def writer_engine(self) -> AsyncEngine:
+        return self._writer
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqlTx]:
+        """A read-write transaction. On SQLite, writers in this process take turns."""
+        try:
+            if self._write_lock is None:
+                async with self._writer.begin() as conn:
+                    yield SqlTx(conn, self.dialect)
+                return
+            async with self._write_lock, self._writer.begin() as conn:
+                yield SqlTx(conn, self.dialect)
+        except OperationalError as exc:
+            raise ServiceUnavailable(f"database unavailable: {exc.orig}") from exc
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[SqlTx]:
+        """A read-only transaction (never blocks writers)."""
+        try:
+            async with self._reader.connect() as conn:
+                yield SqlTx(conn, self.dialect)
+        except OperationalError as exc:
+            raise ServiceUnavailable(f"database unavailable: {exc.orig}") from exc
+
+    async def ping(self) -> None:
+        async with self.read() as tx:
+            await tx.conn.execute(select(literal(1)))
+
+    async def close(self) -> None:
+        await self._writer.dispose()
+        if self._reader is not self._writer:
+            await self._reader.dispose()
