@@ -1,0 +1,71 @@
+"""The blob store contract: where images, uploads and checkpoints live.
+
+Workers never hold storage credentials: they get URLs. With an object store those are presigned
+URLs of the store itself; with a local directory they are orchestrator paths signed with an HMAC
+(:class:`UrlSigner`), served by the API's blob routes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from sdfleet.errors import Forbidden, ValidationError
+
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]{0,511}$")
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could escape the store's root or confuse a URL."""
+    if not _KEY.match(key) or any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValidationError(f"invalid blob key {key!r}", field="key")
+    return key
+
+
+class BlobStore(Protocol):
+    """Bytes by key, plus URLs that let someone else read or write one key for a while."""
+
+    url: str
+
+    @property
+    def direct_upload(self) -> bool:
+        """True when workers upload straight to the store (presigned), False when through us."""
+        ...
+
+    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+
+    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int: ...
+
+    async def get(self, key: str) -> bytes: ...
+
+    async def size(self, key: str) -> int | None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    def get_url(self, key: str, expires_in: float) -> str: ...
+
+    def put_url(self, key: str, expires_in: float, content_type: str) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+class UrlSigner:
+    """HMAC signatures for orchestrator-served blob URLs (local-directory profile)."""
+
+    def __init__(self, secret: bytes):
+        self._secret = secret
+
+    def sign(self, method: str, key: str, expires_at: int) -> str:
+        msg = f"{method.upper()}\n{key}\n{expires_at}".encode()
+        digest = hmac.new(self._secret, msg, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def verify(self, method: str, key: str, expires_at: int, signature: str, now: float) -> None:
+        if expires_at < now:
+            raise Forbidden("this link has expired", field="exp")
+        if not hmac.compare_digest(self.sign(method, key, expires_at), signature):
+            raise Forbidden("bad link signature", field="sig")

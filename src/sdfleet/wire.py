@@ -1,0 +1,295 @@
+"""The wire contract: request and response bodies of the native API and the worker protocol.
+
+The orchestrator's routes and the worker's HTTP client both use these models, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sdfleet.domain import GenerationSpec, JobKind
+
+# ===================================================================== native jobs API
+
+
+class JobCreate(BaseModel):
+    """One job to run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: JobKind = JobKind.TXT2IMG
+    params: GenerationSpec = Field(default_factory=GenerationSpec)
+    priority: int = Field(default=0, ge=-100, le=100)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    webhook_url: str | None = Field(default=None, max_length=2000)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=32)
+    arch: Literal["sd1", "sd2", "sdxl"] | None = None
+
+
+class JobBatchCreate(BaseModel):
+    """Several jobs submitted at once (all stored, or none)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobCreate] = Field(min_length=1)
+
+
+class OutputView(BaseModel):
+    index: int
+    url: str
+    content_type: str
+    size: int
+    seed: int | None = None
+    infotext: str | None = None
+
+
+class ProgressView(BaseModel):
+    step: int
+    total: int
+    fraction: float
+
+
+class ErrorView(BaseModel):
+    code: str | None
+    message: str | None
+
+
+class JobView(BaseModel):
+    """A job as clients see it."""
+
+    id: str
+    kind: str
+    state: str
+    priority: int
+    labels: dict[str, str]
+    params: dict[str, Any]
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    progress: ProgressView
+    failures: int
+    interruptions: int
+    cancel_requested: bool
+    wait_reason: str | None
+    error: ErrorView | None
+    outputs: list[OutputView]
+    engine_seconds: float
+    cost_usd: float
+    result: dict[str, Any]
+    idempotency_key: str | None = None
+    created: bool | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+    next_cursor: str | None
+
+
+class BatchView(BaseModel):
+    jobs: list[JobView]
+    created: int
+
+
+class AccountView(BaseModel):
+    tenant: str
+    scopes: list[str]
+    webhook_url: str | None
+    webhook_secret: str
+    usage: dict[str, Any]
+
+
+class WebhookSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, max_length=2000)
+
+
+# ===================================================================== worker protocol
+
+
+class WorkerCapabilities(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kinds: list[str] = Field(default_factory=lambda: [k.value for k in JobKind])
+    archs: list[str] = Field(default_factory=lambda: ["sd1", "sd2", "sdxl"])
+    max_pixels: int = Field(default=4 * 1024 * 1024, ge=64 * 64)
+    features: list[str] = Field(default_factory=list)
+
+
+class RegisterRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    gpu_name: str = Field(default="", max_length=200)
+    gpu_memory_mb: int = Field(default=0, ge=0)
+    price_per_hour: float = Field(default=0.0, ge=0.0, le=1000.0)
+    engine: str = Field(default="", max_length=64)
+    version: str = Field(default="", max_length=64)
+    capabilities: WorkerCapabilities = Field(default_factory=WorkerCapabilities)
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+class RegisterResponse(BaseModel):
+    worker_id: str
+    lease_seconds: float
+    heartbeat_seconds: float
+
+
+class ClaimRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    worker_id: str
+    max_jobs: int = Field(default=1, ge=1, le=256)
+    wait: float = Field(default=0.0, ge=0.0, le=300.0)
+    loaded_models: list[str] | None = None
+
+
+class UploadTarget(BaseModel):
+    """Where to put one output: ``PUT url`` with the body (relative URLs are on the orchestrator)."""
+
+    index: int
+    key: str
+    url: str
+    method: str = "PUT"
+    content_type: str
+
+
+class ClaimedJob(BaseModel):
+    job_id: str
+    epoch: int
+    kind: str
+    params: dict[str, Any]
+    lease_expires_at: float | None
+    uploads: list[UploadTarget]
+
+
+class ClaimResponse(BaseModel):
+    jobs: list[ClaimedJob]
+    worker_state: str
+    lease_seconds: float
+    message: str | None = None
+
+
+class BeatItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    epoch: int
+    step: int = Field(default=0, ge=0)
+    total: int = Field(default=0, ge=0)
+
+
+class HeartbeatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    worker_id: str
+    jobs: list[BeatItem] = Field(default_factory=list, max_length=256)
+    loaded_models: list[str] | None = None
+
+
+class BeatAnswerView(BaseModel):
+    job_id: str
+    action: Literal["continue", "cancel", "lost"]
+
+
+class HeartbeatResponse(BaseModel):
+    jobs: list[BeatAnswerView]
+    worker_state: str
+    lease_seconds: float
+
+
+class UploadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    worker_id: str
+    job_id: str
+    epoch: int
+    index: int = Field(ge=0)
+    content_type: str = "image/png"
+
+
+class OutputItem(BaseModel):
+    """One output: stored at ``key`` beforehand, or sent inline as ``data_b64`` (small ones, local
+    blob store only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(ge=0)
+    key: str | None = None
+    data_b64: str | None = None
+    content_type: str = "image/png"
+    size: int | None = Field(default=None, ge=0)
+    sha256: str | None = Field(default=None, max_length=64)
+    seed: int | None = None
+    infotext: str | None = Field(default=None, max_length=65536)
+
+
+class CompleteItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    epoch: int
+    outputs: list[OutputItem] = Field(default_factory=list)
+    engine_seconds: float = Field(default=0.0, ge=0.0)
+    timings: dict[str, float] = Field(default_factory=dict)
+    result: dict[str, Any] = Field(default_factory=dict)
+
+
+class CompleteRequest(BaseModel):
+    """Either one completion (``job_id`` …) or several (``results``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    worker_id: str
+    job_id: str | None = None
+    epoch: int | None = None
+    outputs: list[OutputItem] = Field(default_factory=list)
+    engine_seconds: float = Field(default=0.0, ge=0.0)
+    timings: dict[str, float] = Field(default_factory=dict)
+    result: dict[str, Any] = Field(default_factory=dict)
+    results: list[CompleteItem] | None = Field(default=None, max_length=256)
+
+
+class CompleteResultView(BaseModel):
+    job_id: str
+    status: Literal["accepted", "duplicate", "stale"]
+    message: str = ""
+
+
+class CompleteResponse(BaseModel):
+    results: list[CompleteResultView]
+
+
+class FailRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    worker_id: str
+    job_id: str
+    epoch: int
+    code: str = Field(default="engine_error", max_length=64)
+    message: str = Field(default="", max_length=4000)
+    retryable: bool = True
+    engine_seconds: float = Field(default=0.0, ge=0.0)
+
+
+class ReleaseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    worker_id: str
+    job_id: str
+    epoch: int
+    reason: str = Field(default="worker stopping", max_length=2000)
+    engine_seconds: float = Field(default=0.0, ge=0.0)
+
+
+class StopRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    worker_id: str
+
+
+class JobStateView(BaseModel):
+    job_id: str
+    state: str
