@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str | None = None
     blob_url: str | None = None
+    auto_migrate: bool = Field(
+        default=True, description="Migrate the schema at start (else refuse if behind)"
+    )
+    database_pool_size: int = 10
     auth: str = Field(default="auto", description="auto | required | off (off only on loopback)")
     secret_key: str | None = Field(default=None, description="HMAC key for signed blob URLs")
 

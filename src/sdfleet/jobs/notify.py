@@ -15,6 +15,7 @@ class Notifier:
 
     def __init__(self) -> None:
         self._work = asyncio.Event()
+        self._webhooks = asyncio.Event()
         self._job_waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
 
     def work_available(self) -> None:
@@ -25,6 +26,14 @@ class Notifier:
         event = self._work
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
+
+    def webhooks_queued(self) -> None:
+        self._webhooks.set()
+
+    async def wait_for_webhooks(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._webhooks.wait(), timeout)
+        self._webhooks.clear()
 
     def job_changed(self, job_ids: list[str] | set[str] | tuple[str, ...]) -> None:
         for job_id in job_ids:

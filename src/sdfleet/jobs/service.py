@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ from sdfleet.domain import (
 from sdfleet.errors import NotFound, StaleLease, ValidationError
 from sdfleet.jobs.metrics import Metrics
 from sdfleet.jobs.notify import Notifier
+from sdfleet.jobs.webhooks import new_webhook_secret
 from sdfleet.store.base import JobStore, OutboxMessage, Tenant
 from sdfleet.store.sql import SqlTx
 
@@ -178,7 +177,7 @@ class JobService:
                 tenant = Tenant(
                     id=tenant_id,
                     webhook_url=None,
-                    webhook_secret="whsec_" + secrets.token_urlsafe(32),
+                    webhook_secret=new_webhook_secret(),
                     created_at=self.clock(),
                 )
                 await tx.insert_tenant(tenant)
@@ -943,9 +942,6 @@ class JobService:
                     created_at=now,
                 )
             )
-        await tx.insert_outbox(rows)
-
-
-def backoff_delay(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with a cap: base, 2·base, 4·base, … (attempt counts from 1)."""
-    return min(cap, base * math.pow(2, max(0, attempt - 1)))
+        if rows:
+            await tx.insert_outbox(rows)
+            self.notifier.webhooks_queued()

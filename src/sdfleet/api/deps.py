@@ -1,0 +1,77 @@
+"""What every route needs: the services of this app instance and the caller's identity."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from sdfleet.api.auth import principal_for, require_scope
+from sdfleet.blobs import BlobStore, UrlSigner
+from sdfleet.config import Settings
+from sdfleet.jobs.keys import KeyService, Principal
+from sdfleet.jobs.metrics import Metrics
+from sdfleet.jobs.notify import Notifier
+from sdfleet.jobs.service import JobService
+from sdfleet.store.base import JobStore
+
+
+@dataclass(slots=True)
+class AppContext:
+    """The composed services of one app instance (kept on ``app.state.ctx``)."""
+
+    settings: Settings
+    store: JobStore
+    blobs: BlobStore
+    jobs: JobService
+    keys: KeyService
+    notifier: Notifier
+    metrics: Metrics
+    signer: UrlSigner
+    open_mode: bool
+
+    def verify_signed(self, method: str, key: str, expires_at: int, signature: str) -> None:
+        """Check an HMAC-signed blob URL (local blob store)."""
+        self.signer.verify(method, key, expires_at, signature, time.time())
+
+    def absolute(self, request: Request, url: str) -> str:
+        """Make an orchestrator-relative URL absolute for a client."""
+        if url.startswith(("http://", "https://")):
+            return url
+        base = (
+            self.settings.public_url.rstrip("/")
+            if self.settings.public_url
+            else str(request.base_url).rstrip("/")
+        )
+        return base + url
+
+
+def get_ctx(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+
+async def _principal(request: Request, ctx: Ctx) -> Principal:
+    return await principal_for(request, ctx.keys, ctx.open_mode)
+
+
+async def user_principal(request: Request, ctx: Ctx) -> Principal:
+    return require_scope(await _principal(request, ctx), "user")
+
+
+async def admin_principal(request: Request, ctx: Ctx) -> Principal:
+    return require_scope(await _principal(request, ctx), "admin")
+
+
+async def worker_principal(request: Request, ctx: Ctx) -> Principal:
+    return require_scope(await _principal(request, ctx), "worker")
+
+
+User = Annotated[Principal, Depends(user_principal)]
+Admin = Annotated[Principal, Depends(admin_principal)]
+WorkerAuth = Annotated[Principal, Depends(worker_principal)]

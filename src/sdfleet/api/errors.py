@@ -1,0 +1,107 @@
+"""One error envelope for every failure: ``{"error": {"code", "message", "field"}}``.
+
+Bad input is a 4xx naming the field; a body over the limit is a 413 before it is read whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sdfleet.errors import PayloadTooLarge, SdfleetError
+
+log = logging.getLogger("sdfleet.api")
+
+
+def envelope(
+    status: int, code: str, message: str, field: str | None = None, details: dict[str, Any] | None = None
+) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message, "field": field}
+    if details:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status)
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SdfleetError)
+    async def _sdfleet(_: Request, exc: SdfleetError) -> JSONResponse:
+        return envelope(exc.status, exc.code, exc.message, exc.field, exc.details or None)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+        field = _field_of(tuple(first.get("loc", ())))
+        problems = [
+            {"field": _field_of(tuple(e.get("loc", ()))), "message": e.get("msg", "")} for e in errors[:20]
+        ]
+        return envelope(
+            422, "invalid_request", f"{field}: {first.get('msg', 'invalid')}", field, {"problems": problems}
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status_code, "http_error"
+        )
+        return envelope(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("api.unhandled path=%s", request.url.path)
+        return envelope(500, "internal_error", "internal error; the server log has the details")
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over ``max_bytes`` (413) — by Content-Length up front, and by
+    counting while streaming when the length is not declared. Paths under ``exempt`` (streamed
+    uploads with their own limit) are skipped."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, exempt: tuple[str, ...] = ()):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_bytes:
+                    await self._reject(scope, receive, send)
+                    return
+        seen = 0
+        limit = self.max_bytes
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLarge(f"the request body is larger than {limit} bytes", field="body")
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = envelope(
+            413, "payload_too_large", f"the request body is larger than {self.max_bytes} bytes", "body"
+        )
+        await response(scope, receive, send)

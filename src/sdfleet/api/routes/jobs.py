@@ -1,0 +1,229 @@
+"""The native jobs API: submit (one or a batch), get, list, cancel, follow events, fetch outputs."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import RedirectResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import ValidationError as PydanticValidationError
+
+from sdfleet.api.auth import principal_for, require_scope
+from sdfleet.api.deps import Ctx, User
+from sdfleet.api.views import job_view
+from sdfleet.domain import EventType, JobKind, JobState
+from sdfleet.errors import NotFound, ValidationError
+from sdfleet.jobs.keys import Principal
+from sdfleet.jobs.netguard import check_url_syntax
+from sdfleet.jobs.service import JobRequest
+from sdfleet.wire import AccountView, BatchView, JobBatchCreate, JobCreate, JobList, JobView, WebhookSettings
+
+router = APIRouter(tags=["jobs"])
+KEEPALIVE_SECONDS = 15.0
+
+
+def _to_request(
+    ctx: Ctx, body: JobCreate, index: int | None, idempotency_key: str | None = None
+) -> JobRequest:
+    prefix = f"jobs.{index}." if index is not None else ""
+    try:
+        body.params.check_limits(ctx.settings.limits)
+    except ValidationError as exc:
+        exc.field = f"{prefix}params.{exc.field}" if exc.field else exc.field
+        raise
+    if body.webhook_url:
+        check_url_syntax(body.webhook_url, f"{prefix}webhook_url")
+    return JobRequest(
+        kind=body.kind,
+        spec=body.params,
+        priority=body.priority,
+        idempotency_key=body.idempotency_key or idempotency_key,
+        webhook_url=body.webhook_url,
+        labels=body.labels,
+        arch=body.arch,
+    )
+
+
+@router.post("/v1/jobs", status_code=201, response_model=None)
+async def submit_jobs(
+    request: Request,
+    response: Response,
+    ctx: Ctx,
+    principal: User,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobView | BatchView:
+    """Submit one job (a ``JobCreate`` body) or several (``{"jobs": [...]}``, at most 1000).
+
+    An ``idempotency_key`` (field, or ``Idempotency-Key`` header for one job) makes a retry
+    return the job it created the first time instead of a new one."""
+    try:
+        raw: Any = json.loads(await request.body() or b"null")
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"the body is not valid JSON: {exc.msg}", field="body") from exc
+    if not isinstance(raw, dict):
+        raise ValidationError("the body must be a JSON object", field="body")
+    try:
+        if "jobs" in raw:
+            if isinstance(raw["jobs"], list) and len(raw["jobs"]) > ctx.settings.limits.max_jobs_per_batch:
+                raise ValidationError(
+                    f"at most {ctx.settings.limits.max_jobs_per_batch} jobs per batch", field="jobs"
+                )
+            batch = JobBatchCreate.model_validate(raw)
+            requests = [_to_request(ctx, b, i) for i, b in enumerate(batch.jobs)]
+        else:
+            requests = [_to_request(ctx, JobCreate.model_validate(raw), None, idempotency_key)]
+    except PydanticValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "body"
+        raise ValidationError(
+            f"{field}: {err['msg']}",
+            field=field,
+            details={
+                "problems": [
+                    {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                    for e in exc.errors()[:20]
+                ]
+            },
+        ) from exc
+    submitted = await ctx.jobs.submit(principal.tenant, requests)
+    views = [job_view(ctx, request, s.job, [], created=s.created) for s in submitted]
+    if "jobs" in raw:
+        return BatchView(jobs=views, created=sum(1 for s in submitted if s.created))
+    if not submitted[0].created:
+        response.status_code = 200
+    return views[0]
+
+
+@router.get("/v1/jobs/{job_id}")
+async def get_job(job_id: str, request: Request, ctx: Ctx, principal: User) -> JobView:
+    """One job with its progress, outputs (as URLs), error, timings and cost."""
+    job = await ctx.jobs.get_job(job_id, principal.tenant_filter)
+    async with ctx.store.read() as tx:
+        outputs = await tx.list_outputs(job.id)
+    return job_view(ctx, request, job, outputs)
+
+
+@router.get("/v1/jobs")
+async def list_jobs(
+    request: Request,
+    ctx: Ctx,
+    principal: User,
+    state: Annotated[list[JobState] | None, Query()] = None,
+    kind: JobKind | None = None,
+    label: Annotated[str | None, Query(description="key:value", max_length=400)] = None,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JobList:
+    """The caller's jobs, newest first; pass ``next_cursor`` back as ``cursor`` for more."""
+    label_pair = None
+    if label is not None:
+        key, sep, value = label.partition(":")
+        if not sep:
+            raise ValidationError("label must be key:value", field="label")
+        label_pair = (key, value)
+    async with ctx.store.read() as tx:
+        jobs = await tx.list_jobs(
+            tenant=principal.tenant_filter,
+            states=state or (),
+            kind=kind,
+            label=label_pair,
+            before=cursor,
+            limit=limit,
+        )
+        outputs = await tx.outputs_for_jobs([j.id for j in jobs])
+    views = [job_view(ctx, request, j, outputs[j.id]) for j in jobs]
+    return JobList(jobs=views, next_cursor=jobs[-1].id if len(jobs) == limit else None)
+
+
+@router.post("/v1/jobs/{job_id}/cancel")
+async def cancel_job(job_id: str, request: Request, ctx: Ctx, principal: User) -> JobView:
+    """Cancel: a queued job at once, a running one at its worker's next heartbeat."""
+    job = await ctx.jobs.cancel(job_id, principal.tenant_filter)
+    async with ctx.store.read() as tx:
+        outputs = await tx.list_outputs(job.id)
+    return job_view(ctx, request, job, outputs)
+
+
+@router.get("/v1/jobs/{job_id}/outputs/{index}")
+async def get_output(
+    job_id: str, index: int, request: Request, ctx: Ctx, principal: User
+) -> RedirectResponse:
+    """Redirect to a (signed) URL of one output."""
+    job = await ctx.jobs.get_job(job_id, principal.tenant_filter)
+    async with ctx.store.read() as tx:
+        outputs = {o.index: o for o in await tx.list_outputs(job.id)}
+    if index not in outputs:
+        raise NotFound(f"job {job_id} has no output {index}", field="index")
+    url = ctx.absolute(request, ctx.blobs.get_url(outputs[index].blob_key, 3600))
+    return RedirectResponse(url, status_code=307)
+
+
+@router.get("/v1/jobs/{job_id}/events", response_class=EventSourceResponse)
+async def job_events(
+    job_id: str,
+    request: Request,
+    ctx: Ctx,
+    api_key: Annotated[
+        str | None, Query(max_length=200, description="for EventSource, which cannot send headers")
+    ] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    """Server-sent events of one job: queued, started, progress, output, requeued, finished.
+
+    The stream replays from the start (or from ``Last-Event-ID``) and ends after ``finished``."""
+    principal: Principal = require_scope(
+        await principal_for(request, ctx.keys, ctx.open_mode, api_key), "user"
+    )
+    await ctx.jobs.get_job(job_id, principal.tenant_filter)
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    quiet_since = time.monotonic()
+    while True:
+        async with ctx.store.read() as tx:
+            events = await tx.events_after(job_id, after)
+        for ev in events:
+            after = ev.id
+            yield ServerSentEvent(
+                event=ev.type.value,
+                id=str(ev.id),
+                data={"job_id": job_id, "type": ev.type.value, "at": ev.created_at, **ev.data},
+            )
+            if ev.type == EventType.FINISHED:
+                return
+        if events:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
+            quiet_since = time.monotonic()
+            yield ServerSentEvent(comment="keep-alive")
+        if await request.is_disconnected():
+            return
+        await ctx.notifier.wait_for_job(job_id, 1.0)
+
+
+@router.get("/v1/account")
+async def account(ctx: Ctx, principal: User) -> AccountView:
+    """The caller's tenant: webhook settings and secret, and usage (jobs, images, cost)."""
+    tenant = await ctx.jobs.ensure_tenant(principal.tenant)
+    async with ctx.store.read() as tx:
+        usage = await tx.tenant_usage(principal.tenant)
+    return AccountView(
+        tenant=tenant.id,
+        scopes=sorted(principal.scopes),
+        webhook_url=tenant.webhook_url,
+        webhook_secret=tenant.webhook_secret,
+        usage=usage,
+    )
+
+
+@router.put("/v1/account/webhook")
+async def set_webhook(body: WebhookSettings, ctx: Ctx, principal: User) -> AccountView:
+    """Set (or clear with ``null``) the webhook URL that receives every job's events."""
+    if body.url:
+        check_url_syntax(body.url, "url")
+    await ctx.jobs.ensure_tenant(principal.tenant)
+    async with ctx.store.transaction() as tx:
+        await tx.update_tenant(principal.tenant, webhook_url=body.url)
+    return await account(ctx, principal)

@@ -1,0 +1,61 @@
+"""Health, readiness, Prometheus metrics, and signed blob downloads."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import FileResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sdfleet.api.deps import Ctx
+from sdfleet.blobs import LocalBlobStore
+from sdfleet.errors import NotFound, ServiceUnavailable
+
+router = APIRouter(tags=["system"])
+MEDIA_TYPES = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "webp": "image/webp",
+    "safetensors": "application/octet-stream",
+}
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(ctx: Ctx) -> dict[str, str]:
+    """The process can serve: its database answers."""
+    try:
+        await ctx.store.ping()
+    except Exception as exc:
+        raise ServiceUnavailable(f"database not reachable: {type(exc).__name__}") from exc
+    return {"status": "ready"}
+
+
+@router.get("/metrics")
+async def metrics(ctx: Ctx) -> Response:
+    """Prometheus metrics: queue depth by state, claims, completions, failures, lease expiries,
+    latency histograms, webhook deliveries, process CPU and memory."""
+    return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/blobs/{key:path}")
+async def get_blob(
+    key: str, ctx: Ctx, exp: Annotated[int, Query()], sig: Annotated[str, Query(max_length=100)]
+) -> Response:
+    """Serve a blob for a signed URL (local blob store)."""
+    ctx.verify_signed("GET", key, exp, sig)
+    if not isinstance(ctx.blobs, LocalBlobStore):
+        raise NotFound("blobs are served by the object store", field="key")
+    path = ctx.blobs.path(key)
+    if not path.is_file():
+        raise NotFound("no such blob", field="key")
+    media = MEDIA_TYPES.get(path.suffix.lstrip("."), "application/octet-stream")
+    return FileResponse(
+        path, media_type=media, headers={"cache-control": "private, max-age=86400, immutable"}
+    )

@@ -1,0 +1,281 @@
+"""The worker protocol: register, claim (long-poll, several jobs), heartbeat, upload, complete,
+fail, release, stop. Only ``worker``-scoped keys reach it."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from sdfleet.api.deps import AppContext, Ctx, WorkerAuth
+from sdfleet.domain import Capabilities, Feature, Job, WorkerState
+from sdfleet.errors import LimitExceeded, NotFound, StaleLease, ValidationError
+from sdfleet.jobs.service import Beat, Completion, OutputReport, Registration, output_key
+from sdfleet.wire import (
+    BeatAnswerView,
+    ClaimedJob,
+    ClaimRequest,
+    ClaimResponse,
+    CompleteItem,
+    CompleteRequest,
+    CompleteResponse,
+    CompleteResultView,
+    FailRequest,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    JobStateView,
+    RegisterRequest,
+    RegisterResponse,
+    ReleaseRequest,
+    StopRequest,
+    UploadRequest,
+    UploadTarget,
+)
+
+router = APIRouter(prefix="/v1/worker", tags=["worker"])
+UPLOAD_URL_SECONDS = 3600.0
+CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+def _upload_target(ctx: AppContext, job: Job, epoch: int, index: int, content_type: str) -> UploadTarget:
+    key = output_key(job, epoch, index, content_type)
+    return UploadTarget(
+        index=index,
+        key=key,
+        url=ctx.blobs.put_url(key, UPLOAD_URL_SECONDS, content_type),
+        content_type=content_type,
+    )
+
+
+@router.post("/register")
+async def register(body: RegisterRequest, ctx: Ctx, principal: WorkerAuth) -> RegisterResponse:
+    """Announce a worker: its GPU, price per hour and what it can run."""
+    caps = body.capabilities
+    worker = await ctx.jobs.register_worker(
+        principal.tenant,
+        Registration(
+            name=body.name,
+            capabilities=Capabilities(
+                kinds=tuple(caps.kinds),
+                archs=tuple(caps.archs),
+                max_pixels=caps.max_pixels,
+                features=Feature.from_names(caps.features),
+            ),
+            gpu_name=body.gpu_name,
+            gpu_memory_mb=body.gpu_memory_mb,
+            price_per_hour=body.price_per_hour,
+            engine=body.engine,
+            version=body.version,
+            info=body.info,
+        ),
+    )
+    return RegisterResponse(
+        worker_id=worker.id,
+        lease_seconds=ctx.settings.lease_seconds,
+        heartbeat_seconds=ctx.settings.heartbeat_seconds,
+    )
+
+
+@router.post("/claim")
+async def claim(body: ClaimRequest, ctx: Ctx, principal: WorkerAuth) -> ClaimResponse:
+    """Take up to ``max_jobs`` jobs, waiting up to ``wait`` seconds when there are none."""
+    result = await ctx.jobs.claim(
+        body.worker_id,
+        principal.tenant,
+        max_jobs=body.max_jobs,
+        wait=body.wait,
+        loaded_models=body.loaded_models,
+    )
+    claimed = []
+    for job in result.jobs:
+        ct = CONTENT_TYPES.get(str(job.spec.get("output_format", "png")), "image/png")
+        claimed.append(
+            ClaimedJob(
+                job_id=job.id,
+                epoch=job.lease_epoch,
+                kind=job.kind.value,
+                params=job.spec,
+                lease_expires_at=job.lease_expires_at,
+                uploads=[
+                    _upload_target(ctx, job, job.lease_epoch, i, ct) for i in range(job.images_expected)
+                ],
+            )
+        )
+    message = None
+    if result.worker_state == WorkerState.QUARANTINED:
+        async with ctx.store.read() as tx:
+            worker = await tx.get_worker(body.worker_id)
+        message = f"quarantined: {worker.quarantine_reason if worker else ''}"
+    return ClaimResponse(
+        jobs=claimed,
+        worker_state=result.worker_state.value,
+        lease_seconds=result.lease_seconds,
+        message=message,
+    )
+
+
+@router.post("/heartbeat")
+async def heartbeat(body: HeartbeatRequest, ctx: Ctx, principal: WorkerAuth) -> HeartbeatResponse:
+    """Keep leases alive and report progress. Each job is answered continue, cancel or lost."""
+    answers, state = await ctx.jobs.heartbeat(
+        body.worker_id,
+        principal.tenant,
+        [Beat(b.job_id, b.epoch, b.step, b.total) for b in body.jobs],
+        body.loaded_models,
+    )
+    return HeartbeatResponse(
+        jobs=[BeatAnswerView(job_id=a.job_id, action=a.action) for a in answers],
+        worker_state=state.value,
+        lease_seconds=ctx.settings.lease_seconds,
+    )
+
+
+@router.post("/upload")
+async def upload_url(body: UploadRequest, ctx: Ctx, principal: WorkerAuth) -> UploadTarget:
+    """A fresh upload URL for one output of a job this worker holds."""
+    job = await ctx.jobs.get_job(body.job_id, None)
+    if job.lease_epoch != body.epoch or job.lease_worker != body.worker_id or job.state.terminal:
+        raise StaleLease(f"lease epoch {body.epoch} of job {body.job_id} is not current", field="epoch")
+    if body.index >= job.images_expected:
+        raise ValidationError(f"job {job.id} has {job.images_expected} outputs", field="index")
+    return _upload_target(ctx, job, body.epoch, body.index, body.content_type)
+
+
+async def _completion(ctx: AppContext, item: CompleteItem) -> Completion:
+    job = await ctx.jobs.get_job(item.job_id, None)
+    reports: list[OutputReport] = []
+    limits = ctx.settings.limits
+    for o in item.outputs:
+        key = o.key or output_key(job, item.epoch, o.index, o.content_type)
+        size = o.size
+        sha = o.sha256
+        if o.data_b64 is not None:
+            if ctx.blobs.direct_upload:
+                raise ValidationError(
+                    "inline outputs are not accepted with an object store: PUT to the upload URL",
+                    field="outputs.data_b64",
+                )
+            if len(o.data_b64) > limits.max_inline_output_bytes * 4 // 3 + 4:
+                raise LimitExceeded(
+                    f"inline outputs are limited to {limits.max_inline_output_bytes} bytes",
+                    field="outputs.data_b64",
+                )
+            try:
+                data = base64.b64decode(o.data_b64, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ValidationError("data_b64 is not valid base64", field="outputs.data_b64") from exc
+            if job.lease_epoch == item.epoch and job.lease_worker is not None:
+                await ctx.blobs.put(key, data, o.content_type)
+            size = len(data)
+            sha = sha or hashlib.sha256(data).hexdigest()
+        else:
+            stored = await ctx.blobs.size(key)
+            if stored is None and job.lease_epoch == item.epoch and not job.state.terminal:
+                raise ValidationError(f"output {o.index} was not uploaded to {key!r}", field="outputs")
+            size = stored if stored is not None else (size or 0)
+        reports.append(
+            OutputReport(
+                index=o.index,
+                content_type=o.content_type,
+                size=size or 0,
+                blob_key=key,
+                seed=o.seed,
+                infotext=o.infotext,
+                sha256=sha,
+            )
+        )
+    return Completion(
+        job_id=item.job_id,
+        epoch=item.epoch,
+        outputs=reports,
+        engine_seconds=item.engine_seconds,
+        timings=item.timings,
+        result=item.result,
+    )
+
+
+@router.post("/complete")
+async def complete(body: CompleteRequest, ctx: Ctx, principal: WorkerAuth) -> CompleteResponse:
+    """Report finished jobs with their outputs. Accepted exactly once; a stale epoch is 409 for a
+    single completion and ``"stale"`` per item in a batch."""
+    if body.results is not None:
+        items = body.results
+    elif body.job_id is not None and body.epoch is not None:
+        items = [
+            CompleteItem(
+                job_id=body.job_id,
+                epoch=body.epoch,
+                outputs=body.outputs,
+                engine_seconds=body.engine_seconds,
+                timings=body.timings,
+                result=body.result,
+            )
+        ]
+    else:
+        raise ValidationError("send job_id and epoch, or results", field="job_id")
+    completions = []
+    for item in items:
+        try:
+            completions.append(await _completion(ctx, item))
+        except NotFound:
+            completions.append(Completion(job_id=item.job_id, epoch=item.epoch, outputs=[]))
+    results = await ctx.jobs.complete(body.worker_id, principal.tenant, completions)
+    if body.results is None and results[0].status == "stale":
+        raise StaleLease(results[0].message, field="epoch")
+    return CompleteResponse(
+        results=[CompleteResultView(job_id=r.job_id, status=r.status, message=r.message) for r in results]
+    )
+
+
+@router.post("/fail")
+async def fail(body: FailRequest, ctx: Ctx, principal: WorkerAuth) -> JobStateView:
+    """Report that a job failed here; ``retryable`` lets it run elsewhere (never here again)."""
+    job = await ctx.jobs.fail(
+        body.worker_id,
+        principal.tenant,
+        body.job_id,
+        body.epoch,
+        code=body.code,
+        message=body.message,
+        retryable=body.retryable,
+        engine_seconds=body.engine_seconds,
+    )
+    return JobStateView(job_id=job.id, state=job.state.value)
+
+
+@router.post("/release")
+async def release(body: ReleaseRequest, ctx: Ctx, principal: WorkerAuth) -> JobStateView:
+    """Give a job back (the worker is stopping). Not a failure."""
+    job = await ctx.jobs.release(
+        body.worker_id,
+        principal.tenant,
+        body.job_id,
+        body.epoch,
+        reason=body.reason,
+        engine_seconds=body.engine_seconds,
+    )
+    return JobStateView(job_id=job.id, state=job.state.value)
+
+
+@router.post("/stop")
+async def stop(body: StopRequest, ctx: Ctx, principal: WorkerAuth) -> dict[str, str]:
+    """The worker is going away (after releasing what it held)."""
+    await ctx.jobs.stop_worker(body.worker_id, principal.tenant)
+    return {"worker_id": body.worker_id, "state": "stopped"}
+
+
+@router.put("/blobs/{key:path}", status_code=201)
+async def put_blob(
+    key: str,
+    request: Request,
+    ctx: Ctx,
+    exp: Annotated[int, Query()],
+    sig: Annotated[str, Query(max_length=100)],
+) -> dict[str, object]:
+    """Receive an upload for a signed URL (local blob store only; object stores take it directly)."""
+    ctx.verify_signed("PUT", key, exp, sig)
+    size = await ctx.blobs.put_stream(key, request.stream(), ctx.settings.limits.max_upload_bytes)
+    return {"key": key, "size": size}

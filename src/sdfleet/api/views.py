@@ -1,0 +1,53 @@
+"""Domain records → wire views (the JSON clients see)."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from sdfleet.api.deps import AppContext
+from sdfleet.domain import Job, Output
+from sdfleet.wire import ErrorView, JobView, OutputView, ProgressView
+
+OUTPUT_URL_SECONDS = 24 * 3600.0
+
+
+def output_view(ctx: AppContext, request: Request, output: Output) -> OutputView:
+    return OutputView(
+        index=output.index,
+        url=ctx.absolute(request, ctx.blobs.get_url(output.blob_key, OUTPUT_URL_SECONDS)),
+        content_type=output.content_type,
+        size=output.size,
+        seed=output.seed,
+        infotext=output.infotext,
+    )
+
+
+def job_view(
+    ctx: AppContext, request: Request, job: Job, outputs: list[Output], created: bool | None = None
+) -> JobView:
+    total = job.progress_total
+    step = job.progress_step
+    fraction = 1.0 if job.state.value == "succeeded" else (step / total if total else 0.0)
+    return JobView(
+        id=job.id,
+        kind=job.kind.value,
+        state=job.state.value,
+        priority=job.priority,
+        labels=job.labels,
+        params=job.spec,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        progress=ProgressView(step=step, total=total, fraction=round(min(1.0, fraction), 4)),
+        failures=job.failures,
+        interruptions=job.interruptions,
+        cancel_requested=job.cancel_requested,
+        wait_reason=job.wait_reason if job.state.value == "queued" else None,
+        error=ErrorView(code=job.error_code, message=job.error_message) if job.error_code else None,
+        outputs=[output_view(ctx, request, o) for o in outputs],
+        engine_seconds=round(job.engine_seconds, 6),
+        cost_usd=round(job.cost_usd, 8),
+        result=job.result,
+        idempotency_key=job.idempotency_key,
+        created=created,
+    )
