@@ -254,7 +254,7 @@ def _label(image: Image.Image, prompt: str, seed: int) -> None:
         draw.text((x + 1, y + 1), line, font=f, fill=(0, 0, 0, 160))
         draw.text((x, y), line, font=f, fill=(255, 255, 255, 230))
         box = draw.textbbox((x, y), line, font=f)
-        y = box[3] + max(2, size // 4)
+        y = int(box[3]) + max(2, size // 4)
 
 
 def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -182,13 +182,13 @@ class WorkerClient:
         return await self._call("complete", body, CompleteResponse, retry_for=retry_for)
 
     async def fail(self, body: FailRequest, *, retry_for: float | None = None) -> None:
-        await self._call("fail", body, None, retry_for=retry_for)
+        await self._post("fail", body, retry_for=retry_for)
 
     async def release(self, body: ReleaseRequest, *, retry_for: float | None = None) -> None:
-        await self._call("release", body, None, retry_for=retry_for)
+        await self._post("release", body, retry_for=retry_for)
 
     async def stop(self, body: StopRequest, *, retry_for: float | None = None) -> None:
-        await self._call("stop", body, None, retry_for=retry_for)
+        await self._post("stop", body, retry_for=retry_for)
 
     async def put_blob(
         self, url: str, data: bytes, content_type: str, *, retry_for: float | None = None
@@ -214,24 +214,26 @@ class WorkerClient:
         self,
         name: str,
         body: BaseModel,
-        answer: type[M] | None,
+        answer: type[M],
         *,
         retry_for: float | None,
         read_timeout: float | None = None,
-    ) -> Any:
-        url = urljoin(self.server, f"v1/worker/{name}")
-        response = await self._send(
+    ) -> M:
+        response = await self._post(name, body, retry_for=retry_for, read_timeout=read_timeout)
+        return answer.model_validate_json(response.content)
+
+    async def _post(
+        self, name: str, body: BaseModel, *, retry_for: float | None, read_timeout: float | None = None
+    ) -> httpx.Response:
+        return await self._send(
             "POST",
-            url,
+            urljoin(self.server, f"v1/worker/{name}"),
             content=body.model_dump_json(exclude_none=True).encode(),
             headers={"content-type": "application/json", **self._auth},
             retry_for=retry_for,
             read_timeout=read_timeout,
             what=name,
         )
-        if answer is None:
-            return None
-        return answer.model_validate_json(response.content)
 
     async def _send(
         self,

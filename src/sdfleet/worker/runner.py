@@ -30,9 +30,9 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from PIL import Image
@@ -66,6 +66,8 @@ log = logging.getLogger("sdfleet.worker")
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 _EXIF_IFD = 0x8769
 _USER_COMMENT = 0x9286
+
+T = TypeVar("T")
 
 
 # ===================================================================== records
@@ -218,7 +220,7 @@ class Worker:
         self.heartbeat_seconds = 0.0
         self.worker_state = "active"
 
-        self._held: dict[str, HeldJob] = {}
+        self._held: dict[tuple[str, int], HeldJob] = {}  # by (job id, lease epoch)
         self._ready: deque[HeldJob] = deque()
         self._current: HeldJob | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -229,7 +231,7 @@ class Worker:
         self._stopping = False
         self._done = asyncio.Event()
         self._running = False
-        self._claiming: asyncio.Task[list[ClaimedJob]] | None = None
+        self._claiming: asyncio.Task[list[HeldJob]] | None = None
         slots = max(1, settings.upload_concurrency)
         self._upload_slots = asyncio.Semaphore(slots)
         self._finish_slots = asyncio.Semaphore(max(2, slots))
@@ -238,7 +240,7 @@ class Worker:
     @property
     def held_jobs(self) -> dict[str, str]:
         """Job id → phase (waiting, running, finishing) of every job this worker holds now."""
-        return {job_id: job.phase for job_id, job in self._held.items()}
+        return {job.id: job.phase for job in self._held.values()}
 
     def request_stop(self) -> None:
         """Ask for a graceful stop (safe from a signal handler). A second call stops the current
@@ -345,7 +347,7 @@ class Worker:
         )
         return True
 
-    async def _unless_stopped[T](self, coro: Coroutine[Any, Any, T]) -> T | None:
+    async def _unless_stopped(self, coro: Coroutine[Any, Any, T]) -> T | None:
         """Await ``coro`` unless a stop is requested first (then cancel it and return None)."""
         task = asyncio.ensure_future(coro)
         stop_wait = asyncio.create_task(self._stop_requested.wait())
@@ -366,7 +368,7 @@ class Worker:
         want = max(0, self.settings.prefetch) + (0 if self._current is not None else 1)
         return want - len(self._ready)
 
-    async def _claim(self, max_jobs: int) -> list[ClaimedJob]:
+    async def _claim(self, max_jobs: int) -> list[HeldJob]:
         assert self.worker_id is not None
         started = time.monotonic()
         body = ClaimRequest(
@@ -394,15 +396,17 @@ class Worker:
         now = time.monotonic()
         if self.stats.first_claim_at is None:
             self.stats.first_claim_at = now
+        claimed = []
         for c in answer.jobs:
             held = HeldJob(claim=c, claimed_at=now)
-            self._held[c.job_id] = held
+            self._held[(c.job_id, c.epoch)] = held
+            claimed.append(held)
             self.stats.jobs_claimed += 1
             log.info("job.claimed job_id=%s epoch=%d worker_id=%s", c.job_id, c.epoch, self.worker_id)
         self.stats.max_held = max(self.stats.max_held, len(self._held))
-        return answer.jobs
+        return claimed
 
-    async def _claim_cancellable(self, max_jobs: int) -> list[ClaimedJob]:
+    async def _claim_cancellable(self, max_jobs: int) -> list[HeldJob]:
         self._claiming = asyncio.create_task(self._claim(max_jobs))
         try:
             return await self._claiming
@@ -429,9 +433,8 @@ class Worker:
                 await asyncio.sleep(backoff.delay(errors))
                 continue
             errors = 0
-            for c in claimed:
-                job = self._held.get(c.job_id)
-                if job is None:
+            for job in claimed:
+                if not self._holds(job):
                     continue  # dropped by a heartbeat answer already
                 if self._stopping:
                     self._spawn(self._release(job, "worker stopping"))
@@ -477,9 +480,8 @@ class Worker:
                 log.warning("worker.claim_error worker_id=%s error=%s", self.worker_id, exc)
                 await asyncio.sleep(1.0)
                 continue
-            for c in claimed:
-                job = self._held.get(c.job_id)
-                if job is None:
+            for job in claimed:
+                if not self._holds(job):
                     continue
                 if self._stopping:
                     await self._release(job, "worker stopping")
@@ -503,11 +505,11 @@ class Worker:
         reported (failed, canceled, released) or dropped here."""
         parsed = self._parse(job)
         if isinstance(parsed, str):
-            await self._fail(job, "invalid_params", parsed, retryable=False)
+            self._spawn(self._fail(job, "invalid_params", parsed, retryable=False))
             return None
         kind, spec = parsed
         if job.should_stop():
-            await self._after_stop(job, None)
+            self._spawn(self._after_stop(job, None))
             return None
         job.phase = "running"
         job.total = spec.steps * spec.n_iter
@@ -534,15 +536,16 @@ class Worker:
             job.engine_seconds += busy
             job.timings["generate"] = busy
             self.stats.engine_busy_seconds += busy
+        # reports go out in the background: the engine moves on to the next job meanwhile
         if job.should_stop():
-            await self._after_stop(job, error)
+            self._spawn(self._after_stop(job, error))
             return None
         if isinstance(error, Interrupted):
-            await self._fail(job, "interrupted", str(error), retryable=True)
+            self._spawn(self._fail(job, "interrupted", str(error), retryable=True))
             return None
         if isinstance(error, EngineError):
             log.warning("job.engine_error job_id=%s retryable=%s error=%s", job.id, error.retryable, error)
-            await self._fail(job, error.code, str(error), retryable=error.retryable)
+            self._spawn(self._fail(job, error.code, str(error), retryable=error.retryable))
             return None
         assert result is not None
         job.phase = "finishing"
@@ -605,12 +608,12 @@ class Worker:
                 job.engine_seconds,
                 status,
             )
-            self._held.pop(job.id, None)
+            self._forget(job)
         except StaleLease as exc:
             self._drop(job, "stale", str(exc))
         except Unreachable as exc:  # only when the client has a retry deadline or was closed
             log.error("job.abandoned job_id=%s error=%s", job.id, exc)
-            self._held.pop(job.id, None)
+            self._forget(job)
         except SdfleetError as exc:
             log.error("job.complete_rejected job_id=%s error=%s", job.id, exc)
             await self._fail(
@@ -688,7 +691,7 @@ class Worker:
             return
         except SdfleetError as exc:
             log.error("job.fail_report_error job_id=%s error=%s", job.id, exc)
-        self._held.pop(job.id, None)
+        self._forget(job)
         if canceled:
             self.stats.jobs_canceled += 1
             log.info("job.canceled job_id=%s epoch=%d", job.id, job.epoch)
@@ -712,12 +715,19 @@ class Worker:
             return
         except SdfleetError as exc:
             log.error("job.release_error job_id=%s error=%s", job.id, exc)
-        self._held.pop(job.id, None)
+        self._forget(job)
         self.stats.jobs_released += 1
         log.info("job.released job_id=%s epoch=%d reason=%s", job.id, job.epoch, reason)
 
+    def _holds(self, job: HeldJob) -> bool:
+        return self._held.get((job.id, job.epoch)) is job
+
+    def _forget(self, job: HeldJob) -> None:
+        if self._holds(job):
+            del self._held[(job.id, job.epoch)]
+
     def _drop(self, job: HeldJob, why: str, detail: str = "") -> None:
-        self._held.pop(job.id, None)
+        self._forget(job)
         with contextlib.suppress(ValueError):
             self._ready.remove(job)
         if why == "lost":
@@ -737,10 +747,10 @@ class Worker:
 
     async def _beat(self, interval: float) -> None:
         assert self.worker_id is not None
-        jobs = list(self._held.values())
+        jobs = list(self._held.values())[:256]
         body = HeartbeatRequest(
             worker_id=self.worker_id,
-            jobs=[BeatItem(job_id=j.id, epoch=j.epoch, step=j.step, total=j.total) for j in jobs[:256]],
+            jobs=[BeatItem(job_id=j.id, epoch=j.epoch, step=j.step, total=j.total) for j in jobs],
             loaded_models=self.engine.loaded_models(),
         )
         try:
@@ -751,9 +761,14 @@ class Worker:
         if answer.worker_state != self.worker_state:
             log.warning("worker.state worker_id=%s state=%s", self.worker_id, answer.worker_state)
             self.worker_state = answer.worker_state
-        for item in answer.jobs:
-            job = self._held.get(item.job_id)
-            if job is None or item.action == "continue":
+        # answers come in the order of the beats; fall back to ids if a server reorders them
+        if [a.job_id for a in answer.jobs] == [j.id for j in jobs]:
+            pairs = list(zip(jobs, answer.jobs, strict=True))
+        else:
+            by_id = {j.id: j for j in jobs}
+            pairs = [(by_id[a.job_id], a) for a in answer.jobs if a.job_id in by_id]
+        for job, item in pairs:
+            if not self._holds(job) or item.action == "continue":
                 continue
             if item.action == "cancel" and not job.cancel:
                 log.info("job.cancel_requested job_id=%s phase=%s", job.id, job.phase)
@@ -863,5 +878,3 @@ __all__ = [
     "encode_image",
     "run_worker",
 ]
-
-_Callback = Callable[[], None]

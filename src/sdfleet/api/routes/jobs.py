@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError as PydanticValidationError
@@ -15,9 +15,8 @@ from pydantic import ValidationError as PydanticValidationError
 from sdfleet.api.auth import principal_for, require_scope
 from sdfleet.api.deps import Ctx, User
 from sdfleet.api.views import job_view
-from sdfleet.domain import EventType, JobKind, JobState
+from sdfleet.domain import EventType, Job, JobKind, JobState
 from sdfleet.errors import NotFound, ValidationError
-from sdfleet.jobs.keys import Principal
 from sdfleet.jobs.netguard import check_url_syntax
 from sdfleet.jobs.service import JobRequest
 from sdfleet.wire import AccountView, BatchView, JobBatchCreate, JobCreate, JobList, JobView, WebhookSettings
@@ -162,23 +161,30 @@ async def get_output(
     return RedirectResponse(url, status_code=307)
 
 
-@router.get("/v1/jobs/{job_id}/events", response_class=EventSourceResponse)
-async def job_events(
+async def _streamable_job(
     job_id: str,
     request: Request,
     ctx: Ctx,
     api_key: Annotated[
         str | None, Query(max_length=200, description="for EventSource, which cannot send headers")
     ] = None,
+) -> Job:
+    principal = require_scope(await principal_for(request, ctx.keys, ctx.open_mode, api_key), "user")
+    return await ctx.jobs.get_job(job_id, principal.tenant_filter)
+
+
+@router.get("/v1/jobs/{job_id}/events", response_class=EventSourceResponse)
+async def job_events(
+    job: Annotated[Job, Depends(_streamable_job)],
+    request: Request,
+    ctx: Ctx,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-sent events of one job: queued, started, progress, output, requeued, finished.
 
-    The stream replays from the start (or from ``Last-Event-ID``) and ends after ``finished``."""
-    principal: Principal = require_scope(
-        await principal_for(request, ctx.keys, ctx.open_mode, api_key), "user"
-    )
-    await ctx.jobs.get_job(job_id, principal.tenant_filter)
+    The stream replays from the start (or from ``Last-Event-ID``) and ends after ``finished``.
+    Browsers' ``EventSource`` cannot send headers: pass ``?api_key=`` instead."""
+    job_id = job.id
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
     quiet_since = time.monotonic()
     while True:
