@@ -398,6 +398,9 @@ class Worker:
             self.stats.first_claim_at = now
         claimed = []
         for c in answer.jobs:
+            for old in [j for j in self._held.values() if j.id == c.job_id and j.epoch < c.epoch]:
+                # handed out again (to us): the older lease is gone even if no heartbeat said so
+                self._mark_lost(old)
             held = HeldJob(claim=c, claimed_at=now)
             self._held[(c.job_id, c.epoch)] = held
             claimed.append(held)
@@ -779,13 +782,19 @@ class Worker:
                         self._fail(job, "canceled", "canceled by the client", retryable=False, canceled=True)
                     )
                     self._notify()
-            elif item.action == "lost" and not job.lost:
-                job.lost = True
-                if job.phase == "waiting" and job in self._ready:
-                    self._drop(job, "lost")
-                    self._notify()
-                else:
-                    log.warning("job.lost job_id=%s phase=%s", job.id, job.phase)
+            elif item.action == "lost":
+                self._mark_lost(job)
+
+    def _mark_lost(self, job: HeldJob) -> None:
+        """Our lease on ``job`` is gone: stop generating it, do not upload or complete it."""
+        if job.lost:
+            return
+        job.lost = True
+        if job.phase == "waiting" and job in self._ready:
+            self._drop(job, "lost")
+            self._notify()
+        else:
+            log.warning("job.lost job_id=%s epoch=%d phase=%s", job.id, job.epoch, job.phase)
 
     # ------------------------------------------------------------------ shutdown
     async def _shutdown(self, main: asyncio.Task[None], claimer: asyncio.Task[None] | None) -> None:

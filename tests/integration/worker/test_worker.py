@@ -221,6 +221,10 @@ async def _true(value: bool) -> bool:
     return value
 
 
+async def _progressed(api: httpx.AsyncClient, job_id: str, seen: int) -> bool:
+    return int((await get_job(api, job_id))["progress"]["step"]) > seen
+
+
 # ===================================================================== end to end
 
 
@@ -344,19 +348,33 @@ async def test_cancel_of_a_prefetched_job_never_runs_it(
     assert engine.calls == 1
 
 
+@pytest.mark.parametrize("taker", ["another_worker", "same_worker"])
 async def test_lost_lease_stops_the_job_and_the_new_lease_completes_it(
-    api: httpx.AsyncClient, start_worker: WorkerFactory, clock: ShiftedClock
+    api: httpx.AsyncClient, start_worker: WorkerFactory, clock: ShiftedClock, taker: str
 ) -> None:
-    worker = await start_worker(engine=FakeEngine(step_seconds=0.02))
-    job_id = await submit(api, steps=100)
-    await wait_running(api, job_id)
-    clock.offset += 60.0  # the lease (5 s) is long gone: the reaper re-queues the job
+    # prefetch=0: the first worker claims nothing while it generates, so with a second worker
+    # online the re-queued job goes to that one
+    first = await start_worker(engine=FakeEngine(step_seconds=0.04), heartbeat_seconds=2.0, prefetch=0)
+    job_id = await submit(api, steps=125)  # 5 s here
+    seen = (await wait_running(api, job_id))["progress"]["step"]
+    if taker == "another_worker":
+        second = await start_worker(engine=FakeEngine(step_seconds=0.002))
+    await wait_until(lambda: _progressed(api, job_id, seen), what="a heartbeat to report progress")
+    # right after a heartbeat the lease (5 s) becomes long gone: the reaper (every 0.1 s)
+    # re-queues the job and a long-polling claim takes it, well before the next heartbeat (2 s)
+    clock.offset += 60.0
 
     job = await wait_state(api, job_id, "succeeded")
-    assert worker.stats.jobs_lost == 1
-    assert worker.stats.jobs_completed == 1
+    await wait_until(lambda: _true(first.stats.jobs_lost == 1), what="the first worker to drop the job")
+    assert first.stats.jobs_stale == 0  # stopped, never completed with the old epoch
+    assert first.stats.engine_busy_seconds < 4.5
     assert job["interruptions"] == 1
     assert len(job["outputs"]) == 1
+    if taker == "another_worker":
+        assert second.stats.jobs_completed == 1
+        assert first.stats.jobs_completed == 0
+    else:
+        assert first.stats.jobs_completed == 1
 
 
 # ===================================================================== stopping

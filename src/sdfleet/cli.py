@@ -1,0 +1,558 @@
+"""The ``sdfleet`` command: the composition root. Builds settings, stores and engines from
+options and environment, and hands them down; nothing else reads configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sdfleet import __version__
+from sdfleet.config import Settings, WorkerSettings, default_data_dir
+from sdfleet.errors import SdfleetError
+
+console = Console(stderr=True)
+app = typer.Typer(
+    name="sdfleet",
+    help="Stable Diffusion generation and LoRA training as a service — one GPU box to a fleet.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+keys_app = typer.Typer(help="Create, list and revoke API keys (stored hashed).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+HostOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--host", envvar="SDFLEET_HOST", help="Address to bind (default 127.0.0.1; any other needs API keys)."
+    ),
+]
+PortOpt = Annotated[int | None, typer.Option("--port", envvar="SDFLEET_PORT", help="Port (default 7860).")]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar="SDFLEET_DATA_DIR",
+        help=f"Database, blobs and secrets (default {default_data_dir()}).",
+    ),
+]
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="SDFLEET_DATABASE_URL",
+        help="sqlite:///path or postgresql://… (default: SQLite in the data dir).",
+    ),
+]
+BlobOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--blob-url", envvar="SDFLEET_BLOB_URL", help="file:///dir (default: blobs/ in the data dir)."
+    ),
+]
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        envvar="SDFLEET_ENGINE",
+        help="diffusers (real models), or fake: a TEST DOUBLE that draws placeholder images, for trying the "
+        "system and simulating fleets — never for real work.",
+    ),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", envvar="SDFLEET_MODEL", help="Checkpoint to serve (registry name or path)."),
+]
+
+
+def configure_logging(level: str = "info", name: str | None = None) -> None:
+    fmt = "%(asctime)s %(levelname)-7s " + (f"[{name}] " if name else "") + "%(name)s %(message)s"
+    logging.basicConfig(level=level.upper(), format=fmt, datefmt="%H:%M:%S", force=True)
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def build_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with the command-line options that were given on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(2)
+
+
+def _run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except SdfleetError as exc:
+        raise fail(exc.message) from None
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False) -> None:
+    if version:
+        typer.echo(f"sdfleet {__version__}")
+        raise typer.Exit()
+
+
+# ============================================================================ serve
+
+
+@app.command()
+def serve(
+    host: HostOpt = None,
+    port: PortOpt = None,
+    data_dir: DataDirOpt = None,
+    database_url: DbOpt = None,
+    blob_url: BlobOpt = None,
+    log_level: Annotated[str, typer.Option(envvar="SDFLEET_LOG_LEVEL")] = "info",
+) -> None:
+    """Run the orchestrator only (HTTP API, queue, web page). Workers connect with `sdfleet worker`."""
+    import uvicorn
+
+    from sdfleet.api.app import create_app
+
+    configure_logging(log_level, "orchestrator")
+    try:
+        settings = build_settings(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            database_url=database_url,
+            blob_url=blob_url,
+            log_level=log_level,
+        )
+        application = create_app(settings)
+    except SdfleetError as exc:
+        raise fail(exc.message) from None
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=5,
+    )
+
+
+# ============================================================================ worker
+
+
+@app.command()
+def worker(
+    server: Annotated[
+        str, typer.Option(envvar="SDFLEET_WORKER_SERVER", help="Orchestrator URL.")
+    ] = "http://127.0.0.1:7860",
+    token: Annotated[
+        str, typer.Option(envvar="SDFLEET_WORKER_TOKEN", help="Worker API key (scope worker).")
+    ] = "",
+    engine: EngineOpt = "diffusers",
+    model: ModelOpt = None,
+    name: Annotated[
+        str | None, typer.Option(envvar="SDFLEET_WORKER_NAME", help="Shown in the fleet view.")
+    ] = None,
+    price_per_hour: Annotated[
+        float,
+        typer.Option(
+            envvar="SDFLEET_WORKER_PRICE_PER_HOUR", help="USD per hour of this GPU, for cost per image."
+        ),
+    ] = 0.0,
+    fake_step_seconds: Annotated[
+        float,
+        typer.Option(envvar="SDFLEET_WORKER_FAKE_STEP_SECONDS", help="Time per step of the fake engine."),
+    ] = 0.02,
+    log_level: Annotated[str, typer.Option(envvar="SDFLEET_LOG_LEVEL")] = "info",
+) -> None:
+    """Run one GPU worker: pull jobs from the orchestrator, generate, upload, report."""
+    from sdfleet.worker.runner import run_worker
+
+    configure_logging(log_level, name or "worker")
+    settings = WorkerSettings(
+        server=server,
+        token=token,
+        engine=engine,
+        model=model,
+        name=name,
+        price_per_hour=price_per_hour,
+        fake_step_seconds=fake_step_seconds,
+    )
+    _run(run_worker(settings))
+
+
+# ============================================================================ up
+
+
+def _gpu_count() -> int:
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+@app.command()
+def up(
+    host: HostOpt = None,
+    port: PortOpt = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            envvar="SDFLEET_WORKERS",
+            help="Local workers (default: one per GPU, or one CPU worker).",
+        ),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    engine: EngineOpt = "diffusers",
+    model: ModelOpt = None,
+    fake_step_seconds: Annotated[
+        float,
+        typer.Option(envvar="SDFLEET_WORKER_FAKE_STEP_SECONDS", help="Time per step of the fake engine."),
+    ] = 0.02,
+    log_level: Annotated[str, typer.Option(envvar="SDFLEET_LOG_LEVEL")] = "info",
+) -> None:
+    """Start everything on this machine: the orchestrator and local workers, supervised.
+
+    Data lives under --data-dir. Ctrl-C stops the workers (they hand back their jobs), then the server."""
+    from sdfleet.supervise import Child, Supervisor
+
+    configure_logging(log_level, "up")
+    if engine == "diffusers":
+        raise fail(
+            "the diffusers engine is not in this build yet; start the system with "
+            "`sdfleet up --engine fake` (placeholder images from a test double)"
+        )
+    try:
+        settings = build_settings(host=host, port=port, data_dir=data_dir, log_level=log_level)
+        from sdfleet.api.auth import auth_is_open
+
+        auth_is_open(settings)
+    except SdfleetError as exc:
+        raise fail(exc.message) from None
+    gpus = _gpu_count()
+    n_workers = workers if workers is not None else max(1, gpus)
+    data = settings.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "SDFLEET_DATA_DIR": str(data),
+        "SDFLEET_HOST": settings.host,
+        "SDFLEET_PORT": str(settings.port),
+        "SDFLEET_LOG_LEVEL": log_level,
+    }
+    server_url = (
+        f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}:{settings.port}"
+    )
+    token = "" if settings.binds_loopback() else _local_worker_token(settings)
+    exe = [sys.executable, "-m", "sdfleet"]
+    orchestrator = Child("orchestrator", [*exe, "serve"], env)
+    worker_children = []
+    for i in range(n_workers):
+        wenv = {**env, "SDFLEET_WORKER_TOKEN": token}
+        if gpus:
+            wenv["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+        argv = [
+            *exe,
+            "worker",
+            "--server",
+            server_url,
+            "--engine",
+            engine,
+            "--name",
+            f"local-{i + 1}",
+            "--fake-step-seconds",
+            str(fake_step_seconds),
+        ]
+        if model:
+            argv += ["--model", model]
+        worker_children.append(Child(f"worker-{i + 1}", argv, wenv))
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{server_url}/ready", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    sup = Supervisor(orchestrator, worker_children, data / "run" / "processes.json", ready)
+    signal.signal(signal.SIGTERM, sup.request_stop)
+    signal.signal(signal.SIGINT, sup.request_stop)
+    try:
+        sup.start()
+    except RuntimeError as exc:
+        raise fail(str(exc)) from None
+    public = settings.public_url or server_url
+    console.print(
+        Panel.fit(
+            f"[bold]sdfleet {__version__}[/] is up at [bold cyan]{public}[/]\n"
+            f"web page  {public}/ui      API docs  {public}/docs\n"
+            f"workers   {n_workers} × {engine}{' (TEST DOUBLE: placeholder images)' if engine == 'fake' else ''}\n"
+            f"data      {data}\n"
+            "Ctrl-C to stop",
+            title="sdfleet up",
+        )
+    )
+    try:
+        sup.run()
+    finally:
+        console.print("stopping: workers hand back their jobs, then the server stops…")
+        sup.stop()
+
+
+def _local_worker_token(settings: Settings) -> str:
+    """A worker key for the local workers of `up` on a non-loopback bind, kept in the data dir."""
+    path = settings.data_dir / "worker_token"
+    if path.exists():
+        return path.read_text().strip()
+
+    async def create() -> str:
+        from sdfleet.jobs.keys import KeyService
+        from sdfleet.store.migrate import ensure_schema
+        from sdfleet.store.sql import SqlStore
+
+        store = SqlStore(settings.resolved_database_url())
+        try:
+            await ensure_schema(store, migrate=True)
+            created = await KeyService(store).create("local", ["worker"], name="sdfleet up local workers")
+            return created.secret
+        finally:
+            await store.close()
+
+    secret: str = _run(create())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret)
+    return secret
+
+
+# ============================================================================ migrate and keys
+
+
+@app.command()
+def migrate(database_url: DbOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Bring the database schema up to this version (run before starting replicas)."""
+    from sdfleet.store.migrate import current_revision, head_revision, upgrade
+    from sdfleet.store.sql import SqlStore
+
+    settings = build_settings(database_url=database_url, data_dir=data_dir)
+
+    async def go() -> tuple[str | None, str | None]:
+        store = SqlStore(settings.resolved_database_url())
+        try:
+            before = await current_revision(store)
+            await upgrade(store)
+            return before, await current_revision(store)
+        finally:
+            await store.close()
+
+    before, after = _run(go())
+    typer.echo(f"schema {before or 'empty'} → {after} (head {head_revision()})")
+
+
+async def _with_keys(settings: Settings, fn: Any) -> Any:
+    from sdfleet.jobs.keys import KeyService
+    from sdfleet.store.migrate import ensure_schema
+    from sdfleet.store.sql import SqlStore
+
+    store = SqlStore(settings.resolved_database_url())
+    try:
+        await ensure_schema(store, migrate=True)
+        return await fn(KeyService(store))
+    finally:
+        await store.close()
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Owner of the jobs submitted with this key.")] = "default",
+    scope: Annotated[list[str], typer.Option(help="user, admin or worker (repeatable).")] = ["user"],  # noqa: B006
+    name: Annotated[str, typer.Option(help="A note to recognise the key by.")] = "",
+    database_url: DbOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Create a key. The secret is printed once; only its hash is stored."""
+    settings = build_settings(database_url=database_url, data_dir=data_dir)
+    created = _run(_with_keys(settings, lambda ks: ks.create(tenant, scope, name)))
+    console.print(f"key [bold]{created.record.id}[/] for tenant [bold]{tenant}[/], scopes {', '.join(scope)}")
+    typer.echo(created.secret)
+
+
+@keys_app.command("list")
+def keys_list(database_url: DbOpt = None, data_dir: DataDirOpt = None) -> None:
+    """List keys (never their secrets)."""
+    settings = build_settings(database_url=database_url, data_dir=data_dir)
+    records = _run(_with_keys(settings, lambda ks: ks.list()))
+    table = Table("id", "prefix", "tenant", "scopes", "name", "created", "revoked")
+    for r in records:
+        table.add_row(
+            r.id,
+            f"sdf_{r.prefix}_…",
+            r.tenant,
+            ",".join(r.scopes),
+            r.name,
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)),
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.revoked_at)) if r.revoked_at else "",
+        )
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="Key id or prefix.")],
+    database_url: DbOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Revoke a key (takes effect within seconds on every replica)."""
+    settings = build_settings(database_url=database_url, data_dir=data_dir)
+    _run(_with_keys(settings, lambda ks: ks.revoke(key_id)))
+    typer.echo(f"revoked {key_id}")
+
+
+# ============================================================================ submit
+
+
+@app.command()
+def submit(
+    prompt: Annotated[str, typer.Argument(help="The prompt (A1111 syntax).")],
+    server: Annotated[str, typer.Option(envvar="SDFLEET_SERVER")] = "http://127.0.0.1:7860",
+    token: Annotated[
+        str, typer.Option(envvar="SDFLEET_API_KEY", help="API key, if the server needs one.")
+    ] = "",
+    negative: Annotated[str, typer.Option("--negative", help="Negative prompt.")] = "",
+    steps: int = 20,
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT")] = "512x512",
+    seed: int = -1,
+    batch_size: int = 1,
+    count: Annotated[int, typer.Option("--count", "-n", help="Number of jobs.")] = 1,
+    sampler: str = "Euler a",
+    cfg_scale: float = 7.0,
+    model: ModelOpt = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the jobs and download the images.")] = True,
+    out: Annotated[Path, typer.Option(help="Where to save the images.")] = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the finished jobs as JSON.")] = False,
+) -> None:
+    """Submit generation jobs to a running server, follow them, save the images."""
+    try:
+        width, height = (int(v) for v in size.lower().split("x", 1))
+    except ValueError:
+        raise fail("--size must look like 512x512") from None
+    params = {
+        "prompt": prompt,
+        "negative_prompt": negative,
+        "steps": steps,
+        "width": width,
+        "height": height,
+        "seed": seed,
+        "batch_size": batch_size,
+        "sampler_name": sampler,
+        "cfg_scale": cfg_scale,
+        "model": model,
+    }
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=server, headers=headers, timeout=30) as client:
+        r = client.post("/v1/jobs", json={"jobs": [{"params": params} for _ in range(count)]})
+        if r.status_code >= 400:
+            raise fail(_error_text(r))
+        ids = [j["id"] for j in r.json()["jobs"]]
+        console.print(f"submitted {len(ids)} job(s): {', '.join(ids)}")
+        if not wait:
+            return
+        finished = _follow(client, ids)
+    saved = _save_outputs(server, headers, finished, out)
+    if as_json:
+        typer.echo(json.dumps(finished, indent=2))
+    for path in saved:
+        console.print(f"saved {path}")
+    failed = [j for j in finished if j["state"] != "succeeded"]
+    for j in failed:
+        console.print(f"[red]{j['id']} {j['state']}:[/] {(j.get('error') or {}).get('message')}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _error_text(r: httpx.Response) -> str:
+    try:
+        err = r.json()["error"]
+        return f"{err['message']} (field {err['field']})" if err.get("field") else err["message"]
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {r.status_code}: {r.text[:200]}"
+
+
+def _follow(client: httpx.Client, ids: list[str]) -> list[dict[str, Any]]:
+    done: dict[str, dict[str, Any]] = {}
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        tasks = {i: progress.add_task(f"{i[-8:]} queued", total=1.0) for i in ids}
+        while len(done) < len(ids):
+            for job_id in ids:
+                if job_id in done:
+                    continue
+                job = client.get(f"/v1/jobs/{job_id}").json()
+                label = (
+                    job["state"]
+                    if job["state"] != "queued" or not job.get("wait_reason")
+                    else f"queued: {job['wait_reason']}"
+                )
+                progress.update(
+                    tasks[job_id],
+                    completed=job["progress"]["fraction"],
+                    description=f"{job_id[-8:]} {label}"[:80],
+                )
+                if job["state"] in ("succeeded", "failed", "canceled"):
+                    done[job_id] = job
+            if len(done) < len(ids):
+                time.sleep(0.25)
+    return [done[i] for i in ids]
+
+
+def _save_outputs(server: str, headers: dict[str, str], jobs: list[dict[str, Any]], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    saved = []
+    with httpx.Client(headers=headers, timeout=60, follow_redirects=True) as client:
+        for job in jobs:
+            for o in job["outputs"]:
+                ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(
+                    o["content_type"], "bin"
+                )
+                path = out / f"{job['id']}-{o['index']}.{ext}"
+                path.write_bytes(client.get(o["url"]).raise_for_status().content)
+                saved.append(path)
+    return saved
+
+
+def _register_extras() -> None:
+    try:  # TEMPORARY until bench lands
+        from sdfleet.bench.cli import register
+    except ModuleNotFoundError:
+        return
+    register(app)
+
+
+def main() -> None:
+    _register_extras()
+    app()
