@@ -149,9 +149,10 @@ def create_app(
 
 async def _refresh_gauges(ctx: AppContext) -> None:
     now = time.time()
-    async with ctx.store.read() as tx:
-        by_state = await tx.count_jobs_by_state()
-        workers = await tx.list_workers(seen_since=now - ctx.settings.worker_offline_after)
+    since = now - ctx.settings.worker_offline_after
+    by_state, workers = await ctx.store.read(
+        lambda tx: (tx.count_jobs_by_state(), tx.list_workers(seen_since=since))
+    )
     for state in JobState:
         ctx.metrics.jobs_by_state.labels(state.value).set(by_state.get(state.value, 0))
     for wstate in WorkerState:

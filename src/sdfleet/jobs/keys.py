@@ -16,6 +16,7 @@ from sdfleet.domain import new_id
 from sdfleet.errors import AuthError, NotFound, ValidationError
 from sdfleet.jobs.webhooks import new_webhook_secret
 from sdfleet.store.base import ApiKeyRecord, JobStore, Tenant
+from sdfleet.store.sql import SqlTx
 
 SCOPES = ("user", "admin", "worker")
 _CACHE_SECONDS = 5.0
@@ -81,27 +82,30 @@ class KeyService:
             scopes=tuple(sorted(set(scopes))),
             created_at=now,
         )
-        async with self.store.transaction() as tx:
-            if await tx.get_tenant(tenant) is None:
-                await tx.insert_tenant(
+
+        def tx_fn(tx: SqlTx) -> None:
+            if tx.get_tenant(tenant) is None:
+                tx.insert_tenant(
                     Tenant(id=tenant, webhook_url=None, webhook_secret=new_webhook_secret(), created_at=now)
                 )
-            await tx.insert_api_key(record)
+            tx.insert_api_key(record)
+
+        await self.store.write(tx_fn)
         return CreatedKey(record, secret)
 
     async def list(self, tenant: str | None = None) -> list[ApiKeyRecord]:
-        async with self.store.read() as tx:
-            return await tx.list_api_keys(tenant)
+        return await self.store.read(lambda tx: tx.list_api_keys(tenant))
 
     async def revoke(self, key_id: str) -> None:
-        async with self.store.transaction() as tx:
-            if not await tx.revoke_api_key(key_id, self.clock()):
-                raise NotFound(f"no active key {key_id!r}", field="key_id")
+        now = self.clock()
+        if not await self.store.write(lambda tx: tx.revoke_api_key(key_id, now)):
+            raise NotFound(f"no active key {key_id!r}", field="key_id")
         self._cache.clear()
 
     async def has_user_keys(self) -> bool:
-        async with self.store.read() as tx:
-            return await tx.count_active_keys("user") + await tx.count_active_keys("admin") > 0
+        return await self.store.read(
+            lambda tx: tx.count_active_keys("user") + tx.count_active_keys("admin") > 0
+        )
 
     async def verify(self, secret: str) -> Principal:
         now = time.monotonic()
@@ -109,8 +113,8 @@ class KeyService:
         if cached is not None and cached[0] > now:
             principal = cached[1]
         else:
-            async with self.store.read() as tx:
-                record = await tx.find_api_key(hash_key(secret))
+            digest = hash_key(secret)
+            record = await self.store.read(lambda tx: tx.find_api_key(digest))
             principal = None
             if record is not None and record.revoked_at is None:
                 principal = Principal(tenant=record.tenant, scopes=frozenset(record.scopes), key_id=record.id)

@@ -35,7 +35,7 @@ from sdfleet.jobs.metrics import Metrics
 from sdfleet.jobs.notify import Notifier
 from sdfleet.jobs.webhooks import new_webhook_secret
 from sdfleet.store.base import JobStore, OutboxMessage, Tenant
-from sdfleet.store.sql import SqlTx
+from sdfleet.store.sql import LeaseAnswer, SqlTx
 
 log = logging.getLogger("sdfleet.jobs")
 
@@ -147,8 +147,25 @@ def output_key(job: Job, epoch: int, index: int, content_type: str) -> str:
     return f"outputs/{job.tenant}/{job.id}/{epoch}-{index}.{ext}"
 
 
+@dataclass(slots=True)
+class Effects:
+    """What a transaction asks of this process once it has committed (wake-ups, metrics)."""
+
+    work: bool = False
+    webhooks: bool = False
+    jobs: set[str] = field(default_factory=set)
+
+
+TENANT_CACHE_SECONDS = 5.0
+
+
 class JobService:
-    """The use cases of the job system. Stateless: every replica can serve every call."""
+    """The use cases of the job system. Stateless: every replica can serve every call.
+
+    Each public method is ``async`` and runs its transaction as one plain function in the store's
+    thread (``_…_tx`` methods take the ``SqlTx`` first); effects on this process (waking long polls
+    and event streams) are applied after the commit.
+    """
 
     def __init__(
         self,
@@ -164,45 +181,80 @@ class JobService:
         self.clock = clock
         self.notifier = notifier or Notifier()
         self.metrics = metrics or Metrics()
+        self._tenants: dict[str, tuple[float, Tenant | None]] = {}
+
+    def _apply(self, fx: Effects) -> None:
+        if fx.work:
+            self.notifier.work_available()
+        if fx.webhooks:
+            self.notifier.webhooks_queued()
+        if fx.jobs:
+            self.notifier.job_changed(fx.jobs)
 
     # ================================================================ tenants
     async def ensure_tenant(self, tenant_id: str) -> Tenant:
-        async with self.store.read() as tx:
-            tenant = await tx.get_tenant(tenant_id)
+        """The tenant row, created (with a new webhook secret) on first use."""
+        tenant = await self.store.read(lambda tx: tx.get_tenant(tenant_id))
         if tenant is not None:
             return tenant
-        async with self.store.transaction() as tx:
-            tenant = await tx.get_tenant(tenant_id)
-            if tenant is None:
-                tenant = Tenant(
-                    id=tenant_id,
-                    webhook_url=None,
-                    webhook_secret=new_webhook_secret(),
-                    created_at=self.clock(),
-                )
-                await tx.insert_tenant(tenant)
+
+        def create(tx: SqlTx) -> Tenant:
+            existing = tx.get_tenant(tenant_id)
+            if existing is not None:
+                return existing
+            row = Tenant(
+                id=tenant_id, webhook_url=None, webhook_secret=new_webhook_secret(), created_at=self.clock()
+            )
+            tx.insert_tenant(row)
+            return row
+
+        self._tenants.pop(tenant_id, None)
+        return await self.store.write(create)
+
+    def _tenant(self, tx: SqlTx, tenant_id: str) -> Tenant | None:
+        """A tenant's row for webhook routing, cached for a few seconds (read on every transition)."""
+        now = time.monotonic()
+        cached = self._tenants.get(tenant_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        tenant = tx.get_tenant(tenant_id)
+        if len(self._tenants) > 10_000:
+            self._tenants.clear()
+        self._tenants[tenant_id] = (now + TENANT_CACHE_SECONDS, tenant)
+        return tenant
+
+    async def set_tenant_webhook(self, tenant_id: str, url: str | None) -> Tenant:
+        await self.ensure_tenant(tenant_id)
+
+        def update(tx: SqlTx) -> Tenant:
+            tx.update_tenant(tenant_id, webhook_url=url)
+            tenant = tx.get_tenant(tenant_id)
+            assert tenant is not None
             return tenant
+
+        self._tenants.pop(tenant_id, None)
+        return await self.store.write(update)
 
     # ================================================================ submit / read / cancel
     async def submit(self, tenant: str, requests: Sequence[JobRequest]) -> list[Submitted]:
         """Store new jobs (all or none). A request whose idempotency key this tenant used before
         returns the existing job instead of creating one."""
+        limit = self.settings.limits.max_jobs_per_batch
         if not requests:
             raise ValidationError("no jobs to submit", field="jobs")
-        if len(requests) > self.settings.limits.max_jobs_per_batch:
-            raise ValidationError(
-                f"{len(requests)} jobs in one batch, the limit is {self.settings.limits.max_jobs_per_batch}",
-                field="jobs",
-            )
+        if len(requests) > limit:
+            raise ValidationError(f"{len(requests)} jobs in one batch, the limit is {limit}", field="jobs")
         keys = [r.idempotency_key for r in requests if r.idempotency_key]
         if len(set(keys)) != len(keys):
             raise ValidationError(
                 "the same idempotency_key appears twice in one batch", field="idempotency_key"
             )
+        await self.ensure_tenant(tenant)
         now = self.clock()
-        tenant_row = await self.ensure_tenant(tenant)
-        async with self.store.transaction() as tx:
-            existing = await tx.jobs_by_idempotency_key(tenant, keys)
+        fx = Effects()
+
+        def tx_fn(tx: SqlTx) -> list[Submitted]:
+            existing = tx.jobs_by_idempotency_key(tenant, keys)
             out: list[Submitted] = []
             new_jobs: list[Job] = []
             for req in requests:
@@ -218,6 +270,7 @@ class JobService:
                     priority=req.priority,
                     created_at=now,
                     updated_at=now,
+                    queued_at=now,
                     requirements=Requirements.for_spec(req.kind, req.spec, req.arch),
                     idempotency_key=req.idempotency_key,
                     webhook_url=req.webhook_url,
@@ -225,20 +278,22 @@ class JobService:
                 )
                 new_jobs.append(job)
                 out.append(Submitted(job, created=True))
-            await tx.insert_jobs(new_jobs)
-            await tx.insert_events(
-                [(j.id, tenant, EventType.QUEUED, {"state": "queued"}, now) for j in new_jobs]
-            )
-            await self._queue_webhooks(tx, tenant_row, new_jobs, "job.queued", now, only_explicit=True)
-        if new_jobs:
-            self.metrics.submitted.inc(len(new_jobs))
-            self.notifier.work_available()
+            tx.insert_jobs(new_jobs)
+            tx.insert_events([(j.id, tenant, EventType.QUEUED, {"state": "queued"}, now) for j in new_jobs])
+            self._queue_webhooks(tx, fx, new_jobs, "job.queued", now, only_explicit=True)
+            fx.work = bool(new_jobs)
+            return out
+
+        out = await self.store.write(tx_fn)
+        created = sum(1 for s in out if s.created)
+        if created:
+            self.metrics.submitted.inc(created)
+        self._apply(fx)
         return out
 
     async def get_job(self, job_id: str, tenant: str | None) -> Job:
         """A job by id; ``tenant=None`` means an admin who sees every tenant's jobs."""
-        async with self.store.read() as tx:
-            job = await tx.get_job(job_id)
+        job = await self.store.read(lambda tx: tx.get_job(job_id))
         if job is None or (tenant is not None and job.tenant != tenant):
             raise NotFound(f"no job {job_id!r}", field="job_id")
         return job
@@ -246,25 +301,31 @@ class JobService:
     async def cancel(self, job_id: str, tenant: str | None) -> Job:
         """Cancel a job: at once when queued, through the worker's next heartbeat when running."""
         now = self.clock()
-        async with self.store.transaction() as tx:
-            job = await tx.get_job(job_id)
+        fx = Effects(jobs={job_id})
+
+        def tx_fn(tx: SqlTx) -> Job:
+            job = tx.get_job(job_id)
             if job is None or (tenant is not None and job.tenant != tenant):
                 raise NotFound(f"no job {job_id!r}", field="job_id")
             if job.state.terminal:
                 return job
             if job.state == JobState.QUEUED:
-                await self._finish(
-                    tx, job, JobState.CANCELED, now, code="canceled", message="canceled by the client"
+                self._finish(
+                    tx, fx, job, JobState.CANCELED, now, code="canceled", message="canceled by the client"
                 )
             else:
-                await tx.update_job(job.id, cancel_requested=True, updated_at=now)
-            job = await tx.get_job(job_id)
-            assert job is not None
-        self.notifier.job_changed([job_id])
+                tx.update_job(job.id, cancel_requested=True, updated_at=now)
+            fresh = tx.get_job(job_id)
+            assert fresh is not None
+            return fresh
+
+        job = await self.store.write(tx_fn)
+        self._apply(fx)
         return job
 
     # ================================================================ workers
     async def register_worker(self, tenant: str, reg: Registration) -> WorkerInfo:
+        """Record a new worker (a restarted process registers again and gets a new id)."""
         now = self.clock()
         worker = WorkerInfo(
             id=new_id("w"),
@@ -281,21 +342,23 @@ class JobService:
             last_seen_at=now,
             info=reg.info,
         )
-        async with self.store.transaction() as tx:
-            await tx.insert_worker(worker)
+        await self.store.write(lambda tx: tx.insert_worker(worker))
         log.info("worker.registered worker_id=%s name=%s engine=%s", worker.id, worker.name, worker.engine)
         return worker
 
-    async def _worker(self, tx: SqlTx, worker_id: str, tenant: str | None) -> WorkerInfo:
-        worker = await tx.get_worker(worker_id)
+    @staticmethod
+    def _worker(tx: SqlTx, worker_id: str, tenant: str | None) -> WorkerInfo:
+        worker = tx.get_worker(worker_id)
         if worker is None or (tenant is not None and worker.tenant != tenant):
             raise NotFound(f"no worker {worker_id!r}: register first", field="worker_id")
         return worker
 
     async def stop_worker(self, worker_id: str, tenant: str | None) -> None:
-        async with self.store.transaction() as tx:
-            await self._worker(tx, worker_id, tenant)
-            await tx.update_worker(worker_id, state=WorkerState.STOPPED, current_jobs=[])
+        def tx_fn(tx: SqlTx) -> None:
+            self._worker(tx, worker_id, tenant)
+            tx.update_worker(worker_id, state=WorkerState.STOPPED, current_jobs=[])
+
+        await self.store.write(tx_fn)
 
     # ================================================================ claim
     async def claim(
@@ -324,22 +387,20 @@ class JobService:
     ) -> ClaimResult:
         now = self.clock()
         lease = self.settings.lease_seconds
-        async with self.store.read() as rtx:
-            expired = await rtx.any_expired_lease(now)
-        if expired:
-            await self.expire_leases()
-        async with self.store.transaction() as tx:
-            worker = await self._worker(tx, worker_id, tenant)
+        fx = Effects()
+
+        def tx_fn(tx: SqlTx) -> tuple[list[Job], WorkerState]:
+            self._expire_leases_tx(tx, fx, now)
+            worker = self._worker(tx, worker_id, tenant)
             values: dict[str, Any] = {"last_seen_at": now}
             if loaded_models is not None:
                 values["loaded_models"] = loaded_models
             if worker.state == WorkerState.STOPPED:
-                values["state"] = WorkerState.ACTIVE
-                worker.state = WorkerState.ACTIVE
-            await tx.update_worker(worker_id, **values)
+                values["state"] = worker.state = WorkerState.ACTIVE
+            tx.update_worker(worker_id, **values)
             if worker.state == WorkerState.QUARANTINED:
-                return ClaimResult([], lease, worker.state)
-            claimed = await tx.claim_jobs(
+                return [], worker.state
+            claimed = tx.claim_jobs(
                 worker_id=worker_id,
                 caps=worker.capabilities,
                 limit=max_jobs,
@@ -347,7 +408,7 @@ class JobService:
                 lease_until=now + lease,
             )
             if claimed:
-                await tx.insert_attempts(
+                tx.insert_attempts(
                     [
                         {
                             "job_id": j.id,
@@ -361,30 +422,24 @@ class JobService:
                         for j in claimed
                     ]
                 )
-                await tx.insert_events(
+                started = {"state": "running", "worker_id": worker_id, "worker": worker.name}
+                tx.insert_events(
                     [
-                        (
-                            j.id,
-                            j.tenant,
-                            EventType.STARTED,
-                            {
-                                "state": "running",
-                                "worker_id": worker_id,
-                                "worker": worker.name,
-                                "epoch": j.lease_epoch,
-                            },
-                            now,
-                        )
+                        (j.id, j.tenant, EventType.STARTED, {**started, "epoch": j.lease_epoch}, now)
                         for j in claimed
                     ]
                 )
-                await self._queue_webhooks_for(tx, claimed, "job.started", now)
+                self._queue_webhooks(tx, fx, claimed, "job.started", now)
+                fx.jobs.update(j.id for j in claimed)
+            return claimed, worker.state
+
+        claimed, state = await self.store.write(tx_fn)
         if claimed:
             self.metrics.claimed.inc(len(claimed))
             for j in claimed:
                 self.metrics.queue_wait.observe(max(0.0, now - j.created_at))
-            self.notifier.job_changed([j.id for j in claimed])
-        return ClaimResult(claimed, lease, worker.state)
+        self._apply(fx)
+        return ClaimResult(claimed, lease, state)
 
     # ================================================================ heartbeat
     async def heartbeat(
@@ -396,9 +451,10 @@ class JobService:
     ) -> tuple[list[BeatAnswer], WorkerState]:
         """Extend the leases of the jobs a worker holds; record progress; answer cancel or lost."""
         now = self.clock()
-        async with self.store.transaction() as tx:
-            worker = await self._worker(tx, worker_id, tenant)
-            answers_raw = await tx.extend_leases(
+
+        def tx_fn(tx: SqlTx) -> tuple[dict[str, LeaseAnswer], WorkerState]:
+            worker = self._worker(tx, worker_id, tenant)
+            answers = tx.extend_leases(
                 worker_id,
                 [(b.job_id, b.epoch, b.step, b.total) for b in beats],
                 now,
@@ -407,24 +463,32 @@ class JobService:
             values: dict[str, Any] = {"last_seen_at": now, "current_jobs": [b.job_id for b in beats]}
             if loaded_models is not None:
                 values["loaded_models"] = loaded_models
-            await tx.update_worker(worker_id, **values)
-            progress = [
-                (b.job_id, worker.tenant, EventType.PROGRESS, {"step": b.step, "total": b.total}, now)
-                for b in beats
-                if answers_raw.get(b.job_id, (False, False))[0] and b.total
-            ]
-            if progress:
-                # the event carries the job's tenant; look it up only for the jobs that progressed
-                owners = {j.id: j.tenant for j in await tx.get_jobs([p[0] for p in progress])}
-                await tx.insert_events([(p[0], owners.get(p[0], p[1]), p[2], p[3], p[4]) for p in progress])
+            tx.update_worker(worker_id, **values)
+            tx.insert_events(
+                [
+                    (
+                        b.job_id,
+                        answers[b.job_id].tenant,
+                        EventType.PROGRESS,
+                        {"step": b.step, "total": b.total},
+                        now,
+                    )
+                    for b in beats
+                    if answers[b.job_id].held and b.total and b.step != answers[b.job_id].previous_step
+                ]
+            )
+            return answers, worker.state
+
+        raw, state = await self.store.write(tx_fn)
         answers = []
         for b in beats:
-            held, cancel = answers_raw.get(b.job_id, (False, False))
-            action = "lost" if not held else ("cancel" if cancel else "continue")
-            answers.append(BeatAnswer(b.job_id, action))
+            a = raw[b.job_id]
+            answers.append(
+                BeatAnswer(b.job_id, "lost" if not a.held else ("cancel" if a.cancel else "continue"))
+            )
         if beats:
             self.notifier.job_changed([b.job_id for b in beats])
-        return answers, worker.state
+        return answers, state
 
     # ================================================================ complete
     async def complete(
@@ -432,53 +496,41 @@ class JobService:
     ) -> list[CompletionResult]:
         """Record finished jobs, exactly once each. A stale epoch changes nothing."""
         now = self.clock()
-        results: list[CompletionResult] = []
-        done_ids: list[str] = []
-        async with self.store.transaction() as tx:
-            worker = await self._worker(tx, worker_id, tenant)
-            tenant_cache: dict[str, Tenant | None] = {}
-            jobs_by_id = {j.id: j for j in await tx.get_jobs([c.job_id for c in completions])}
+        fx = Effects()
+
+        def tx_fn(tx: SqlTx) -> list[CompletionResult]:
+            worker = self._worker(tx, worker_id, tenant)
+            jobs_by_id = {j.id: j for j in tx.get_jobs([c.job_id for c in completions])}
+            results: list[CompletionResult] = []
+            done = 0
             total_engine = 0.0
             for c in completions:
                 job = jobs_by_id.get(c.job_id)
-                if job is None:
-                    results.append(CompletionResult(c.job_id, "stale", "no such job"))
-                    continue
-                if job.lease_epoch != c.epoch or job.lease_worker != worker_id:
-                    results.append(
-                        CompletionResult(
-                            c.job_id, "stale", f"lease epoch {c.epoch} is not current ({job.lease_epoch})"
-                        )
-                    )
-                    continue
-                if job.state == JobState.SUCCEEDED:
-                    results.append(CompletionResult(c.job_id, "duplicate", "already recorded"))
-                    continue
-                if job.state not in (JobState.RUNNING, JobState.QUEUED):
-                    results.append(CompletionResult(c.job_id, "stale", f"job is {job.state.value}"))
+                verdict = self._completion_verdict(job, c, worker_id)
+                if verdict is not None or job is None:
+                    results.append(verdict or CompletionResult(c.job_id, "stale", "no such job"))
                     continue
                 self._check_outputs(job, c)
                 cost = c.engine_seconds * worker.price_per_hour / 3600.0
-                ok = await tx.update_job(
+                job.engine_seconds += c.engine_seconds
+                job.cost_usd += cost
+                tx.update_job(
                     job.id,
                     expect_epoch=c.epoch,
-                    expect_states=(JobState.RUNNING, JobState.QUEUED),
                     state=JobState.SUCCEEDED,
                     finished_at=now,
                     updated_at=now,
                     lease_expires_at=None,
                     stalled=False,
                     progress_step=job.progress_total or job.progress_step,
-                    engine_seconds=job.engine_seconds + c.engine_seconds,
-                    cost_usd=job.cost_usd + cost,
+                    engine_seconds=job.engine_seconds,
+                    cost_usd=job.cost_usd,
+                    wait_reason=None,
                     result={**c.result, "timings": c.timings},
                     error_code=None,
                     error_message=None,
                 )
-                if not ok:  # pragma: no cover - guarded by the checks above inside one transaction
-                    results.append(CompletionResult(c.job_id, "stale", "lost a race"))
-                    continue
-                await tx.end_attempt(
+                tx.end_attempt(
                     job.id,
                     c.epoch,
                     outcome=AttemptOutcome.SUCCEEDED,
@@ -501,7 +553,7 @@ class JobService:
                     )
                     for o in c.outputs
                 ]
-                await tx.insert_outputs(outs, job.tenant)
+                tx.insert_outputs(outs, job.tenant)
                 events: list[EventRow] = [
                     (job.id, job.tenant, EventType.OUTPUT, {"index": o.index, "seed": o.seed}, now)
                     for o in outs
@@ -511,30 +563,46 @@ class JobService:
                         job.id,
                         job.tenant,
                         EventType.FINISHED,
-                        {"state": "succeeded", "images": len(outs), "cost_usd": job.cost_usd + cost},
+                        {"state": "succeeded", "images": len(outs), "cost_usd": job.cost_usd},
                         now,
                     )
                 )
-                await tx.insert_events(events)
-                if job.tenant not in tenant_cache:
-                    tenant_cache[job.tenant] = await tx.get_tenant(job.tenant)
+                tx.insert_events(events)
                 job.state = JobState.SUCCEEDED
                 job.finished_at = now
-                job.cost_usd += cost
-                job.engine_seconds += c.engine_seconds
-                await self._queue_webhooks(tx, tenant_cache[job.tenant], [job], "job.finished", now)
+                self._queue_webhooks(tx, fx, [job], "job.finished", now)
                 total_engine += c.engine_seconds
-                done_ids.append(job.id)
+                done += 1
+                fx.jobs.add(job.id)
                 results.append(CompletionResult(job.id, "accepted"))
                 self.metrics.job_latency.observe(max(0.0, now - job.created_at))
-            if done_ids:
-                await tx.add_worker_counters(worker_id, done=len(done_ids), engine_seconds=total_engine)
-        self.metrics.completed.inc(len(done_ids))
-        if done_ids:
-            self.notifier.job_changed(done_ids)
+            if done:
+                tx.add_worker_counters(worker_id, done=done, engine_seconds=total_engine)
+            return results
+
+        results = await self.store.write(tx_fn)
+        self.metrics.completed.inc(sum(1 for r in results if r.status == "accepted"))
+        self._apply(fx)
         return results
 
-    def _check_outputs(self, job: Job, c: Completion) -> None:
+    @staticmethod
+    def _completion_verdict(job: Job | None, c: Completion, worker_id: str) -> CompletionResult | None:
+        """Why a completion cannot be accepted (None: it can). A job whose lease ran out but that
+        nobody took since still has this epoch: its result is accepted rather than wasted."""
+        if job is None:
+            return CompletionResult(c.job_id, "stale", "no such job")
+        if job.lease_epoch != c.epoch or job.lease_worker != worker_id:
+            return CompletionResult(
+                c.job_id, "stale", f"lease epoch {c.epoch} is not current ({job.lease_epoch})"
+            )
+        if job.state == JobState.SUCCEEDED:
+            return CompletionResult(c.job_id, "duplicate", "already recorded")
+        if job.state not in (JobState.RUNNING, JobState.QUEUED):
+            return CompletionResult(c.job_id, "stale", f"job is {job.state.value}")
+        return None
+
+    @staticmethod
+    def _check_outputs(job: Job, c: Completion) -> None:
         seen: set[int] = set()
         for o in c.outputs:
             if o.index in seen:
@@ -560,12 +628,13 @@ class JobService:
         """A worker could not run a job. Retry elsewhere within the budget; quarantine a worker
         that keeps failing distinct jobs, and give the failures it caused back to those jobs."""
         now = self.clock()
-        quarantined = False
-        async with self.store.transaction() as tx:
-            worker = await self._worker(tx, worker_id, tenant)
-            job = await self._held_job(tx, job_id, epoch, worker_id)
+        fx = Effects(jobs={job_id})
+
+        def tx_fn(tx: SqlTx) -> Job:
+            worker = self._worker(tx, worker_id, tenant)
+            job = self._held_job(tx, job_id, epoch, worker_id)
             cost = engine_seconds * worker.price_per_hour / 3600.0
-            await tx.end_attempt(
+            tx.end_attempt(
                 job.id,
                 epoch,
                 outcome=AttemptOutcome.FAILED,
@@ -575,18 +644,19 @@ class JobService:
                 engine_seconds=engine_seconds,
                 cost_usd=cost,
             )
-            await tx.add_worker_counters(worker_id, failed=1, engine_seconds=engine_seconds)
+            tx.add_worker_counters(worker_id, failed=1, engine_seconds=engine_seconds)
             job.engine_seconds += engine_seconds
             job.cost_usd += cost
             if job.cancel_requested:
-                await self._finish(
-                    tx, job, JobState.CANCELED, now, code="canceled", message="canceled by the client"
+                self._finish(
+                    tx, fx, job, JobState.CANCELED, now, code="canceled", message="canceled by the client"
                 )
             else:
                 failures = job.failures + 1
                 if retryable and failures < self.settings.max_failures:
-                    await self._requeue(
+                    self._requeue(
                         tx,
+                        fx,
                         job,
                         now,
                         failures=failures,
@@ -595,14 +665,17 @@ class JobService:
                     )
                 else:
                     why = "not retryable" if not retryable else f"failed {failures} times"
-                    await tx.update_job(job.id, failures=failures)
-                    await self._finish(tx, job, JobState.FAILED, now, code=code, message=f"{message} ({why})")
+                    tx.update_job(job.id, failures=failures)
+                    self._finish(tx, fx, job, JobState.FAILED, now, code=code, message=f"{message} ({why})")
             self.metrics.failed_attempts.inc()
-            quarantined = await self._maybe_quarantine(tx, worker, now)
-        self.notifier.job_changed([job_id])
-        if quarantined:
-            self.notifier.work_available()
-        return await self.get_job(job_id, None)
+            self._maybe_quarantine(tx, fx, worker, now)
+            fresh = tx.get_job(job_id)
+            assert fresh is not None
+            return fresh
+
+        job = await self.store.write(tx_fn)
+        self._apply(fx)
+        return job
 
     async def release(
         self,
@@ -616,11 +689,13 @@ class JobService:
     ) -> Job:
         """A worker gives a job back (graceful stop). An interruption, not a failure."""
         now = self.clock()
-        async with self.store.transaction() as tx:
-            worker = await self._worker(tx, worker_id, tenant)
-            job = await self._held_job(tx, job_id, epoch, worker_id)
+        fx = Effects(jobs={job_id})
+
+        def tx_fn(tx: SqlTx) -> Job:
+            worker = self._worker(tx, worker_id, tenant)
+            job = self._held_job(tx, job_id, epoch, worker_id)
             cost = engine_seconds * worker.price_per_hour / 3600.0
-            await tx.end_attempt(
+            tx.end_attempt(
                 job.id,
                 epoch,
                 outcome=AttemptOutcome.RELEASED,
@@ -631,45 +706,51 @@ class JobService:
             )
             job.engine_seconds += engine_seconds
             job.cost_usd += cost
-            await self._interrupt(tx, job, now, f"released by {worker.name}: {reason}")
-        self.notifier.job_changed([job_id])
-        self.notifier.work_available()
-        return await self.get_job(job_id, None)
+            self._interrupt(tx, fx, job, now, f"released by {worker.name}: {reason}")
+            fresh = tx.get_job(job_id)
+            assert fresh is not None
+            return fresh
 
-    async def _held_job(self, tx: SqlTx, job_id: str, epoch: int, worker_id: str) -> Job:
-        job = await tx.get_job(job_id)
+        job = await self.store.write(tx_fn)
+        self._apply(fx)
+        return job
+
+    @staticmethod
+    def _held_job(tx: SqlTx, job_id: str, epoch: int, worker_id: str) -> Job:
+        job = tx.get_job(job_id)
         if job is None:
             raise NotFound(f"no job {job_id!r}", field="job_id")
         if job.lease_epoch != epoch or job.lease_worker != worker_id or job.state.terminal:
             raise StaleLease(f"lease epoch {epoch} of job {job_id} is not current", field="epoch")
         return job
 
-    async def _maybe_quarantine(self, tx: SqlTx, worker: WorkerInfo, now: float) -> bool:
+    def _maybe_quarantine(self, tx: SqlTx, fx: Effects, worker: WorkerInfo, now: float) -> None:
         if worker.state == WorkerState.QUARANTINED:
-            return False
-        failed = await tx.failed_attempts_of_worker(worker.id, now - self.settings.quarantine_window)
+            return
+        failed = tx.failed_attempts_of_worker(worker.id, now - self.settings.quarantine_window)
         distinct = {a.job_id for a in failed}
         if len(distinct) < self.settings.quarantine_failures:
-            return False
+            return
         reason = (
             f"failed {len(distinct)} distinct jobs within {self.settings.quarantine_window:.0f} s; "
             f"last error: {failed[-1].error_message}"
         )
-        await tx.update_worker(
+        tx.update_worker(
             worker.id,
             state=WorkerState.QUARANTINED,
             quarantined_until=now + self.settings.quarantine_seconds,
             quarantine_reason=reason,
         )
-        await tx.mark_attempts_refunded([a.id for a in failed])
+        tx.mark_attempts_refunded([a.id for a in failed])
         # give the failures back: each job gets its failure refunded; a job this worker failed for
         # good goes back to the queue. The per-job ban on this worker stays.
-        for job in await tx.get_jobs(sorted(distinct)):
+        for job in tx.get_jobs(sorted(distinct)):
             refund = sum(1 for a in failed if a.job_id == job.id)
             failures = max(0, job.failures - refund)
             if job.state == JobState.FAILED and job.lease_worker == worker.id:
-                await self._requeue(
+                self._requeue(
                     tx,
+                    fx,
                     job,
                     now,
                     failures=failures,
@@ -677,33 +758,36 @@ class JobService:
                     reason=f"failure refunded: worker {worker.name} was quarantined",
                 )
             else:
-                await tx.update_job(job.id, failures=failures)
+                tx.update_job(job.id, failures=failures)
         # jobs it still holds go back at once
-        for job in await tx.list_jobs(tenant=None, states=(JobState.RUNNING,), limit=1000):
-            if job.lease_worker == worker.id:
-                await tx.end_attempt(
-                    job.id,
-                    job.lease_epoch,
-                    outcome=AttemptOutcome.INTERRUPTED,
-                    ended_at=now,
-                    error_message="worker quarantined",
-                )
-                await self._interrupt(tx, job, now, f"worker {worker.name} was quarantined")
+        for job in tx.jobs_held_by(worker.id):
+            tx.end_attempt(
+                job.id,
+                job.lease_epoch,
+                outcome=AttemptOutcome.INTERRUPTED,
+                ended_at=now,
+                error_message="worker quarantined",
+            )
+            self._interrupt(tx, fx, job, now, f"worker {worker.name} was quarantined")
+        fx.work = True
         self.metrics.quarantines.inc()
         log.warning("worker.quarantined worker_id=%s name=%s reason=%s", worker.id, worker.name, reason)
-        return True
 
     async def release_quarantine(self, worker_id: str) -> None:
-        async with self.store.transaction() as tx:
-            await self._worker(tx, worker_id, None)
-            await tx.update_worker(
+        def tx_fn(tx: SqlTx) -> None:
+            self._worker(tx, worker_id, None)
+            tx.update_worker(
                 worker_id, state=WorkerState.ACTIVE, quarantined_until=None, quarantine_reason=None
             )
 
+        await self.store.write(tx_fn)
+        self.notifier.work_available()
+
     # ================================================================ state transitions
-    async def _requeue(
+    def _requeue(
         self,
         tx: SqlTx,
+        fx: Effects,
         job: Job,
         now: float,
         *,
@@ -730,24 +814,26 @@ class JobService:
             values["failures"] = failures
         if interruptions is not None:
             values["interruptions"] = interruptions
-        await tx.update_job(job.id, **values)
-        await tx.insert_events(
+        tx.update_job(job.id, **values)
+        tx.insert_events(
             [(job.id, job.tenant, EventType.REQUEUED, {"state": "queued", "reason": reason}, now)]
         )
-        self.notifier.work_available()
+        fx.work = True
+        fx.jobs.add(job.id)
 
-    async def _interrupt(self, tx: SqlTx, job: Job, now: float, reason: str) -> None:
+    def _interrupt(self, tx: SqlTx, fx: Effects, job: Job, now: float, reason: str) -> None:
         """The job lost its worker through no fault of its own (lease expired, released)."""
         if job.cancel_requested:
-            await self._finish(
-                tx, job, JobState.CANCELED, now, code="canceled", message="canceled by the client"
+            self._finish(
+                tx, fx, job, JobState.CANCELED, now, code="canceled", message="canceled by the client"
             )
             return
         interruptions = job.interruptions + 1
         if interruptions > self.settings.max_interruptions:
-            await tx.update_job(job.id, interruptions=interruptions)
-            await self._finish(
+            tx.update_job(job.id, interruptions=interruptions)
+            self._finish(
                 tx,
+                fx,
                 job,
                 JobState.FAILED,
                 now,
@@ -755,12 +841,20 @@ class JobService:
                 message=f"interrupted {interruptions} times; last: {reason}",
             )
             return
-        await self._requeue(tx, job, now, stalled=True, reason=reason, interruptions=interruptions)
+        self._requeue(tx, fx, job, now, stalled=True, reason=reason, interruptions=interruptions)
 
-    async def _finish(
-        self, tx: SqlTx, job: Job, state: JobState, now: float, *, code: str | None, message: str | None
+    def _finish(
+        self,
+        tx: SqlTx,
+        fx: Effects,
+        job: Job,
+        state: JobState,
+        now: float,
+        *,
+        code: str | None,
+        message: str | None,
     ) -> None:
-        await tx.update_job(
+        tx.update_job(
             job.id,
             state=state,
             finished_at=now,
@@ -777,7 +871,7 @@ class JobService:
         job.finished_at = now
         job.error_code = code
         job.error_message = message
-        await tx.insert_events(
+        tx.insert_events(
             [
                 (
                     job.id,
@@ -788,79 +882,91 @@ class JobService:
                 )
             ]
         )
-        await self._queue_webhooks(tx, await tx.get_tenant(job.tenant), [job], "job.finished", now)
+        self._queue_webhooks(tx, fx, [job], "job.finished", now)
+        fx.jobs.add(job.id)
         if state == JobState.FAILED:
             self.metrics.failed_jobs.inc()
         elif state == JobState.CANCELED:
             self.metrics.canceled.inc()
 
     # ================================================================ reaper
+    def _expire_leases_tx(self, tx: SqlTx, fx: Effects, now: float) -> int:
+        if not tx.any_expired_lease(now):
+            return 0
+        expired = tx.jobs_with_expired_lease(now)
+        for job in expired:
+            tx.end_attempt(
+                job.id,
+                job.lease_epoch,
+                outcome=AttemptOutcome.INTERRUPTED,
+                ended_at=now,
+                error_message="lease expired",
+            )
+            self._interrupt(tx, fx, job, now, "the worker stopped sending heartbeats (lease expired)")
+        if expired:
+            self.metrics.lease_expiries.inc(len(expired))
+            log.info("jobs.leases_expired count=%d", len(expired))
+        return len(expired)
+
     async def expire_leases(self) -> int:
         """Re-queue (ahead of new work) every running job whose lease ran out."""
         now = self.clock()
-        count = 0
-        async with self.store.transaction() as tx:
-            for job in await tx.jobs_with_expired_lease(now):
-                await tx.end_attempt(
-                    job.id,
-                    job.lease_epoch,
-                    outcome=AttemptOutcome.INTERRUPTED,
-                    ended_at=now,
-                    error_message="lease expired",
-                )
-                await self._interrupt(tx, job, now, "the worker stopped sending heartbeats (lease expired)")
-                count += 1
-        if count:
-            self.metrics.lease_expiries.inc(count)
-            log.info("jobs.leases_expired count=%d", count)
+        fx = Effects()
+        count = await self.store.write(lambda tx: self._expire_leases_tx(tx, fx, now))
+        self._apply(fx)
         return count
 
     async def check_unservable(self) -> int:
         """Say why queued jobs wait when no online worker can take them; expire those that waited
         longer than ``unservable_after``. Returns how many expired."""
         now = self.clock()
-        async with self.store.read() as rtx:
-            online = [
-                w
-                for w in await rtx.list_workers(seen_since=now - self.settings.worker_offline_after)
-                if w.state == WorkerState.ACTIVE
-            ]
-            queued = await rtx.queued_requirements()
+
+        def read(tx: SqlTx) -> tuple[list[WorkerInfo], list[tuple[str, Requirements, float, str | None]]]:
+            workers = tx.list_workers(seen_since=now - self.settings.worker_offline_after)
+            return [w for w in workers if w.state == WorkerState.ACTIVE], tx.queued_requirements()
+
+        online, queued = await self.store.read(read)
         verdicts: dict[Requirements, str | None] = {}
         to_expire: list[tuple[str, str]] = []
-        changes: list[tuple[str, str | None]] = []
+        changes: dict[str | None, list[str]] = {}
         for job_id, req, queued_at, current in queued:
             if req not in verdicts:
-                verdicts[req] = (
-                    None
-                    if any(w.capabilities.accepts(req) for w in online)
-                    else self._why_unservable(req, online)
-                )
+                servable = any(w.capabilities.accepts(req) for w in online)
+                verdicts[req] = None if servable else self._why_unservable(req, online)
             why = verdicts[req]
             if why is not None and now - queued_at > self.settings.unservable_after:
                 to_expire.append((job_id, why))
             elif why is not None and why != current:
-                changes.append((job_id, why))
+                changes.setdefault(why, []).append(job_id)
             elif why is None and current is not None and current.startswith(UNSERVABLE_PREFIX):
-                changes.append((job_id, None))
+                changes.setdefault(None, []).append(job_id)
         if not changes and not to_expire:
             return 0
-        async with self.store.transaction() as tx:
-            for job_id, why in changes:
-                await tx.update_job(job_id, expect_states=(JobState.QUEUED,), wait_reason=why)
-            for job_id, why in to_expire:
-                job = await tx.get_job(job_id)
-                if job is not None and job.state == JobState.QUEUED:
+        fx = Effects()
+
+        def write(tx: SqlTx) -> int:
+            for why, ids in changes.items():
+                tx.set_wait_reason(ids, why)
+            expired = 0
+            for job in tx.get_jobs([job_id for job_id, _ in to_expire]):
+                if job.state == JobState.QUEUED:
+                    why = dict(to_expire)[job.id]
                     waited = now - (job.queued_at or job.created_at)
-                    await self._finish(
+                    self._finish(
                         tx,
+                        fx,
                         job,
                         JobState.FAILED,
                         now,
                         code="expired",
                         message=f"expired after waiting {waited:.0f} s: {why}",
                     )
-        return len(to_expire)
+                    expired += 1
+            return expired
+
+        expired = await self.store.write(write)
+        self._apply(fx)
+        return expired
 
     @staticmethod
     def _why_unservable(req: Requirements, online: list[WorkerInfo]) -> str:
@@ -872,20 +978,28 @@ class JobService:
         )
 
     async def lift_quarantines(self) -> int:
+        """Put workers whose quarantine time is over back to work."""
         now = self.clock()
-        count = 0
-        async with self.store.transaction() as tx:
-            for w in await tx.list_workers():
+
+        def tx_fn(tx: SqlTx) -> int:
+            count = 0
+            for w in tx.list_workers():
                 if w.state == WorkerState.QUARANTINED and w.quarantined_until and w.quarantined_until < now:
-                    await tx.update_worker(
+                    tx.update_worker(
                         w.id, state=WorkerState.ACTIVE, quarantined_until=None, quarantine_reason=None
                     )
                     count += 1
+            return count
+
+        count = await self.store.write(tx_fn)
+        if count:
+            self.notifier.work_available()
         return count
 
     async def prune(self) -> int:
-        async with self.store.transaction() as tx:
-            return await tx.prune_events(self.clock() - self.settings.event_retention_seconds)
+        """Drop events older than the retention period."""
+        cutoff = self.clock() - self.settings.event_retention_seconds
+        return await self.store.write(lambda tx: tx.prune_events(cutoff))
 
     async def reap(self) -> None:
         """One pass of every periodic duty. Safe to run on every replica at once."""
@@ -894,42 +1008,34 @@ class JobService:
         await self.lift_quarantines()
 
     # ================================================================ webhooks
-    async def _queue_webhooks_for(self, tx: SqlTx, jobs: Sequence[Job], event_type: str, now: float) -> None:
-        by_tenant: dict[str, list[Job]] = {}
-        for j in jobs:
-            by_tenant.setdefault(j.tenant, []).append(j)
-        for tenant_id, tenant_jobs in by_tenant.items():
-            await self._queue_webhooks(tx, await tx.get_tenant(tenant_id), tenant_jobs, event_type, now)
-
-    async def _queue_webhooks(
+    def _queue_webhooks(
         self,
         tx: SqlTx,
-        tenant: Tenant | None,
+        fx: Effects,
         jobs: Sequence[Job],
         event_type: str,
         now: float,
         *,
         only_explicit: bool = False,
     ) -> None:
+        """Put webhook messages for these jobs in the outbox (the job's URL, else its tenant's)."""
         rows: list[OutboxMessage] = []
         for job in jobs:
-            url = job.webhook_url or (None if only_explicit or tenant is None else tenant.webhook_url)
-            if not url or (only_explicit and not job.webhook_url):
+            url = job.webhook_url
+            if url is None and not only_explicit:
+                tenant = self._tenant(tx, job.tenant)
+                url = tenant.webhook_url if tenant else None
+            if not url:
                 continue
-            payload = {
-                "type": event_type,
-                "timestamp": now,
-                "data": {
-                    "id": job.id,
-                    "state": job.state.value,
-                    "kind": job.kind.value,
-                    "labels": job.labels,
-                    "error": {"code": job.error_code, "message": job.error_message}
-                    if job.error_code
-                    else None,
-                    "cost_usd": round(job.cost_usd, 8),
-                },
+            data = {
+                "id": job.id,
+                "state": job.state.value,
+                "kind": job.kind.value,
+                "labels": job.labels,
+                "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
+                "cost_usd": round(job.cost_usd, 8),
             }
+            payload = json.dumps({"type": event_type, "timestamp": now, "data": data})
             rows.append(
                 OutboxMessage(
                     message_id=new_id("msg_"),
@@ -937,11 +1043,11 @@ class JobService:
                     tenant=job.tenant,
                     url=url,
                     event_type=event_type,
-                    payload=json.dumps(payload),
+                    payload=payload,
                     next_attempt_at=now,
                     created_at=now,
                 )
             )
         if rows:
-            await tx.insert_outbox(rows)
-            self.notifier.webhooks_queued()
+            tx.insert_outbox(rows)
+            fx.webhooks = True

@@ -25,6 +25,7 @@ from sdfleet.jobs.metrics import Metrics
 from sdfleet.jobs.netguard import check_public_destination
 from sdfleet.jobs.notify import Notifier
 from sdfleet.store.base import JobStore, OutboxMessage
+from sdfleet.store.sql import SqlTx
 
 log = logging.getLogger("sdfleet.webhooks")
 
@@ -85,13 +86,18 @@ class WebhookDispatcher:
     async def deliver_due(self, limit: int = 50) -> int:
         """Send every message that is due now; return how many were attempted."""
         now = self.clock()
-        async with self.store.transaction() as tx:
-            due = await tx.lock_due_webhooks(now, now + self.settings.webhook_timeout * 2 + 5, limit)
-            secrets_by_tenant = {}
+        lock_until = now + self.settings.webhook_timeout * 2 + 5
+
+        def lock(tx: SqlTx) -> tuple[list[OutboxMessage], dict[str, str]]:
+            due = tx.lock_due_webhooks(now, lock_until, limit)
+            secrets_by_tenant: dict[str, str] = {}
             for m in due:
                 if m.tenant not in secrets_by_tenant:
-                    tenant = await tx.get_tenant(m.tenant)
+                    tenant = tx.get_tenant(m.tenant)
                     secrets_by_tenant[m.tenant] = tenant.webhook_secret if tenant else ""
+            return due, secrets_by_tenant
+
+        due, secrets_by_tenant = await self.store.write(lock)
         if due:
             await asyncio.gather(*(self._deliver(m, secrets_by_tenant[m.tenant]) for m in due))
         return len(due)
@@ -120,31 +126,18 @@ class WebhookDispatcher:
             error = f"{type(exc).__name__}: {exc}"
         attempts = message.attempts + 1
         now = self.clock()
-        async with self.store.transaction() as tx:
-            if error is None:
-                await tx.update_webhook(
-                    message.message_id,
-                    state="delivered",
-                    attempts=attempts,
-                    delivered_at=now,
-                    locked_until=None,
-                    last_error=None,
-                )
-            elif attempts >= self.settings.webhook_max_attempts:
-                await tx.update_webhook(
-                    message.message_id, state="dead", attempts=attempts, locked_until=None, last_error=error
-                )
-            else:
-                delay = backoff_delay(
-                    attempts, self.settings.webhook_backoff_base, self.settings.webhook_backoff_max
-                )
-                await tx.update_webhook(
-                    message.message_id,
-                    attempts=attempts,
-                    locked_until=None,
-                    last_error=error,
-                    next_attempt_at=now + delay,
-                )
+        if error is None:
+            values: dict[str, object] = {"state": "delivered", "delivered_at": now, "last_error": None}
+        elif attempts >= self.settings.webhook_max_attempts:
+            values = {"state": "dead", "last_error": error}
+        else:
+            delay = backoff_delay(
+                attempts, self.settings.webhook_backoff_base, self.settings.webhook_backoff_max
+            )
+            values = {"last_error": error, "next_attempt_at": now + delay}
+        await self.store.write(
+            lambda tx: tx.update_webhook(message.message_id, attempts=attempts, locked_until=None, **values)
+        )
         outcome = "delivered" if error is None else "failed"
         self.metrics.webhooks.labels(outcome).inc()
         log.info(

@@ -6,12 +6,14 @@ protocols exist so the use cases in :mod:`sdfleet.jobs` depend on a contract, no
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from sdfleet.store.sql import SqlTx
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -59,15 +61,16 @@ class OutboxMessage:
 class JobStore(Protocol):
     """Durable state of the whole system: jobs, attempts, workers, keys, outputs, events, outbox.
 
-    ``transaction()`` opens a read-write transaction whose methods commit together;
-    ``read()`` a read-only one that never blocks writers.
+    ``write(fn)`` runs ``fn(tx)`` in one read-write transaction (all its statements commit
+    together, or none); ``read(fn)`` in a read-only one that never blocks writers. ``fn`` is a
+    plain function: it runs in the store's own thread, so it must not touch the event loop.
     """
 
     url: str
 
-    def transaction(self) -> AbstractAsyncContextManager[SqlTx]: ...
+    async def write(self, fn: Callable[[SqlTx], T]) -> T: ...
 
-    def read(self) -> AbstractAsyncContextManager[SqlTx]: ...
+    async def read(self, fn: Callable[[SqlTx], T]) -> T: ...
 
     async def ping(self) -> None: ...
 

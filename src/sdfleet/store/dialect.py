@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, event
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Select, create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.pool import StaticPool
 
 from sdfleet.errors import ConfigError
 
@@ -18,7 +17,7 @@ class Dialect:
     """How to talk to one database family."""
 
     name: str  # "sqlite" | "postgresql"
-    async_url: str
+    sync_url: str
 
     @property
     def is_sqlite(self) -> bool:
@@ -34,27 +33,30 @@ class Dialect:
             return query
         return query.with_for_update(skip_locked=True)
 
-    def create_engines(self, pool_size: int = 10) -> tuple[AsyncEngine, AsyncEngine]:
-        """Return (write engine, read engine). For SQLite the writer holds one connection and
-        starts every transaction with ``BEGIN IMMEDIATE``; for PostgreSQL both are one pool."""
+    def create_engines(self, pool_size: int = 10) -> tuple[Engine, Engine]:
+        """Return (write engine, read engine). For SQLite the writer is one connection that starts
+        every transaction with ``BEGIN IMMEDIATE``; for PostgreSQL both are one pool."""
         if not self.is_sqlite:
-            engine = create_async_engine(
-                self.async_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            engine = create_engine(
+                self.sync_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
             return engine, engine
-        writer = create_async_engine(self.async_url, pool_size=1, max_overflow=0)
-        reader = (
-            create_async_engine(self.async_url, poolclass=NullPool)
-            if ":memory:" in self.async_url
-            else create_async_engine(self.async_url, pool_size=4, max_overflow=4)
-        )
+        memory = make_url(self.sync_url).database in (None, "", ":memory:")
+        if memory:  # tests: one shared in-memory database
+            engine = create_engine(
+                self.sync_url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+            )
+            _sqlite_pragmas(engine, immediate=True)
+            return engine, engine
+        writer = create_engine(self.sync_url, pool_size=1, max_overflow=0)
+        reader = create_engine(self.sync_url, pool_size=4, max_overflow=4)
         _sqlite_pragmas(writer, immediate=True)
         _sqlite_pragmas(reader, immediate=False)
         return writer, reader
 
 
-def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _sqlite_pragmas(engine: Engine, *, immediate: bool) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # let SQLAlchemy's "begin" event own transaction control
         dbapi_conn.isolation_level = None
@@ -65,25 +67,21 @@ def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def dialect_for(url: str) -> Dialect:
-    """Pick the dialect and drivers for a database URL (``sqlite:///path`` or ``postgresql://…``)."""
+    """Pick the dialect and driver for a database URL (``sqlite:///path`` or ``postgresql://…``)."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        database = parsed.database or ":memory:"
-        return Dialect(
-            name="sqlite",
-            async_url=str(parsed.set(drivername="sqlite+aiosqlite", database=database)),
-        )
+        return Dialect(name="sqlite", sync_url=str(parsed.set(drivername="sqlite")))
     if backend in ("postgresql", "postgres"):
         return Dialect(
             name="postgresql",
-            async_url=parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False),
+            sync_url=parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False),
         )
     raise ConfigError(
         f"unsupported database URL scheme {parsed.drivername!r}: use sqlite:/// or postgresql://",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -11,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from sdfleet.errors import ConfigError
-from sdfleet.store.sql import SqlStore
+from sdfleet.store.sql import SqlStore, SqlTx
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -29,23 +28,18 @@ def head_revision() -> str:
 
 
 async def current_revision(store: SqlStore) -> str | None:
-    def _current(sync_conn: Any) -> str | None:
-        return MigrationContext.configure(sync_conn).get_current_revision()
-
-    async with store.writer_engine.connect() as conn:
-        return await conn.run_sync(_current)
+    return await store.write(lambda tx: MigrationContext.configure(tx.conn).get_current_revision())
 
 
 async def upgrade(store: SqlStore, revision: str = "head") -> None:
     """Bring the database schema up to ``revision``."""
 
-    def _upgrade(sync_conn: Any) -> None:
+    def _upgrade(tx: SqlTx) -> None:
         cfg = alembic_config()
-        cfg.attributes["connection"] = sync_conn
+        cfg.attributes["connection"] = tx.conn
         command.upgrade(cfg, revision)
 
-    async with store.writer_engine.begin() as conn:
-        await conn.run_sync(_upgrade)
+    await store.write(_upgrade)
 
 
 async def ensure_schema(store: SqlStore, *, migrate: bool) -> None:

@@ -90,7 +90,7 @@ jobs = Table(
     Column("cost_usd", Float, nullable=False, server_default=text("0")),
     Column("result", Text, nullable=False, server_default="{}"),
     UniqueConstraint("tenant", "idempotency_key"),
-    Index("ix_jobs_claim", "state", "stalled", "priority", "id"),
+    Index("ix_jobs_claim", "state", text("stalled DESC"), text("priority DESC"), "id"),
     Index("ix_jobs_lease", "state", "lease_expires_at"),
     Index("ix_jobs_tenant_id", "tenant", "id"),
 )

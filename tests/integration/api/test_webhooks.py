@@ -90,8 +90,7 @@ def test_webhook_signed_retried_and_delivered(client: TestClient, receiver: Rece
     ctx = ctx_of(client)
 
     async def outbox() -> list[str]:
-        async with ctx.store.read() as tx:
-            return [m.state for m in await tx.list_webhooks(job["id"])]
+        return [m.state for m in await ctx.store.read(lambda tx: tx.list_webhooks(job["id"]))]
 
     assert set(client.portal.call(outbox)) == {"delivered"}  # type: ignore[union-attr]
 
@@ -112,8 +111,7 @@ def test_private_destinations_refused_by_default(make_client: MakeClient, receiv
     ctx = ctx_of(client)
 
     async def last_error() -> str | None:
-        async with ctx.store.read() as tx:
-            msgs = await tx.list_webhooks(job["id"])
+        msgs = await ctx.store.read(lambda tx: tx.list_webhooks(job["id"]))
         return msgs[0].last_error if msgs else None
 
     deadline = time.monotonic() + 10

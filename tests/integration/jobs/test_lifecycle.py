@@ -76,9 +76,8 @@ async def test_submit_claim_complete_records_outputs_and_cost(service: JobServic
     assert done.state == JobState.SUCCEEDED
     assert done.engine_seconds == pytest.approx(2.0)
     assert done.cost_usd == pytest.approx(2.0 * 3.6 / 3600)
-    async with service.store.read() as tx:
-        outs = await tx.list_outputs(job.id)
-        usage = await tx.tenant_usage("t1")
+    outs = await service.store.read(lambda tx: tx.list_outputs(job.id))
+    usage = await service.store.read(lambda tx: tx.tenant_usage("t1"))
     assert [o.index for o in outs] == [0]
     assert usage["images"] == 1 and usage["cost_usd"] == pytest.approx(0.002)
 
@@ -125,14 +124,12 @@ async def test_stale_epoch_completion_is_409_and_changes_nothing(
         await service.fail(a, None, job_a.id, 1, code="x", message="late", retryable=True)
     job = await service.get_job(sub.job.id, None)
     assert job.state == JobState.RUNNING and job.lease_worker == b and job.failures == 0
-    async with service.store.read() as tx:
-        assert await tx.list_outputs(job.id) == []
+    assert await service.store.read(lambda tx: tx.list_outputs(job.id)) == []
     [ok] = await service.complete(b, None, [completion(job_b.id, 2)])
     assert ok.status == "accepted"
     [again] = await service.complete(b, None, [completion(job_b.id, 2)])
     assert again.status == "duplicate"
-    async with service.store.read() as tx:
-        assert len(await tx.list_outputs(job.id)) == 1
+    assert len(await service.store.read(lambda tx: tx.list_outputs(job.id))) == 1
 
 
 async def test_lease_expiry_requeues_ahead_of_new_work(service: JobService, clock: FakeClock) -> None:
@@ -148,8 +145,7 @@ async def test_lease_expiry_requeues_ahead_of_new_work(service: JobService, cloc
     assert first.id == old.job.id
     job = await service.get_job(old.job.id, None)
     assert job.interruptions == 1 and job.failures == 0
-    async with service.store.read() as tx:
-        attempts = await tx.list_attempts(old.job.id)
+    attempts = await service.store.read(lambda tx: tx.list_attempts(old.job.id))
     assert [a_.outcome.value for a_ in attempts] == ["interrupted", "running"]
 
 
@@ -244,8 +240,7 @@ async def test_quarantine_refunds_failures(service: JobService, settings: Settin
     # every job now runs on the good worker
     got = (await service.claim(good, None, max_jobs=10)).jobs
     assert {j.id for j in got} == {s.job.id for s in subs}
-    async with service.store.read() as tx:
-        info = await tx.get_worker(bad)
+    info = await service.store.read(lambda tx: tx.get_worker(bad))
     assert info is not None and info.quarantine_reason and "broken" in info.quarantine_reason
 
 

@@ -46,8 +46,7 @@ def _worker_view(w: WorkerInfo, now: float, offline_after: float) -> dict[str, A
 async def list_workers(ctx: Ctx, _: Admin) -> dict[str, Any]:
     """Every registered worker with its state, current jobs, loaded models and counters."""
     now = time.time()
-    async with ctx.store.read() as tx:
-        workers = await tx.list_workers()
+    workers = await ctx.store.read(lambda tx: tx.list_workers())
     return {"workers": [_worker_view(w, now, ctx.settings.worker_offline_after) for w in workers]}
 
 
@@ -62,9 +61,10 @@ async def unquarantine(worker_id: str, ctx: Ctx, _: Admin) -> dict[str, str]:
 async def stats(ctx: Ctx, _: Admin) -> dict[str, Any]:
     """Queue depth by state and workers online."""
     now = time.time()
-    async with ctx.store.read() as tx:
-        by_state = await tx.count_jobs_by_state()
-        workers = await tx.list_workers(seen_since=now - ctx.settings.worker_offline_after)
+    since = now - ctx.settings.worker_offline_after
+    by_state, workers = await ctx.store.read(
+        lambda tx: (tx.count_jobs_by_state(), tx.list_workers(seen_since=since))
+    )
     return {
         "jobs": by_state,
         "workers_online": len(workers),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -15,10 +16,11 @@ from pydantic import ValidationError as PydanticValidationError
 from sdfleet.api.auth import principal_for, require_scope
 from sdfleet.api.deps import Ctx, User
 from sdfleet.api.views import job_view
-from sdfleet.domain import EventType, Job, JobKind, JobState
+from sdfleet.domain import EventType, Job, JobKind, JobState, Output
 from sdfleet.errors import NotFound, ValidationError
 from sdfleet.jobs.netguard import check_url_syntax
 from sdfleet.jobs.service import JobRequest
+from sdfleet.store.sql import SqlTx
 from sdfleet.wire import AccountView, BatchView, JobBatchCreate, JobCreate, JobList, JobView, WebhookSettings
 
 router = APIRouter(tags=["jobs"])
@@ -101,8 +103,7 @@ async def submit_jobs(
 async def get_job(job_id: str, request: Request, ctx: Ctx, principal: User) -> JobView:
     """One job with its progress, outputs (as URLs), error, timings and cost."""
     job = await ctx.jobs.get_job(job_id, principal.tenant_filter)
-    async with ctx.store.read() as tx:
-        outputs = await tx.list_outputs(job.id)
+    outputs = await ctx.store.read(lambda tx: tx.list_outputs(job.id))
     return job_view(ctx, request, job, outputs)
 
 
@@ -124,8 +125,9 @@ async def list_jobs(
         if not sep:
             raise ValidationError("label must be key:value", field="label")
         label_pair = (key, value)
-    async with ctx.store.read() as tx:
-        jobs = await tx.list_jobs(
+
+    def read(tx: SqlTx) -> tuple[list[Job], dict[str, list[Output]]]:
+        found = tx.list_jobs(
             tenant=principal.tenant_filter,
             states=state or (),
             kind=kind,
@@ -133,7 +135,9 @@ async def list_jobs(
             before=cursor,
             limit=limit,
         )
-        outputs = await tx.outputs_for_jobs([j.id for j in jobs])
+        return found, tx.outputs_for_jobs([j.id for j in found])
+
+    jobs, outputs = await ctx.store.read(read)
     views = [job_view(ctx, request, j, outputs[j.id]) for j in jobs]
     return JobList(jobs=views, next_cursor=jobs[-1].id if len(jobs) == limit else None)
 
@@ -142,8 +146,7 @@ async def list_jobs(
 async def cancel_job(job_id: str, request: Request, ctx: Ctx, principal: User) -> JobView:
     """Cancel: a queued job at once, a running one at its worker's next heartbeat."""
     job = await ctx.jobs.cancel(job_id, principal.tenant_filter)
-    async with ctx.store.read() as tx:
-        outputs = await tx.list_outputs(job.id)
+    outputs = await ctx.store.read(lambda tx: tx.list_outputs(job.id))
     return job_view(ctx, request, job, outputs)
 
 
@@ -153,8 +156,7 @@ async def get_output(
 ) -> RedirectResponse:
     """Redirect to a (signed) URL of one output."""
     job = await ctx.jobs.get_job(job_id, principal.tenant_filter)
-    async with ctx.store.read() as tx:
-        outputs = {o.index: o for o in await tx.list_outputs(job.id)}
+    outputs = {o.index: o for o in await ctx.store.read(lambda tx: tx.list_outputs(job.id))}
     if index not in outputs:
         raise NotFound(f"job {job_id} has no output {index}", field="index")
     url = ctx.absolute(request, ctx.blobs.get_url(outputs[index].blob_key, 3600))
@@ -188,8 +190,7 @@ async def job_events(
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
     quiet_since = time.monotonic()
     while True:
-        async with ctx.store.read() as tx:
-            events = await tx.events_after(job_id, after)
+        events = await ctx.store.read(partial(SqlTx.events_after, job_id=job_id, after_id=after))
         for ev in events:
             after = ev.id
             yield ServerSentEvent(
@@ -213,8 +214,7 @@ async def job_events(
 async def account(ctx: Ctx, principal: User) -> AccountView:
     """The caller's tenant: webhook settings and secret, and usage (jobs, images, cost)."""
     tenant = await ctx.jobs.ensure_tenant(principal.tenant)
-    async with ctx.store.read() as tx:
-        usage = await tx.tenant_usage(principal.tenant)
+    usage = await ctx.store.read(lambda tx: tx.tenant_usage(principal.tenant))
     return AccountView(
         tenant=tenant.id,
         scopes=sorted(principal.scopes),
@@ -229,7 +229,5 @@ async def set_webhook(body: WebhookSettings, ctx: Ctx, principal: User) -> Accou
     """Set (or clear with ``null``) the webhook URL that receives every job's events."""
     if body.url:
         check_url_syntax(body.url, "url")
-    await ctx.jobs.ensure_tenant(principal.tenant)
-    async with ctx.store.transaction() as tx:
-        await tx.update_tenant(principal.tenant, webhook_url=body.url)
+    await ctx.jobs.set_tenant_webhook(principal.tenant, body.url)
     return await account(ctx, principal)

@@ -106,8 +106,7 @@ async def claim(body: ClaimRequest, ctx: Ctx, principal: WorkerAuth) -> ClaimRes
         )
     message = None
     if result.worker_state == WorkerState.QUARANTINED:
-        async with ctx.store.read() as tx:
-            worker = await tx.get_worker(body.worker_id)
+        worker = await ctx.store.read(lambda tx: tx.get_worker(body.worker_id))
         message = f"quarantined: {worker.quarantine_reason if worker else ''}"
     return ClaimResponse(
         jobs=claimed,
