@@ -1,8 +1,10 @@
-"""Fixtures shared by every test layer: settings on a temp dir, a migrated store, a clock."""
+"""Fixtures shared by every test layer: settings on a temp dir, a migrated store (SQLite and
+PostgreSQL), a clock, and the real servers of :mod:`tests.services`."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,8 @@ import pytest
 from sdfleet.config import Settings
 from sdfleet.store.migrate import upgrade
 from sdfleet.store.sql import SqlStore
+
+pytest_plugins = ["tests.services"]
 
 
 class FakeClock:
@@ -43,9 +47,26 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of each backend: the store is held to one behaviour on both."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/store.db"
+        return
+    import psycopg
+
+    server: str = request.getfixturevalue("postgres_url")
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield server.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[SqlStore]:
-    s = SqlStore(settings.resolved_database_url())
+async def store(database_url: str) -> AsyncIterator[SqlStore]:
+    s = SqlStore(database_url, pool_size=4)
     await upgrade(s)
     yield s
     await s.close()

@@ -304,7 +304,7 @@ class JobService:
         fx = Effects(jobs={job_id})
 
         def tx_fn(tx: SqlTx) -> Job:
-            job = tx.get_job(job_id)
+            job = tx.get_job(job_id, lock=True)
             if job is None or (tenant is not None and job.tenant != tenant):
                 raise NotFound(f"no job {job_id!r}", field="job_id")
             if job.state.terminal:
@@ -500,7 +500,7 @@ class JobService:
 
         def tx_fn(tx: SqlTx) -> list[CompletionResult]:
             worker = self._worker(tx, worker_id, tenant)
-            jobs_by_id = {j.id: j for j in tx.get_jobs([c.job_id for c in completions])}
+            jobs_by_id = {j.id: j for j in tx.get_jobs([c.job_id for c in completions], lock=True)}
             results: list[CompletionResult] = []
             done = 0
             total_engine = 0.0
@@ -514,9 +514,10 @@ class JobService:
                 cost = c.engine_seconds * worker.price_per_hour / 3600.0
                 job.engine_seconds += c.engine_seconds
                 job.cost_usd += cost
-                tx.update_job(
+                recorded = tx.update_job(
                     job.id,
                     expect_epoch=c.epoch,
+                    expect_states=(JobState.RUNNING, JobState.QUEUED),
                     state=JobState.SUCCEEDED,
                     finished_at=now,
                     updated_at=now,
@@ -530,6 +531,9 @@ class JobService:
                     error_code=None,
                     error_message=None,
                 )
+                if not recorded:  # defensive: the row is locked and was checked above
+                    results.append(CompletionResult(c.job_id, "stale", "the job changed meanwhile"))
+                    continue
                 tx.end_attempt(
                     job.id,
                     c.epoch,
@@ -717,7 +721,7 @@ class JobService:
 
     @staticmethod
     def _held_job(tx: SqlTx, job_id: str, epoch: int, worker_id: str) -> Job:
-        job = tx.get_job(job_id)
+        job = tx.get_job(job_id, lock=True)
         if job is None:
             raise NotFound(f"no job {job_id!r}", field="job_id")
         if job.lease_epoch != epoch or job.lease_worker != worker_id or job.state.terminal:
@@ -744,7 +748,7 @@ class JobService:
         tx.mark_attempts_refunded([a.id for a in failed])
         # give the failures back: each job gets its failure refunded; a job this worker failed for
         # good goes back to the queue. The per-job ban on this worker stays.
-        for job in tx.get_jobs(sorted(distinct)):
+        for job in tx.get_jobs(sorted(distinct), lock=True):
             refund = sum(1 for a in failed if a.job_id == job.id)
             failures = max(0, job.failures - refund)
             if job.state == JobState.FAILED and job.lease_worker == worker.id:
@@ -948,7 +952,7 @@ class JobService:
             for why, ids in changes.items():
                 tx.set_wait_reason(ids, why)
             expired = 0
-            for job in tx.get_jobs([job_id for job_id, _ in to_expire]):
+            for job in tx.get_jobs([job_id for job_id, _ in to_expire], lock=True):
                 if job.state == JobState.QUEUED:
                     why = dict(to_expire)[job.id]
                     waited = now - (job.queued_at or job.created_at)

@@ -33,6 +33,13 @@ class Dialect:
             return query
         return query.with_for_update(skip_locked=True)
 
+    def locked(self, query: Select[Any], lock: bool) -> Select[Any]:
+        """``SELECT … FOR UPDATE`` on PostgreSQL when ``lock``; SQLite's immediate transactions
+        already hold the database's write lock."""
+        if self.is_sqlite or not lock:
+            return query
+        return query.with_for_update()
+
     def create_engines(self, pool_size: int = 10) -> tuple[Engine, Engine]:
         """Return (write engine, read engine). For SQLite the writer is one connection that starts
         every transaction with ``BEGIN IMMEDIATE``; for PostgreSQL both are one pool."""

@@ -368,15 +368,17 @@ class SqlTx:
         )
         return {r._mapping["idempotency_key"]: _job(r) for r in rows}
 
-    def get_job(self, job_id: str) -> Job | None:
-        row = (self.conn.execute(select(jobs).where(jobs.c.id == job_id))).first()
+    def get_job(self, job_id: str, *, lock: bool = False) -> Job | None:
+        """One job; ``lock`` holds its row until the transaction ends (a no-op on SQLite, whose
+        write transactions are serialized anyway)."""
+        row = self.conn.execute(self.dialect.locked(select(jobs).where(jobs.c.id == job_id), lock)).first()
         return _job(row) if row else None
 
-    def get_jobs(self, job_ids: Sequence[str]) -> list[Job]:
+    def get_jobs(self, job_ids: Sequence[str], *, lock: bool = False) -> list[Job]:
         if not job_ids:
             return []
-        rows = self.conn.execute(select(jobs).where(jobs.c.id.in_(list(job_ids))))
-        return [_job(r) for r in rows]
+        query = select(jobs).where(jobs.c.id.in_(sorted(job_ids))).order_by(jobs.c.id)
+        return [_job(r) for r in self.conn.execute(self.dialect.locked(query, lock))]
 
     def list_jobs(
         self,
@@ -449,13 +451,13 @@ class SqlTx:
         return claimed
 
     def jobs_with_expired_lease(self, now: float, limit: int = 500) -> list[Job]:
-        rows = self.conn.execute(
+        query = (
             select(jobs)
             .where(jobs.c.state == JobState.RUNNING.value, jobs.c.lease_expires_at < now)
             .order_by(jobs.c.lease_expires_at)
             .limit(limit)
         )
-        return [_job(r) for r in rows]
+        return [_job(r) for r in self.conn.execute(self.dialect.lock_for_claim(query))]
 
     def any_expired_lease(self, now: float) -> bool:
         row = (
@@ -476,7 +478,7 @@ class SqlTx:
         if not beats:
             return {}
         ids = [b[0] for b in beats]
-        rows = self.conn.execute(
+        query = (
             select(
                 jobs.c.id,
                 jobs.c.lease_epoch,
@@ -485,8 +487,11 @@ class SqlTx:
                 jobs.c.cancel_requested,
                 jobs.c.progress_step,
                 jobs.c.tenant,
-            ).where(jobs.c.id.in_(ids))
-        ).all()
+            )
+            .where(jobs.c.id.in_(sorted(ids)))
+            .order_by(jobs.c.id)
+        )
+        rows = self.conn.execute(self.dialect.locked(query, True)).all()
         current = {r[0]: r for r in rows}
         answers: dict[str, LeaseAnswer] = {}
         updates: list[dict[str, Any]] = []
@@ -506,7 +511,11 @@ class SqlTx:
         if updates:
             self.conn.execute(
                 update(jobs)
-                .where(jobs.c.id == bindparam("b_id"), jobs.c.lease_epoch == bindparam("b_epoch"))
+                .where(
+                    jobs.c.id == bindparam("b_id"),
+                    jobs.c.lease_epoch == bindparam("b_epoch"),
+                    jobs.c.state.in_([JobState.RUNNING.value, JobState.QUEUED.value]),
+                )
                 .values(
                     state=JobState.RUNNING.value,
                     lease_expires_at=lease_until,
