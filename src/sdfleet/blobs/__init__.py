@@ -11,11 +11,17 @@ from sdfleet.errors import ConfigError
 
 
 def open_blob_store(url: str, signer: UrlSigner) -> BlobStore:
-    """Build the blob store a URL names: ``file:///dir`` (or a plain path)."""
+    """Build the blob store a URL names: ``file:///dir`` (or a plain path), or ``s3://bucket/prefix``."""
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
         return LocalBlobStore(Path(parsed.path if parsed.scheme else url), signer)
-    raise ConfigError(f"unsupported blob store URL {url!r}: use file:///path", field="blob_url")
+    if parsed.scheme == "s3":
+        from sdfleet.blobs.s3 import S3BlobStore
+
+        return S3BlobStore(url)
+    raise ConfigError(
+        f"unsupported blob store URL {url!r}: use file:///path or s3://bucket/prefix", field="blob_url"
+    )
 
 
 __all__ = ["BlobStore", "LocalBlobStore", "UrlSigner", "check_key", "open_blob_store"]
