@@ -122,9 +122,9 @@ async def test_s3_multipart_through_presigned_part_urls(s3_server: S3Server) -> 
     upload_id = await store.start_multipart(key)
     parts = [b"a" * (5 * 1024 * 1024), b"b" * (5 * 1024 * 1024), b"tail"]
     etags = []
-    with httpx.Client(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60) as client:
         for number, body in enumerate(parts, start=1):
-            r = client.put(store.part_url(key, upload_id, number, 60), content=body)
+            r = await client.put(store.part_url(key, upload_id, number, 60), content=body)
             assert r.status_code == 200, r.text
             etags.append(r.headers["etag"])
     await store.finish_multipart(key, upload_id, etags)
