@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     quarantine_window: float = 600.0
     quarantine_seconds: float = 3600.0
     reaper_interval: float = 1.0
+    poll_seconds: float = Field(
+        default=1.0, description="Long polls (claims, event streams) re-check the store this often"
+    )
     event_retention_seconds: float = 7 * 24 * 3600.0
     progress_event_min_interval: float = 0.5
 

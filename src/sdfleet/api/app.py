@@ -31,6 +31,7 @@ from sdfleet.jobs.notify import Notifier
 from sdfleet.jobs.service import JobService
 from sdfleet.jobs.webhooks import WebhookDispatcher
 from sdfleet.store.migrate import ensure_schema
+from sdfleet.store.pgnotify import PgBroadcast
 from sdfleet.store.sql import SqlStore
 
 log = logging.getLogger("sdfleet.api")
@@ -82,6 +83,11 @@ def create_app(
         signer = UrlSigner(load_secret(settings))
         the_blobs = blobs or open_blob_store(settings.resolved_blob_url(), signer)
         notifier = Notifier()
+        broadcast: PgBroadcast | None = None
+        if not the_store.dialect.is_sqlite:
+            broadcast = PgBroadcast(the_store.dialect.sync_url, notifier.remote)
+            await broadcast.start()
+            notifier.broadcast = broadcast
         metrics = Metrics()
         keys = KeyService(the_store, clock)
         if not settings.binds_loopback() and not await keys.has_user_keys():
@@ -128,6 +134,8 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await dispatcher.close()
+            if broadcast is not None:
+                await broadcast.close()
             await the_blobs.close()
             if own_store:
                 await the_store.close()

@@ -380,7 +380,7 @@ class JobService:
                 return result
             # wake on new work in this process; re-check now and then for other replicas and
             # for leases that expire without anyone saying so
-            await self.notifier.wait_for_work(min(remaining, 1.0))
+            await self.notifier.wait_for_work(min(remaining, self.settings.poll_seconds))
 
     async def _claim_once(
         self, worker_id: str, tenant: str | None, max_jobs: int, loaded_models: list[str] | None

@@ -207,7 +207,7 @@ async def job_events(
             yield ServerSentEvent(comment="keep-alive")
         if await request.is_disconnected():
             return
-        await ctx.notifier.wait_for_job(job_id, 1.0)
+        await ctx.notifier.wait_for_job(job_id, ctx.settings.poll_seconds)
 
 
 @router.get("/v1/account")
