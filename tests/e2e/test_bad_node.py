@@ -27,10 +27,17 @@ JOBS = 1000
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    env = {**os.environ, "SDFLEET_DATA_DIR": str(tmp_path / "data"), "SDFLEET_PORT": str(port),
-           "SDFLEET_HEARTBEAT_SECONDS": "0.5", "SDFLEET_QUARANTINE_FAILURES": "3", "SDFLEET_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "sdfleet", "serve"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "SDFLEET_DATA_DIR": str(tmp_path / "data"),
+        "SDFLEET_PORT": str(port),
+        "SDFLEET_HEARTBEAT_SECONDS": "0.5",
+        "SDFLEET_QUARANTINE_FAILURES": "3",
+        "SDFLEET_LOG_LEVEL": "warning",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sdfleet", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: httpx.get(f"{url}/ready", timeout=1).status_code == 200, 30, "the server")
@@ -43,8 +50,10 @@ def server(tmp_path: Path) -> Iterator[str]:
 async def test_one_always_failing_worker_does_not_fail_the_fleet(server: str) -> None:
     async with httpx.AsyncClient(base_url=server, timeout=30) as api:
         for start in range(0, JOBS, 500):
-            jobs = [{"params": {"prompt": f"p{i}", "width": 64, "height": 64, "steps": 2}}
-                    for i in range(start, start + 500)]
+            jobs = [
+                {"params": {"prompt": f"p{i}", "width": 64, "height": 64, "steps": 2}}
+                for i in range(start, start + 500)
+            ]
             assert (await api.post("/v1/jobs", json={"jobs": jobs})).status_code == 201
 
         def settings(name: str) -> WorkerSettings:
@@ -54,6 +63,7 @@ async def test_one_always_failing_worker_does_not_fail_the_fleet(server: str) ->
         good = [Worker(settings(f"good-{i}"), FakeEngine(step_seconds=0.0005)) for i in range(4)]
         tasks = [asyncio.create_task(w.run()) for w in [bad, *good]]
         try:
+
             async def finished() -> int:
                 stats = (await api.get("/v1/admin/stats")).json()["jobs"]
                 return int(stats.get("succeeded", 0) + stats.get("failed", 0) + stats.get("canceled", 0))

@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from tests.services import S3Server
-from tests.support import free_port, wait_until
 
 from sdfleet.config import WorkerSettings
 from sdfleet.engine.fake import FakeEngine
 from sdfleet.worker.runner import Worker
+from tests.services import S3Server
+from tests.support import free_port, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.s3]
 
