@@ -2,8 +2,10 @@
 S3 interoperability endpoint). Workers and clients get presigned URLs; the orchestrator never
 proxies image bytes, and nobody but the orchestrator holds bucket credentials.
 
-URL form: ``s3://bucket/prefix?endpoint=https://…&region=us-east-1&addressing=path``. Credentials
-come from the usual AWS chain (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, profiles, IAM).
+URL form: ``s3://bucket/prefix?endpoint=https://…&region=us-east-1&addressing=path``, plus
+``public_endpoint=`` when clients reach the store under another name than the orchestrator and
+workers do (download links are signed for it). Credentials come from the usual AWS chain
+(``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, profiles, IAM roles).
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ class S3BlobStore:
         await self._call("delete_object", Bucket=self.bucket, Key=self._key(key))
 
     def get_url(self, key: str, expires_in: float) -> str:
-        url: str = self.client.generate_presigned_url(
+        url: str = self.public_client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=int(expires_in)
         )
         return url
