@@ -37,26 +37,29 @@ class S3BlobStore:
         self.prefix = parsed.path.strip("/")
         self.endpoint = query.get("endpoint")
         self.region = query.get("region", "us-east-1")
-        addressing = query.get("addressing", "path" if self.endpoint else "auto")
-        if client is None:
-            try:
-                import boto3
-                from botocore.config import Config
-            except ImportError as exc:  # pragma: no cover - depends on the install
-                raise ConfigError(
-                    "the s3 blob store needs boto3: pip install 'sdfleet[s3]'", field="blob_url"
-                ) from exc
-            client = boto3.client(
-                "s3",
-                endpoint_url=self.endpoint,
-                region_name=self.region,
-                config=Config(
-                    s3={"addressing_style": addressing},
-                    signature_version="s3v4",
-                    retries={"max_attempts": 5, "mode": "standard"},
-                ),
-            )
-        self.client = client
+        self.addressing = query.get("addressing", "path" if self.endpoint else "auto")
+        self.client = client or self._client(self.endpoint)
+        public = query.get("public_endpoint")
+        self.public_client = self._client(public) if public else self.client
+
+    def _client(self, endpoint: str | None) -> Any:
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigError(
+                "the s3 blob store needs boto3: pip install 'sdfleet[s3]'", field="blob_url"
+            ) from exc
+        return boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=self.region,
+            config=Config(
+                s3={"addressing_style": self.addressing},
+                signature_version="s3v4",
+                retries={"max_attempts": 5, "mode": "standard"},
+            ),
+        )
 
     def _key(self, key: str) -> str:
         check_key(key)
