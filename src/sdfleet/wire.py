@@ -135,6 +135,7 @@ class RegisterResponse(BaseModel):
     worker_id: str
     lease_seconds: float
     heartbeat_seconds: float
+    max_inline_output_bytes: int = 0  # 0: inline outputs are not accepted (object-store profile)
 
 
 class ClaimRequest(BaseModel):
@@ -190,7 +191,10 @@ class HeartbeatRequest(BaseModel):
 
 
 class BeatAnswerView(BaseModel):
+    """The answer for one (job, epoch) of a heartbeat, in the order of the beats."""
+
     job_id: str
+    epoch: int = 0
     action: Literal["continue", "cancel", "lost"]
 
 

@@ -28,57 +28,77 @@ from tests.support import free_port, wait_until
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.s3]
 
 
+class Cluster:
+    """Orchestrator replicas as real processes on one PostgreSQL database and one bucket."""
+
+    def __init__(self, tmp_path: Path, postgres_url: str, s3_server: S3Server, **extra_env: str):
+        name = f"r_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.tmp_path = tmp_path
+        self.env = {
+            **os.environ,
+            "SDFLEET_DATABASE_URL": postgres_url.rsplit("/", 1)[0] + "/" + name,
+            "SDFLEET_BLOB_URL": s3_server.url(f"replicas-{name}"),
+            "AWS_ACCESS_KEY_ID": s3_server.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+            "SDFLEET_AUTO_MIGRATE": "false",
+            "SDFLEET_SECRET_KEY": "shared-secret",
+            "SDFLEET_LOG_LEVEL": "warning",
+            **extra_env,
+        }
+        self.cli("migrate")
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.ports: list[int] = []
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "sdfleet", *args], env=self.env, check=True, capture_output=True, text=True
+        )
+        return done.stdout
+
+    def start(self, index: int) -> str:
+        while len(self.ports) <= index:
+            self.ports.append(free_port())
+        port = self.ports[index]
+        self.procs[index] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sdfleet",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(self.tmp_path / f"replica{index}"),
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=(self.tmp_path / f"replica{index}.log").open("ab"),
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: httpx.get(f"{url}/ready", timeout=1).status_code == 200, 60, f"replica {url}")
+        return url
+
+    def kill(self, index: int) -> None:
+        self.procs[index].kill()
+        self.procs[index].wait(10)
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs.values():
+            p.wait(20)
+
+
 @pytest.fixture
 def replicas(tmp_path: Path, postgres_url: str, s3_server: S3Server) -> Iterator[tuple[str, str]]:
-    name = f"r_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    db = postgres_url.rsplit("/", 1)[0] + "/" + name
-    env = {
-        **os.environ,
-        "SDFLEET_DATABASE_URL": db,
-        "SDFLEET_BLOB_URL": s3_server.url(f"replicas-{name}"),
-        "AWS_ACCESS_KEY_ID": s3_server.access_key,
-        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-        "SDFLEET_POLL_SECONDS": "20",
-        "SDFLEET_AUTO_MIGRATE": "false",
-        "SDFLEET_SECRET_KEY": "shared-secret",
-        "SDFLEET_LOG_LEVEL": "warning",
-    }
-    subprocess.run([sys.executable, "-m", "sdfleet", "migrate"], env=env, check=True, capture_output=True)
-    procs = []
-    urls = []
-    for i in range(2):
-        port = free_port()
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "sdfleet",
-                    "serve",
-                    "--port",
-                    str(port),
-                    "--data-dir",
-                    str(tmp_path / f"replica{i}"),
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-        )
-        urls.append(f"http://127.0.0.1:{port}")
+    cluster = Cluster(tmp_path, postgres_url, s3_server, SDFLEET_POLL_SECONDS="20")
     try:
-        for url in urls:
-            wait_until(
-                lambda u=url: httpx.get(f"{u}/ready", timeout=1).status_code == 200, 60, f"replica {url}"
-            )
-        yield urls[0], urls[1]
+        yield cluster.start(0), cluster.start(1)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(20)
+        cluster.stop()
 
 
 async def test_replicas_share_work_events_and_storage(replicas: tuple[str, str], s3_server: S3Server) -> None:
@@ -141,3 +161,83 @@ async def test_replicas_share_work_events_and_storage(replicas: tuple[str, str],
             image = await http.get(url)
             assert image.status_code == 200
             assert image.content.startswith(b"\x89PNG")
+
+
+async def test_kill_a_replica_mid_run(tmp_path: Path, postgres_url: str, s3_server: S3Server) -> None:
+    cluster = Cluster(
+        tmp_path,
+        postgres_url,
+        s3_server,
+        SDFLEET_LEASE_SECONDS="3",
+        SDFLEET_HEARTBEAT_SECONDS="0.5",
+        SDFLEET_AUTH="required",
+    )
+    try:
+        worker_key = cluster.cli("keys", "create", "--scope", "worker", "--tenant", "fleet").strip()
+        alice = {"Authorization": "Bearer " + cluster.cli("keys", "create", "--tenant", "alice").strip()}
+        bob = {"Authorization": "Bearer " + cluster.cli("keys", "create", "--tenant", "bob").strip()}
+        a, b = cluster.start(0), cluster.start(1)
+        async with httpx.AsyncClient(timeout=30) as http:
+            ids: dict[str, dict[str, str]] = {}
+            for url, who in ((a, alice), (b, bob)):
+                body = {
+                    "jobs": [
+                        {"params": {"prompt": f"p{i}", "width": 64, "height": 64, "steps": 8}}
+                        for i in range(60)
+                    ]
+                }
+                r = await http.post(f"{url}/v1/jobs", json=body, headers=who)
+                assert r.status_code == 201, r.text
+                ids.update({j["id"]: who for j in r.json()["jobs"]})
+
+            def worker(server: str, name: str) -> Worker:
+                settings = WorkerSettings(
+                    server=server, token=worker_key, name=name, engine="fake", claim_wait=2
+                )
+                return Worker(settings, FakeEngine(step_seconds=0.01))
+
+            workers = [worker(a, "on-a-1"), worker(a, "on-a-2"), worker(b, "on-b-1"), worker(b, "on-b-2")]
+            runs = [asyncio.create_task(w.run()) for w in workers]
+
+            async def done_count() -> int:
+                admin_free = (
+                    await http.get(f"{a}/v1/jobs", params={"state": "succeeded", "limit": 500}, headers=alice)
+                ).json()["jobs"]
+                other = (
+                    await http.get(f"{a}/v1/jobs", params={"state": "succeeded", "limit": 500}, headers=bob)
+                ).json()["jobs"]
+                return len(admin_free) + len(other)
+
+            for _ in range(300):
+                if await done_count() >= 30:
+                    break
+                await asyncio.sleep(0.1)
+            cluster.kill(1)  # replica B dies; its workers lose their server
+            for _ in range(900):
+                if await done_count() == 120:
+                    break
+                await asyncio.sleep(0.2)
+            assert await done_count() == 120
+            for w in workers[:2]:
+                await w.stop()
+            for w in workers[2:]:
+                w.request_stop()
+                w.request_stop()  # B is gone: do not wait for a grace period
+            await asyncio.wait(runs, timeout=30)
+
+            b = cluster.start(1)  # back again: both replicas serve every tenant's jobs
+            for job_id, who in ids.items():
+                for url in (a, b):
+                    job = (await http.get(f"{url}/v1/jobs/{job_id}", headers=who)).json()
+                    assert job["state"] == "succeeded"
+                    assert len(job["outputs"]) == 1
+                stranger = bob if who is alice else alice
+                r = await http.get(
+                    f"{b}/v1/jobs/{job_id}/outputs/0", headers=stranger, follow_redirects=False
+                )
+                assert r.status_code == 404
+            sample = (await http.get(f"{b}/v1/jobs/{next(iter(ids))}", headers=alice)).json()
+            assert sample["outputs"][0]["url"].startswith(s3_server.endpoint)
+            assert (await http.get(sample["outputs"][0]["url"])).status_code == 200
+    finally:
+        cluster.stop()

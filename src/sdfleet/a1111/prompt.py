@@ -224,14 +224,16 @@ def split_and(text: str) -> list[tuple[str, float]]:
 #
 # and uses the whole prompt verbatim when it does not parse. A nested construct has at most one parse, so a
 # recursive descent with memoised constructs reproduces it; at the top level a bracket that starts a valid
-# construct is read as that construct, otherwise as a stray character.
+# construct is read as that construct, otherwise as a stray character. (When a construct is directly followed
+# by a stray bracket or colon, as in "[a:3])", both readings are valid and lark's pick depends on Python's
+# per-process hash seed; we always read the construct, which is one of A1111's answers.)
 
 _SIGNED_NUMBER = re.compile(
     r"[+-]?(?:[0-9]+[eE][+-]?[0-9]+|(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[0-9]+)"
 )
 _PLAIN_RUN = re.compile(r"[^\\\[\]():|]+")
 _WHITESPACE = re.compile(r"\s*")
-_MAX_NESTING = 200  # deeper prompts are kept verbatim (A1111 would hit Python's recursion limit)
+_MAX_NESTING = 100  # deeper prompts are kept verbatim (A1111 would hit Python's recursion limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,12 +416,14 @@ class _StepScale:
             value = (value - self.float_offset) * self.steps
         else:
             value = value - self.int_offset
-        # A1111 computes min(steps, int(value)); int() of an infinite value would raise there.
-        if math.isnan(value):
+        # A1111 computes min(steps, int(value)), which raises for the infinities handled here.
+        if math.isnan(value):  # only from 0 * inf, with steps == 0
             return 0
         if value >= self.steps:
             return self.steps
-        return -(2**31) if math.isinf(value) else int(value)
+        if math.isinf(value):  # -inf: before every step
+            return -(2**63)
+        return int(value)
 
 
 def _walk(nodes: _Nodes) -> Iterator[_Scheduled | _Alternate]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +94,7 @@ class BeatAnswer:
     """What the orchestrator answers for one job in a heartbeat: continue, cancel, or lost."""
 
     job_id: str
+    epoch: int
     action: str
 
 
@@ -369,11 +370,17 @@ class JobService:
         max_jobs: int = 1,
         wait: float = 0.0,
         loaded_models: list[str] | None = None,
+        gone: Callable[[], Awaitable[bool]] | None = None,
     ) -> ClaimResult:
-        """Hand up to ``max_jobs`` jobs to a worker, waiting up to ``wait`` seconds for work."""
+        """Hand up to ``max_jobs`` jobs to a worker, waiting up to ``wait`` seconds for work.
+        ``gone`` tells whether the caller hung up (then the wait ends without claiming)."""
         max_jobs = max(1, min(max_jobs, self.settings.claim_max_jobs))
         deadline = time.monotonic() + max(0.0, min(wait, self.settings.claim_max_wait))
+        first = True
         while True:
+            if not first and gone is not None and await gone():
+                return ClaimResult([], self.settings.lease_seconds, WorkerState.ACTIVE)
+            first = False
             result = await self._claim_once(worker_id, tenant, max_jobs, loaded_models)
             remaining = deadline - time.monotonic()
             if result.jobs or result.worker_state != WorkerState.ACTIVE or remaining <= 0:
@@ -395,10 +402,8 @@ class JobService:
             values: dict[str, Any] = {"last_seen_at": now}
             if loaded_models is not None:
                 values["loaded_models"] = loaded_models
-            if worker.state == WorkerState.STOPPED:
-                values["state"] = worker.state = WorkerState.ACTIVE
             tx.update_worker(worker_id, **values)
-            if worker.state == WorkerState.QUARANTINED:
+            if worker.state != WorkerState.ACTIVE:  # quarantined, or said it stopped
                 return [], worker.state
             claimed = tx.claim_jobs(
                 worker_id=worker_id,
@@ -452,7 +457,7 @@ class JobService:
         """Extend the leases of the jobs a worker holds; record progress; answer cancel or lost."""
         now = self.clock()
 
-        def tx_fn(tx: SqlTx) -> tuple[dict[str, LeaseAnswer], WorkerState]:
+        def tx_fn(tx: SqlTx) -> tuple[dict[tuple[str, int], LeaseAnswer], WorkerState]:
             worker = self._worker(tx, worker_id, tenant)
             answers = tx.extend_leases(
                 worker_id,
@@ -468,13 +473,15 @@ class JobService:
                 [
                     (
                         b.job_id,
-                        answers[b.job_id].tenant,
+                        answers[(b.job_id, b.epoch)].tenant,
                         EventType.PROGRESS,
                         {"step": b.step, "total": b.total},
                         now,
                     )
                     for b in beats
-                    if answers[b.job_id].held and b.total and b.step != answers[b.job_id].previous_step
+                    if answers[(b.job_id, b.epoch)].held
+                    and b.total
+                    and b.step != answers[(b.job_id, b.epoch)].previous_step
                 ]
             )
             return answers, worker.state
@@ -482,9 +489,11 @@ class JobService:
         raw, state = await self.store.write(tx_fn)
         answers = []
         for b in beats:
-            a = raw[b.job_id]
+            a = raw[(b.job_id, b.epoch)]
             answers.append(
-                BeatAnswer(b.job_id, "lost" if not a.held else ("cancel" if a.cancel else "continue"))
+                BeatAnswer(
+                    b.job_id, b.epoch, "lost" if not a.held else ("cancel" if a.cancel else "continue")
+                )
             )
         if beats:
             self.notifier.job_changed([b.job_id for b in beats])
@@ -799,7 +808,11 @@ class JobService:
         stalled: bool,
         reason: str,
         interruptions: int | None = None,
+        keep_holder: bool = False,
     ) -> None:
+        """Back to the queue. ``keep_holder``: only for a lease that ran out — the same worker may
+        still take the job back (same epoch) with a late heartbeat or completion, as long as nobody
+        else claimed it meanwhile. A release or a failure lets go of the job for good."""
         values: dict[str, Any] = {
             "state": JobState.QUEUED,
             "stalled": stalled,
@@ -818,6 +831,8 @@ class JobService:
             values["failures"] = failures
         if interruptions is not None:
             values["interruptions"] = interruptions
+        if not keep_holder:
+            values["lease_worker"] = None
         tx.update_job(job.id, **values)
         tx.insert_events(
             [(job.id, job.tenant, EventType.REQUEUED, {"state": "queued", "reason": reason}, now)]
@@ -825,7 +840,9 @@ class JobService:
         fx.work = True
         fx.jobs.add(job.id)
 
-    def _interrupt(self, tx: SqlTx, fx: Effects, job: Job, now: float, reason: str) -> None:
+    def _interrupt(
+        self, tx: SqlTx, fx: Effects, job: Job, now: float, reason: str, *, lease_expired: bool = False
+    ) -> None:
         """The job lost its worker through no fault of its own (lease expired, released)."""
         if job.cancel_requested:
             self._finish(
@@ -845,7 +862,16 @@ class JobService:
                 message=f"interrupted {interruptions} times; last: {reason}",
             )
             return
-        self._requeue(tx, fx, job, now, stalled=True, reason=reason, interruptions=interruptions)
+        self._requeue(
+            tx,
+            fx,
+            job,
+            now,
+            stalled=True,
+            reason=reason,
+            interruptions=interruptions,
+            keep_holder=lease_expired,
+        )
 
     def _finish(
         self,
@@ -906,7 +932,9 @@ class JobService:
                 ended_at=now,
                 error_message="lease expired",
             )
-            self._interrupt(tx, fx, job, now, "the worker stopped sending heartbeats (lease expired)")
+            self._interrupt(
+                tx, fx, job, now, "the worker stopped sending heartbeats (lease expired)", lease_expired=True
+            )
         if expired:
             self.metrics.lease_expiries.inc(len(expired))
             log.info("jobs.leases_expired count=%d", len(expired))

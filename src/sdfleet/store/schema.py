@@ -7,6 +7,7 @@ Timestamps are float seconds since the epoch (the injected clock's unit), JSON c
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -63,7 +64,7 @@ jobs = Table(
     Column("priority", Integer, nullable=False, server_default=text("0")),
     Column("spec", Text, nullable=False),
     Column("req_arch", String(16), nullable=True),
-    Column("req_pixels", Integer, nullable=False),
+    Column("req_pixels", BigInteger, nullable=False),
     Column("req_features", Integer, nullable=False, server_default=text("0")),
     Column("req_model", String(200), nullable=True),
     Column("idempotency_key", String(200), nullable=True),
@@ -127,7 +128,7 @@ workers = Table(
     Column("state", String(16), nullable=False),
     Column("kinds", String(200), nullable=False),
     Column("archs", String(200), nullable=False),
-    Column("max_pixels", Integer, nullable=False),
+    Column("max_pixels", BigInteger, nullable=False),
     Column("features", Integer, nullable=False, server_default=text("0")),
     Column("gpu_name", String(200), nullable=False, server_default=""),
     Column("gpu_memory_mb", Integer, nullable=False, server_default=text("0")),
@@ -155,8 +156,8 @@ outputs = Table(
     Column("tenant", String(64), nullable=False),
     Column("blob_key", Text, nullable=False),
     Column("content_type", String(100), nullable=False),
-    Column("size", Integer, nullable=False),
-    Column("seed", Integer, nullable=True),
+    Column("size", BigInteger, nullable=False),
+    Column("seed", BigInteger, nullable=True),
     Column("infotext", Text, nullable=True),
     Column("sha256", String(64), nullable=True),
     Column("created_at", Float, nullable=False),

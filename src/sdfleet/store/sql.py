@@ -471,10 +471,10 @@ class SqlTx:
 
     def extend_leases(
         self, worker_id: str, beats: Sequence[tuple[str, int, int, int]], now: float, lease_until: float
-    ) -> dict[str, LeaseAnswer]:
+    ) -> dict[tuple[str, int], LeaseAnswer]:
         """Extend the leases this worker holds and record progress. ``beats`` are (job_id, epoch,
         step, total). A job whose lease ran out but that nobody took since (same epoch) is taken
-        back. Returns an answer for every job in ``beats``."""
+        back. Returns an answer for every (job_id, epoch) in ``beats``."""
         if not beats:
             return {}
         ids = [b[0] for b in beats]
@@ -493,19 +493,21 @@ class SqlTx:
         )
         rows = self.conn.execute(self.dialect.locked(query, True)).all()
         current = {r[0]: r for r in rows}
-        answers: dict[str, LeaseAnswer] = {}
+        answers: dict[tuple[str, int], LeaseAnswer] = {}
         updates: list[dict[str, Any]] = []
         for job_id, epoch, step, total in beats:
             r = current.get(job_id)
             if r is None:
-                answers[job_id] = LeaseAnswer(held=False, cancel=False, previous_step=0, tenant="")
+                answers[(job_id, epoch)] = LeaseAnswer(held=False, cancel=False, previous_step=0, tenant="")
                 continue
             held = (
                 r[1] == epoch
                 and r[3] == worker_id
                 and r[2] in (JobState.RUNNING.value, JobState.QUEUED.value)
             )
-            answers[job_id] = LeaseAnswer(held=held, cancel=bool(r[4]), previous_step=r[5], tenant=r[6])
+            answers[(job_id, epoch)] = LeaseAnswer(
+                held=held, cancel=bool(r[4]), previous_step=r[5], tenant=r[6]
+            )
             if held:
                 updates.append({"b_id": job_id, "b_epoch": epoch, "b_step": step, "b_total": total})
         if updates:
@@ -514,7 +516,8 @@ class SqlTx:
                 .where(
                     jobs.c.id == bindparam("b_id"),
                     jobs.c.lease_epoch == bindparam("b_epoch"),
-                    jobs.c.state.in_([JobState.RUNNING.value, JobState.QUEUED.value]),
+                    # not IN (…): expanding parameters cannot be used with executemany
+                    or_(jobs.c.state == JobState.RUNNING.value, jobs.c.state == JobState.QUEUED.value),
                 )
                 .values(
                     state=JobState.RUNNING.value,

@@ -277,7 +277,12 @@ class WorkerClient:
                 delay = max(delay, retry_after)
             if deadline is not None and time.monotonic() + delay > deadline:
                 raise Unreachable(f"{what}: gave up after {attempt + 1} attempts ({problem})")
-            level = logging.DEBUG if attempt < 2 else logging.WARNING
+            # quiet for blips; then a warning now and then, not one per retry of a long outage
+            level = (
+                logging.WARNING
+                if attempt in (2, 5) or (attempt >= 10 and attempt % 10 == 0)
+                else logging.DEBUG
+            )
             log.log(
                 level,
                 "client.retry call=%s attempt=%d delay=%.2f problem=%s",

@@ -78,13 +78,15 @@ class WorkerStats:
     """Counters and times of one worker run. Times are ``time.monotonic()`` seconds.
 
     ``duty_cycle`` is engine busy time over wall time since the worker started (until it stopped,
-    or now); benchmarks that want "while work was queued" use ``started_at`` and
-    ``last_completed_at``.
+    or now); benchmarks that want "while work was queued" use ``started_at``,
+    ``last_engine_end_at`` and ``last_completed_at``.
     """
 
     started_at: float | None = None
     stopped_at: float | None = None
     first_claim_at: float | None = None
+    first_engine_start_at: float | None = None
+    last_engine_end_at: float | None = None
     last_completed_at: float | None = None
     engine_busy_seconds: float = 0.0
     jobs_claimed: int = 0
@@ -117,7 +119,7 @@ class HeldJob:
 
     claim: ClaimedJob
     claimed_at: float
-    phase: str = "waiting"  # waiting | running | finishing
+    phase: str = "waiting"  # waiting | running | finishing | reporting (fail/release on its way)
     step: int = 0
     total: int = 0
     engine_seconds: float = 0.0
@@ -232,6 +234,8 @@ class Worker:
         self._done = asyncio.Event()
         self._running = False
         self._claiming: asyncio.Task[list[HeldJob]] | None = None
+        self._inline_allowed = True
+        self._beat_lock = asyncio.Lock()  # held while a heartbeat is on its way
         slots = max(1, settings.upload_concurrency)
         self._upload_slots = asyncio.Semaphore(slots)
         self._finish_slots = asyncio.Semaphore(max(2, slots))
@@ -245,6 +249,8 @@ class Worker:
     def request_stop(self) -> None:
         """Ask for a graceful stop (safe from a signal handler). A second call stops the current
         job at its next step instead of waiting for the grace period."""
+        if self._done.is_set():
+            return
         if self._stop_requested.is_set():
             self._force = True
             if self._current is not None:
@@ -335,6 +341,7 @@ class Worker:
         self.worker_id = answer.worker_id
         self.lease_seconds = answer.lease_seconds
         self.heartbeat_seconds = self.settings.heartbeat_seconds or answer.heartbeat_seconds
+        self.inline_max_bytes = min(self.inline_max_bytes, answer.max_inline_output_bytes)
         log.info(
             "worker.registered worker_id=%s name=%s engine=%s gpu=%s lease=%.1f heartbeat=%.1f pipelined=%s",
             self.worker_id,
@@ -525,6 +532,8 @@ class Worker:
             job.total = info.total
 
         started = time.monotonic()
+        if self.stats.first_engine_start_at is None:
+            self.stats.first_engine_start_at = started
         error: BaseException | None = None
         result: GenerationResult | None = None
         try:
@@ -535,7 +544,8 @@ class Worker:
             log.exception("job.engine_crashed job_id=%s", job.id)
             error = EngineError(f"{type(exc).__name__}: {exc}", retryable=True)
         finally:
-            busy = time.monotonic() - started
+            ended = self.stats.last_engine_end_at = time.monotonic()
+            busy = ended - started
             job.engine_seconds += busy
             job.timings["generate"] = busy
             self.stats.engine_busy_seconds += busy
@@ -577,25 +587,22 @@ class Worker:
             outputs = await asyncio.to_thread(_encode_all, result.images, types, default_type, quality)
             t1 = time.monotonic()
             job.timings["encode"] = t1 - t0
-            items = await asyncio.gather(*(self._output_item(job, o, targets.get(o.index)) for o in outputs))
+            items = await self._output_items(job, outputs, targets, inline=self._inline_allowed)
             job.timings["upload"] = time.monotonic() - t1
             if job.should_stop():
                 await self._after_stop(job, None)
                 return
-            body = CompleteRequest(
-                worker_id=self.worker_id,
-                job_id=job.id,
-                epoch=job.epoch,
-                outputs=list(items),
-                engine_seconds=job.engine_seconds,
-                timings={k: round(v, 4) for k, v in job.timings.items()},
-                result={"info": {k: v for k, v in result.info.items() if isinstance(v, str | int | float)}},
-            )
+            info = {k: v for k, v in result.info.items() if isinstance(v, str | int | float)}
             try:
-                answer = await self.client.complete(body)
-            except StaleLease as exc:
-                self._drop(job, "stale", str(exc))
-                return
+                answer = await self.client.complete(self._completion(job, items, info))
+            except SdfleetError as exc:
+                if not (exc.field or "").startswith("outputs.data_b64") or not any(i.data_b64 for i in items):
+                    raise
+                # this server takes no (or smaller) inline outputs: upload from now on
+                log.warning("worker.inline_refused worker_id=%s error=%s", self.worker_id, exc)
+                self._inline_allowed = False
+                items = await self._output_items(job, outputs, targets, inline=False)
+                answer = await self.client.complete(self._completion(job, items, info))
             status = answer.results[0].status if answer.results else "accepted"
             if status == "stale":
                 self._drop(job, "stale", answer.results[0].message)
@@ -626,7 +633,29 @@ class Worker:
             log.exception("job.finish_crashed job_id=%s", job.id)
             await self._fail(job, "worker_error", f"{type(exc).__name__}: {exc}", retryable=True)
 
-    async def _output_item(self, job: HeldJob, out: EncodedOutput, target: UploadTarget | None) -> OutputItem:
+    def _completion(self, job: HeldJob, items: list[OutputItem], info: dict[str, Any]) -> CompleteRequest:
+        assert self.worker_id is not None
+        return CompleteRequest(
+            worker_id=self.worker_id,
+            job_id=job.id,
+            epoch=job.epoch,
+            outputs=items,
+            engine_seconds=job.engine_seconds,
+            timings={k: round(v, 4) for k, v in job.timings.items()},
+            result={"info": info},
+        )
+
+    async def _output_items(
+        self, job: HeldJob, outputs: list[EncodedOutput], targets: dict[int, UploadTarget], *, inline: bool
+    ) -> list[OutputItem]:
+        items = await asyncio.gather(
+            *(self._output_item(job, o, targets.get(o.index), inline) for o in outputs)
+        )
+        return list(items)
+
+    async def _output_item(
+        self, job: HeldJob, out: EncodedOutput, target: UploadTarget | None, inline: bool
+    ) -> OutputItem:
         assert self.worker_id is not None
         sha = hashlib.sha256(out.data).hexdigest()
         common: dict[str, Any] = {
@@ -647,7 +676,7 @@ class Worker:
                     content_type=out.content_type,
                 )
             )
-        if WorkerClient.is_local(target.url) and len(out.data) <= self.inline_max_bytes:
+        if inline and WorkerClient.is_local(target.url) and len(out.data) <= self.inline_max_bytes:
             return OutputItem(key=target.key, data_b64=base64.b64encode(out.data).decode(), **common)
         async with self._upload_slots:
             if job.should_stop():
@@ -678,6 +707,7 @@ class Worker:
         self, job: HeldJob, code: str, message: str, *, retryable: bool, canceled: bool = False
     ) -> None:
         assert self.worker_id is not None
+        await self._unbeat(job)
         body = FailRequest(
             worker_id=self.worker_id,
             job_id=job.id,
@@ -702,8 +732,17 @@ class Worker:
             self.stats.jobs_failed += 1
             log.info("job.failed job_id=%s epoch=%d code=%s retryable=%s", job.id, job.epoch, code, retryable)
 
+    async def _unbeat(self, job: HeldJob) -> None:
+        """Keep ``job`` out of heartbeats from now on, and let a heartbeat already on its way land
+        first: a beat that reached the server after a release or retryable fail would take the
+        re-queued job back for this worker (the same epoch is still ours)."""
+        job.phase = "reporting"
+        async with self._beat_lock:
+            pass
+
     async def _release(self, job: HeldJob, reason: str) -> None:
         assert self.worker_id is not None
+        await self._unbeat(job)
         body = ReleaseRequest(
             worker_id=self.worker_id,
             job_id=job.id,
@@ -750,14 +789,15 @@ class Worker:
 
     async def _beat(self, interval: float) -> None:
         assert self.worker_id is not None
-        jobs = list(self._held.values())[:256]
+        jobs = [j for j in self._held.values() if j.phase != "reporting"][:256]
         body = HeartbeatRequest(
             worker_id=self.worker_id,
             jobs=[BeatItem(job_id=j.id, epoch=j.epoch, step=j.step, total=j.total) for j in jobs],
             loaded_models=self.engine.loaded_models(),
         )
         try:
-            answer = await self.client.heartbeat(body, retry_for=max(interval, self.lease_seconds / 2))
+            async with self._beat_lock:
+                answer = await self.client.heartbeat(body, retry_for=max(interval, self.lease_seconds / 2))
         except SdfleetError as exc:
             log.warning("worker.heartbeat_error worker_id=%s error=%s", self.worker_id, exc)
             return

@@ -6,10 +6,10 @@ import sqlite3
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.integration.api.conftest import MakeClient, create_key, ctx_of, run_one_job_as_worker
 
 from sdfleet.config import Settings
 from sdfleet.errors import ConfigError
+from tests.integration.api.conftest import MakeClient, create_key, ctx_of, run_one_job_as_worker
 
 TXT = {"params": {"prompt": "x", "width": 64, "height": 64}}
 

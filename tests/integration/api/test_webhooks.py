@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.integration.api.conftest import MakeClient, ctx_of, run_one_job_as_worker
 
 from sdfleet.jobs.webhooks import verify
+from tests.integration.api.conftest import MakeClient, ctx_of, run_one_job_as_worker
 
 
 class Receiver:

@@ -12,13 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from tests.services import S3Server
 
 from sdfleet.api.app import create_app
 from sdfleet.blobs import BlobStore, LocalBlobStore, UrlSigner
 from sdfleet.blobs.s3 import S3BlobStore
 from sdfleet.config import Settings
 from sdfleet.errors import NotFound, PayloadTooLarge, ValidationError
+from tests.services import S3Server
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from tests.conftest import FakeClock
 
 from sdfleet.config import Settings
 from sdfleet.domain import Arch, Capabilities, Feature, GenerationSpec, JobKind, JobState, WorkerState
@@ -20,6 +19,7 @@ from sdfleet.jobs.service import (
     output_key,
 )
 from sdfleet.store.sql import SqlStore
+from tests.conftest import FakeClock
 
 
 @pytest.fixture
@@ -42,9 +42,8 @@ async def worker(service: JobService, name: str = "w", **caps: object) -> str:
 
 
 def completion(
-    job_id: str, epoch: int, tenant: str = "t1", n: int = 1, engine_seconds: float = 2.0
+    job_id: str, epoch: int, tenant: str = "t1", n: int = 1, engine_seconds: float = 2.0, seed: int = 0
 ) -> Completion:
-
     return Completion(
         job_id=job_id,
         epoch=epoch,
@@ -54,7 +53,7 @@ def completion(
                 index=i,
                 content_type="image/png",
                 size=10,
-                seed=i,
+                seed=seed + i,
                 blob_key=f"outputs/{tenant}/{job_id}/{epoch}-{i}.png",
             )
             for i in range(n)
@@ -70,7 +69,7 @@ async def test_submit_claim_complete_records_outputs_and_cost(service: JobServic
     assert [j.id for j in claim.jobs] == [sub.job.id]
     job = claim.jobs[0]
     assert job.state == JobState.RUNNING and job.lease_epoch == 1
-    [res] = await service.complete(w, None, [completion(job.id, 1)])
+    [res] = await service.complete(w, None, [completion(job.id, 1, seed=2**32 - 1)])
     assert res.status == "accepted"
     done = await service.get_job(job.id, "t1")
     assert done.state == JobState.SUCCEEDED
@@ -78,7 +77,7 @@ async def test_submit_claim_complete_records_outputs_and_cost(service: JobServic
     assert done.cost_usd == pytest.approx(2.0 * 3.6 / 3600)
     outs = await service.store.read(lambda tx: tx.list_outputs(job.id))
     usage = await service.store.read(lambda tx: tx.tenant_usage("t1"))
-    assert [o.index for o in outs] == [0]
+    assert [(o.index, o.seed) for o in outs] == [(0, 2**32 - 1)]  # seeds are unsigned 32-bit
     assert usage["images"] == 1 and usage["cost_usd"] == pytest.approx(0.002)
 
 

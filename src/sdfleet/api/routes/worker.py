@@ -76,18 +76,21 @@ async def register(body: RegisterRequest, ctx: Ctx, principal: WorkerAuth) -> Re
         worker_id=worker.id,
         lease_seconds=ctx.settings.lease_seconds,
         heartbeat_seconds=ctx.settings.heartbeat_seconds,
+        max_inline_output_bytes=0 if ctx.blobs.direct_upload else ctx.settings.limits.max_inline_output_bytes,
     )
 
 
 @router.post("/claim")
-async def claim(body: ClaimRequest, ctx: Ctx, principal: WorkerAuth) -> ClaimResponse:
-    """Take up to ``max_jobs`` jobs, waiting up to ``wait`` seconds when there are none."""
+async def claim(body: ClaimRequest, request: Request, ctx: Ctx, principal: WorkerAuth) -> ClaimResponse:
+    """Take up to ``max_jobs`` jobs, waiting up to ``wait`` seconds when there are none (a worker
+    that hangs up stops the wait, so no job is handed to a connection nobody reads)."""
     result = await ctx.jobs.claim(
         body.worker_id,
         principal.tenant,
         max_jobs=body.max_jobs,
         wait=body.wait,
         loaded_models=body.loaded_models,
+        gone=request.is_disconnected,
     )
     claimed = []
     for job in result.jobs:
@@ -126,7 +129,7 @@ async def heartbeat(body: HeartbeatRequest, ctx: Ctx, principal: WorkerAuth) -> 
         body.loaded_models,
     )
     return HeartbeatResponse(
-        jobs=[BeatAnswerView(job_id=a.job_id, action=a.action) for a in answers],
+        jobs=[BeatAnswerView(job_id=a.job_id, epoch=a.epoch, action=a.action) for a in answers],
         worker_state=state.value,
         lease_seconds=ctx.settings.lease_seconds,
     )
