@@ -164,6 +164,9 @@ class ClaimedJob(BaseModel):
     params: dict[str, Any]
     lease_expires_at: float | None
     uploads: list[UploadTarget]
+    inputs: dict[str, str] = Field(
+        default_factory=dict, description="Input reference in params (``blob:…``) → a signed URL to GET it"
+    )
 
 
 class ClaimResponse(BaseModel):

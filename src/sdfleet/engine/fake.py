@@ -9,7 +9,9 @@ as A1111 quotes values that contain commas).
 
 from __future__ import annotations
 
+import base64
 import colorsys
+import io
 import random
 import threading
 import time
@@ -113,6 +115,11 @@ class FakeEngine:
         base_seed = spec.seed if spec.seed != -1 else random.randint(0, _SEED_MAX)
         base_subseed = spec.subseed if spec.subseed != -1 else random.randint(0, _SEED_MAX)
         width, height = spec.output_size()
+        init = (
+            _decode_init(spec.init_images[0], width, height)
+            if kind == JobKind.IMG2IMG and spec.init_images
+            else None
+        )
         hr_steps = (spec.hr_second_pass_steps or spec.steps) if spec.enable_hr else 0
         per_iter = spec.steps + hr_steps
         total = per_iter * spec.n_iter
@@ -136,6 +143,8 @@ class FakeEngine:
                 seed = base_seed + index
                 subseed = base_subseed + index
                 image = render(seed, spec.prompt, width, height)
+                if init is not None:  # img2img: keep (1 - strength) of the input, visibly
+                    image = Image.blend(init, image, spec.denoising_strength)
                 if self.padding_bytes:
                     image.info[PADDING_KEY] = _filler(seed, self.padding_bytes)
                 images.append(
@@ -272,3 +281,16 @@ def _quote(value: object) -> str:
     if any(c in text for c in ',:"\n'):
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
     return text
+
+
+def _decode_init(value: str, width: int, height: int) -> Image.Image:
+    """An init image given as a ``data:`` URL or plain base64 (what the worker hands engines)."""
+    text = value.split(",", 1)[1] if value.startswith("data:") else value
+    try:
+        image = Image.open(io.BytesIO(base64.b64decode(text)))
+        image.load()
+    except (ValueError, OSError) as exc:
+        raise EngineError(
+            f"init image is not a readable image: {exc}", retryable=False, field="init_images"
+        ) from exc
+    return image.convert("RGB").resize((width, height))

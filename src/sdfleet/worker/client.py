@@ -200,6 +200,15 @@ class WorkerClient:
             headers.update(self._auth)
         await self._send("PUT", target, content=data, headers=headers, retry_for=retry_for, what="upload")
 
+    async def get_blob(self, url: str, *, retry_for: float | None = 120.0) -> bytes:
+        """GET an input from a signed URL (relative: on the orchestrator; absolute: presigned)."""
+        target = self.resolve(url)
+        headers = dict(self._auth) if _origin(target) == self._origin else {}
+        response = await self._send(
+            "GET", target, content=b"", headers=headers, retry_for=retry_for, what="input"
+        )
+        return response.content
+
     def resolve(self, url: str) -> str:
         """An absolute URL for ``url`` (relative ones are joined with the server URL)."""
         return urljoin(self.server, url.lstrip("/")) if not urlsplit(url).scheme else url

@@ -127,6 +127,7 @@ class HeldJob:
     lost: bool = False
     interrupt: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    inputs: asyncio.Task[dict[str, str]] | None = None  # ref → data URL, fetched while waiting
 
     @property
     def id(self) -> str:
@@ -409,6 +410,8 @@ class Worker:
                 # handed out again (to us): the older lease is gone even if no heartbeat said so
                 self._mark_lost(old)
             held = HeldJob(claim=c, claimed_at=now)
+            if c.inputs:  # download init images / masks now, while the engine is busy elsewhere
+                held.inputs = asyncio.create_task(self._fetch_inputs(c.inputs))
             self._held[(c.job_id, c.epoch)] = held
             claimed.append(held)
             self.stats.jobs_claimed += 1
@@ -504,18 +507,45 @@ class Worker:
                 if result is not None:
                     await self._finish(job, result)
 
-    def _parse(self, job: HeldJob) -> tuple[JobKind, GenerationSpec] | str:
+    async def _fetch_inputs(self, inputs: dict[str, str]) -> dict[str, str]:
+        started = time.monotonic()
+        fetched = {}
+        for ref, url in inputs.items():
+            data = await self.client.get_blob(url)
+            fetched[ref] = "data:application/octet-stream;base64," + base64.b64encode(data).decode()
+        log.debug("job.inputs_fetched count=%d seconds=%.3f", len(inputs), time.monotonic() - started)
+        return fetched
+
+    @staticmethod
+    def _with_inputs(params: dict[str, Any], fetched: dict[str, str]) -> dict[str, Any]:
+        """The job's params with ``blob:`` references replaced by the fetched images."""
+        out = dict(params)
+        if out.get("init_images"):
+            out["init_images"] = [fetched.get(v, v) for v in out["init_images"]]
+        if isinstance(out.get("mask"), str):
+            out["mask"] = fetched.get(out["mask"], out["mask"])
+        return out
+
+    async def _parse(self, job: HeldJob) -> tuple[JobKind, GenerationSpec] | str:
+        params = job.claim.params
+        if job.inputs is not None:
+            try:
+                params = self._with_inputs(params, await job.inputs)
+            except SdfleetError as exc:
+                return f"retry: could not fetch the job's input images: {exc}"
         try:
-            return JobKind(job.claim.kind), GenerationSpec.model_validate(job.claim.params)
+            return JobKind(job.claim.kind), GenerationSpec.model_validate(params)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             return f"this worker cannot read the job: {exc}"
 
     async def _generate(self, job: HeldJob) -> GenerationResult | None:
         """Run the engine on one job. Returns the result to finish, or None when the job was
         reported (failed, canceled, released) or dropped here."""
-        parsed = self._parse(job)
+        parsed = await self._parse(job)
         if isinstance(parsed, str):
-            self._spawn(self._fail(job, "invalid_params", parsed, retryable=False))
+            retry = parsed.startswith("retry: ")
+            code = "input_unavailable" if retry else "invalid_params"
+            self._spawn(self._fail(job, code, parsed.removeprefix("retry: "), retryable=retry))
             return None
         kind, spec = parsed
         if job.should_stop():

@@ -151,3 +151,51 @@ def test_account_usage_and_webhook_setting(client: TestClient) -> None:
     assert r.status_code == 404
     r = client.put("/v1/account/webhook", json={"url": "http://example.com/hook"})
     assert r.json()["webhook_url"] == "http://example.com/hook"
+
+
+def _png(color: tuple[int, int, int], size: int = 64) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_img2img_inputs_are_stored_once_and_handed_to_workers(client: TestClient) -> None:
+    red = _png((255, 0, 0))
+    body = {
+        "kind": "img2img",
+        "params": {"prompt": "x", "width": 64, "height": 64, "init_images": ["data:image/png;base64," + red]},
+    }
+    a = client.post("/v1/jobs", json=body).json()
+    b = client.post("/v1/jobs", json={**body, "params": {**body["params"], "init_images": [red]}}).json()
+    ref = a["params"]["init_images"][0]
+    assert ref.startswith("blob:inputs/local/")
+    assert b["params"]["init_images"][0] == ref  # content-addressed: stored once
+    wid = client.post("/v1/worker/register", json={"name": "w"}).json()["worker_id"]
+    claimed = client.post("/v1/worker/claim", json={"worker_id": wid, "max_jobs": 2}).json()["jobs"]
+    for job in claimed:
+        url = job["inputs"][ref]
+        fetched = client.get(url)
+        assert fetched.status_code == 200
+        assert fetched.content[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_input_images_are_4xx(client: TestClient) -> None:
+    def post(kind: str, **params: object) -> dict[str, object]:
+        r = client.post(
+            "/v1/jobs", json={"kind": kind, "params": {"prompt": "x", "width": 64, "height": 64, **params}}
+        )
+        assert r.status_code in (404, 422), r.text
+        return r.json()["error"]  # type: ignore[no-any-return]
+
+    assert post("img2img", init_images=["!!!not base64"])["field"] == "params.init_images.0"
+    assert post("img2img", init_images=["aGVsbG8="])["message"].startswith("the image must be")
+    assert post("img2img")["field"] == "params.init_images"
+    assert post("txt2img", init_images=[_png((0, 0, 0))])["field"] == "params.init_images"
+    assert (
+        post("img2img", init_images=["blob:inputs/someone-else/abc.png"])["field"] == "params.init_images.0"
+    )

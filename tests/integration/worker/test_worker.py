@@ -6,6 +6,7 @@ that is stopped and started again on the same port and database without losing r
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import itertools
 import os
@@ -517,3 +518,25 @@ async def test_client_retries_5xx_and_maps_4xx_and_keeps_the_token_off_presigned
     async with down:
         with pytest.raises(Unreachable):
             await down.stop(StopRequest(worker_id="w"))
+
+
+async def test_img2img_input_reaches_the_engine(api: httpx.AsyncClient, start_worker: WorkerFactory) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(buf, format="PNG")
+    init = base64.b64encode(buf.getvalue()).decode()
+    body = {
+        "kind": "img2img",
+        "params": {
+            "prompt": "x",
+            "width": 64,
+            "height": 64,
+            "steps": 2,
+            "denoising_strength": 0.0,
+            "init_images": [init],
+        },
+    }
+    job = (await api.post("/v1/jobs", json=body)).json()
+    await start_worker()
+    done = await wait_state(api, job["id"], "succeeded")
+    image = Image.open(io.BytesIO((await api.get(done["outputs"][0]["url"])).content)).convert("RGB")
+    assert image.getpixel((10, 10)) == (255, 0, 0)  # strength 0 keeps the input

@@ -18,6 +18,7 @@ from sdfleet.api.deps import Ctx, User
 from sdfleet.api.views import job_view
 from sdfleet.domain import EventType, Job, JobKind, JobState, Output
 from sdfleet.errors import NotFound, ValidationError
+from sdfleet.jobs.inputs import store_inputs
 from sdfleet.jobs.netguard import check_url_syntax
 from sdfleet.jobs.service import JobRequest
 from sdfleet.store.sql import SqlTx
@@ -27,8 +28,8 @@ router = APIRouter(tags=["jobs"])
 KEEPALIVE_SECONDS = 15.0
 
 
-def _to_request(
-    ctx: Ctx, body: JobCreate, index: int | None, idempotency_key: str | None = None
+async def _to_request(
+    ctx: Ctx, tenant: str, body: JobCreate, index: int | None, idempotency_key: str | None = None
 ) -> JobRequest:
     prefix = f"jobs.{index}." if index is not None else ""
     try:
@@ -36,11 +37,22 @@ def _to_request(
     except ValidationError as exc:
         exc.field = f"{prefix}params.{exc.field}" if exc.field else exc.field
         raise
+    if body.kind == JobKind.IMG2IMG and not body.params.init_images:
+        raise ValidationError(
+            "img2img needs at least one image in init_images", field=f"{prefix}params.init_images"
+        )
+    if body.kind == JobKind.TXT2IMG and (body.params.init_images or body.params.mask):
+        raise ValidationError(
+            "txt2img takes no init_images or mask: use kind img2img", field=f"{prefix}params.init_images"
+        )
     if body.webhook_url:
         check_url_syntax(body.webhook_url, f"{prefix}webhook_url")
+    spec = await store_inputs(
+        body.params, tenant, ctx.blobs, ctx.settings.limits.max_upload_bytes, f"{prefix}params."
+    )
     return JobRequest(
         kind=body.kind,
-        spec=body.params,
+        spec=spec,
         priority=body.priority,
         idempotency_key=body.idempotency_key or idempotency_key,
         webhook_url=body.webhook_url,
@@ -74,9 +86,11 @@ async def submit_jobs(
                     f"at most {ctx.settings.limits.max_jobs_per_batch} jobs per batch", field="jobs"
                 )
             batch = JobBatchCreate.model_validate(raw)
-            requests = [_to_request(ctx, b, i) for i, b in enumerate(batch.jobs)]
+            requests = [await _to_request(ctx, principal.tenant, b, i) for i, b in enumerate(batch.jobs)]
         else:
-            requests = [_to_request(ctx, JobCreate.model_validate(raw), None, idempotency_key)]
+            requests = [
+                await _to_request(ctx, principal.tenant, JobCreate.model_validate(raw), None, idempotency_key)
+            ]
     except PydanticValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "body"

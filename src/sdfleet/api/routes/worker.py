@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request
 from sdfleet.api.deps import AppContext, Ctx, WorkerAuth
 from sdfleet.domain import Capabilities, Feature, Job, WorkerState
 from sdfleet.errors import LimitExceeded, NotFound, StaleLease, ValidationError
+from sdfleet.jobs.inputs import BLOB_REF, input_refs
 from sdfleet.jobs.service import Beat, Completion, OutputReport, Registration, output_key
 from sdfleet.wire import (
     BeatAnswerView,
@@ -37,6 +38,7 @@ from sdfleet.wire import (
 
 router = APIRouter(prefix="/v1/worker", tags=["worker"])
 UPLOAD_URL_SECONDS = 3600.0
+INPUT_URL_SECONDS = 3600.0
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
@@ -105,6 +107,10 @@ async def claim(body: ClaimRequest, request: Request, ctx: Ctx, principal: Worke
                 uploads=[
                     _upload_target(ctx, job, job.lease_epoch, i, ct) for i in range(job.images_expected)
                 ],
+                inputs={
+                    ref: ctx.blobs.get_url(ref.removeprefix(BLOB_REF), INPUT_URL_SECONDS)
+                    for ref in input_refs(job.spec)
+                },
             )
         )
     message = None
