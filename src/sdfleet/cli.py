@@ -36,6 +36,10 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys (stored hashed).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+models_app = typer.Typer(
+    help="The model registry: checkpoints, LoRAs, VAEs, embeddings.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
 
 HostOpt = Annotated[
     str | None,
@@ -426,6 +430,92 @@ def keys_revoke(
     settings = build_settings(database_url=database_url, data_dir=data_dir)
     _run(_with_keys(settings, lambda ks: ks.revoke(key_id)))
     typer.echo(f"revoked {key_id}")
+
+
+async def _with_models(settings: Settings, fn: Any) -> Any:
+    from sdfleet.jobs.models import ModelService
+    from sdfleet.store.migrate import ensure_schema
+    from sdfleet.store.sql import SqlStore
+
+    store = SqlStore(settings.resolved_database_url())
+    try:
+        await ensure_schema(store, migrate=True)
+        return await fn(ModelService(store, allow_pickle=settings.allow_pickle))
+    finally:
+        await store.close()
+
+
+@models_app.command("add")
+def models_add(
+    name: Annotated[str, typer.Argument(help="Registry name; jobs use it (<lora:NAME:0.8>, model=NAME).")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="Absolute path, https://…, hf://org/repo/file, civitai://version/ID or s3://bucket/key."
+        ),
+    ],
+    kind: Annotated[
+        str, typer.Option(help="checkpoint, lora, vae, embedding, controlnet, upscaler")
+    ] = "checkpoint",
+    arch: Annotated[str | None, typer.Option(help="sd1, sd2 or sdxl")] = None,
+    sha256: Annotated[str | None, typer.Option(help="Required for remote sources.")] = None,
+    size: Annotated[int | None, typer.Option(help="Bytes; required for remote sources.")] = None,
+    trigger_word: Annotated[list[str], typer.Option(help="Repeatable.")] = [],  # noqa: B006
+    default_weight: float = 1.0,
+    description: str = "",
+    database_url: DbOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Register a model (a local file is hashed now; remote ones are verified by workers)."""
+    from sdfleet.domain import ModelKind, ModelRecord
+
+    settings = build_settings(database_url=database_url, data_dir=data_dir)
+    try:
+        model_kind = ModelKind(kind)
+    except ValueError:
+        raise fail(f"--kind must be one of {', '.join(k.value for k in ModelKind)}") from None
+    record = ModelRecord(
+        name=name,
+        kind=model_kind,
+        arch=arch,
+        source=source,
+        sha256=sha256,
+        size=size,
+        trigger_words=list(trigger_word),
+        default_weight=default_weight,
+        description=description,
+    )
+    with console.status(f"registering {name} (hashing local files)…"):
+        added = _run(_with_models(settings, lambda ms: ms.add(record)))
+    console.print(
+        f"registered [bold]{added.name}[/] ({added.kind.value}, {added.arch or 'any arch'}) "
+        f"sha256 {added.sha256} ({added.size:,} bytes)"
+    )
+
+
+@models_app.command("list")
+def models_list(
+    kind: Annotated[str | None, typer.Option()] = None,
+    database_url: DbOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """List registered models."""
+    from sdfleet.domain import ModelKind
+
+    settings = build_settings(database_url=database_url, data_dir=data_dir)
+    records = _run(_with_models(settings, lambda ms: ms.list(ModelKind(kind) if kind else None)))
+    table = Table("name", "kind", "arch", "hash", "size", "source")
+    for m in records:
+        table.add_row(m.name, m.kind.value, m.arch or "", m.short_hash, f"{m.size or 0:,}", m.source)
+    Console().print(table)
+
+
+@models_app.command("remove")
+def models_remove(name: str, database_url: DbOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Remove a model from the registry (files cached on workers age out by themselves)."""
+    settings = build_settings(database_url=database_url, data_dir=data_dir)
+    _run(_with_models(settings, lambda ms: ms.remove(name)))
+    typer.echo(f"removed {name}")
 
 
 # ============================================================================ submit

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
         default=True, description="Migrate the schema at start (else refuse if behind)"
     )
     database_pool_size: int = 10
+    allow_pickle: bool = Field(
+        default=False, description="Accept pickle checkpoints (.ckpt/.pt/.bin): unsafe"
+    )
     auth: str = Field(default="auto", description="auto | required | off (off only on loopback)")
     secret_key: str | None = Field(default=None, description="HMAC key for signed blob URLs")
 

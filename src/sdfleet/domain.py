@@ -104,6 +104,38 @@ class EventType(StrEnum):
     FINISHED = "finished"
 
 
+class ModelKind(StrEnum):
+    """What a registered model file is."""
+
+    CHECKPOINT = "checkpoint"
+    LORA = "lora"
+    VAE = "vae"
+    EMBEDDING = "embedding"
+    CONTROLNET = "controlnet"
+    UPSCALER = "upscaler"
+
+
+@dataclass(slots=True)
+class ModelRecord:
+    """A model in the registry: jobs name it; workers fetch it from ``source`` and verify it."""
+
+    name: str
+    kind: ModelKind
+    arch: str | None
+    source: str
+    sha256: str | None
+    size: int | None
+    trigger_words: list[str] = field(default_factory=list)
+    default_weight: float = 1.0
+    description: str = ""
+    created_at: float = 0.0
+
+    @property
+    def short_hash(self) -> str:
+        """A1111's "Model hash": the first 10 hex digits of the file's sha256."""
+        return (self.sha256 or "")[:10]
+
+
 def new_id(prefix: str = "") -> str:
     """A sortable unique id: 12 hex digits of milliseconds, then 16 random hex digits."""
     return f"{prefix}{int(time.time() * 1000):012x}{os.urandom(8).hex()}"

@@ -20,13 +20,14 @@ from sdfleet import __version__
 from sdfleet.api.auth import auth_is_open
 from sdfleet.api.deps import AppContext
 from sdfleet.api.errors import BodyLimitMiddleware, install_error_handlers
-from sdfleet.api.routes import admin, jobs, system, worker
+from sdfleet.api.routes import admin, jobs, models, system, worker
 from sdfleet.blobs import BlobStore, UrlSigner, open_blob_store
 from sdfleet.config import Settings
 from sdfleet.domain import JobState, WorkerState
 from sdfleet.errors import ConfigError, SdfleetError
 from sdfleet.jobs.keys import KeyService
 from sdfleet.jobs.metrics import Metrics
+from sdfleet.jobs.models import ModelService
 from sdfleet.jobs.notify import Notifier
 from sdfleet.jobs.service import JobService
 from sdfleet.jobs.webhooks import WebhookDispatcher
@@ -103,6 +104,7 @@ def create_app(
             blobs=the_blobs,
             jobs=service,
             keys=keys,
+            models=ModelService(the_store, allow_pickle=settings.allow_pickle, clock=clock),
             notifier=notifier,
             metrics=metrics,
             signer=signer,
@@ -150,7 +152,7 @@ def create_app(
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes, exempt=("/v1/worker/blobs/",)
     )
-    for router in (jobs.router, worker.router, admin.router, system.router):
+    for router in (jobs.router, worker.router, models.router, admin.router, system.router):
         app.include_router(router)
     return app
 

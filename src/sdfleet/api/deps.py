@@ -13,6 +13,7 @@ from sdfleet.blobs import BlobStore, UrlSigner
 from sdfleet.config import Settings
 from sdfleet.jobs.keys import KeyService, Principal
 from sdfleet.jobs.metrics import Metrics
+from sdfleet.jobs.models import ModelService
 from sdfleet.jobs.notify import Notifier
 from sdfleet.jobs.service import JobService
 from sdfleet.store.base import JobStore
@@ -27,6 +28,7 @@ class AppContext:
     blobs: BlobStore
     jobs: JobService
     keys: KeyService
+    models: ModelService
     notifier: Notifier
     metrics: Metrics
     signer: UrlSigner

@@ -196,3 +196,19 @@ webhook_outbox = Table(
     Column("delivered_at", Float, nullable=True),
     Index("ix_webhook_outbox_due", "state", "next_attempt_at"),
 )
+
+models = Table(
+    "models",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("arch", String(16), nullable=True),
+    Column("source", Text, nullable=False),
+    Column("sha256", String(64), nullable=True),
+    Column("size", BigInteger, nullable=True),
+    Column("trigger_words", Text, nullable=False, server_default="[]"),
+    Column("default_weight", Float, nullable=False, server_default=text("1")),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("created_at", Float, nullable=False),
+    Index("ix_models_kind_name", "kind", "name"),
+)

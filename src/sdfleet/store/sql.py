@@ -44,6 +44,8 @@ from sdfleet.domain import (
     Job,
     JobKind,
     JobState,
+    ModelKind,
+    ModelRecord,
     Output,
     Requirements,
     WorkerInfo,
@@ -52,7 +54,17 @@ from sdfleet.domain import (
 from sdfleet.errors import ServiceUnavailable
 from sdfleet.store.base import ApiKeyRecord, OutboxMessage, Tenant
 from sdfleet.store.dialect import Dialect, dialect_for
-from sdfleet.store.schema import api_keys, attempts, events, jobs, outputs, tenants, webhook_outbox, workers
+from sdfleet.store.schema import (
+    api_keys,
+    attempts,
+    events,
+    jobs,
+    models,
+    outputs,
+    tenants,
+    webhook_outbox,
+    workers,
+)
 
 _FEATURE_MASK = 0xFFFF
 T = TypeVar("T")
@@ -811,11 +823,58 @@ class SqlTx:
             update(webhook_outbox).where(webhook_outbox.c.message_id == message_id).values(**values)
         )
 
+    # ---------------------------------------------------------------- model registry
+    def upsert_model(self, model: ModelRecord) -> None:
+        values = {
+            "kind": model.kind.value,
+            "arch": model.arch,
+            "source": model.source,
+            "sha256": model.sha256,
+            "size": model.size,
+            "trigger_words": _dumps(model.trigger_words),
+            "default_weight": model.default_weight,
+            "description": model.description,
+        }
+        done = self.conn.execute(update(models).where(models.c.name == model.name).values(**values))
+        if not done.rowcount:
+            self.conn.execute(insert(models).values(name=model.name, created_at=model.created_at, **values))
+
+    def get_models(self, names: Sequence[str]) -> dict[str, ModelRecord]:
+        if not names:
+            return {}
+        rows = self.conn.execute(select(models).where(models.c.name.in_(sorted(set(names)))))
+        return {r._mapping["name"]: _model(r) for r in rows}
+
+    def list_models(self, kind: ModelKind | None = None) -> list[ModelRecord]:
+        query = select(models).order_by(models.c.kind, models.c.name)
+        if kind is not None:
+            query = query.where(models.c.kind == kind.value)
+        return [_model(r) for r in self.conn.execute(query)]
+
+    def delete_model(self, name: str) -> bool:
+        return bool(self.conn.execute(delete(models).where(models.c.name == name)).rowcount)
+
     def list_webhooks(self, job_id: str) -> list[OutboxMessage]:
         rows = self.conn.execute(
             select(webhook_outbox).where(webhook_outbox.c.job_id == job_id).order_by(webhook_outbox.c.id)
         )
         return [_outbox(r) for r in rows]
+
+
+def _model(row: Row[Any]) -> ModelRecord:
+    m = row._mapping
+    return ModelRecord(
+        name=m["name"],
+        kind=ModelKind(m["kind"]),
+        arch=m["arch"],
+        source=m["source"],
+        sha256=m["sha256"],
+        size=m["size"],
+        trigger_words=_loads(m["trigger_words"], []),
+        default_weight=m["default_weight"],
+        description=m["description"],
+        created_at=m["created_at"],
+    )
 
 
 def _api_key(row: Row[Any]) -> ApiKeyRecord:

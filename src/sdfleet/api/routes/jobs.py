@@ -47,6 +47,11 @@ async def _to_request(
         )
     if body.webhook_url:
         check_url_syntax(body.webhook_url, f"{prefix}webhook_url")
+    use = await ctx.models.resolve(body.params, f"{prefix}params.")
+    if body.arch and use.arch and body.arch != use.arch:
+        raise ValidationError(
+            f"arch {body.arch} does not match the checkpoint's ({use.arch})", field=f"{prefix}arch"
+        )
     spec = await store_inputs(
         body.params, tenant, ctx.blobs, ctx.settings.limits.max_upload_bytes, f"{prefix}params."
     )
@@ -57,7 +62,7 @@ async def _to_request(
         idempotency_key=body.idempotency_key or idempotency_key,
         webhook_url=body.webhook_url,
         labels=body.labels,
-        arch=body.arch,
+        arch=body.arch or use.arch,
     )
 
 

@@ -1,0 +1,86 @@
+"""The model registry over HTTP: everyone with a key can read it, admins write it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from sdfleet.api.deps import Admin, Ctx, User
+from sdfleet.domain import ModelKind, ModelRecord
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+class ModelCreate(BaseModel):
+    """A registry entry to add (or replace). ``sha256`` and ``size`` are required for remote
+    sources; for a local path the server computes them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    kind: ModelKind
+    arch: str | None = None
+    source: str = Field(min_length=1, max_length=4000)
+    sha256: str | None = None
+    size: int | None = Field(default=None, ge=0)
+    trigger_words: list[str] = Field(default_factory=list, max_length=64)
+    default_weight: float = Field(default=1.0, ge=-10, le=10)
+    description: str = Field(default="", max_length=4000)
+
+
+class ModelView(BaseModel):
+    name: str
+    kind: str
+    arch: str | None
+    source: str
+    sha256: str | None
+    hash: str
+    size: int | None
+    trigger_words: list[str]
+    default_weight: float
+    description: str
+    created_at: float
+
+
+def _view(m: ModelRecord) -> ModelView:
+    return ModelView(
+        name=m.name,
+        kind=m.kind.value,
+        arch=m.arch,
+        source=m.source,
+        sha256=m.sha256,
+        hash=m.short_hash,
+        size=m.size,
+        trigger_words=m.trigger_words,
+        default_weight=m.default_weight,
+        description=m.description,
+        created_at=m.created_at,
+    )
+
+
+@router.get("")
+async def list_models(
+    ctx: Ctx, _: User, kind: Annotated[ModelKind | None, Query()] = None
+) -> dict[str, list[ModelView]]:
+    """Every registered model (optionally of one kind)."""
+    return {"models": [_view(m) for m in await ctx.models.list(kind)]}
+
+
+@router.get("/{name:path}")
+async def get_model(name: str, ctx: Ctx, _: User) -> ModelView:
+    return _view(await ctx.models.get(name))
+
+
+@router.post("", status_code=201)
+async def add_model(body: ModelCreate, ctx: Ctx, _: Admin) -> ModelView:
+    """Register a model (admin). Replaces an entry of the same name."""
+    record = ModelRecord(**body.model_dump())
+    return _view(await ctx.models.add(record))
+
+
+@router.delete("/{name:path}", status_code=204)
+async def remove_model(name: str, ctx: Ctx, _: Admin) -> Response:
+    await ctx.models.remove(name)
+    return Response(status_code=204)

@@ -1,0 +1,175 @@
+"""The model registry: what checkpoints, LoRAs, VAEs and embeddings exist, where workers fetch
+them from, and how they are verified. Jobs name models by registry name; an unknown name is a
+4xx at submit time, never a failure on a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sdfleet.a1111 import extract_extra_networks
+from sdfleet.domain import GenerationSpec, ModelKind, ModelRecord
+from sdfleet.errors import NotFound, ValidationError
+from sdfleet.store.base import JobStore
+
+_NAME = re.compile(r"^[\w][\w .()+\-\[\]/]{0,199}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+REMOTE_SCHEMES = ("http", "https", "hf", "civitai", "s3")
+ARCHS = ("sd1", "sd2", "sdxl")
+
+
+def sha256_file(path: Path, on_progress: Callable[[int], None] | None = None) -> str:
+    """The file's sha256, read in 8 MiB blocks (``on_progress`` gets the bytes of each block)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(8 << 20):
+            digest.update(block)
+            if on_progress is not None:
+                on_progress(len(block))
+    return digest.hexdigest()
+
+
+def _hash_local(path: Path) -> tuple[str, int]:
+    if not path.is_file():
+        raise ValidationError(f"no such file: {path}", field="source")
+    return sha256_file(path), path.stat().st_size
+
+
+def check_source(source: str, *, allow_pickle: bool) -> str:
+    """Accept a local path (absolute, or ``file://``), ``http(s)://``, ``hf://org/repo/file``,
+    ``civitai://version/<id>`` or ``s3://bucket/key``; refuse pickle formats unless allowed."""
+    parts = urlsplit(source)
+    scheme = parts.scheme.lower()
+    if scheme in ("", "file"):
+        path = parts.path if scheme else source
+        if not Path(path).is_absolute():
+            raise ValidationError("a local source must be an absolute path", field="source")
+    elif scheme == "hf":
+        if len([p for p in (parts.netloc + parts.path).split("/") if p]) < 3:
+            raise ValidationError("hf:// sources look like hf://org/repo/path/to/file", field="source")
+    elif scheme == "civitai":
+        if parts.netloc != "version" or not parts.path.strip("/").isdigit():
+            raise ValidationError("civitai:// sources look like civitai://version/<id>", field="source")
+    elif scheme in ("http", "https", "s3"):
+        if not parts.netloc:
+            raise ValidationError(f"{scheme}:// sources need a host", field="source")
+    else:
+        raise ValidationError(f"unsupported source scheme {scheme!r}", field="source")
+    if parts.path.lower().endswith(PICKLE_SUFFIXES) and not allow_pickle:
+        raise ValidationError(
+            "pickle checkpoints (.ckpt, .pt, .bin, …) can run code when loaded: convert to .safetensors, "
+            "or start the server with SDFLEET_ALLOW_PICKLE=true",
+            field="source",
+        )
+    return source
+
+
+@dataclass(slots=True, frozen=True)
+class ModelUse:
+    """What a spec needs from the registry: the architecture it pins, and every model it names."""
+
+    arch: str | None
+    names: tuple[str, ...]
+
+
+class ModelService:
+    """Create, list, remove registry entries; resolve the models a job names."""
+
+    def __init__(
+        self, store: JobStore, *, allow_pickle: bool = False, clock: Callable[[], float] = time.time
+    ):
+        self.store = store
+        self.allow_pickle = allow_pickle
+        self.clock = clock
+
+    async def add(self, model: ModelRecord, *, hash_local: bool = True) -> ModelRecord:
+        """Register (or replace) a model. Remote sources need sha256 and size; local files get
+        theirs computed (and checked, when given)."""
+        if not _NAME.match(model.name) or ".." in model.name or ":" in model.name:
+            raise ValidationError(
+                "name: letters, digits, space and . _ - ( ) [ ] + / (no '..' or ':')", field="name"
+            )
+        if model.arch is not None and model.arch not in ARCHS:
+            raise ValidationError(f"arch must be one of {', '.join(ARCHS)}", field="arch")
+        check_source(model.source, allow_pickle=self.allow_pickle)
+        if model.sha256 is not None:
+            model.sha256 = model.sha256.lower()
+            if not _SHA256.match(model.sha256):
+                raise ValidationError("sha256 must be 64 hex digits", field="sha256")
+        scheme = urlsplit(model.source).scheme.lower()
+        if scheme in REMOTE_SCHEMES:
+            if model.sha256 is None or model.size is None:
+                raise ValidationError(
+                    "remote sources need sha256 and size, so workers can verify them",
+                    field="sha256" if model.sha256 is None else "size",
+                )
+        elif hash_local:
+            path = Path(urlsplit(model.source).path if scheme == "file" else model.source)
+            digest, size = await asyncio.to_thread(_hash_local, path)
+            if model.sha256 is not None and model.sha256 != digest:
+                raise ValidationError(f"sha256 does not match the file ({digest})", field="sha256")
+            model.sha256, model.size = digest, size
+        model.created_at = model.created_at or self.clock()
+        await self.store.write(lambda tx: tx.upsert_model(model))
+        return model
+
+    async def get(self, name: str) -> ModelRecord:
+        found = await self.store.read(lambda tx: tx.get_models([name]))
+        if name not in found:
+            raise NotFound(f"no model {name!r} in the registry", field="name")
+        return found[name]
+
+    async def list(self, kind: ModelKind | None = None) -> list[ModelRecord]:
+        return await self.store.read(lambda tx: tx.list_models(kind))
+
+    async def remove(self, name: str) -> None:
+        if not await self.store.write(lambda tx: tx.delete_model(name)):
+            raise NotFound(f"no model {name!r} in the registry", field="name")
+
+    async def resolve(self, spec: GenerationSpec, field_prefix: str = "params.") -> ModelUse:
+        """Check that every model the spec names is registered with the right kind and a
+        compatible architecture; return the architecture the job needs."""
+        wanted: list[tuple[str, ModelKind, str]] = []
+        if spec.model:
+            wanted.append((spec.model, ModelKind.CHECKPOINT, "model"))
+        if spec.refiner_checkpoint:
+            wanted.append((spec.refiner_checkpoint, ModelKind.CHECKPOINT, "refiner_checkpoint"))
+        if spec.vae:
+            wanted.append((spec.vae, ModelKind.VAE, "vae"))
+        for i, lora in enumerate(spec.loras):
+            wanted.append((lora.name, ModelKind.LORA, f"loras.{i}.name"))
+        for field in ("prompt", "negative_prompt"):
+            _, tags = extract_extra_networks(getattr(spec, field))
+            wanted += [(tag.name, ModelKind.LORA, field) for tag in tags if tag.kind in ("lora", "lyco")]
+        if not wanted:
+            return ModelUse(arch=None, names=())
+        found = await self.store.read(lambda tx: tx.get_models([w[0] for w in wanted]))
+        arch: str | None = None
+        for name, kind, field in wanted:
+            model = found.get(name)
+            if model is None:
+                raise ValidationError(
+                    f"no {kind.value} named {name!r} in the registry", field=field_prefix + field
+                )
+            if model.kind != kind:
+                raise ValidationError(
+                    f"{name!r} is a {model.kind.value}, not a {kind.value}", field=field_prefix + field
+                )
+            if model.kind == ModelKind.CHECKPOINT and field == "model":
+                arch = model.arch
+        if arch is not None:
+            for name, _kind, field in wanted:
+                other = found[name].arch
+                if other is not None and other != arch and field != "refiner_checkpoint":
+                    raise ValidationError(
+                        f"{name!r} is made for {other.upper()}, the checkpoint is {arch.upper()}",
+                        field=field_prefix + field,
+                    )
+        return ModelUse(arch=arch, names=tuple(dict.fromkeys(w[0] for w in wanted)))

@@ -1,0 +1,145 @@
+"""The model registry: admins write, everyone reads, jobs are checked against it at submit."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from sdfleet.config import Settings
+from tests.integration.api.conftest import MakeClient, create_key
+
+SHA = "a" * 64
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.safetensors"
+    path.write_bytes(b"not really weights")
+    return path
+
+
+def test_register_local_and_remote_models(client: TestClient, checkpoint: Path) -> None:
+    r = client.post(
+        "/v1/models", json={"name": "tiny", "kind": "checkpoint", "arch": "sd1", "source": str(checkpoint)}
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["sha256"] == hashlib.sha256(b"not really weights").hexdigest()
+    assert r.json()["hash"] == r.json()["sha256"][:10]
+    assert r.json()["size"] == 18
+    lora = {
+        "name": "pixel-art",
+        "kind": "lora",
+        "arch": "sd1",
+        "source": "https://example.com/pixel.safetensors",
+        "sha256": SHA,
+        "size": 1234,
+        "trigger_words": ["pixelart"],
+    }
+    assert client.post("/v1/models", json=lora).status_code == 201
+    listed = client.get("/v1/models").json()["models"]
+    assert [m["name"] for m in listed] == ["tiny", "pixel-art"]
+    assert [m["name"] for m in client.get("/v1/models", params={"kind": "lora"}).json()["models"]] == [
+        "pixel-art"
+    ]
+    assert client.get("/v1/models/pixel-art").json()["trigger_words"] == ["pixelart"]
+    assert client.delete("/v1/models/pixel-art").status_code == 204
+    assert client.get("/v1/models/pixel-art").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"source": "https://x.org/a.safetensors"}, "sha256"),
+        ({"source": "https://x.org/a.safetensors", "sha256": SHA}, "size"),
+        ({"source": "relative/path.safetensors"}, "source"),
+        ({"source": "/nope/missing.safetensors"}, "source"),
+        ({"source": "ftp://x.org/a"}, "source"),
+        ({"source": "hf://only-org", "sha256": SHA, "size": 1}, "source"),
+        ({"source": "civitai://model/12", "sha256": SHA, "size": 1}, "source"),
+        ({"source": "https://x.org/a.ckpt", "sha256": SHA, "size": 1}, "source"),
+        ({"source": "https://x.org/a.safetensors", "sha256": "xyz", "size": 1}, "sha256"),
+        ({"source": "https://x.org/a.safetensors", "sha256": SHA, "size": 1, "name": "../etc"}, "name"),
+        ({"source": "https://x.org/a.safetensors", "sha256": SHA, "size": 1, "arch": "sd9"}, "arch"),
+    ],
+)
+def test_bad_registrations_name_the_field(client: TestClient, body: dict[str, object], field: str) -> None:
+    r = client.post("/v1/models", json={"name": "m", "kind": "lora", **body})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == field
+
+
+def test_jobs_are_checked_against_the_registry(client: TestClient) -> None:
+    def model(name: str, kind: str, arch: str) -> None:
+        r = client.post(
+            "/v1/models",
+            json={
+                "name": name,
+                "kind": kind,
+                "arch": arch,
+                "sha256": SHA,
+                "size": 1,
+                "source": f"https://example.com/{name}.safetensors",
+            },
+        )
+        assert r.status_code == 201, r.text
+
+    model("base-xl", "checkpoint", "sdxl")
+    model("base-15", "checkpoint", "sd1")
+    model("style-xl", "lora", "sdxl")
+    model("vae-15", "vae", "sd1")
+
+    def submit(**params: object) -> tuple[int, dict[str, object]]:
+        r = client.post("/v1/jobs", json={"params": {"prompt": "x", "width": 64, "height": 64, **params}})
+        return r.status_code, r.json()
+
+    status, job = submit(model="base-xl", prompt="a cat <lora:style-xl:0.7>")
+    assert status == 201
+    status, err = submit(model="nope")
+    assert (status, err["error"]["field"]) == (422, "params.model")  # type: ignore[index]
+    status, err = submit(model="base-15", prompt="<lora:style-xl:1>")
+    assert (status, err["error"]["field"]) == (422, "params.prompt")  # type: ignore[index]
+    assert "made for SDXL" in err["error"]["message"]  # type: ignore[index]
+    status, err = submit(model="vae-15")
+    assert "is a vae, not a checkpoint" in err["error"]["message"]  # type: ignore[index]
+    status, err = submit(model="base-15", loras=[{"name": "missing"}])
+    assert err["error"]["field"] == "params.loras.0.name"  # type: ignore[index]
+    # the checkpoint's architecture becomes the job's requirement
+    wid = client.post(
+        "/v1/worker/register", json={"name": "sd1-only", "capabilities": {"archs": ["sd1"]}}
+    ).json()
+    claim = client.post("/v1/worker/claim", json={"worker_id": wid["worker_id"]}).json()
+    assert claim["jobs"] == []
+
+
+def test_only_admins_write_the_registry(make_client: MakeClient) -> None:
+    secured = make_client(auth="required")
+    user = create_key(secured, "t1", "user")
+    admin = create_key(secured, "ops", "admin")
+    body = {"name": "m", "kind": "lora", "source": "https://x.org/m.safetensors", "sha256": SHA, "size": 1}
+    assert secured.post("/v1/models", json=body, headers=user).status_code == 403
+    assert secured.post("/v1/models", json=body, headers=admin).status_code == 201
+    assert secured.get("/v1/models", headers=user).json()["models"][0]["name"] == "m"
+    assert secured.delete("/v1/models/m", headers=user).status_code == 403
+
+
+def test_cli_models_add_list_remove(settings: Settings, checkpoint: Path) -> None:
+    env_args = ["--data-dir", str(settings.data_dir)]
+
+    def run(*args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "sdfleet", "models", *args, *env_args],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout + out.stderr
+
+    assert "registered" in run("add", "tiny", str(checkpoint), "--arch", "sd1")
+    assert "tiny" in run("list")
+    run("remove", "tiny")
+    assert "tiny" not in run("list")
