@@ -88,7 +88,7 @@ ModelOpt = Annotated[
 def configure_logging(level: str = "info", name: str | None = None) -> None:
     fmt = "%(asctime)s %(levelname)-7s " + (f"[{name}] " if name else "") + "%(name)s %(message)s"
     logging.basicConfig(level=level.upper(), format=fmt, datefmt="%H:%M:%S", force=True)
-    for noisy in ("httpx", "httpcore"):
+    for noisy in ("httpx", "httpcore", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -6,6 +6,8 @@ The pids are written to ``<data dir>/run/processes.json`` so operators (and test
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
@@ -17,6 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger("sdfleet.up")
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the supervisor dies (Linux), so no orphans."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 @dataclass(slots=True)
@@ -40,7 +51,11 @@ class Child:
         return self.process is not None and self.process.poll() is None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, env=self.env)
+        # own session: a Ctrl-C in the terminal reaches only the supervisor, which stops the
+        # children in order (workers first, so they can hand back their jobs)
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, start_new_session=True, preexec_fn=_die_with_parent
+        )
         self.started_at = time.monotonic()
         self.history.append(self.process.pid)
         log.info("up.started name=%s pid=%d", self.name, self.process.pid)
