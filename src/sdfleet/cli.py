@@ -636,10 +636,8 @@ def _save_outputs(server: str, headers: dict[str, str], jobs: list[dict[str, Any
 
 
 def _register_extras() -> None:
-    try:  # TEMPORARY until bench lands
-        from sdfleet.bench.cli import register
-    except ModuleNotFoundError:
-        return
+    from sdfleet.bench.cli import register
+
     register(app)
 
 

@@ -168,6 +168,7 @@ async def test_bench_against_a_running_server_adds_up() -> None:
     assert report.latency.p50 <= report.latency.p95 <= report.latency.p99
     # 0.01 s of engine at $3.60/h is $0.00001 per image
     assert report.cost_usd == pytest.approx(120 * 0.00001)
+    assert report.cost_per_image is not None
     assert report.cost_per_image == pytest.approx(report.cost_usd / report.images)
     assert report.cost_per_image == pytest.approx(0.00001)
     assert report.images_per_dollar == pytest.approx(1 / report.cost_per_image)
