@@ -20,7 +20,7 @@ from sdfleet import __version__
 from sdfleet.api.auth import auth_is_open
 from sdfleet.api.deps import AppContext
 from sdfleet.api.errors import BodyLimitMiddleware, install_error_handlers
-from sdfleet.api.routes import admin, jobs, models, system, worker
+from sdfleet.api.routes import a1111, admin, jobs, models, system, ui, worker
 from sdfleet.blobs import BlobStore, UrlSigner, open_blob_store
 from sdfleet.config import Settings
 from sdfleet.domain import JobState, WorkerState
@@ -152,7 +152,15 @@ def create_app(
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes, exempt=("/v1/worker/blobs/",)
     )
-    for router in (jobs.router, worker.router, models.router, admin.router, system.router):
+    for router in (
+        jobs.router,
+        worker.router,
+        models.router,
+        admin.router,
+        system.router,
+        ui.router,
+        a1111.router,
+    ):
         app.include_router(router)
     return app
 

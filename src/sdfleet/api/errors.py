@@ -1,22 +1,59 @@
 """One error envelope for every failure: ``{"error": {"code", "message", "field"}}``.
 
 Bad input is a 4xx naming the field; a body over the limit is a 413 before it is read whole.
+
+The AUTOMATIC1111-compatible routes (``/sdapi/…``, ``/internal/…``) answer the same errors in A1111's
+envelope instead, ``{"error": <class name>, "detail", "body", "errors"}`` with the same status, and request
+validation errors in FastAPI's standard 422 ``{"detail": [...]}`` — what A1111 clients expect.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sdfleet.errors import PayloadTooLarge, SdfleetError
+from sdfleet.errors import AuthError, PayloadTooLarge, SdfleetError
 
 log = logging.getLogger("sdfleet.api")
+
+A1111_PATHS = ("/sdapi/", "/internal/")
+"""Paths whose errors use A1111's envelope."""
+
+
+def is_a1111_path(path: str) -> bool:
+    return path.startswith(A1111_PATHS)
+
+
+def a1111_envelope(
+    status: int,
+    error: str,
+    detail: Any,
+    errors: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """A1111's error body: ``{"error": <exception class>, "detail", "body", "errors"}``."""
+    body = {
+        "error": error,
+        "detail": detail,
+        "body": "",
+        "errors": errors if errors is not None else str(detail),
+    }
+    return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)
+
+
+def _a1111_auth_headers(request: Request) -> dict[str, str]:
+    """``WWW-Authenticate`` for a 401 on an A1111 route: Basic when A1111 users are configured."""
+    ctx = getattr(request.app.state, "ctx", None)
+    basic = ctx is not None and bool(ctx.settings.a1111_api_auth)
+    return {"WWW-Authenticate": "Basic" if basic else "Bearer"}
 
 
 def envelope(
@@ -35,11 +72,16 @@ def _field_of(loc: tuple[Any, ...]) -> str:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SdfleetError)
-    async def _sdfleet(_: Request, exc: SdfleetError) -> JSONResponse:
+    async def _sdfleet(request: Request, exc: SdfleetError) -> JSONResponse:
+        if is_a1111_path(request.url.path):
+            headers = _a1111_auth_headers(request) if isinstance(exc, AuthError) else None
+            return a1111_envelope(exc.status, type(exc).__name__, exc.message, headers=headers)
         return envelope(exc.status, exc.code, exc.message, exc.field, exc.details or None)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if is_a1111_path(request.url.path):
+            return JSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
         errors = exc.errors()
         first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
         field = _field_of(tuple(first.get("loc", ())))
@@ -51,7 +93,11 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if is_a1111_path(request.url.path):
+            return a1111_envelope(
+                exc.status_code, "HTTPException", exc.detail, f"{exc.status_code}: {exc.detail}", exc.headers
+            )
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status_code, "http_error"
         )
@@ -60,6 +106,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("api.unhandled path=%s", request.url.path)
+        if is_a1111_path(request.url.path):
+            message = "internal error; the server log has the details"
+            return a1111_envelope(500, type(exc).__name__, message)
         return envelope(500, "internal_error", "internal error; the server log has the details")
 
 
@@ -101,7 +150,9 @@ class BodyLimitMiddleware:
         await self.app(scope, counting_receive, send)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = envelope(
-            413, "payload_too_large", f"the request body is larger than {self.max_bytes} bytes", "body"
-        )
+        message = f"the request body is larger than {self.max_bytes} bytes"
+        if is_a1111_path(scope["path"]):
+            response = a1111_envelope(413, PayloadTooLarge.__name__, message)
+        else:
+            response = envelope(413, "payload_too_large", message, "body")
         await response(scope, receive, send)

@@ -93,6 +93,13 @@ class S3BlobStore:
             await asyncio.to_thread(self.client.upload_fileobj, spool, self.bucket, self._key(key))
         return size
 
+    async def put_many(self, items: list[tuple[str, bytes, str]]) -> None:
+        await asyncio.gather(*(self.put(key, data, ct) for key, data, ct in items))
+
+    async def sizes(self, keys: list[str]) -> dict[str, int | None]:
+        found = await asyncio.gather(*(self.size(k) for k in keys))
+        return dict(zip(keys, found, strict=True))
+
     async def get(self, key: str) -> bytes:
         response = await self._call("get_object", Bucket=self.bucket, Key=self._key(key))
         body: bytes = await asyncio.to_thread(response["Body"].read)

@@ -35,7 +35,7 @@ from sdfleet.jobs.metrics import Metrics
 from sdfleet.jobs.notify import Notifier
 from sdfleet.jobs.webhooks import new_webhook_secret
 from sdfleet.store.base import JobStore, OutboxMessage, Tenant
-from sdfleet.store.sql import LeaseAnswer, SqlTx
+from sdfleet.store.sql import CompletedJob, LeaseAnswer, SqlTx
 
 log = logging.getLogger("sdfleet.jobs")
 
@@ -146,6 +146,18 @@ def output_key(job: Job, epoch: int, index: int, content_type: str) -> str:
     the accepted one."""
     ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(content_type, "bin")
     return f"outputs/{job.tenant}/{job.id}/{epoch}-{index}.{ext}"
+
+
+def output_key_matches(key: str, job_id: str, epoch: int, index: int) -> bool:
+    """Whether ``key`` is an output key of this job, epoch and index (its tenant part is checked
+    against the job itself when the completion is recorded)."""
+    parts = key.split("/")
+    return (
+        len(parts) == 4
+        and parts[0] == "outputs"
+        and parts[2] == job_id
+        and parts[3].split(".", 1)[0] == f"{epoch}-{index}"
+    )
 
 
 @dataclass(slots=True)
@@ -511,8 +523,10 @@ class JobService:
             worker = self._worker(tx, worker_id, tenant)
             jobs_by_id = {j.id: j for j in tx.get_jobs([c.job_id for c in completions], lock=True)}
             results: list[CompletionResult] = []
-            done = 0
-            total_engine = 0.0
+            finished: list[CompletedJob] = []
+            outputs: list[tuple[Output, str]] = []
+            events: list[EventRow] = []
+            done_jobs: list[Job] = []
             for c in completions:
                 job = jobs_by_id.get(c.job_id)
                 verdict = self._completion_verdict(job, c, worker_id)
@@ -523,74 +537,61 @@ class JobService:
                 cost = c.engine_seconds * worker.price_per_hour / 3600.0
                 job.engine_seconds += c.engine_seconds
                 job.cost_usd += cost
-                recorded = tx.update_job(
-                    job.id,
-                    expect_epoch=c.epoch,
-                    expect_states=(JobState.RUNNING, JobState.QUEUED),
-                    state=JobState.SUCCEEDED,
-                    finished_at=now,
-                    updated_at=now,
-                    lease_expires_at=None,
-                    stalled=False,
-                    progress_step=job.progress_total or job.progress_step,
-                    engine_seconds=job.engine_seconds,
-                    cost_usd=job.cost_usd,
-                    wait_reason=None,
-                    result={**c.result, "timings": c.timings},
-                    error_code=None,
-                    error_message=None,
-                )
-                if not recorded:  # defensive: the row is locked and was checked above
-                    results.append(CompletionResult(c.job_id, "stale", "the job changed meanwhile"))
-                    continue
-                tx.end_attempt(
-                    job.id,
-                    c.epoch,
-                    outcome=AttemptOutcome.SUCCEEDED,
-                    ended_at=now,
-                    engine_seconds=c.engine_seconds,
-                    cost_usd=cost,
-                    timings=c.timings,
-                )
-                outs = [
-                    Output(
-                        job_id=job.id,
-                        index=o.index,
-                        blob_key=o.blob_key,
-                        content_type=o.content_type,
-                        size=o.size,
-                        seed=o.seed,
-                        infotext=o.infotext,
-                        created_at=now,
-                        sha256=o.sha256,
+                job.state = JobState.SUCCEEDED
+                job.finished_at = now
+                finished.append(
+                    CompletedJob(
+                        job=job,
+                        epoch=c.epoch,
+                        engine_seconds=c.engine_seconds,
+                        cost=cost,
+                        result={**c.result, "timings": c.timings},
+                        timings=c.timings,
                     )
-                    for o in c.outputs
-                ]
-                tx.insert_outputs(outs, job.tenant)
-                events: list[EventRow] = [
-                    (job.id, job.tenant, EventType.OUTPUT, {"index": o.index, "seed": o.seed}, now)
-                    for o in outs
-                ]
+                )
+                for o in c.outputs:
+                    outputs.append(
+                        (
+                            Output(
+                                job_id=job.id,
+                                index=o.index,
+                                blob_key=o.blob_key,
+                                content_type=o.content_type,
+                                size=o.size,
+                                seed=o.seed,
+                                infotext=o.infotext,
+                                created_at=now,
+                                sha256=o.sha256,
+                            ),
+                            job.tenant,
+                        )
+                    )
+                    events.append(
+                        (job.id, job.tenant, EventType.OUTPUT, {"index": o.index, "seed": o.seed}, now)
+                    )
                 events.append(
                     (
                         job.id,
                         job.tenant,
                         EventType.FINISHED,
-                        {"state": "succeeded", "images": len(outs), "cost_usd": job.cost_usd},
+                        {"state": "succeeded", "images": len(c.outputs), "cost_usd": job.cost_usd},
                         now,
                     )
                 )
-                tx.insert_events(events)
-                job.state = JobState.SUCCEEDED
-                job.finished_at = now
-                self._queue_webhooks(tx, fx, [job], "job.finished", now)
-                total_engine += c.engine_seconds
-                done += 1
+                done_jobs.append(job)
                 fx.jobs.add(job.id)
                 results.append(CompletionResult(job.id, "accepted"))
                 self.metrics.job_latency.observe(max(0.0, now - job.created_at))
-            if done:
-                tx.add_worker_counters(worker_id, done=done, engine_seconds=total_engine)
+            if finished:
+                # the rows are locked (or the database is, on SQLite) and were checked above:
+                # one statement of each kind for the whole batch
+                tx.complete_jobs(finished, worker_id, now)
+                tx.insert_outputs_of(outputs)
+                tx.insert_events(events)
+                self._queue_webhooks(tx, fx, done_jobs, "job.finished", now)
+                tx.add_worker_counters(
+                    worker_id, done=len(finished), engine_seconds=sum(f.engine_seconds for f in finished)
+                )
             return results
 
         results = await self.store.write(tx_fn)

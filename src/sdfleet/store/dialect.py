@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, create_engine, event
+from sqlalchemy import ColumnElement, Integer, Select, cast, create_engine, event, func
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import StaticPool
 
@@ -39,6 +39,14 @@ class Dialect:
         if self.is_sqlite or not lock:
             return query
         return query.with_for_update()
+
+    def minute_index(self, column: ColumnElement[Any], since: float) -> ColumnElement[int]:
+        """Whole minutes from ``since`` to ``column`` (a time at or after ``since``). SQLite's cast
+        truncates, which is the floor for non-negative values; PostgreSQL's rounds, so floor first."""
+        minutes = (column - since) / 60.0
+        if self.is_sqlite:
+            return cast(minutes, Integer)
+        return cast(func.floor(minutes), Integer)
 
     def create_engines(self, pool_size: int = 10) -> tuple[Engine, Engine]:
         """Return (write engine, read engine). For SQLite the writer is one connection that starts

@@ -212,3 +212,27 @@ models = Table(
     Column("created_at", Float, nullable=False),
     Index("ix_models_kind_name", "kind", "name"),
 )
+
+# ===================================================================== the A1111-compatible API (issue 4)
+# Per-tenant A1111 settings (``/sdapi/v1/options``) and the task ids of A1111 requests (``force_task_id``,
+# ``/internal/progress``, "the caller's current request" for ``/progress``, ``/interrupt``, ``/skip``).
+
+a1111_options = Table(
+    "a1111_options",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("options", Text, nullable=False, server_default="{}"),
+    Column("updated_at", Float, nullable=False),
+)
+
+a1111_tasks = Table(
+    "a1111_tasks",
+    metadata,
+    Column("tenant", String(64), nullable=False),
+    Column("task_id", String(200), nullable=False),
+    Column("job_id", String(40), nullable=False),
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("tenant", "task_id"),
+    Index("ix_a1111_tasks_job_id", "job_id"),
+    Index("ix_a1111_tasks_tenant_created", "tenant", "created_at"),
+)

@@ -55,6 +55,8 @@ from sdfleet.errors import ServiceUnavailable
 from sdfleet.store.base import ApiKeyRecord, OutboxMessage, Tenant
 from sdfleet.store.dialect import Dialect, dialect_for
 from sdfleet.store.schema import (
+    a1111_options,
+    a1111_tasks,
     api_keys,
     attempts,
     events,
@@ -252,6 +254,57 @@ class LeaseAnswer:
     cancel: bool
     previous_step: int
     tenant: str
+
+
+@dataclass(slots=True)
+class CompletedJob:
+    """One accepted completion, for :meth:`SqlTx.complete_jobs`."""
+
+    job: Job
+    epoch: int
+    engine_seconds: float
+    cost: float
+    result: dict[str, Any]
+    timings: dict[str, float]
+
+
+_COMPLETE_JOB = (
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("k_id"),
+        jobs.c.lease_epoch == bindparam("k_epoch"),
+        or_(jobs.c.state == JobState.RUNNING.value, jobs.c.state == JobState.QUEUED.value),
+    )
+    .values(
+        state=JobState.SUCCEEDED.value,
+        finished_at=bindparam("k_now"),
+        updated_at=bindparam("k_now"),
+        lease_expires_at=None,
+        stalled=False,
+        progress_step=bindparam("k_step"),
+        engine_seconds=bindparam("k_engine_total"),
+        cost_usd=bindparam("k_cost_total"),
+        wait_reason=None,
+        result=bindparam("k_result"),
+        error_code=None,
+        error_message=None,
+    )
+)
+_COMPLETE_ATTEMPT = (
+    update(attempts)
+    .where(attempts.c.job_id == bindparam("k_id"), attempts.c.epoch == bindparam("k_epoch"))
+    .values(
+        outcome=AttemptOutcome.SUCCEEDED.value,
+        ended_at=bindparam("k_now"),
+        engine_seconds=bindparam("k_engine"),
+        cost_usd=bindparam("k_cost"),
+        timings=bindparam("k_timings"),
+    )
+)
+
+
+_COMPLETE_JOB_KEYS = ("k_id", "k_epoch", "k_now", "k_step", "k_engine_total", "k_cost_total", "k_result")
+_COMPLETE_ATTEMPT_KEYS = ("k_id", "k_epoch", "k_now", "k_engine", "k_cost", "k_timings")
 
 
 @functools.cache
@@ -548,6 +601,26 @@ class SqlTx:
             )
         return answers
 
+    def complete_jobs(self, done: Sequence[CompletedJob], worker_id: str, now: float) -> None:
+        """Mark checked completions succeeded and end their attempts (two batched statements)."""
+        rows = [
+            {
+                "k_id": d.job.id,
+                "k_epoch": d.epoch,
+                "k_now": now,
+                "k_step": d.job.progress_total or d.job.progress_step,
+                "k_engine_total": d.job.engine_seconds,
+                "k_cost_total": d.job.cost_usd,
+                "k_result": _dumps(d.result),
+                "k_engine": d.engine_seconds,
+                "k_cost": d.cost,
+                "k_timings": _dumps(d.timings),
+            }
+            for d in done
+        ]
+        self.conn.execute(_COMPLETE_JOB, [{k: r[k] for k in _COMPLETE_JOB_KEYS} for r in rows])
+        self.conn.execute(_COMPLETE_ATTEMPT, [{k: r[k] for k in _COMPLETE_ATTEMPT_KEYS} for r in rows])
+
     def jobs_held_by(self, worker_id: str) -> list[Job]:
         rows = self.conn.execute(
             select(jobs).where(jobs.c.state == JobState.RUNNING.value, jobs.c.lease_worker == worker_id)
@@ -601,6 +674,58 @@ class SqlTx:
             self.conn.execute(select(func.count()).select_from(outputs).where(outputs.c.tenant == tenant))
         ).scalar_one()
         return {"jobs": row[0], "cost_usd": float(row[1]), "engine_seconds": float(row[2]), "images": images}
+
+    # ---------------------------------------------------------------- fleet activity (web page charts)
+    def activity_by_minute(self, since: float, until: float) -> dict[int, dict[str, float]]:
+        """What the fleet finished per minute in ``[since, until)``: minute index (0 is the minute
+        starting at ``since``) → succeeded and failed attempts, images, engine seconds and cost
+        (of every attempt that ended, interrupted ones too: that GPU time was paid for).
+
+        Reads attempts by worker through ``ix_attempts_worker_outcome``, so it touches only the
+        window's rows; minutes in which nothing ended are absent."""
+        worker_ids = list(self.conn.execute(select(workers.c.id)).scalars())
+        if not worker_ids:
+            return {}
+        minute = self.dialect.minute_index(attempts.c.ended_at, since)
+        ended = (
+            attempts.c.worker_id.in_(worker_ids),
+            attempts.c.outcome != AttemptOutcome.RUNNING.value,
+            attempts.c.ended_at >= since,
+            attempts.c.ended_at < until,
+        )
+        result: dict[int, dict[str, float]] = {}
+
+        def bucket(index: int) -> dict[str, float]:
+            return result.setdefault(
+                int(index), {"succeeded": 0, "failed": 0, "images": 0, "engine_seconds": 0.0, "cost_usd": 0.0}
+            )
+
+        rows = self.conn.execute(
+            select(
+                minute,
+                attempts.c.outcome,
+                func.count(),
+                func.coalesce(func.sum(attempts.c.engine_seconds), 0.0),
+                func.coalesce(func.sum(attempts.c.cost_usd), 0.0),
+            )
+            .where(*ended)
+            .group_by(minute, attempts.c.outcome)
+        )
+        for index, outcome, count, seconds, cost in rows:
+            row = bucket(index)
+            if outcome in (AttemptOutcome.SUCCEEDED.value, AttemptOutcome.FAILED.value):
+                row[outcome] += count
+            row["engine_seconds"] += float(seconds)
+            row["cost_usd"] += float(cost)
+        images = self.conn.execute(
+            select(minute, func.count())
+            .select_from(attempts.join(outputs, outputs.c.job_id == attempts.c.job_id))
+            .where(*ended, attempts.c.outcome == AttemptOutcome.SUCCEEDED.value)
+            .group_by(minute)
+        )
+        for index, count in images:
+            bucket(index)["images"] += count
+        return result
 
     # ---------------------------------------------------------------- attempts
     def insert_attempts(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -691,7 +816,8 @@ class SqlTx:
         )
 
     # ---------------------------------------------------------------- outputs
-    def insert_outputs(self, rows: Sequence[Output], tenant: str) -> None:
+    def insert_outputs_of(self, rows: Sequence[tuple[Output, str]]) -> None:
+        """Insert outputs of several jobs: (output, tenant) pairs."""
         if rows:
             self.conn.execute(
                 insert(outputs),
@@ -699,7 +825,7 @@ class SqlTx:
                     {
                         "job_id": o.job_id,
                         "idx": o.index,
-                        "tenant": tenant,
+                        "tenant": t,
                         "blob_key": o.blob_key,
                         "content_type": o.content_type,
                         "size": o.size,
@@ -708,7 +834,7 @@ class SqlTx:
                         "sha256": o.sha256,
                         "created_at": o.created_at,
                     }
-                    for o in rows
+                    for o, t in rows
                 ],
             )
 
@@ -859,6 +985,74 @@ class SqlTx:
             select(webhook_outbox).where(webhook_outbox.c.job_id == job_id).order_by(webhook_outbox.c.id)
         )
         return [_outbox(r) for r in rows]
+
+    # ================================================================ A1111-compatible API (issue 4)
+    # Per-tenant A1111 settings and the task ids of A1111 requests; see sdfleet.api.routes.a1111.
+
+    def get_a1111_options(self, tenant: str) -> dict[str, Any]:
+        """The A1111 settings a tenant has set (``POST /sdapi/v1/options``); empty when none."""
+        row = self.conn.execute(
+            select(a1111_options.c.options).where(a1111_options.c.tenant == tenant)
+        ).first()
+        value = _loads(row[0], {}) if row else {}
+        return value if isinstance(value, dict) else {}
+
+    def merge_a1111_options(self, tenant: str, updates: dict[str, Any], now: float) -> dict[str, Any]:
+        """Merge ``updates`` into the tenant's A1111 settings (locking its row); returns the result."""
+        row = self.conn.execute(
+            self.dialect.locked(select(a1111_options.c.options).where(a1111_options.c.tenant == tenant), True)
+        ).first()
+        current = _loads(row[0], {}) if row else {}
+        merged = {**(current if isinstance(current, dict) else {}), **updates}
+        if row is None:
+            self.conn.execute(
+                insert(a1111_options).values(tenant=tenant, options=_dumps(merged), updated_at=now)
+            )
+        else:
+            self.conn.execute(
+                update(a1111_options)
+                .where(a1111_options.c.tenant == tenant)
+                .values(options=_dumps(merged), updated_at=now)
+            )
+        return merged
+
+    def record_a1111_task(
+        self, tenant: str, task_id: str, job_id: str, now: float, prune_before: float
+    ) -> None:
+        """Remember which job an A1111 request's task id runs as (a reused id points to the newest job),
+        and forget the tenant's task ids older than ``prune_before``."""
+        self.conn.execute(
+            delete(a1111_tasks).where(
+                a1111_tasks.c.tenant == tenant,
+                or_(a1111_tasks.c.task_id == task_id, a1111_tasks.c.created_at < prune_before),
+            )
+        )
+        self.conn.execute(
+            insert(a1111_tasks).values(tenant=tenant, task_id=task_id, job_id=job_id, created_at=now)
+        )
+
+    def get_a1111_task(self, tenant: str, task_id: str) -> Job | None:
+        """The job of one of the tenant's A1111 task ids."""
+        row = self.conn.execute(
+            select(jobs)
+            .join(a1111_tasks, a1111_tasks.c.job_id == jobs.c.id)
+            .where(a1111_tasks.c.tenant == tenant, a1111_tasks.c.task_id == task_id)
+        ).first()
+        return _job(row) if row else None
+
+    def active_a1111_tasks(self, tenant: str, limit: int = 100) -> list[tuple[str, Job]]:
+        """The tenant's A1111 requests whose jobs are queued or running, as (task id, job), oldest first."""
+        rows = self.conn.execute(
+            select(a1111_tasks.c.task_id, jobs)
+            .join(jobs, jobs.c.id == a1111_tasks.c.job_id)
+            .where(
+                a1111_tasks.c.tenant == tenant,
+                jobs.c.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]),
+            )
+            .order_by(jobs.c.id)
+            .limit(limit)
+        )
+        return [(r._mapping["task_id"], _job(r)) for r in rows]
 
 
 def _model(row: Row[Any]) -> ModelRecord:

@@ -11,6 +11,7 @@ from sdfleet.api.deps import Admin, Ctx
 from sdfleet.domain import WorkerInfo
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
+ACTIVITY_MINUTES = 60
 
 
 def _worker_view(w: WorkerInfo, now: float, offline_after: float) -> dict[str, Any]:
@@ -57,13 +58,37 @@ async def unquarantine(worker_id: str, ctx: Ctx, _: Admin) -> dict[str, str]:
     return {"worker_id": worker_id, "state": "active"}
 
 
+def _last_hour(activity: dict[int, dict[str, float]], start: float) -> dict[str, Any]:
+    """Per-minute series (oldest first, zeros filled in) and totals, with images per dollar."""
+    empty = {"succeeded": 0, "failed": 0, "images": 0, "engine_seconds": 0.0, "cost_usd": 0.0}
+    minutes = [
+        {"t": start + 60 * i, **{k: round(v, 8) for k, v in activity.get(i, empty).items()}}
+        for i in range(ACTIVITY_MINUTES)
+    ]
+    totals = {k: round(sum(m[k] for m in minutes), 8) for k in empty}
+    cost = totals["cost_usd"]
+    return {
+        "start": start,
+        "minute_seconds": 60,
+        "minutes": minutes,
+        "totals": {**totals, "images_per_dollar": round(totals["images"] / cost, 2) if cost > 0 else None},
+    }
+
+
 @router.get("/stats")
 async def stats(ctx: Ctx, _: Admin) -> dict[str, Any]:
-    """Queue depth by state and workers online."""
+    """Queue depth by state, workers online, and the last hour minute by minute: attempts that
+    succeeded and failed, images, engine seconds and cost (``last_hour``; the last minute is the
+    current, partial one), with images per dollar over the hour."""
     now = time.time()
     since = now - ctx.settings.worker_offline_after
-    by_state, workers = await ctx.store.read(
-        lambda tx: (tx.count_jobs_by_state(), tx.list_workers(seen_since=since))
+    start = (now // 60 - (ACTIVITY_MINUTES - 1)) * 60
+    by_state, workers, activity = await ctx.store.read(
+        lambda tx: (
+            tx.count_jobs_by_state(),
+            tx.list_workers(seen_since=since),
+            tx.activity_by_minute(start, start + 60 * ACTIVITY_MINUTES),
+        )
     )
     return {
         "jobs": by_state,
@@ -71,4 +96,5 @@ async def stats(ctx: Ctx, _: Admin) -> dict[str, Any]:
         "workers_by_state": {
             s: sum(1 for w in workers if w.state.value == s) for s in ("active", "quarantined", "stopped")
         },
+        "last_hour": _last_hour(activity, start),
     }

@@ -15,55 +15,16 @@ from pydantic import ValidationError as PydanticValidationError
 
 from sdfleet.api.auth import principal_for, require_scope
 from sdfleet.api.deps import Ctx, User
+from sdfleet.api.submit import prepare_job
 from sdfleet.api.views import job_view
 from sdfleet.domain import EventType, Job, JobKind, JobState, Output
 from sdfleet.errors import NotFound, ValidationError
-from sdfleet.jobs.inputs import store_inputs
 from sdfleet.jobs.netguard import check_url_syntax
-from sdfleet.jobs.service import JobRequest
 from sdfleet.store.sql import SqlTx
 from sdfleet.wire import AccountView, BatchView, JobBatchCreate, JobCreate, JobList, JobView, WebhookSettings
 
 router = APIRouter(tags=["jobs"])
 KEEPALIVE_SECONDS = 15.0
-
-
-async def _to_request(
-    ctx: Ctx, tenant: str, body: JobCreate, index: int | None, idempotency_key: str | None = None
-) -> JobRequest:
-    prefix = f"jobs.{index}." if index is not None else ""
-    try:
-        body.params.check_limits(ctx.settings.limits)
-    except ValidationError as exc:
-        exc.field = f"{prefix}params.{exc.field}" if exc.field else exc.field
-        raise
-    if body.kind == JobKind.IMG2IMG and not body.params.init_images:
-        raise ValidationError(
-            "img2img needs at least one image in init_images", field=f"{prefix}params.init_images"
-        )
-    if body.kind == JobKind.TXT2IMG and (body.params.init_images or body.params.mask):
-        raise ValidationError(
-            "txt2img takes no init_images or mask: use kind img2img", field=f"{prefix}params.init_images"
-        )
-    if body.webhook_url:
-        check_url_syntax(body.webhook_url, f"{prefix}webhook_url")
-    use = await ctx.models.resolve(body.params, f"{prefix}params.")
-    if body.arch and use.arch and body.arch != use.arch:
-        raise ValidationError(
-            f"arch {body.arch} does not match the checkpoint's ({use.arch})", field=f"{prefix}arch"
-        )
-    spec = await store_inputs(
-        body.params, tenant, ctx.blobs, ctx.settings.limits.max_upload_bytes, f"{prefix}params."
-    )
-    return JobRequest(
-        kind=body.kind,
-        spec=spec,
-        priority=body.priority,
-        idempotency_key=body.idempotency_key or idempotency_key,
-        webhook_url=body.webhook_url,
-        labels=body.labels,
-        arch=body.arch or use.arch,
-    )
 
 
 @router.post("/v1/jobs", status_code=201, response_model=None)
@@ -91,10 +52,15 @@ async def submit_jobs(
                     f"at most {ctx.settings.limits.max_jobs_per_batch} jobs per batch", field="jobs"
                 )
             batch = JobBatchCreate.model_validate(raw)
-            requests = [await _to_request(ctx, principal.tenant, b, i) for i, b in enumerate(batch.jobs)]
+            requests = [
+                await prepare_job(ctx, principal.tenant, b, field_prefix=f"jobs.{i}.")
+                for i, b in enumerate(batch.jobs)
+            ]
         else:
             requests = [
-                await _to_request(ctx, principal.tenant, JobCreate.model_validate(raw), None, idempotency_key)
+                await prepare_job(
+                    ctx, principal.tenant, JobCreate.model_validate(raw), idempotency_key=idempotency_key
+                )
             ]
     except PydanticValidationError as exc:
         err = exc.errors()[0]

@@ -14,7 +14,7 @@ from sdfleet.api.deps import AppContext, Ctx, WorkerAuth
 from sdfleet.domain import Capabilities, Feature, Job, WorkerState
 from sdfleet.errors import LimitExceeded, NotFound, StaleLease, ValidationError
 from sdfleet.jobs.inputs import BLOB_REF, input_refs
-from sdfleet.jobs.service import Beat, Completion, OutputReport, Registration, output_key
+from sdfleet.jobs.service import Beat, Completion, OutputReport, Registration, output_key, output_key_matches
 from sdfleet.wire import (
     BeatAnswerView,
     ClaimedJob,
@@ -152,57 +152,88 @@ async def upload_url(body: UploadRequest, ctx: Ctx, principal: WorkerAuth) -> Up
     return _upload_target(ctx, job, body.epoch, body.index, body.content_type)
 
 
-async def _completion(ctx: AppContext, item: CompleteItem) -> Completion:
-    job = await ctx.jobs.get_job(item.job_id, None)
-    reports: list[OutputReport] = []
-    limits = ctx.settings.limits
-    for o in item.outputs:
-        key = o.key or output_key(job, item.epoch, o.index, o.content_type)
-        size = o.size
-        sha = o.sha256
-        if o.data_b64 is not None:
-            if ctx.blobs.direct_upload:
+def _decode_inline(ctx: AppContext, data_b64: str) -> bytes:
+    limit = ctx.settings.limits.max_inline_output_bytes
+    if ctx.blobs.direct_upload:
+        raise ValidationError(
+            "inline outputs are not accepted with an object store: PUT to the upload URL",
+            field="outputs.data_b64",
+        )
+    if len(data_b64) > limit * 4 // 3 + 4:
+        raise LimitExceeded(f"inline outputs are limited to {limit} bytes", field="outputs.data_b64")
+    try:
+        return base64.b64decode(data_b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValidationError("data_b64 is not valid base64", field="outputs.data_b64") from exc
+
+
+async def _completions(ctx: AppContext, items: list[CompleteItem]) -> list[Completion]:
+    """Turn reported outputs into stored blobs: inline ones are written (all in one go), uploaded
+    ones must exist. Keys name the job and epoch they belong to; the lease is checked when the
+    completion is recorded."""
+    unkeyed = sorted({i.job_id for i in items for o in i.outputs if not o.key})
+    tenants: dict[str, str] = {}
+    if unkeyed:
+        tenants = {j.id: j.tenant for j in await ctx.store.read(lambda tx: tx.get_jobs(unkeyed))}
+    writes: list[tuple[str, bytes, str]] = []
+    uploaded: list[str] = []
+    completions: list[Completion] = []
+    for item in items:
+        reports: list[OutputReport] = []
+        for o in item.outputs:
+            if o.key:
+                key = o.key
+            elif item.job_id in tenants:
+                ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(
+                    o.content_type, "bin"
+                )
+                key = f"outputs/{tenants[item.job_id]}/{item.job_id}/{item.epoch}-{o.index}.{ext}"
+            else:
+                raise NotFound(f"no job {item.job_id!r}", field="job_id")
+            if not output_key_matches(key, item.job_id, item.epoch, o.index):
                 raise ValidationError(
-                    "inline outputs are not accepted with an object store: PUT to the upload URL",
-                    field="outputs.data_b64",
+                    f"output {o.index} of job {item.job_id} cannot be stored at {key!r}", field="outputs.key"
                 )
-            if len(o.data_b64) > limits.max_inline_output_bytes * 4 // 3 + 4:
-                raise LimitExceeded(
-                    f"inline outputs are limited to {limits.max_inline_output_bytes} bytes",
-                    field="outputs.data_b64",
+            size, sha = o.size or 0, o.sha256
+            if o.data_b64 is not None:
+                data = _decode_inline(ctx, o.data_b64)
+                writes.append((key, data, o.content_type))
+                size, sha = len(data), sha or hashlib.sha256(data).hexdigest()
+            else:
+                uploaded.append(key)
+            reports.append(
+                OutputReport(
+                    index=o.index,
+                    content_type=o.content_type,
+                    size=size,
+                    blob_key=key,
+                    seed=o.seed,
+                    infotext=o.infotext,
+                    sha256=sha,
                 )
-            try:
-                data = base64.b64decode(o.data_b64, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise ValidationError("data_b64 is not valid base64", field="outputs.data_b64") from exc
-            if job.lease_epoch == item.epoch and job.lease_worker is not None:
-                await ctx.blobs.put(key, data, o.content_type)
-            size = len(data)
-            sha = sha or hashlib.sha256(data).hexdigest()
-        else:
-            stored = await ctx.blobs.size(key)
-            if stored is None and job.lease_epoch == item.epoch and not job.state.terminal:
-                raise ValidationError(f"output {o.index} was not uploaded to {key!r}", field="outputs")
-            size = stored if stored is not None else (size or 0)
-        reports.append(
-            OutputReport(
-                index=o.index,
-                content_type=o.content_type,
-                size=size or 0,
-                blob_key=key,
-                seed=o.seed,
-                infotext=o.infotext,
-                sha256=sha,
+            )
+        completions.append(
+            Completion(
+                job_id=item.job_id,
+                epoch=item.epoch,
+                outputs=reports,
+                engine_seconds=item.engine_seconds,
+                timings=item.timings,
+                result=item.result,
             )
         )
-    return Completion(
-        job_id=item.job_id,
-        epoch=item.epoch,
-        outputs=reports,
-        engine_seconds=item.engine_seconds,
-        timings=item.timings,
-        result=item.result,
-    )
+    if writes:
+        await ctx.blobs.put_many(writes)
+    if uploaded:
+        sizes = await ctx.blobs.sizes(uploaded)
+        missing = [k for k in uploaded if sizes.get(k) is None]
+        if missing:
+            raise ValidationError(f"not uploaded: {', '.join(missing[:5])}", field="outputs")
+        for c in completions:
+            for r in c.outputs:
+                if r.blob_key in sizes:
+                    r.size = sizes[r.blob_key] or r.size
+    return completions
 
 
 @router.post("/complete")
@@ -224,12 +255,7 @@ async def complete(body: CompleteRequest, ctx: Ctx, principal: WorkerAuth) -> Co
         ]
     else:
         raise ValidationError("send job_id and epoch, or results", field="job_id")
-    completions = []
-    for item in items:
-        try:
-            completions.append(await _completion(ctx, item))
-        except NotFound:
-            completions.append(Completion(job_id=item.job_id, epoch=item.epoch, outputs=[]))
+    completions = await _completions(ctx, items)
     results = await ctx.jobs.complete(body.worker_id, principal.tenant, completions)
     if body.results is None and results[0].status == "stale":
         raise StaleLease(results[0].message, field="epoch")

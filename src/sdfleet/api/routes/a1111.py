@@ -1,0 +1,779 @@
+"""The AUTOMATIC1111-compatible API: ``/sdapi/v1/*`` and ``/internal/*``, so existing A1111 clients work
+unchanged — and get more than A1111 gives them.
+
+Each txt2img/img2img request becomes a job (labelled ``api=a1111`` and ``task_id=…``) and the call waits for
+it, so requests from many clients run in parallel across the fleet instead of one at a time behind a global
+lock. Model, VAE and clip skip are per request (``override_settings``) or per tenant (``/options``), never a
+global switch. ``/progress``, ``/interrupt`` and ``/skip`` act on the caller's own request; ``force_task_id``
+with ``/internal/progress`` follows one request exactly.
+
+Authentication: an API key (``Authorization: Bearer``/``X-API-Key``) as everywhere, or HTTP Basic users from
+``Settings.a1111_api_auth`` (A1111's ``--api-auth user:pass[,user2:pass2]``), each its own tenant
+``a1111-<user>``; when Basic users are configured, every route here needs credentials. Open mode (loopback,
+no keys) is unchanged otherwise. Errors use A1111's envelope (see :mod:`sdfleet.api.errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import functools
+import hashlib
+import io
+import json
+import logging
+import os
+import random
+import re
+import secrets
+import time
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.routing import APIRoute
+from PIL import Image
+
+from sdfleet import __version__
+from sdfleet.a1111 import SAMPLERS, SCHEDULERS, parse_infotext
+from sdfleet.a1111.api import (
+    EmbeddingItem,
+    EmbeddingsResponse,
+    ExtensionItem,
+    FaceRestorerItem,
+    HypernetworkItem,
+    ImageToImageResponse,
+    Img2ImgRequest,
+    InternalProgressRequest,
+    InternalProgressResponse,
+    LatentUpscaleModeItem,
+    LoraItem,
+    MemoryResponse,
+    PNGInfoRequest,
+    PNGInfoResponse,
+    ProcessingRequest,
+    ProgressResponse,
+    ProgressState,
+    PromptStyleItem,
+    RealesrganItem,
+    SamplerItem,
+    SchedulerItem,
+    ScriptArg,
+    ScriptInfo,
+    ScriptsList,
+    SDModelItem,
+    SDVaeItem,
+    TextToImageResponse,
+    Txt2ImgRequest,
+    UpscalerItem,
+)
+from sdfleet.a1111.mapping import (
+    BUILTIN_SCRIPTS,
+    LATENT_UPSCALE_MODES,
+    PIXEL_UPSCALERS,
+    Catalog,
+    MappedRequest,
+    OutputRecord,
+    build_info,
+    checkpoint_title,
+    effective_options,
+    map_request,
+    model_name_of,
+    validate_option_updates,
+)
+from sdfleet.api.auth import OPEN_PRINCIPAL, principal_for, require_scope
+from sdfleet.api.deps import AppContext, Ctx
+from sdfleet.api.submit import prepare_job
+from sdfleet.config import Limits, parse_basic_users
+from sdfleet.domain import GenerationSpec, Job, JobKind, JobState, ModelKind, ModelRecord
+from sdfleet.errors import (
+    AuthError,
+    EngineError,
+    LimitExceeded,
+    RequestTimeout,
+    ServiceUnavailable,
+    ValidationError,
+)
+from sdfleet.jobs.inputs import BLOB_REF, decode_image
+from sdfleet.jobs.keys import Principal
+from sdfleet.wire import JobCreate
+
+log = logging.getLogger("sdfleet.a1111")
+
+DISCONNECT_CHECK_SECONDS = 0.25
+"""How often a waiting txt2img/img2img call checks whether its client has gone away."""
+CLIENT_GONE_STATUS = 499
+_RNG = random.SystemRandom()
+_BASIC_TENANT = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+_IGNORED_INFO_KEYS = frozenset(
+    {
+        "jfif",
+        "jfif_version",
+        "jfif_unit",
+        "jfif_density",
+        "dpi",
+        "exif",
+        "loop",
+        "background",
+        "timestamp",
+        "duration",
+        "progressive",
+        "progression",
+        "icc_profile",
+        "chromaticity",
+        "photoshop",
+    }
+)
+_EXIF_IFD = 0x8769
+_USER_COMMENT = 0x9286
+
+
+# ===================================================================== authentication
+
+
+@functools.lru_cache(maxsize=8)
+def _basic_users(spec: str) -> dict[str, str]:
+    return parse_basic_users(spec)
+
+
+def basic_tenant(user: str) -> str:
+    """The tenant an A1111 Basic user acts as: ``a1111-<user>`` (a hash when the name has other characters)."""
+    if _BASIC_TENANT.match(user):
+        return f"a1111-{user}"
+    return f"a1111-{hashlib.sha256(user.encode()).hexdigest()[:16]}"
+
+
+def _check_basic(value: str, users: dict[str, str]) -> str:
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise AuthError("Incorrect username or password") from exc
+    user, _, password = decoded.partition(":")
+    expected = users.get(user)
+    # compare even for unknown users, so the answer takes as long either way
+    ok = secrets.compare_digest(password.encode(), (expected or secrets.token_hex(16)).encode())
+    if expected is None or not ok:
+        raise AuthError("Incorrect username or password")
+    return user
+
+
+async def a1111_caller(request: Request, ctx: Ctx) -> Principal:
+    """Who calls an A1111 route: a Basic user from ``a1111_api_auth``, or an API key (scope ``user``).
+
+    With Basic users configured every A1111 route needs credentials; without, a Basic header is ignored in
+    open mode (as A1111 ignores it without ``--api-auth``) and refused otherwise.
+    """
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    users = _basic_users(ctx.settings.a1111_api_auth) if ctx.settings.a1111_api_auth else {}
+    if scheme.lower() == "basic":
+        if users:
+            return Principal(tenant=basic_tenant(_check_basic(value, users)), scopes=frozenset({"user"}))
+        if ctx.open_mode:
+            return OPEN_PRINCIPAL
+        raise AuthError(
+            "this server has no A1111 Basic users (a1111_api_auth): send 'Authorization: Bearer <api key>'"
+        )
+    if users and not header and not request.headers.get("x-api-key"):
+        raise AuthError("Not authenticated")
+    return require_scope(await principal_for(request, ctx.keys, ctx.open_mode), "user")
+
+
+Caller = Annotated[Principal, Depends(a1111_caller)]
+
+
+class A1111Route(APIRoute):
+    """A route that adds A1111's ``X-Process-Time`` header (seconds spent, 4 decimals)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def timed(request: Request) -> Response:
+            started = time.perf_counter()
+            response = await handler(request)
+            response.headers["X-Process-Time"] = str(round(time.perf_counter() - started, 4))
+            return response
+
+        return timed
+
+
+router = APIRouter(tags=["a1111"], route_class=A1111Route, dependencies=[Depends(a1111_caller)])
+
+
+# ===================================================================== txt2img / img2img
+
+
+@router.post("/sdapi/v1/txt2img", response_model=TextToImageResponse)
+async def txt2img(
+    body: Txt2ImgRequest, request: Request, ctx: Ctx, caller: Caller
+) -> dict[str, Any] | Response:
+    """Text to image: the request runs as a job on a worker; the call answers when the job is done."""
+    return await _generate(JobKind.TXT2IMG, body, request, ctx, caller.tenant)
+
+
+@router.post("/sdapi/v1/img2img", response_model=ImageToImageResponse)
+async def img2img(
+    body: Img2ImgRequest, request: Request, ctx: Ctx, caller: Caller
+) -> dict[str, Any] | Response:
+    """Image to image and inpainting (``init_images``, ``mask``), as a job like txt2img."""
+    return await _generate(JobKind.IMG2IMG, body, request, ctx, caller.tenant)
+
+
+async def _catalog(ctx: AppContext) -> Catalog:
+    checkpoints, vaes = await ctx.store.read(
+        lambda tx: (tx.list_models(ModelKind.CHECKPOINT), tx.list_models(ModelKind.VAE))
+    )
+    return Catalog(checkpoints=checkpoints, vaes=vaes)
+
+
+async def _generate(
+    kind: JobKind, body: ProcessingRequest, request: Request, ctx: AppContext, tenant: str
+) -> dict[str, Any] | Response:
+    options = await ctx.store.read(lambda tx: tx.get_a1111_options(tenant))
+    catalog = await _catalog(ctx)
+    mapped = map_request(kind, body, options=options, catalog=catalog, rng=_RNG)
+    await asyncio.to_thread(_check_images, mapped.spec, ctx.settings.limits)
+    labels = {"api": "a1111", "task_id": mapped.task_id}
+    prepared = await prepare_job(
+        ctx, tenant, JobCreate(kind=kind, params=mapped.spec, labels=labels), params_prefix=""
+    )
+    [submitted] = await ctx.jobs.submit(tenant, [prepared])
+    job = submitted.job
+    now = ctx.jobs.clock()
+    prune_before = now - ctx.settings.event_retention_seconds
+    await ctx.store.write(lambda tx: tx.record_a1111_task(tenant, mapped.task_id, job.id, now, prune_before))
+    log.info(
+        "a1111.submitted job_id=%s task_id=%s tenant=%s kind=%s model=%s images=%d notes=%d",
+        job.id,
+        mapped.task_id,
+        tenant,
+        kind.value,
+        mapped.spec.model,
+        mapped.spec.images_per_job,
+        len(mapped.notes),
+    )
+    log.debug("a1111.prompt job_id=%s prompt=%r negative=%r", job.id, mapped.prompt, mapped.negative_prompt)
+    if not mapped.restore_afterwards and mapped.override_settings:
+        kept, _ = validate_option_updates(mapped.override_settings, catalog, strict_checkpoint=False)
+        if kept:
+            await ctx.store.write(lambda tx: tx.merge_a1111_options(tenant, kept, now))
+    finished = await _wait_for(ctx, request, job.id, tenant)
+    if finished is None:
+        return Response(status_code=CLIENT_GONE_STATUS)
+    return await _answer(ctx, mapped, finished, catalog)
+
+
+def _check_images(spec: GenerationSpec, limits: Limits) -> None:
+    """Decode every inline init image and mask now, as A1111 does, so a broken one is a 4xx at once."""
+    images = [(f"init_images.{i}", value) for i, value in enumerate(spec.init_images)]
+    if spec.mask:
+        images.append(("mask", spec.mask))
+    for field, value in images:
+        if not value.startswith(BLOB_REF):
+            _check_image(value, field, limits)
+
+
+def _check_image(value: str, field: str, limits: Limits) -> None:
+    try:
+        data, _, _ = decode_image(value, field, limits.max_upload_bytes)
+    except LimitExceeded:
+        raise
+    except ValidationError as exc:
+        raise ValidationError(f"Invalid encoded image ({field}): {exc.message}", field=field) from exc
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > limits.max_input_pixels:
+                raise LimitExceeded(
+                    f"the image is {width}×{height} pixels, the limit is {limits.max_input_pixels} pixels",
+                    field=field,
+                )
+            image.verify()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValidationError(f"Invalid encoded image ({field}): it does not decode", field=field) from exc
+
+
+async def _wait_for(ctx: AppContext, request: Request, job_id: str, tenant: str) -> Job | None:
+    """Wait until the job ends; None when the client went away (the job is then canceled). Past
+    ``a1111_request_timeout`` the job is canceled and the call answers 504."""
+    timeout = ctx.settings.a1111_request_timeout
+    deadline = time.monotonic() + timeout
+    poll = max(0.05, ctx.settings.poll_seconds)
+    try:
+        while True:
+            job = await ctx.jobs.get_job(job_id, tenant)
+            if job.state.terminal:
+                return job
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                await ctx.jobs.cancel(job_id, tenant)
+                log.warning("a1111.timeout job_id=%s seconds=%.1f", job_id, timeout)
+                raise RequestTimeout(
+                    f"the job did not finish within {timeout:g} seconds and was canceled", field="job_id"
+                )
+            if await _wait_or_disconnect(ctx, request, job_id, min(poll, remaining)):
+                await ctx.jobs.cancel(job_id, tenant)
+                log.info("a1111.client_gone job_id=%s", job_id)
+                return None
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(ctx.jobs.cancel(job_id, tenant))
+        raise
+
+
+async def _wait_or_disconnect(ctx: AppContext, request: Request, job_id: str, timeout: float) -> bool:
+    """Wait for news of the job (or ``timeout``); True if the client disconnected meanwhile."""
+    waiter = asyncio.ensure_future(ctx.notifier.wait_for_job(job_id, timeout))
+    try:
+        while not waiter.done():
+            done, _ = await asyncio.wait({waiter}, timeout=DISCONNECT_CHECK_SECONDS)
+            if not done and await request.is_disconnected():
+                return True
+        return False
+    finally:
+        if not waiter.done():
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
+
+
+async def _answer(ctx: AppContext, mapped: MappedRequest, job: Job, catalog: Catalog) -> dict[str, Any]:
+    if job.state == JobState.FAILED:
+        message = job.error_message or "the job failed"
+        log.warning("a1111.failed job_id=%s code=%s", job.id, job.error_code)
+        if job.error_code == "expired":
+            raise ServiceUnavailable(message)
+        raise EngineError(message, retryable=False)
+    outputs = sorted(await ctx.store.read(lambda tx: tx.list_outputs(job.id)), key=lambda o: o.index)
+    images: list[str] = []
+    if mapped.send_images:
+        for output in outputs:
+            images.append(base64.b64encode(await ctx.blobs.get(output.blob_key)).decode())
+    interrupted = job.state == JobState.CANCELED
+    info = build_info(
+        mapped,
+        [OutputRecord(seed=o.seed, infotext=o.infotext) for o in outputs],
+        job_timestamp=_timestamp(job.created_at),
+        version=f"sdfleet {__version__}",
+        model=catalog.checkpoint(mapped.spec.model) if mapped.spec.model else None,
+        vae=catalog.vae(mapped.spec.vae) if mapped.spec.vae else None,
+        extra={
+            "job_id": job.id,
+            "interrupted": interrupted,
+            "engine_seconds": round(job.engine_seconds, 4),
+            "cost_usd": round(job.cost_usd, 8),
+        },
+    )
+    log.info(
+        "a1111.answered job_id=%s state=%s images=%d engine_seconds=%.3f",
+        job.id,
+        job.state.value,
+        len(outputs),
+        job.engine_seconds,
+    )
+    return {
+        "images": images,
+        "parameters": mapped.parameters,
+        "info": json.dumps(info, default=lambda _: None),
+    }
+
+
+def _timestamp(at: float) -> str:
+    return datetime.fromtimestamp(at).strftime("%Y%m%d%H%M%S")
+
+
+# ===================================================================== progress, interrupt, skip
+
+
+def _current(active: list[tuple[str, Job]]) -> tuple[str, Job] | None:
+    """The request /progress describes: the running one that started first, else the oldest queued one."""
+    running = [item for item in active if item[1].state == JobState.RUNNING]
+    if running:
+        return min(running, key=lambda item: item[1].started_at or 0.0)
+    return active[0] if active else None
+
+
+@router.get("/sdapi/v1/progress", response_model=ProgressResponse)
+async def progress(ctx: Ctx, caller: Caller, skip_current_image: bool = False) -> ProgressResponse:
+    """Progress of the caller's own current request (idle values when it has none running or queued).
+
+    ``current_image`` stays null: workers send no live previews."""
+    active = await ctx.store.read(lambda tx: tx.active_a1111_tasks(caller.tenant))
+    current = _current(active)
+    if current is None:
+        return ProgressResponse(progress=0.0, eta_relative=0.0, state=ProgressState())
+    task_id, job = current
+    n_iter = max(1, int(job.spec.get("n_iter", 1)))
+    state = ProgressState(
+        interrupted=job.cancel_requested,
+        job=f"scripts_{job.kind.value}",
+        job_count=n_iter,
+        job_timestamp=_timestamp(job.created_at),
+        sampling_steps=int(job.spec.get("steps", 0)),
+    )
+    if job.state != JobState.RUNNING or not job.progress_total:
+        return ProgressResponse(
+            progress=0.0,
+            eta_relative=0.0,
+            state=state,
+            textinfo=job.wait_reason or ("Queued..." if job.state == JobState.QUEUED else None),
+            current_task=task_id,
+        )
+    total, step = job.progress_total, min(job.progress_step, job.progress_total)
+    per_iteration = max(1, total // n_iter)
+    state.job_no = min(step // per_iteration, n_iter - 1)
+    state.sampling_step = step - state.job_no * per_iteration
+    state.sampling_steps = per_iteration
+    fraction = min(1.0, 0.01 + step / total)
+    elapsed = max(0.0, ctx.jobs.clock() - (job.started_at or job.created_at))
+    return ProgressResponse(
+        progress=fraction,
+        eta_relative=elapsed / fraction - elapsed,
+        state=state,
+        current_task=task_id,
+    )
+
+
+async def _stop_running(ctx: AppContext, tenant: str, how: str) -> int:
+    active = await ctx.store.read(lambda tx: tx.active_a1111_tasks(tenant))
+    running = [job for _, job in active if job.state == JobState.RUNNING]
+    for job in running:
+        await ctx.jobs.cancel(job.id, tenant)
+    log.info("a1111.%s tenant=%s jobs=%d", how, tenant, len(running))
+    return len(running)
+
+
+@router.post("/sdapi/v1/interrupt")
+async def interrupt(ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    """Stop the caller's running request(s) at the next step; their calls answer with no images."""
+    await _stop_running(ctx, caller.tenant, "interrupt")
+    return {}
+
+
+@router.post("/sdapi/v1/skip")
+async def skip(ctx: Ctx, caller: Caller) -> None:
+    """A1111 skips the current batch of a request; a job here is one unit, so this stops it like
+    ``/interrupt`` does."""
+    await _stop_running(ctx, caller.tenant, "skip")
+
+
+@router.post("/internal/progress", response_model=InternalProgressResponse)
+async def internal_progress(
+    body: InternalProgressRequest, ctx: Ctx, caller: Caller
+) -> InternalProgressResponse:
+    """Progress of one request by its task id (``force_task_id``), for the caller's own requests only."""
+    job = None
+    if body.id_task:
+        task = body.id_task
+        job = await ctx.store.read(lambda tx: tx.get_a1111_task(caller.tenant, task))
+    if job is None:
+        return InternalProgressResponse(
+            active=False, queued=False, completed=False, id_live_preview=-1, textinfo="Waiting..."
+        )
+    if job.state != JobState.RUNNING:
+        queued = job.state == JobState.QUEUED
+        return InternalProgressResponse(
+            active=False,
+            queued=queued,
+            completed=job.state.terminal,
+            id_live_preview=-1,
+            textinfo=(job.wait_reason or "Queued...") if queued else "Waiting...",
+        )
+    total, step = job.progress_total, min(job.progress_step, job.progress_total)
+    fraction = step / total if total else 0.0
+    elapsed = max(0.0, ctx.jobs.clock() - (job.started_at or job.created_at))
+    eta = elapsed / fraction - elapsed if fraction > 0 else None
+    return InternalProgressResponse(
+        active=True,
+        queued=False,
+        completed=False,
+        progress=fraction,
+        eta=eta,
+        id_live_preview=body.id_live_preview,
+        textinfo=f"Step {step}/{total}" if total else None,
+    )
+
+
+@router.get("/internal/ping")
+async def ping(_: Caller) -> dict[str, Any]:
+    """A1111's liveness probe."""
+    return {}
+
+
+# ===================================================================== png-info
+
+
+@router.post("/sdapi/v1/png-info", response_model=PNGInfoResponse)
+async def png_info(body: PNGInfoRequest, ctx: Ctx, _: Caller) -> PNGInfoResponse:
+    """The infotext in an image (PNG ``parameters`` chunk, or EXIF UserComment of JPEG/WebP), its other
+    metadata, and the infotext parsed as A1111 parses it."""
+    geninfo, items = await asyncio.to_thread(_read_image_info, body.image, ctx.settings.limits)
+    return PNGInfoResponse(info=geninfo, items=items, parameters=dict(parse_infotext(geninfo)))
+
+
+def _read_image_info(value: str, limits: Limits) -> tuple[str, dict[str, Any]]:
+    try:
+        data, _, _ = decode_image(value, "image", limits.max_upload_bytes)
+    except LimitExceeded:
+        raise
+    except ValidationError as exc:
+        raise ValidationError(f"Invalid encoded image: {exc.message}", field="image") from exc
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > limits.max_input_pixels:
+                raise LimitExceeded(
+                    f"the image is {width}×{height} pixels, the limit is {limits.max_input_pixels} pixels",
+                    field="image",
+                )
+            image.load()
+            info = dict(image.info or {})
+            exif = image.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT) if "exif" in info else None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValidationError("Invalid encoded image: it does not decode", field="image") from exc
+    geninfo = info.pop("parameters", None)
+    comment = _user_comment(exif)
+    if comment:
+        geninfo = comment
+    items = {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in info.items()
+        if isinstance(key, str)
+        and key not in _IGNORED_INFO_KEYS
+        and isinstance(value, str | int | float | bool | tuple)
+    }
+    return (geninfo if isinstance(geninfo, str) else ""), items
+
+
+def _user_comment(raw: object) -> str | None:
+    """An EXIF UserComment as piexif's helper reads it (UNICODE is UTF-16, big-endian as A1111 writes it)."""
+    if not isinstance(raw, bytes) or not raw:
+        return raw if isinstance(raw, str) and raw else None
+    prefix, payload = raw[:8], raw[8:]
+    if prefix == b"UNICODE\x00":
+        return payload.decode("utf-16-be", errors="ignore")
+    if prefix == b"ASCII\x00\x00\x00":
+        return payload.decode("ascii", errors="ignore")
+    return raw.decode("utf-8", errors="ignore")
+
+
+# ===================================================================== options
+
+
+@router.get("/sdapi/v1/options")
+async def get_options(ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    """The caller's A1111 settings: A1111's defaults overlaid with what this tenant set."""
+    stored = await ctx.store.read(lambda tx: tx.get_a1111_options(caller.tenant))
+    options = effective_options(stored)
+    title = options.get("sd_model_checkpoint")
+    if title:
+        found = (await _catalog(ctx)).checkpoint(str(title))
+        options["sd_checkpoint_hash"] = found.sha256 if found and found.sha256 else ""
+    return options
+
+
+@router.post("/sdapi/v1/options")
+async def set_options(body: dict[str, Any], ctx: Ctx, caller: Caller) -> None:
+    """Set some of the caller's settings: defaults for the caller's later requests, seen by every replica,
+    never anyone else's. Unknown settings and A1111's ``restrict_api`` ones are ignored."""
+    accepted, ignored = validate_option_updates(body, await _catalog(ctx))
+    if accepted:
+        now = ctx.jobs.clock()
+        await ctx.store.write(lambda tx: tx.merge_a1111_options(caller.tenant, accepted, now))
+    log.info("a1111.options tenant=%s set=%s ignored=%s", caller.tenant, sorted(accepted), sorted(ignored))
+
+
+@router.get("/sdapi/v1/cmd-flags")
+async def cmd_flags(ctx: Ctx, _: Caller) -> dict[str, Any]:
+    """The A1111 command-line flags clients look at, as this server has them (no secrets)."""
+    settings = ctx.settings
+    return {
+        "api": True,
+        "nowebui": True,
+        "listen": not settings.binds_loopback(),
+        "server_name": settings.host,
+        "port": settings.port,
+        "api_auth": None,
+        "api_log": False,
+        "api_server_stop": False,
+        "no_hashing": False,
+        "disable_safe_unpickle": settings.allow_pickle,
+        "ckpt_dir": None,
+        "vae_dir": None,
+        "lora_dir": None,
+        "embeddings_dir": None,
+        "skip_version_check": True,
+        "timeout_keep_alive": 30,
+    }
+
+
+# ===================================================================== lists
+
+
+@router.get("/sdapi/v1/samplers", response_model=list[SamplerItem])
+async def samplers(_: Caller) -> list[dict[str, object]]:
+    """A1111 1.10's samplers, in its order."""
+    return [sampler.as_api() for sampler in SAMPLERS]
+
+
+@router.get("/sdapi/v1/schedulers", response_model=list[SchedulerItem])
+async def schedulers(_: Caller) -> list[dict[str, object]]:
+    """A1111 1.10's schedule types."""
+    return [scheduler.as_api() for scheduler in SCHEDULERS]
+
+
+@router.get("/sdapi/v1/upscalers")
+async def upscalers(_: Caller) -> list[UpscalerItem]:
+    """The pixel upscalers the hires fix can use (A1111's built-in ones)."""
+    return [UpscalerItem(name=name, scale=4) for name in PIXEL_UPSCALERS]
+
+
+@router.get("/sdapi/v1/latent-upscale-modes")
+async def latent_upscale_modes(_: Caller) -> list[LatentUpscaleModeItem]:
+    """The latent upscale modes of the hires fix."""
+    return [LatentUpscaleModeItem(name=name) for name in LATENT_UPSCALE_MODES]
+
+
+def _sd_model(model: ModelRecord) -> SDModelItem:
+    return SDModelItem(
+        title=checkpoint_title(model),
+        model_name=model_name_of(model),
+        hash=model.short_hash or None,
+        sha256=model.sha256,
+        filename=model.source,
+        config=None,
+    )
+
+
+@router.get("/sdapi/v1/sd-models")
+async def sd_models(ctx: Ctx, _: Caller) -> list[SDModelItem]:
+    """The registry's checkpoints, titled ``name [hash10]`` as A1111 titles them."""
+    return [_sd_model(m) for m in await ctx.models.list(ModelKind.CHECKPOINT)]
+
+
+@router.get("/sdapi/v1/sd-vae")
+async def sd_vae(ctx: Ctx, _: Caller) -> list[SDVaeItem]:
+    """The registry's VAEs."""
+    return [SDVaeItem(model_name=m.name, filename=m.source) for m in await ctx.models.list(ModelKind.VAE)]
+
+
+@router.get("/sdapi/v1/loras")
+async def loras(ctx: Ctx, _: Caller) -> list[LoraItem]:
+    """The registry's LoRAs (use them in prompts as ``<lora:name:weight>``)."""
+    return [
+        LoraItem(name=m.name, alias=m.name, path=m.source, metadata={})
+        for m in await ctx.models.list(ModelKind.LORA)
+    ]
+
+
+@router.get("/sdapi/v1/embeddings")
+async def embeddings(ctx: Ctx, _: Caller) -> EmbeddingsResponse:
+    """The registry's textual-inversion embeddings (sizes unknown to the registry are null)."""
+    found = await ctx.models.list(ModelKind.EMBEDDING)
+    return EmbeddingsResponse(loaded={m.name: EmbeddingItem() for m in found}, skipped={})
+
+
+@router.get("/sdapi/v1/hypernetworks")
+async def hypernetworks(_: Caller) -> list[HypernetworkItem]:
+    """Hypernetworks are not supported: always empty."""
+    return []
+
+
+@router.get("/sdapi/v1/face-restorers")
+async def face_restorers(_: Caller) -> list[FaceRestorerItem]:
+    """Face restoration is not supported: always empty."""
+    return []
+
+
+@router.get("/sdapi/v1/realesrgan-models")
+async def realesrgan_models(_: Caller) -> list[RealesrganItem]:
+    """No RealESRGAN models: always empty."""
+    return []
+
+
+@router.get("/sdapi/v1/prompt-styles")
+async def prompt_styles(_: Caller) -> list[PromptStyleItem]:
+    """No prompt styles are defined on this server: always empty."""
+    return []
+
+
+@router.post("/sdapi/v1/refresh-checkpoints")
+async def refresh_checkpoints(_: Caller) -> None:
+    """Nothing to rescan: the lists come from the registry on every call."""
+
+
+@router.post("/sdapi/v1/refresh-vae")
+async def refresh_vae(_: Caller) -> None:
+    """Nothing to rescan: the lists come from the registry on every call."""
+
+
+@router.post("/sdapi/v1/refresh-loras")
+async def refresh_loras(_: Caller) -> None:
+    """Nothing to rescan: the lists come from the registry on every call."""
+
+
+@router.post("/sdapi/v1/refresh-embeddings")
+async def refresh_embeddings(_: Caller) -> None:
+    """Nothing to rescan: the lists come from the registry on every call."""
+
+
+@router.post("/sdapi/v1/unload-checkpoint")
+async def unload_checkpoint(_: Caller) -> dict[str, Any]:
+    """Workers manage their own model memory; nothing to unload here."""
+    return {}
+
+
+@router.post("/sdapi/v1/reload-checkpoint")
+async def reload_checkpoint(_: Caller) -> dict[str, Any]:
+    """Workers load models when a job needs them; nothing to reload here."""
+    return {}
+
+
+@router.get("/sdapi/v1/scripts")
+async def scripts(_: Caller) -> ScriptsList:
+    """The scripts requests may name: A1111's built-in always-on ones (there are no selectable scripts)."""
+    txt2img_names = [s.name for s in BUILTIN_SCRIPTS if not s.is_img2img_only]
+    return ScriptsList(txt2img=txt2img_names, img2img=[s.name for s in BUILTIN_SCRIPTS])
+
+
+@router.get("/sdapi/v1/script-info")
+async def script_info(_: Caller) -> list[ScriptInfo]:
+    """The built-in always-on scripts and their arguments, per tab."""
+    infos = []
+    for is_img2img in (False, True):
+        for script in BUILTIN_SCRIPTS:
+            if script.is_img2img_only and not is_img2img:
+                continue
+            args = [ScriptArg.model_validate(dict(arg)) for arg in script.args]
+            infos.append(ScriptInfo(name=script.name, is_alwayson=True, is_img2img=is_img2img, args=args))
+    return infos
+
+
+@router.get("/sdapi/v1/extensions")
+async def extensions(_: Caller) -> list[ExtensionItem]:
+    """No A1111 extensions: always empty."""
+    return []
+
+
+@router.get("/sdapi/v1/memory")
+def memory(_: Caller) -> MemoryResponse:
+    """This orchestrator process's memory, as A1111 reports its own; GPUs are on the workers
+    (``/v1/admin/workers``)."""
+    return MemoryResponse(
+        ram=_ram(),
+        cuda={"error": "the orchestrator has no GPU; each worker reports its own in /v1/admin/workers"},
+    )
+
+
+def _ram() -> dict[str, Any]:
+    """A1111's numbers: ``used`` is this process's resident memory, ``free`` the rest of the machine's."""
+    try:
+        page = os.sysconf("SC_PAGE_SIZE")
+        total = page * os.sysconf("SC_PHYS_PAGES")
+        with open("/proc/self/statm") as fh:
+            used = int(fh.read().split()[1]) * page
+    except (OSError, ValueError, IndexError) as exc:
+        return {"error": str(exc)}
+    return {"free": total - used, "used": used, "total": total}
