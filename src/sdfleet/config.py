@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,6 +35,9 @@ class Limits(BaseModel):
     max_upload_bytes: int = 256 * 1024 * 1024
     max_inline_output_bytes: int = 512 * 1024
     max_priority: int = 100
+    max_input_pixels: int = Field(
+        default=4096 * 4096, description="Largest init image or mask (width × height) the A1111 API accepts"
+    )
 
 
 class Settings(BaseSettings):
@@ -74,7 +77,7 @@ class Settings(BaseSettings):
     quarantine_seconds: float = 3600.0
     reaper_interval: float = 1.0
     poll_seconds: float = Field(
-        default=1.0, description="Long polls (claims, event streams) re-check the store this often"
+        default=5.0, description="Long polls (claims, event streams) re-check the store this often"
     )
     event_retention_seconds: float = 7 * 24 * 3600.0
     progress_event_min_interval: float = 0.5
@@ -92,6 +95,26 @@ class Settings(BaseSettings):
 
     limits: Limits = Field(default_factory=Limits)
 
+    # the AUTOMATIC1111-compatible API (/sdapi/v1, /internal)
+    a1111_api_auth: str | None = Field(
+        default=None,
+        description="HTTP Basic users for the A1111 routes, as A1111's --api-auth: 'user:pass[,user2:pass2]'; "
+        "each user is its own tenant (a1111-<user>)",
+    )
+    a1111_request_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long a txt2img/img2img call waits for its job before canceling it (seconds)",
+    )
+
+    @field_validator("a1111_api_auth")
+    @classmethod
+    def _check_a1111_api_auth(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            parse_basic_users(value)
+            return value
+        return None
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'sdfleet.db'}"
 
@@ -108,6 +131,20 @@ class Settings(BaseSettings):
 
     def binds_loopback(self) -> bool:
         return is_loopback_host(self.host)
+
+
+def parse_basic_users(spec: str) -> dict[str, str]:
+    """``user:pass[,user2:pass2]`` (A1111's ``--api-auth``) → ``{user: password}``.
+
+    Like A1111, entries are split on ``,`` and each on its one ``:``, so passwords cannot contain either.
+    """
+    users: dict[str, str] = {}
+    for entry in spec.split(","):
+        user, sep, password = entry.strip().partition(":")
+        if not sep or not user or not password or ":" in password:
+            raise ValueError("a1111_api_auth must look like 'user:password[,user2:password2]'")
+        users[user] = password
+    return users
 
 
 def is_loopback_host(host: str) -> bool:

@@ -50,7 +50,7 @@ class AppContext:
         return base + url
 
 
-def get_ctx(request: Request) -> AppContext:
+async def get_ctx(request: Request) -> AppContext:  # async: no thread-pool hop per request
     ctx: AppContext = request.app.state.ctx
     return ctx
 

@@ -164,12 +164,13 @@ def output_key_matches(key: str, job_id: str, epoch: int, index: int) -> bool:
 class Effects:
     """What a transaction asks of this process once it has committed (wake-ups, metrics)."""
 
-    work: bool = False
+    work: int = 0  # jobs that became claimable
     webhooks: bool = False
     jobs: set[str] = field(default_factory=set)
 
 
 TENANT_CACHE_SECONDS = 5.0
+SEEN_WRITE_SECONDS = 5.0
 
 
 class JobService:
@@ -195,10 +196,12 @@ class JobService:
         self.notifier = notifier or Notifier()
         self.metrics = metrics or Metrics()
         self._tenants: dict[str, tuple[float, Tenant | None]] = {}
+        # per replica: when this worker's liveness was last written, and what it reported then
+        self._seen: dict[str, tuple[float, list[str] | None, list[str] | None]] = {}
 
     def _apply(self, fx: Effects) -> None:
         if fx.work:
-            self.notifier.work_available()
+            self.notifier.work_available(fx.work)
         if fx.webhooks:
             self.notifier.webhooks_queued()
         if fx.jobs:
@@ -294,7 +297,7 @@ class JobService:
             tx.insert_jobs(new_jobs)
             tx.insert_events([(j.id, tenant, EventType.QUEUED, {"state": "queued"}, now) for j in new_jobs])
             self._queue_webhooks(tx, fx, new_jobs, "job.queued", now, only_explicit=True)
-            fx.work = bool(new_jobs)
+            fx.work = len(new_jobs)
             return out
 
         out = await self.store.write(tx_fn)
@@ -359,6 +362,48 @@ class JobService:
         log.info("worker.registered worker_id=%s name=%s engine=%s", worker.id, worker.name, worker.engine)
         return worker
 
+    def _seen_is_stale(
+        self,
+        worker_id: str,
+        now: float,
+        loaded_models: list[str] | None,
+        current_jobs: list[str] | None = None,
+    ) -> bool:
+        seen = self._seen.get(worker_id)
+        return (
+            seen is None
+            or now - seen[0] > SEEN_WRITE_SECONDS
+            or (loaded_models is not None and loaded_models != seen[1])
+            or (current_jobs is not None and current_jobs != seen[2])
+        )
+
+    def _touch_worker(
+        self,
+        tx: SqlTx,
+        worker_id: str,
+        now: float,
+        loaded_models: list[str] | None,
+        current_jobs: list[str] | None = None,
+    ) -> None:
+        """Record that the worker is alive (and what it holds) — at most every few seconds unless
+        something changed: an idle fleet's long polls should not all be database writes."""
+        if not self._seen_is_stale(worker_id, now, loaded_models, current_jobs):
+            return
+        values: dict[str, Any] = {"last_seen_at": now}
+        if loaded_models is not None:
+            values["loaded_models"] = loaded_models
+        if current_jobs is not None:
+            values["current_jobs"] = current_jobs
+        tx.update_worker(worker_id, **values)
+        if len(self._seen) > 100_000:
+            self._seen.clear()
+        previous = self._seen.get(worker_id)
+        self._seen[worker_id] = (
+            now,
+            loaded_models if loaded_models is not None else (previous[1] if previous else None),
+            current_jobs if current_jobs is not None else (previous[2] if previous else None),
+        )
+
     @staticmethod
     def _worker(tx: SqlTx, worker_id: str, tenant: str | None) -> WorkerInfo:
         worker = tx.get_worker(worker_id)
@@ -411,10 +456,7 @@ class JobService:
         def tx_fn(tx: SqlTx) -> tuple[list[Job], WorkerState]:
             self._expire_leases_tx(tx, fx, now)
             worker = self._worker(tx, worker_id, tenant)
-            values: dict[str, Any] = {"last_seen_at": now}
-            if loaded_models is not None:
-                values["loaded_models"] = loaded_models
-            tx.update_worker(worker_id, **values)
+            self._touch_worker(tx, worker_id, now, loaded_models)
             if worker.state != WorkerState.ACTIVE:  # quarantined, or said it stopped
                 return [], worker.state
             claimed = tx.claim_jobs(
@@ -468,6 +510,10 @@ class JobService:
     ) -> tuple[list[BeatAnswer], WorkerState]:
         """Extend the leases of the jobs a worker holds; record progress; answer cancel or lost."""
         now = self.clock()
+        if not beats and not self._seen_is_stale(worker_id, now, loaded_models):
+            # an idle worker's beat: nothing to write, only its state to tell (a read)
+            idle = await self.store.read(lambda tx: self._worker(tx, worker_id, tenant))
+            return [], idle.state
 
         def tx_fn(tx: SqlTx) -> tuple[dict[tuple[str, int], LeaseAnswer], WorkerState]:
             worker = self._worker(tx, worker_id, tenant)
@@ -477,10 +523,7 @@ class JobService:
                 now,
                 now + self.settings.lease_seconds,
             )
-            values: dict[str, Any] = {"last_seen_at": now, "current_jobs": [b.job_id for b in beats]}
-            if loaded_models is not None:
-                values["loaded_models"] = loaded_models
-            tx.update_worker(worker_id, **values)
+            self._touch_worker(tx, worker_id, now, loaded_models, current_jobs=[b.job_id for b in beats])
             tx.insert_events(
                 [
                     (
@@ -783,7 +826,7 @@ class JobService:
                 error_message="worker quarantined",
             )
             self._interrupt(tx, fx, job, now, f"worker {worker.name} was quarantined")
-        fx.work = True
+        fx.work += 1
         self.metrics.quarantines.inc()
         log.warning("worker.quarantined worker_id=%s name=%s reason=%s", worker.id, worker.name, reason)
 
@@ -838,7 +881,7 @@ class JobService:
         tx.insert_events(
             [(job.id, job.tenant, EventType.REQUEUED, {"state": "queued", "reason": reason}, now)]
         )
-        fx.work = True
+        fx.work += 1
         fx.jobs.add(job.id)
 
     def _interrupt(

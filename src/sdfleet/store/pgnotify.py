@@ -21,7 +21,7 @@ CHANNEL = "sdfleet"
 MAX_PAYLOAD = 7000  # PostgreSQL allows 8000 bytes
 
 
-Signal = Callable[[bool, bool, list[str]], None]
+Signal = Callable[[int, bool, list[str]], None]
 
 
 class PgBroadcast:
@@ -33,7 +33,7 @@ class PgBroadcast:
         self.on_remote = on_remote
         self.flush_seconds = flush_seconds
         self.sender = f"{os.getpid()}-{id(self):x}"
-        self._work = False
+        self._work = 0
         self._webhooks = False
         self._jobs: set[str] = set()
         self._dirty = asyncio.Event()
@@ -42,8 +42,8 @@ class PgBroadcast:
         self._listener: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def publish(self, work: bool, webhooks: bool, jobs: Iterable[str]) -> None:
-        self._work |= work
+    def publish(self, work: int, webhooks: bool, jobs: Iterable[str]) -> None:
+        self._work += work
         self._webhooks |= webhooks
         self._jobs.update(jobs)
         self._dirty.set()
@@ -62,7 +62,7 @@ class PgBroadcast:
     def _payloads(self) -> list[str]:
         base = {"s": self.sender, "w": self._work, "h": self._webhooks}
         jobs = sorted(self._jobs)
-        self._work = self._webhooks = False
+        self._work, self._webhooks = 0, False
         self._jobs = set()
         payloads: list[str] = []
         chunk: list[str] = []
@@ -115,7 +115,7 @@ class PgBroadcast:
         if data.get("s") == self.sender or self._loop is None:
             return
         self._loop.call_soon_threadsafe(
-            self.on_remote, bool(data.get("w")), bool(data.get("h")), list(data.get("j") or ())
+            self.on_remote, int(data.get("w") or 0), bool(data.get("h")), list(data.get("j") or ())
         )
 
     async def close(self) -> None:

@@ -27,14 +27,13 @@ router = APIRouter(tags=["jobs"])
 KEEPALIVE_SECONDS = 15.0
 
 
-@router.post("/v1/jobs", status_code=201, response_model=None)
+@router.post("/v1/jobs", status_code=201, response_model=JobView | BatchView)
 async def submit_jobs(
     request: Request,
-    response: Response,
     ctx: Ctx,
     principal: User,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> JobView | BatchView:
+) -> Response:
     """Submit one job (a ``JobCreate`` body) or several (``{"jobs": [...]}``, at most 1000).
 
     An ``idempotency_key`` (field, or ``Idempotency-Key`` header for one job) makes a retry
@@ -78,10 +77,14 @@ async def submit_jobs(
     submitted = await ctx.jobs.submit(principal.tenant, requests)
     views = [job_view(ctx, request, s.job, [], created=s.created) for s in submitted]
     if "jobs" in raw:
-        return BatchView(jobs=views, created=sum(1 for s in submitted if s.created))
-    if not submitted[0].created:
-        response.status_code = 200
-    return views[0]
+        reply = BatchView(jobs=views, created=sum(1 for s in submitted if s.created))
+        # one pass of pydantic's encoder: a batch of 1000 through FastAPI's generic one costs ~0.2 s
+        return Response(reply.model_dump_json(), status_code=201, media_type="application/json")
+    return Response(
+        views[0].model_dump_json(),
+        status_code=201 if submitted[0].created else 200,
+        media_type="application/json",
+    )
 
 
 @router.get("/v1/jobs/{job_id}")

@@ -8,7 +8,8 @@ import binascii
 import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel
 
 from sdfleet.api.deps import AppContext, Ctx, WorkerAuth
 from sdfleet.domain import Capabilities, Feature, Job, WorkerState
@@ -40,6 +41,12 @@ router = APIRouter(prefix="/v1/worker", tags=["worker"])
 UPLOAD_URL_SECONDS = 3600.0
 INPUT_URL_SECONDS = 3600.0
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+def _json(model: BaseModel) -> Response:
+    """Serialize a reply once, with pydantic's own encoder (the hot worker routes skip FastAPI's
+    generic response encoding, which costs more than the work behind them)."""
+    return Response(model.model_dump_json(), media_type="application/json")
 
 
 def _upload_target(ctx: AppContext, job: Job, epoch: int, index: int, content_type: str) -> UploadTarget:
@@ -82,8 +89,8 @@ async def register(body: RegisterRequest, ctx: Ctx, principal: WorkerAuth) -> Re
     )
 
 
-@router.post("/claim")
-async def claim(body: ClaimRequest, request: Request, ctx: Ctx, principal: WorkerAuth) -> ClaimResponse:
+@router.post("/claim", response_model=ClaimResponse)
+async def claim(body: ClaimRequest, request: Request, ctx: Ctx, principal: WorkerAuth) -> Response:
     """Take up to ``max_jobs`` jobs, waiting up to ``wait`` seconds when there are none (a worker
     that hangs up stops the wait, so no job is handed to a connection nobody reads)."""
     result = await ctx.jobs.claim(
@@ -117,16 +124,18 @@ async def claim(body: ClaimRequest, request: Request, ctx: Ctx, principal: Worke
     if result.worker_state == WorkerState.QUARANTINED:
         worker = await ctx.store.read(lambda tx: tx.get_worker(body.worker_id))
         message = f"quarantined: {worker.quarantine_reason if worker else ''}"
-    return ClaimResponse(
-        jobs=claimed,
-        worker_state=result.worker_state.value,
-        lease_seconds=result.lease_seconds,
-        message=message,
+    return _json(
+        ClaimResponse(
+            jobs=claimed,
+            worker_state=result.worker_state.value,
+            lease_seconds=result.lease_seconds,
+            message=message,
+        )
     )
 
 
-@router.post("/heartbeat")
-async def heartbeat(body: HeartbeatRequest, ctx: Ctx, principal: WorkerAuth) -> HeartbeatResponse:
+@router.post("/heartbeat", response_model=HeartbeatResponse)
+async def heartbeat(body: HeartbeatRequest, ctx: Ctx, principal: WorkerAuth) -> Response:
     """Keep leases alive and report progress. Each job is answered continue, cancel or lost."""
     answers, state = await ctx.jobs.heartbeat(
         body.worker_id,
@@ -134,10 +143,12 @@ async def heartbeat(body: HeartbeatRequest, ctx: Ctx, principal: WorkerAuth) -> 
         [Beat(b.job_id, b.epoch, b.step, b.total) for b in body.jobs],
         body.loaded_models,
     )
-    return HeartbeatResponse(
-        jobs=[BeatAnswerView(job_id=a.job_id, epoch=a.epoch, action=a.action) for a in answers],
-        worker_state=state.value,
-        lease_seconds=ctx.settings.lease_seconds,
+    return _json(
+        HeartbeatResponse(
+            jobs=[BeatAnswerView(job_id=a.job_id, epoch=a.epoch, action=a.action) for a in answers],
+            worker_state=state.value,
+            lease_seconds=ctx.settings.lease_seconds,
+        )
     )
 
 
@@ -236,8 +247,8 @@ async def _completions(ctx: AppContext, items: list[CompleteItem]) -> list[Compl
     return completions
 
 
-@router.post("/complete")
-async def complete(body: CompleteRequest, ctx: Ctx, principal: WorkerAuth) -> CompleteResponse:
+@router.post("/complete", response_model=CompleteResponse)
+async def complete(body: CompleteRequest, ctx: Ctx, principal: WorkerAuth) -> Response:
     """Report finished jobs with their outputs. Accepted exactly once; a stale epoch is 409 for a
     single completion and ``"stale"`` per item in a batch."""
     if body.results is not None:
@@ -259,8 +270,10 @@ async def complete(body: CompleteRequest, ctx: Ctx, principal: WorkerAuth) -> Co
     results = await ctx.jobs.complete(body.worker_id, principal.tenant, completions)
     if body.results is None and results[0].status == "stale":
         raise StaleLease(results[0].message, field="epoch")
-    return CompleteResponse(
-        results=[CompleteResultView(job_id=r.job_id, status=r.status, message=r.message) for r in results]
+    return _json(
+        CompleteResponse(
+            results=[CompleteResultView(job_id=r.job_id, status=r.status, message=r.message) for r in results]
+        )
     )
 
 
