@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,3 +71,14 @@ async def store(database_url: str) -> AsyncIterator[SqlStore]:
     await upgrade(s)
     yield s
     await s.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Tiny random SD 1.x / SDXL models (folders, single files, LoRAs, an embedding), built offline
+    once per test session. Skips when the [engine] extra is not installed."""
+    pytest.importorskip("torch", reason="needs torch (the [engine] extra)")
+    pytest.importorskip("diffusers", reason="needs diffusers (the [engine] extra)")
+    from sdfleet.testing.tiny_models import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))

@@ -4,6 +4,7 @@ options and environment, and hands them down; nothing else reads configuration."
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 import os
@@ -243,10 +244,17 @@ def up(
 
     configure_logging(log_level, "up")
     if engine == "diffusers":
-        raise fail(
-            "the diffusers engine is not in this build yet; start the system with "
-            "`sdfleet up --engine fake` (placeholder images from a test double)"
-        )
+        if importlib.util.find_spec("diffusers") is None:
+            raise fail(
+                "the diffusers engine needs the [engine] extra: pip install -e '.[engine]' "
+                "(or try the system with --engine fake)"
+            )
+        if not model:
+            raise fail(
+                "which model? --model PATH (a .safetensors checkpoint or a diffusers folder); "
+                "or --engine fake to try the system with placeholder images"
+            )
+        model = str(Path(model).expanduser().resolve())
     try:
         settings = build_settings(host=host, port=port, data_dir=data_dir, log_level=log_level)
         from sdfleet.api.auth import auth_is_open
@@ -269,6 +277,8 @@ def up(
         f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}:{settings.port}"
     )
     token = "" if settings.binds_loopback() else _local_worker_token(settings)
+    if model and engine == "diffusers":
+        _register_default_model(settings, Path(model))
     exe = [sys.executable, "-m", "sdfleet"]
     orchestrator = Child("orchestrator", [*exe, "serve"], env)
     worker_children = []
@@ -321,6 +331,36 @@ def up(
     finally:
         console.print("stopping: workers hand back their jobs, then the server stops…")
         sup.stop()
+
+
+def _register_default_model(settings: Settings, model: Path) -> None:
+    """Put `up --model`'s checkpoint in the registry under its file (or folder) name, so jobs and
+    A1111 clients can name it; the first start hashes it (cached beside it afterwards)."""
+    from sdfleet.domain import ModelKind, ModelRecord
+    from sdfleet.engine.sd.checkpoints import default_arch
+
+    try:
+        arch = default_arch(model)
+    except SdfleetError as exc:
+        raise fail(f"{model}: {exc.message}") from None
+    name = model.stem if model.is_file() else model.name
+    record = ModelRecord(
+        name=name,
+        kind=ModelKind.CHECKPOINT,
+        arch=arch,
+        source=str(model),
+        sha256=None,
+        size=None,
+        description="served by sdfleet up --model",
+    )
+
+    is_file = model.is_file()
+
+    async def add(ms: Any) -> Any:
+        return await ms.add(record, hash_local=is_file)
+
+    with console.status(f"registering {name} ({arch})…"):
+        _run(_with_models(settings, add))
 
 
 def _local_worker_token(settings: Settings) -> str:

@@ -177,3 +177,5 @@ class WorkerSettings(BaseSettings):
     shutdown_grace: float = 30.0
     fake_step_seconds: float = 0.02
     pipelined: bool = True
+    allow_pickle: bool = False
+    memory_budget_mb: int | None = None

@@ -26,7 +26,15 @@ __all__ = [
 ]
 
 
-def load_engine(name: str, *, model: str | None, device: str | None, fake_step_seconds: float) -> Engine:
+def load_engine(
+    name: str,
+    *,
+    model: str | None,
+    device: str | None,
+    fake_step_seconds: float,
+    allow_pickle: bool = False,
+    memory_budget_mb: int | None = None,
+) -> Engine:
     """Build the engine called ``name``. ``fake`` is the test double (tests and fleet simulation)."""
     key = name.strip().lower()
     if key == "fake":
@@ -34,8 +42,27 @@ def load_engine(name: str, *, model: str | None, device: str | None, fake_step_s
 
         return FakeEngine(step_seconds=fake_step_seconds, model=model)
     if key == "diffusers":
-        raise ConfigError(
-            "the diffusers engine is not available yet in this build; start with --engine fake",
-            field="engine",
+        try:
+            from sdfleet.engine.sd.engine import DiffusersEngine
+        except ImportError as exc:
+            raise ConfigError(
+                f"the diffusers engine needs the [engine] extra (torch, diffusers, transformers, "
+                f"safetensors, peft, accelerate, open-clip-torch): {exc}",
+                field="engine",
+            ) from exc
+        if not model:
+            raise ConfigError(
+                "the diffusers engine needs --model PATH (a diffusers folder or a .safetensors file)",
+                field="model",
+            )
+        from sdfleet.engine.sd.images import inline_resolver
+
+        budget = memory_budget_mb * 1024 * 1024 if memory_budget_mb else None
+        return DiffusersEngine(
+            model,
+            device=device,
+            allow_pickle=allow_pickle,
+            memory_budget_bytes=budget,
+            image_resolver=inline_resolver,
         )
     raise ConfigError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINE_NAMES)}", field="engine")

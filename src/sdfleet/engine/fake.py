@@ -94,7 +94,7 @@ class FakeEngine:
             kinds=(JobKind.TXT2IMG.value, JobKind.IMG2IMG.value),
             archs=("sd1", "sd2", "sdxl"),
             max_pixels=self.max_pixels,
-            features=("lora",),
+            features=("lora", "inpaint", "hires"),
             device="cpu",
             gpu_name="FakeEngine (test double)",
             gpu_memory_mb=0,
@@ -118,6 +118,11 @@ class FakeEngine:
         init = (
             _decode_init(spec.init_images[0], width, height)
             if kind == JobKind.IMG2IMG and spec.init_images
+            else None
+        )
+        mask = (
+            _decode_mask(spec.mask, width, height, spec.inpainting_mask_invert, spec.mask_blur)
+            if init is not None and spec.mask
             else None
         )
         hr_steps = (spec.hr_second_pass_steps or spec.steps) if spec.enable_hr else 0
@@ -145,6 +150,8 @@ class FakeEngine:
                 image = render(seed, spec.prompt, width, height)
                 if init is not None:  # img2img: keep (1 - strength) of the input, visibly
                     image = Image.blend(init, image, spec.denoising_strength)
+                    if mask is not None:  # inpainting: only the masked area changes
+                        image = Image.composite(image, init, mask)
                 if self.padding_bytes:
                     image.info[PADDING_KEY] = _filler(seed, self.padding_bytes)
                 images.append(
@@ -294,3 +301,17 @@ def _decode_init(value: str, width: int, height: int) -> Image.Image:
             f"init image is not a readable image: {exc}", retryable=False, field="init_images"
         ) from exc
     return image.convert("RGB").resize((width, height))
+
+
+def _decode_mask(value: str, width: int, height: int, invert: bool, blur: int) -> Image.Image:
+    """The inpainting mask as an L image of the output size: white is repainted (A1111's rule),
+    black kept; ``invert`` swaps them and ``blur`` softens the edge."""
+    try:
+        mask = _decode_init(value, width, height).convert("L")
+    except EngineError as exc:
+        raise EngineError(f"mask is not a readable image: {exc}", retryable=False, field="mask") from exc
+    if invert:
+        mask = mask.point(lambda v: 255 - v)
+    if blur:
+        mask = mask.filter(ImageFilter.GaussianBlur(blur))
+    return mask

@@ -934,6 +934,8 @@ async def run_worker(settings: WorkerSettings) -> None:
         model=settings.model,
         device=settings.device,
         fake_step_seconds=settings.fake_step_seconds,
+        allow_pickle=settings.allow_pickle,
+        memory_budget_mb=settings.memory_budget_mb,
     )
     worker = Worker(settings, engine)
     loop = asyncio.get_running_loop()

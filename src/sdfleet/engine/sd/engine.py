@@ -1,0 +1,888 @@
+"""``DiffusersEngine``: the real engine behind :class:`sdfleet.engine.base.Engine`.
+
+It drives the denoising loop itself on a loaded checkpoint's diffusers components (UNet, VAE, text
+encoders) with a diffusers scheduler, which is what lets it do what a pipeline call cannot: the A1111
+prompt language with per-step conditioning (prompt editing, alternation, ``AND``), per-image seeds for
+both the initial and the per-step noise, variation seeds, A1111's inpainting (fill modes, full-resolution
+crops, exact paste-back), hires fix and the SDXL refiner hand-off, progress with cheap previews on every
+step and interruption between steps. The per-step work is the same UNet call and scheduler step a
+diffusers pipeline makes (see ``benchmarks/engine_overhead.py``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from sdfleet import __version__
+from sdfleet.a1111 import InfotextParams, LoraTag, format_infotext
+from sdfleet.domain import Arch, GenerationSpec, JobKind
+from sdfleet.engine.base import (
+    EngineCapabilities,
+    GeneratedImage,
+    GenerationResult,
+    OnStep,
+    ShouldStop,
+    StepInfo,
+)
+from sdfleet.engine.sd import conditioning, images, samplers, seeds
+from sdfleet.engine.sd.checkpoints import SDXL, SDXL_REFINER, HashCache, default_arch
+from sdfleet.engine.sd.conditioning import PassConds
+from sdfleet.engine.sd.images import ImageRef, ImageResolver, InpaintPlan
+from sdfleet.engine.sd.models import (
+    LoadedModel,
+    Lookup,
+    LoraSpec,
+    ModelStore,
+    auto_device,
+    default_budget,
+    lookup,
+    names,
+)
+from sdfleet.engine.sd.prompts import Embedding, load_embedding
+from sdfleet.errors import ConfigError, EngineError, Interrupted, SdfleetError, ValidationError
+
+log = logging.getLogger("sdfleet.engine")
+
+LATENT_UPSCALERS: Mapping[str, tuple[str, bool]] = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+PIXEL_UPSCALERS: Mapping[str, Image.Resampling] = {
+    "Lanczos": Image.Resampling.LANCZOS,
+    "Nearest": Image.Resampling.NEAREST,
+    "None": Image.Resampling.LANCZOS,
+}
+MASKED_CONTENT = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
+REFINER_AESTHETIC = (6.0, 2.5)
+VERSION = f"sdfleet {__version__}"
+
+
+def supported_upscalers() -> list[str]:
+    """Hires-fix upscaler names this engine runs."""
+    return [*LATENT_UPSCALERS, *PIXEL_UPSCALERS]
+
+
+@dataclass(slots=True)
+class _Progress:
+    """Step counting across passes, previews, and the interrupt check."""
+
+    total: int
+    on_step: OnStep
+    should_stop: ShouldStop
+    preview_every: int
+    sdxl: bool
+    step: int = 0
+
+    def check(self) -> None:
+        if self.should_stop():
+            raise Interrupted(f"stopped at step {self.step} of {self.total}")
+
+    def advance(self, latents: torch.Tensor) -> None:
+        self.step += 1
+        preview = None
+        if self.preview_every and self.step % self.preview_every == 0:
+            preview = images.latent_preview(latents[0], self.sdxl)
+        self.on_step(StepInfo(step=self.step, total=self.total, preview=preview))
+
+
+@dataclass(slots=True)
+class _Mask:
+    """Latent-space inpainting state: ``repaint`` [B,1,h,w] (1 = generate), the original latents, and
+    for 9-channel inpainting UNets the mask + masked-image conditioning."""
+
+    repaint: torch.Tensor
+    original: torch.Tensor
+    extra: torch.Tensor | None = None
+
+
+@dataclass(slots=True)
+class _Job:
+    """What one ``generate`` call resolved before sampling."""
+
+    kind: JobKind
+    spec: GenerationSpec
+    model: LoadedModel
+    choice: samplers.SamplerChoice
+    vae: Any
+    vae_name: str | None
+    vae_hash: str | None
+    loras: list[LoraSpec]
+    lora_hashes: dict[str, str]
+    refiner: LoadedModel | None
+    hr_upscaler: str | None
+    prompt: str
+    embeddings: dict[str, Embedding] = field(default_factory=dict)
+
+
+class DiffusersEngine:
+    """Stable Diffusion 1.x / 2.x / SDXL (+ refiner) on diffusers, speaking A1111's language.
+
+    ``model`` is the default checkpoint (a diffusers folder or a ``.safetensors`` file) used when a spec
+    names none; ``models``, ``loras``, ``vaes`` and ``embeddings`` resolve names (a ``{name: path}``
+    mapping or a callable returning None when unknown). Checkpoints stay loaded in an LRU cache under
+    ``memory_budget_bytes``; LoRAs stay loaded as adapters. ``allow_pickle`` lets ``.ckpt``/``.pt`` files
+    load (they can run code). ``image_resolver`` turns ``init_images``/``mask`` references into images
+    (default: PIL images, ``data:`` URLs, base64 and local paths).
+    """
+
+    name = "diffusers"
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        device: str | None = None,
+        models: Lookup | None = None,
+        loras: Lookup | None = None,
+        vaes: Lookup | None = None,
+        embeddings: Mapping[str, Path] | None = None,
+        allow_pickle: bool = False,
+        memory_budget_bytes: int | None = None,
+        image_resolver: ImageResolver | None = None,
+        hash_sidecars: bool = True,
+        preload: bool = True,
+    ) -> None:
+        self.device, self.dtype = auto_device(device)
+        self.hashes = HashCache(sidecars=hash_sidecars)
+        self.store = ModelStore(
+            device=self.device,
+            dtype=self.dtype,
+            budget_bytes=memory_budget_bytes or default_budget(self.device),
+            allow_pickle=allow_pickle,
+            hashes=self.hashes,
+        )
+        self.default_model = Path(model) if model is not None else None
+        self.models = models
+        self.loras = loras
+        self.vaes = vaes
+        self.embedding_files = dict(embeddings or {})
+        self.resolve_image: ImageResolver = image_resolver or images.default_resolver
+        self._embeddings: dict[str, tuple[int, Embedding]] = {}
+        self._lock = threading.Lock()
+        if self.default_model is not None:
+            if not self.default_model.exists():
+                raise ConfigError(f"model {self.default_model} does not exist", field="model")
+            if preload:
+                self.store.get(self.default_model)
+
+    # ================================================================== Engine protocol
+    def capabilities(self) -> EngineCapabilities:
+        gpu_name, gpu_mb = "cpu", 0
+        max_pixels = 2048 * 2048
+        if self.device.type == "cuda":
+            props = torch.cuda.get_device_properties(self.device)
+            gpu_name, gpu_mb = str(props.name), int(props.total_memory // (1024 * 1024))
+            max_pixels = max(512 * 512, int(props.total_memory // 6000))
+        archs: tuple[str, ...] = (Arch.SD1.value, Arch.SD2.value, Arch.SDXL.value)
+        if self.models is None and self.default_model is not None:
+            # only the default model can be served: route only jobs of its architecture here
+            archs = (default_arch(self.default_model),)
+        return EngineCapabilities(
+            kinds=(JobKind.TXT2IMG.value, JobKind.IMG2IMG.value),
+            archs=archs,
+            max_pixels=max_pixels,
+            features=("lora", "inpaint", "hires", "refiner", "embedding"),
+            device=str(self.device),
+            gpu_name=gpu_name,
+            gpu_memory_mb=gpu_mb,
+        )
+
+    def loaded_models(self) -> list[str]:
+        return names(self.store.loaded())
+
+    def generate(
+        self, kind: JobKind, spec: GenerationSpec, on_step: OnStep, should_stop: ShouldStop
+    ) -> GenerationResult:
+        with self._lock:
+            try:
+                with torch.inference_mode():
+                    return self._generate(kind, spec, on_step, should_stop)
+            except SdfleetError:
+                raise
+            except torch.cuda.OutOfMemoryError as exc:
+                self._free()
+                raise EngineError(f"out of memory: {exc}", retryable=True) from exc
+            except RuntimeError as exc:
+                if "out of memory" in str(exc).lower():
+                    self._free()
+                raise EngineError(f"generation failed: {exc}", retryable=True) from exc
+            except (ValueError, TypeError, IndexError, KeyError) as exc:
+                raise EngineError(f"generation failed: {exc}", retryable=False) from exc
+
+    def _free(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # ================================================================== resolution
+    def _checkpoint_path(self, name: str | None, field_name: str) -> Path:
+        if name is None or (
+            self.default_model is not None
+            and name in (self.default_model.stem, self.default_model.name, str(self.default_model))
+        ):
+            if self.default_model is None:
+                raise ValidationError("no model given and the engine has no default model", field=field_name)
+            return self.default_model
+        found = lookup(self.models, name)
+        if found is None:
+            raise ValidationError(f"unknown model {name!r}", field=field_name)
+        return found
+
+    def _resolve(self, kind: JobKind, spec: GenerationSpec) -> _Job:
+        choice = samplers.resolve(spec.sampler_name, spec.scheduler)
+        hr_upscaler = None
+        if kind == JobKind.TXT2IMG and spec.enable_hr:
+            hr_upscaler = spec.hr_upscaler or "Latent"
+            if hr_upscaler not in LATENT_UPSCALERS and hr_upscaler not in PIXEL_UPSCALERS:
+                raise ValidationError(
+                    f"unknown hires upscaler {hr_upscaler!r}; supported: {', '.join(supported_upscalers())}",
+                    field="hr_upscaler",
+                )
+        if kind == JobKind.IMG2IMG and not spec.init_images:
+            raise ValidationError("img2img needs at least one init image", field="init_images")
+        model = self.store.get(self._checkpoint_path(spec.model, "model"), spec.model)
+        refiner = None
+        if spec.refiner_checkpoint and spec.refiner_switch_at < 1.0:
+            if kind != JobKind.TXT2IMG:
+                raise ValidationError(
+                    "the refiner hand-off is supported for txt2img jobs", field="refiner_checkpoint"
+                )
+            if model.arch != SDXL:
+                raise ValidationError("a refiner needs an SDXL base model", field="refiner_checkpoint")
+            refiner = self.store.get(
+                self._checkpoint_path(spec.refiner_checkpoint, "refiner_checkpoint"), spec.refiner_checkpoint
+            )
+            if refiner.arch not in (SDXL, SDXL_REFINER):
+                raise ValidationError("the refiner must be an SDXL checkpoint", field="refiner_checkpoint")
+            self.store.get(model.path)  # keep the base most recently used
+        schedule = conditioning.parse_positive(spec.prompt, spec.steps)
+        loras = self._lora_specs(schedule.loras, spec)
+        files: dict[str, Path] = {}
+        for lo in loras:
+            path = lookup(self.loras, lo.name)
+            if path is None or not path.is_file():
+                raise ValidationError(f"unknown LoRA {lo.name!r}", field="loras")
+            files[lo.name] = path
+        self.store.apply_loras(model, loras, files)
+        lora_hashes = {lo.name: model.adapters[lo.name][2] for lo in loras}
+        vae, vae_name, vae_hash = model.vae, None, None
+        if spec.vae and spec.vae.lower() not in ("automatic", "none"):
+            path = lookup(self.vaes, spec.vae)
+            if path is None:
+                raise ValidationError(f"unknown VAE {spec.vae!r}", field="vae")
+            vae, vae_hash = self.store.vae(model, spec.vae, path)
+            vae_name = spec.vae
+        embeddings = self._load_embeddings()
+        for m in (model, refiner):
+            if m is not None:
+                m.encoder.set_embeddings(list(embeddings.values()))
+        prompt = spec.prompt + "".join(
+            f" <lora:{lo.name}:{lo.weight:g}>"
+            if lo.te_weight is None
+            else f" <lora:{lo.name}:{lo.te_weight:g}:{lo.weight:g}>"
+            for lo in spec.loras
+        )
+        return _Job(
+            kind,
+            spec,
+            model,
+            choice,
+            vae,
+            vae_name,
+            vae_hash,
+            loras,
+            lora_hashes,
+            refiner,
+            hr_upscaler,
+            prompt,
+            embeddings,
+        )
+
+    @staticmethod
+    def _lora_specs(tags: Sequence[LoraTag], spec: GenerationSpec) -> list[LoraSpec]:
+        wanted: dict[str, LoraSpec] = {}
+        for tag in tags:
+            wanted[tag.name] = LoraSpec(tag.name, tag.te_weight, tag.unet_weight)
+        for ref in spec.loras:
+            te = ref.te_weight if ref.te_weight is not None else ref.weight
+            wanted[ref.name] = LoraSpec(ref.name, te, ref.weight)
+        return list(wanted.values())
+
+    def _load_embeddings(self) -> dict[str, Embedding]:
+        out: dict[str, Embedding] = {}
+        for name, path in self.embedding_files.items():
+            try:
+                mtime = path.stat().st_mtime_ns
+            except OSError:
+                log.warning("embedding.missing name=%s path=%s", name, path)
+                continue
+            cached = self._embeddings.get(name)
+            if cached is None or cached[0] != mtime:
+                emb = load_embedding(name, path, self.hashes.sha256(path))
+                self._embeddings[name] = (mtime, emb)
+            out[name] = self._embeddings[name][1]
+        return out
+
+    # ================================================================== generation
+    def _generate(
+        self, kind: JobKind, spec: GenerationSpec, on_step: OnStep, should_stop: ShouldStop
+    ) -> GenerationResult:
+        started = time.monotonic()
+        job = self._resolve(kind, spec)
+        model = job.model
+        log.debug("generate.prompt prompt=%r negative=%r", spec.prompt, spec.negative_prompt)
+        plan = seeds.SeedPlan.for_job(spec.seed, spec.subseed, spec.subseed_strength, spec.images_per_job)
+        passes = self._pass_steps(job)
+        progress = _Progress(passes * spec.n_iter, on_step, should_stop, spec.preview_every, model.sdxl)
+        results: list[GeneratedImage] = []
+        used_embeddings: set[str] = set()
+        for it in range(spec.n_iter):
+            batch = plan.batch(it, spec.batch_size)
+            if kind == JobKind.TXT2IMG:
+                pics, used = self._txt2img(job, batch, progress)
+            else:
+                pics, used = self._img2img(job, batch, progress, it)
+            used_embeddings |= used
+            for b, pic in enumerate(pics):
+                results.append(
+                    GeneratedImage(
+                        image=pic,
+                        seed=batch.seeds[b],
+                        subseed=batch.subseeds[b],
+                        infotext=self._infotext(job, batch.seeds[b], batch.subseeds[b], used_embeddings),
+                    )
+                )
+        seconds = time.monotonic() - started
+        log.info(
+            "generate.done model=%s kind=%s images=%d steps=%d seconds=%.3f",
+            model.name,
+            kind.value,
+            len(results),
+            progress.step,
+            seconds,
+        )
+        return GenerationResult(
+            images=results,
+            info={
+                "engine": self.name,
+                "model": model.name,
+                "model_hash": model.short_hash,
+                "steps": progress.step,
+                "seconds": seconds,
+                "all_seeds": list(plan.seeds),
+                "all_subseeds": list(plan.subseeds),
+            },
+        )
+
+    # ------------------------------------------------------------------ step planning
+    def _timesteps(
+        self,
+        scheduler: Any,
+        steps: int,
+        *,
+        strength: float | None = None,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> torch.Tensor:
+        scheduler.set_timesteps(steps, device=self.device)
+        timesteps = scheduler.timesteps
+        order = int(getattr(scheduler, "order", 1))
+        total = int(scheduler.config.num_train_timesteps)
+        begin: int | None = None
+        if strength is not None:
+            init = min(int(steps * strength), steps)
+            begin = max(steps - init, 0) * order
+        elif start is not None:
+            cutoff = round(total - start * total)
+            remaining = int((timesteps < cutoff).sum().item())
+            if order == 2 and remaining % 2 == 0:
+                remaining += 1
+            begin = len(timesteps) - remaining
+        if begin is not None:
+            timesteps = timesteps[begin:]
+            if hasattr(scheduler, "set_begin_index"):
+                scheduler.set_begin_index(begin)
+        if end is not None:
+            cutoff = round(total - end * total)
+            timesteps = timesteps[: int((timesteps >= cutoff).sum().item())]
+        result: torch.Tensor = timesteps
+        return result
+
+    def _count(self, model: LoadedModel, job: _Job, steps: int, **kwargs: float | None) -> int:
+        scheduler = samplers.make_scheduler(job.choice, model.scheduler_config)
+        return len(self._timesteps(scheduler, steps, **kwargs))
+
+    def _pass_steps(self, job: _Job) -> int:
+        spec = job.spec
+        if job.kind == JobKind.IMG2IMG:
+            if spec.denoising_strength <= 0:
+                return 0
+            return self._count(job.model, job, spec.steps, strength=spec.denoising_strength)
+        switch = spec.refiner_switch_at if job.refiner is not None else None
+        total = self._count(job.model, job, spec.steps, end=switch)
+        if job.refiner is not None:
+            total += self._count(job.refiner, job, spec.steps, start=switch)
+        if spec.enable_hr:
+            total += self._count(
+                job.model, job, spec.hr_second_pass_steps or spec.steps, strength=spec.hr_denoising_strength
+            )
+        return total
+
+    # ------------------------------------------------------------------ kinds
+    def _latent_shape(self, model: LoadedModel, width: int, height: int) -> tuple[int, int, int]:
+        factor = 2 ** (len(model.vae.config.block_out_channels) - 1)
+        return (int(model.pipe.unet.config.out_channels), height // factor, width // factor)
+
+    def _conds(
+        self, job: _Job, model: LoadedModel, steps: int, schedule_steps: int, hires: bool
+    ) -> PassConds:
+        spec = job.spec
+        if hires:
+            positive = conditioning.parse_positive(spec.prompt, spec.steps, hires_steps=schedule_steps)
+        else:
+            positive = conditioning.parse_positive(spec.prompt, schedule_steps)
+        return conditioning.build(
+            model.encoder,
+            positive,
+            spec.negative_prompt,
+            steps=spec.steps if hires else schedule_steps,
+            hires_steps=schedule_steps if hires else None,
+            clip_skip=spec.clip_skip,
+            zero_empty_negative=model.sdxl,
+        )
+
+    def _schedule_steps(self, job: _Job, steps: int) -> int:
+        return job.choice.sampler.total_steps(steps)
+
+    def _txt2img(
+        self, job: _Job, batch: seeds.SeedPlan, progress: _Progress
+    ) -> tuple[list[Image.Image], set[str]]:
+        spec, model = job.spec, job.model
+        gens = seeds.generators(batch.seeds)
+        shape = self._latent_shape(model, spec.width, spec.height)
+        noise = seeds.initial_noise(batch, shape, gens).to(self.device, self.dtype)
+        conds = self._conds(job, model, spec.steps, self._schedule_steps(job, spec.steps), hires=False)
+        used = set(conds.embeddings_used)
+        switch = spec.refiner_switch_at if job.refiner is not None else None
+        latents = self._sample(
+            job,
+            model,
+            conds,
+            gens,
+            progress,
+            spec.steps,
+            (spec.width, spec.height),
+            noise=noise,
+            end=switch,
+            mask=self._blank_inpaint(job, model, spec.width, spec.height, len(gens)),
+        )
+        if job.refiner is not None:
+            rconds = self._conds(
+                job, job.refiner, spec.steps, self._schedule_steps(job, spec.steps), hires=False
+            )
+            used |= rconds.embeddings_used
+            latents = self._sample(
+                job,
+                job.refiner,
+                rconds,
+                gens,
+                progress,
+                spec.steps,
+                (spec.width, spec.height),
+                latents=latents,
+                start=switch,
+            )
+        if spec.enable_hr:
+            latents, used_hr = self._hires(job, batch, latents, progress)
+            used |= used_hr
+        return self._decode(job, latents), used
+
+    def _hires(
+        self, job: _Job, batch: seeds.SeedPlan, latents: torch.Tensor, progress: _Progress
+    ) -> tuple[torch.Tensor, set[str]]:
+        spec, model = job.spec, job.model
+        target_w, target_h = spec.output_size()
+        scale = max(target_w / spec.width, target_h / spec.height)
+        cover_w, cover_h = round(spec.width * scale), round(spec.height * scale)
+        upscaler = job.hr_upscaler or "Latent"
+        shape = self._latent_shape(model, target_w, target_h)
+        if upscaler in LATENT_UPSCALERS:
+            mode, antialias = LATENT_UPSCALERS[upscaler]
+            factor = spec.width / latents.shape[-1]
+            size = (round(cover_h / factor), round(cover_w / factor))
+            kwargs: dict[str, Any] = {"antialias": antialias} if mode in ("bilinear", "bicubic") else {}
+            up = F.interpolate(latents.float(), size=size, mode=mode, **kwargs).to(latents.dtype)
+            top, left = (size[0] - shape[1]) // 2, (size[1] - shape[2]) // 2
+            init = up[:, :, top : top + shape[1], left : left + shape[2]]
+        else:
+            resample = PIXEL_UPSCALERS[upscaler]
+            pics = []
+            for pic in self._decode(job, latents):
+                big = pic.resize((cover_w, cover_h), resample)
+                left, top = (cover_w - target_w) // 2, (cover_h - target_h) // 2
+                pics.append(big.crop((left, top, left + target_w, top + target_h)))
+            init = self._encode(job, pics)
+        hr_steps = spec.hr_second_pass_steps or spec.steps
+        gens = seeds.generators(batch.seeds)
+        noise = seeds.initial_noise(batch, shape, gens).to(self.device, self.dtype)
+        conds = self._conds(job, model, hr_steps, self._schedule_steps(job, hr_steps), hires=True)
+        out = self._sample(
+            job,
+            model,
+            conds,
+            gens,
+            progress,
+            hr_steps,
+            (target_w, target_h),
+            init=init,
+            noise=noise,
+            strength=spec.hr_denoising_strength,
+            mask=self._blank_inpaint(job, model, target_w, target_h, len(gens)),
+        )
+        return out, set(conds.embeddings_used)
+
+    def _img2img(
+        self, job: _Job, batch: seeds.SeedPlan, progress: _Progress, iteration: int
+    ) -> tuple[list[Image.Image], set[str]]:
+        spec, model = job.spec, job.model
+        count = len(batch.seeds)
+        refs = [
+            spec.init_images[(iteration * spec.batch_size + b) % len(spec.init_images)] for b in range(count)
+        ]
+        sources = [self._image(ref, "init_images") for ref in refs]
+        mask_image = self._image(spec.mask, "mask") if spec.mask else None
+        plans: list[InpaintPlan] = []
+        works: list[Image.Image] = []
+        for source in sources:
+            if mask_image is not None:
+                plan = images.plan_inpaint(
+                    source,
+                    mask_image,
+                    width=spec.width,
+                    height=spec.height,
+                    resize_mode=spec.resize_mode,
+                    mask_blur=spec.mask_blur,
+                    invert=spec.inpainting_mask_invert,
+                    full_res=spec.inpaint_full_res,
+                    padding=spec.inpaint_full_res_padding,
+                    fill=spec.inpainting_fill,
+                )
+                plans.append(plan)
+                works.append(plan.image)
+            else:
+                flat = images.flatten(source)
+                works.append(
+                    flat
+                    if spec.resize_mode == 3
+                    else images.resize_image(spec.resize_mode, flat, spec.width, spec.height)
+                )
+        steps_to_run = self._pass_steps(job)
+        if steps_to_run == 0:  # strength 0: nothing to denoise, the input is the result
+            outs = [plan.overlay_base.copy() for plan in plans] if plans else [w.copy() for w in works]
+            return outs, set()
+        init = self._encode(job, works)
+        shape = self._latent_shape(model, spec.width, spec.height)
+        if init.shape[-2:] != shape[1:]:
+            init = F.interpolate(init.float(), size=shape[1:], mode="bilinear").to(init.dtype)
+        gens = seeds.generators(batch.seeds)
+        noise = seeds.initial_noise(batch, shape, gens).to(self.device, self.dtype)
+        mask = None
+        if plans:
+            mask = self._latent_mask(job, plans, init, works, noise)
+            init = mask.original
+        conds = self._conds(job, model, spec.steps, self._schedule_steps(job, spec.steps), hires=False)
+        latents = self._sample(
+            job,
+            model,
+            conds,
+            gens,
+            progress,
+            spec.steps,
+            (spec.width, spec.height),
+            init=init,
+            noise=noise,
+            strength=spec.denoising_strength,
+            mask=mask,
+        )
+        outs = self._decode(job, latents)
+        if plans:
+            outs = [images.apply_overlay(out, plan) for out, plan in zip(outs, plans, strict=True)]
+        return outs, set(conds.embeddings_used)
+
+    def _blank_inpaint(
+        self, job: _Job, model: LoadedModel, width: int, height: int, batch: int
+    ) -> _Mask | None:
+        """txt2img on a 9-channel inpainting UNet: everything is masked and the masked image is grey
+        (A1111's ``txt2img_image_conditioning``)."""
+        if int(model.pipe.unet.config.in_channels) != 9:
+            return None
+        grey = torch.zeros((batch, 3, height, width), device=self.device)
+        latent = self._encode_tensor(job, grey)
+        ones = torch.ones((batch, 1, *latent.shape[-2:]), device=self.device, dtype=self.dtype)
+        return _Mask(ones, torch.zeros_like(latent), torch.cat([ones, latent], dim=1))
+
+    def _latent_mask(
+        self,
+        job: _Job,
+        plans: list[InpaintPlan],
+        init: torch.Tensor,
+        works: list[Image.Image],
+        noise: torch.Tensor,
+    ) -> _Mask:
+        spec, model = job.spec, job.model
+        h, w = init.shape[-2:]
+        masks = []
+        for plan in plans:
+            small = plan.latent_mask.convert("RGB").resize((w, h))
+            array = np.asarray(small, dtype=np.float32)[:, :, 0] / 255.0
+            masks.append(torch.from_numpy(np.around(array)))
+        repaint = torch.stack(masks)[:, None].to(self.device, self.dtype)
+        original = init
+        if spec.inpainting_fill == 2:
+            original = init * (1 - repaint) + noise * repaint
+        elif spec.inpainting_fill == 3:
+            original = init * (1 - repaint)
+        extra = None
+        if int(model.pipe.unet.config.in_channels) == 9:
+            binary = [
+                torch.from_numpy((np.asarray(p.latent_mask, dtype=np.float32) / 255.0).round()) for p in plans
+            ]
+            pixel_mask = torch.stack(binary)[:, None].to(self.device, self.dtype)
+            pixels = torch.stack([_to_tensor(img) for img in works]).to(self.device, self.dtype)
+            masked = self._encode_tensor(job, pixels * (1 - pixel_mask))
+            extra = torch.cat([F.interpolate(pixel_mask, size=(h, w)), masked], dim=1)
+        return _Mask(repaint, original, extra)
+
+    # ------------------------------------------------------------------ VAE
+    def _image(self, ref: ImageRef | None, field_name: str) -> Image.Image:
+        if ref is None:
+            raise ValidationError(f"{field_name} is missing", field=field_name)
+        return self.resolve_image(ref, field_name)
+
+    def _encode(self, job: _Job, pics: Sequence[Image.Image]) -> torch.Tensor:
+        pixels = torch.stack([_to_tensor(p) for p in pics]).to(self.device)
+        return self._encode_tensor(job, pixels)
+
+    def _encode_tensor(self, job: _Job, pixels: torch.Tensor) -> torch.Tensor:
+        vae = job.vae
+        latent = vae.encode(pixels.to(vae.dtype)).latent_dist.mode()
+        scaled: torch.Tensor = (latent * float(vae.config.scaling_factor)).to(self.dtype)
+        return scaled
+
+    def _decode(self, job: _Job, latents: torch.Tensor) -> list[Image.Image]:
+        vae = job.vae
+        decoded = vae.decode(latents.to(vae.dtype) / float(vae.config.scaling_factor), return_dict=False)[0]
+        array = ((decoded.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+        array = array.permute(0, 2, 3, 1).cpu().numpy()
+        return [Image.fromarray(a, mode="RGB") for a in array]
+
+    # ------------------------------------------------------------------ the loop
+    def _sample(
+        self,
+        job: _Job,
+        model: LoadedModel,
+        conds: PassConds,
+        gens: list[torch.Generator],
+        progress: _Progress,
+        steps: int,
+        size: tuple[int, int],
+        *,
+        noise: torch.Tensor | None = None,
+        init: torch.Tensor | None = None,
+        latents: torch.Tensor | None = None,
+        strength: float | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        mask: _Mask | None = None,
+    ) -> torch.Tensor:
+        spec = job.spec
+        scheduler = samplers.make_scheduler(job.choice, model.scheduler_config)
+        timesteps = self._timesteps(scheduler, steps, strength=strength, start=start, end=end)
+        if latents is None:
+            if noise is None:
+                raise EngineError("internal: a pass without noise or latents", retryable=False)
+            if init is None:
+                latents = noise * float(scheduler.init_noise_sigma)
+            elif len(timesteps):
+                latents = scheduler.add_noise(init, noise, timesteps[:1].repeat(init.shape[0]))
+            else:
+                latents = init
+        batch = int(latents.shape[0])
+        step_kwargs = _step_kwargs(scheduler, gens, spec.eta)
+        unet = model.pipe.unet
+        width, height = size
+        time_ids = self._time_ids(model, width, height)
+        for i, t in enumerate(timesteps):
+            progress.check()
+            entry = conds.at(i)
+            weights = [w for w, _ in entry.conds]
+            simple = len(entry.conds) == 1 and weights[0] == 1.0
+            guided = not (simple and spec.cfg_scale == 1.0)
+            rows = ([entry.uncond] if guided else []) + [c for _, c in entry.conds]
+            groups = len(rows)
+            model_in = scheduler.scale_model_input(torch.cat([latents] * groups), t)
+            if mask is not None and mask.extra is not None:
+                model_in = torch.cat([model_in, torch.cat([mask.extra] * groups)], dim=1)
+            embeds = torch.cat([r.embeds.expand(batch, -1, -1) for r in rows])
+            added = None
+            if model.sdxl:
+                pooled = torch.cat([_pooled(r, model).expand(batch, -1) for r in rows])
+                ids = torch.cat(
+                    [time_ids[1 if (guided and g == 0) else 0].expand(batch, -1) for g in range(groups)]
+                )
+                added = {"text_embeds": pooled, "time_ids": ids}
+            out = unet(model_in, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[
+                0
+            ]
+            if guided:
+                parts = out.chunk(groups)
+                uncond_out = parts[0]
+                if simple:
+                    text = parts[1]
+                else:
+                    text = uncond_out + sum(
+                        w * (p - uncond_out) for w, p in zip(weights, parts[1:], strict=True)
+                    )
+                pred = uncond_out + spec.cfg_scale * (text - uncond_out)
+                if spec.guidance_rescale > 0:
+                    pred = _rescale(pred, text, spec.guidance_rescale)
+            else:
+                pred = out
+            result = scheduler.step(pred, t, latents, **step_kwargs, return_dict=True)
+            latents = result.prev_sample
+            if mask is not None and mask.extra is None and noise is not None:
+                keep = mask.original
+                if i < len(timesteps) - 1:
+                    keep = scheduler.add_noise(mask.original, noise, timesteps[i + 1 : i + 2].repeat(batch))
+                latents = keep * (1 - mask.repaint) + latents * mask.repaint
+            shown = getattr(result, "pred_original_sample", None)
+            progress.advance(shown if shown is not None else latents)
+        return latents
+
+    def _time_ids(self, model: LoadedModel, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """SDXL size conditioning (cond, uncond); the refiner's carries aesthetic scores instead."""
+        if model.arch == SDXL_REFINER:
+            cond = [height, width, 0, 0, REFINER_AESTHETIC[0]]
+            uncond = [height, width, 0, 0, REFINER_AESTHETIC[1]]
+        else:
+            cond = uncond = [height, width, 0, 0, height, width]
+        return (
+            torch.tensor([cond], dtype=self.dtype, device=self.device),
+            torch.tensor([uncond], dtype=self.dtype, device=self.device),
+        )
+
+    # ------------------------------------------------------------------ infotext
+    def _infotext(self, job: _Job, seed: int, subseed: int, embeddings_used: set[str]) -> str:
+        spec, model = job.spec, job.model
+        extra: dict[str, str | int | float | bool] = {}
+        denoising: float | None = None
+        hires: dict[str, Any] = {}
+        if job.kind == JobKind.IMG2IMG:
+            denoising = spec.denoising_strength
+            if spec.mask:
+                extra["Mask blur"] = spec.mask_blur
+                if spec.inpainting_mask_invert:
+                    extra["Mask mode"] = "Inpaint not masked"
+                if spec.inpainting_fill != 1:
+                    extra["Masked content"] = MASKED_CONTENT[spec.inpainting_fill]
+                if spec.inpaint_full_res:
+                    extra["Inpaint area"] = "Only masked"
+                    extra["Masked area padding"] = spec.inpaint_full_res_padding
+        elif spec.enable_hr:
+            denoising = spec.hr_denoising_strength
+            if spec.hr_resize_x or spec.hr_resize_y:
+                hires["hires_resize"] = spec.output_size()
+            else:
+                hires["hires_upscale"] = spec.hr_scale
+            if spec.hr_second_pass_steps:
+                hires["hires_steps"] = spec.hr_second_pass_steps
+            hires["hires_upscaler"] = job.hr_upscaler
+        if spec.eta is not None:
+            extra["Eta DDIM" if job.choice.class_name == "DDIMScheduler" else "Eta"] = spec.eta
+        if spec.guidance_rescale:
+            extra["CFG Rescale"] = spec.guidance_rescale
+        if job.refiner is not None:
+            extra["Refiner"] = f"{job.refiner.name} [{job.refiner.short_hash}]"
+            extra["Refiner switch at"] = spec.refiner_switch_at
+        ti_hashes = {
+            name: job.embeddings[name].sha256[:12]
+            for name in sorted(embeddings_used)
+            if name in job.embeddings
+        }
+        params = InfotextParams(
+            prompt=job.prompt,
+            negative_prompt=spec.negative_prompt,
+            steps=spec.steps,
+            sampler=job.choice.sampler_label,
+            schedule_type=job.choice.schedule_label,
+            cfg_scale=spec.cfg_scale,
+            seed=seed,
+            width=spec.width,
+            height=spec.height,
+            model_hash=model.short_hash,
+            model=model.name,
+            vae_hash=job.vae_hash,
+            vae=job.vae_name,
+            variation_seed=subseed if spec.subseed_strength else None,
+            variation_seed_strength=spec.subseed_strength or None,
+            denoising_strength=denoising,
+            clip_skip=spec.clip_skip,
+            rng="CPU",
+            extra=extra,
+            lora_hashes=job.lora_hashes,
+            ti_hashes=ti_hashes,
+            version=VERSION,
+            **hires,
+        )
+        return format_infotext(params)
+
+
+def _to_tensor(image: Image.Image) -> torch.Tensor:
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def _pooled(encoded: Any, model: LoadedModel) -> torch.Tensor:
+    if encoded.pooled is None:
+        raise EngineError(f"model {model.name} needs pooled text embeddings", retryable=False)
+    pooled: torch.Tensor = encoded.pooled
+    return pooled
+
+
+def _rescale(pred: torch.Tensor, text: torch.Tensor, phi: float) -> torch.Tensor:
+    """Guidance rescale (Lin et al. 2023, §3.4), as diffusers' ``rescale_noise_cfg``."""
+    std_text = text.std(dim=list(range(1, text.ndim)), keepdim=True)
+    std_cfg = pred.std(dim=list(range(1, pred.ndim)), keepdim=True)
+    rescaled = pred * (std_text / std_cfg)
+    return phi * rescaled + (1 - phi) * pred
+
+
+_STEP_PARAMS: dict[type, frozenset[str]] = {}
+
+
+def _step_kwargs(scheduler: Any, gens: list[torch.Generator], eta: float | None) -> dict[str, Any]:
+    cls = type(scheduler)
+    if cls not in _STEP_PARAMS:
+        _STEP_PARAMS[cls] = frozenset(inspect.signature(scheduler.step).parameters)
+    accepted = _STEP_PARAMS[cls]
+    kwargs: dict[str, Any] = {}
+    if "generator" in accepted:
+        kwargs["generator"] = gens
+    if "eta" in accepted:
+        kwargs["eta"] = 0.0 if eta is None else float(eta)
+    return kwargs
