@@ -688,22 +688,19 @@ class JobService:
         fx = Effects(jobs={job_id})
 
         def tx_fn(tx: SqlTx) -> Job:
-            worker = self._worker(tx, worker_id, tenant)
-            job = self._held_job(tx, job_id, epoch, worker_id)
-            cost = engine_seconds * worker.price_per_hour / 3600.0
-            tx.end_attempt(
-                job.id,
+            worker, job = self._end_held_attempt(
+                tx,
+                worker_id,
+                tenant,
+                job_id,
                 epoch,
-                outcome=AttemptOutcome.FAILED,
-                ended_at=now,
+                AttemptOutcome.FAILED,
+                now,
+                engine_seconds,
                 error_code=code[:64],
                 error_message=message[:2000],
-                engine_seconds=engine_seconds,
-                cost_usd=cost,
             )
             tx.add_worker_counters(worker_id, failed=1, engine_seconds=engine_seconds)
-            job.engine_seconds += engine_seconds
-            job.cost_usd += cost
             if job.cancel_requested:
                 self._finish(
                     tx, fx, job, JobState.CANCELED, now, code="canceled", message="canceled by the client"
@@ -749,20 +746,17 @@ class JobService:
         fx = Effects(jobs={job_id})
 
         def tx_fn(tx: SqlTx) -> Job:
-            worker = self._worker(tx, worker_id, tenant)
-            job = self._held_job(tx, job_id, epoch, worker_id)
-            cost = engine_seconds * worker.price_per_hour / 3600.0
-            tx.end_attempt(
-                job.id,
+            worker, job = self._end_held_attempt(
+                tx,
+                worker_id,
+                tenant,
+                job_id,
                 epoch,
-                outcome=AttemptOutcome.RELEASED,
-                ended_at=now,
+                AttemptOutcome.RELEASED,
+                now,
+                engine_seconds,
                 error_message=reason[:2000],
-                engine_seconds=engine_seconds,
-                cost_usd=cost,
             )
-            job.engine_seconds += engine_seconds
-            job.cost_usd += cost
             self._interrupt(tx, fx, job, now, f"released by {worker.name}: {reason}")
             fresh = tx.get_job(job_id)
             assert fresh is not None
@@ -771,6 +765,35 @@ class JobService:
         job = await self.store.write(tx_fn)
         self._apply(fx)
         return job
+
+    def _end_held_attempt(
+        self,
+        tx: SqlTx,
+        worker_id: str,
+        tenant: str | None,
+        job_id: str,
+        epoch: int,
+        outcome: AttemptOutcome,
+        now: float,
+        engine_seconds: float,
+        **error: str,
+    ) -> tuple[WorkerInfo, Job]:
+        """Close the attempt of a job this worker holds (fenced by epoch) and charge its time."""
+        worker = self._worker(tx, worker_id, tenant)
+        job = self._held_job(tx, job_id, epoch, worker_id)
+        cost = engine_seconds * worker.price_per_hour / 3600.0
+        tx.end_attempt(
+            job.id,
+            epoch,
+            outcome=outcome,
+            ended_at=now,
+            engine_seconds=engine_seconds,
+            cost_usd=cost,
+            **error,
+        )
+        job.engine_seconds += engine_seconds
+        job.cost_usd += cost
+        return worker, job
 
     @staticmethod
     def _held_job(tx: SqlTx, job_id: str, epoch: int, worker_id: str) -> Job:
