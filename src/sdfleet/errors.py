@@ -102,6 +102,13 @@ class ServiceUnavailable(SdfleetError):
     code = "unavailable"
 
 
+class RequestTimeout(SdfleetError):
+    """A call that waits for a job (the A1111 API's txt2img/img2img) gave up; the job was canceled."""
+
+    status = 504
+    code = "timeout"
+
+
 class EngineError(SdfleetError):
     """The engine could not produce a result. ``retryable`` says whether another try may succeed."""
 

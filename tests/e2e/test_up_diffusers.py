@@ -26,9 +26,23 @@ def test_up_serves_a_single_file_checkpoint(tmp_path: Path, tiny_models: Any) ->
     port = free_port()
     env = {**os.environ, "SDFLEET_LOG_LEVEL": "warning"}
     up = subprocess.Popen(
-        [sys.executable, "-m", "sdfleet", "up", "--port", str(port), "--data-dir", str(tmp_path / "data"),
-         "--model", str(tiny_models.sd1_file), "--workers", "1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "sdfleet",
+            "up",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--model",
+            str(tiny_models.sd1_file),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -37,11 +51,26 @@ def test_up_serves_a_single_file_checkpoint(tmp_path: Path, tiny_models: Any) ->
             [model] = client.get("/v1/models").json()["models"]
             assert model["name"] == "tiny-sd1"
             assert model["arch"] == "sd1"
-            params = {"prompt": "a red circle", "negative_prompt": "blurry", "width": 64, "height": 64,
-                      "steps": 3, "seed": 1234, "batch_size": 2, "sampler_name": "Euler a", "model": "tiny-sd1"}
+            params = {
+                "prompt": "a red circle",
+                "negative_prompt": "blurry",
+                "width": 64,
+                "height": 64,
+                "steps": 3,
+                "seed": 1234,
+                "batch_size": 2,
+                "sampler_name": "Euler a",
+                "model": "tiny-sd1",
+            }
             job = client.post("/v1/jobs", json={"params": params}).json()
-            done = wait_until(lambda: (j := client.get(f"/v1/jobs/{job['id']}").json())["state"]
-                              in ("succeeded", "failed") and j, 180, "the job")
+            done = wait_until(
+                lambda: (
+                    (j := client.get(f"/v1/jobs/{job['id']}").json())["state"] in ("succeeded", "failed")
+                    and j
+                ),
+                180,
+                "the job",
+            )
             assert done["state"] == "succeeded", done
             seeds = []
             for out in done["outputs"]:

@@ -91,7 +91,7 @@ def create_app(
             notifier.broadcast = broadcast
         metrics = Metrics()
         keys = KeyService(the_store, clock)
-        if not settings.binds_loopback() and not await keys.has_user_keys():
+        if not settings.binds_loopback() and not settings.a1111_api_auth and not await keys.has_user_keys():
             raise ConfigError(
                 f"refusing to serve on {settings.host} without API keys: create one with "
                 "`sdfleet keys create --scope admin`, or bind 127.0.0.1",

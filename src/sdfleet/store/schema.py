@@ -232,7 +232,9 @@ a1111_tasks = Table(
     Column("task_id", String(200), nullable=False),
     Column("job_id", String(40), nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("done", Boolean, nullable=False, server_default=text("false")),  # the call has answered
     PrimaryKeyConstraint("tenant", "task_id"),
     Index("ix_a1111_tasks_job_id", "job_id"),
     Index("ix_a1111_tasks_tenant_created", "tenant", "created_at"),
+    Index("ix_a1111_tasks_tenant_done", "tenant", "done"),
 )

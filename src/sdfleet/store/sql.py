@@ -24,6 +24,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     exists,
+    false,
     func,
     insert,
     literal,
@@ -1031,6 +1032,18 @@ class SqlTx:
             insert(a1111_tasks).values(tenant=tenant, task_id=task_id, job_id=job_id, created_at=now)
         )
 
+    def finish_a1111_task(self, tenant: str, task_id: str, job_id: str) -> None:
+        """Mark an A1111 request answered (it no longer counts as the tenant's current request)."""
+        self.conn.execute(
+            update(a1111_tasks)
+            .where(
+                a1111_tasks.c.tenant == tenant,
+                a1111_tasks.c.task_id == task_id,
+                a1111_tasks.c.job_id == job_id,
+            )
+            .values(done=True)
+        )
+
     def get_a1111_task(self, tenant: str, task_id: str) -> Job | None:
         """The job of one of the tenant's A1111 task ids."""
         row = self.conn.execute(
@@ -1041,12 +1054,14 @@ class SqlTx:
         return _job(row) if row else None
 
     def active_a1111_tasks(self, tenant: str, limit: int = 100) -> list[tuple[str, Job]]:
-        """The tenant's A1111 requests whose jobs are queued or running, as (task id, job), oldest first."""
+        """The tenant's unanswered A1111 requests whose jobs are queued or running, as (task id, job),
+        oldest first (read through ``ix_a1111_tasks_tenant_done``: only requests in flight)."""
         rows = self.conn.execute(
             select(a1111_tasks.c.task_id, jobs)
             .join(jobs, jobs.c.id == a1111_tasks.c.job_id)
             .where(
                 a1111_tasks.c.tenant == tenant,
+                a1111_tasks.c.done == false(),
                 jobs.c.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]),
             )
             .order_by(jobs.c.id)

@@ -102,8 +102,6 @@ from sdfleet.wire import JobCreate
 
 log = logging.getLogger("sdfleet.a1111")
 
-DISCONNECT_CHECK_SECONDS = 0.25
-"""How often a waiting txt2img/img2img call checks whether its client has gone away."""
 CLIENT_GONE_STATUS = 499
 _RNG = random.SystemRandom()
 _BASIC_TENANT = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
@@ -259,7 +257,13 @@ async def _generate(
         kept, _ = validate_option_updates(mapped.override_settings, catalog, strict_checkpoint=False)
         if kept:
             await ctx.store.write(lambda tx: tx.merge_a1111_options(tenant, kept, now))
-    finished = await _wait_for(ctx, request, job.id, tenant)
+    try:
+        finished = await _wait_for(ctx, request, job.id, tenant)
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(
+                ctx.store.write(lambda tx: tx.finish_a1111_task(tenant, mapped.task_id, job.id))
+            )
     if finished is None:
         return Response(status_code=CLIENT_GONE_STATUS)
     return await _answer(ctx, mapped, finished, catalog)
@@ -301,6 +305,7 @@ async def _wait_for(ctx: AppContext, request: Request, job_id: str, tenant: str)
     timeout = ctx.settings.a1111_request_timeout
     deadline = time.monotonic() + timeout
     poll = max(0.05, ctx.settings.poll_seconds)
+    gone = asyncio.ensure_future(_disconnected(request))
     try:
         while True:
             job = await ctx.jobs.get_job(job_id, tenant)
@@ -313,7 +318,10 @@ async def _wait_for(ctx: AppContext, request: Request, job_id: str, tenant: str)
                 raise RequestTimeout(
                     f"the job did not finish within {timeout:g} seconds and was canceled", field="job_id"
                 )
-            if await _wait_or_disconnect(ctx, request, job_id, min(poll, remaining)):
+            news = asyncio.ensure_future(ctx.notifier.wait_for_job(job_id, min(poll, remaining)))
+            await asyncio.wait({news, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if gone.done():
+                await _cancel_quietly(news)
                 await ctx.jobs.cancel(job_id, tenant)
                 log.info("a1111.client_gone job_id=%s", job_id)
                 return None
@@ -321,22 +329,22 @@ async def _wait_for(ctx: AppContext, request: Request, job_id: str, tenant: str)
         with contextlib.suppress(Exception):
             await asyncio.shield(ctx.jobs.cancel(job_id, tenant))
         raise
-
-
-async def _wait_or_disconnect(ctx: AppContext, request: Request, job_id: str, timeout: float) -> bool:
-    """Wait for news of the job (or ``timeout``); True if the client disconnected meanwhile."""
-    waiter = asyncio.ensure_future(ctx.notifier.wait_for_job(job_id, timeout))
-    try:
-        while not waiter.done():
-            done, _ = await asyncio.wait({waiter}, timeout=DISCONNECT_CHECK_SECONDS)
-            if not done and await request.is_disconnected():
-                return True
-        return False
     finally:
-        if not waiter.done():
-            waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter
+        await _cancel_quietly(gone)
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client hangs up. The body has been read by now, so the next ASGI message is the
+    disconnect (the server holds it back until then): no polling."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _cancel_quietly(task: asyncio.Future[None]) -> None:
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _answer(ctx: AppContext, mapped: MappedRequest, job: Job, catalog: Catalog) -> dict[str, Any]:
