@@ -3,6 +3,8 @@ progress per step, interrupts between steps, injected failures, and its test-dou
 
 from __future__ import annotations
 
+import base64
+import io
 import subprocess
 import sys
 import threading
@@ -161,6 +163,54 @@ def test_hires_fix_renders_the_upscaled_size_and_counts_both_passes() -> None:
     )
     assert result.images[0].image.size == (128, 128)
     assert steps[-1].step == steps[-1].total == 7
+
+
+def _data_url(image: Image.Image) -> str:
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+@pytest.mark.parametrize("invert", [False, True])
+def test_inpainting_changes_only_the_masked_area(invert: bool) -> None:
+    """White in the mask is repainted, black kept (swapped by inpainting_mask_invert); the
+    engine advertises inpainting and hires so such jobs reach it."""
+    source = Image.new("RGB", (64, 64), (20, 40, 230))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))  # the left half
+    spec = GenerationSpec(
+        prompt="sun",
+        seed=3,
+        steps=1,
+        width=64,
+        height=64,
+        init_images=[_data_url(source)],
+        mask=_data_url(mask.convert("RGB")),
+        mask_blur=0,
+        denoising_strength=1.0,
+        inpainting_mask_invert=invert,
+    )
+    engine = FakeEngine(step_seconds=0)
+    [out] = engine.generate(JobKind.IMG2IMG, spec, lambda _: None, lambda: False).images
+    left, right = out.image.getpixel((8, 32)), out.image.getpixel((56, 32))
+    kept, painted = (left, right) if invert else (right, left)
+    assert kept == (20, 40, 230)
+    assert painted != (20, 40, 230)
+    assert {"inpaint", "hires"} <= set(engine.capabilities().features)
+
+
+def test_an_unreadable_mask_is_a_fatal_error() -> None:
+    spec = GenerationSpec(
+        prompt="x",
+        steps=1,
+        width=64,
+        height=64,
+        init_images=[_data_url(Image.new("RGB", (8, 8)))],
+        mask="bm90",
+    )
+    with pytest.raises(EngineError, match="mask") as info:
+        FakeEngine(step_seconds=0).generate(JobKind.IMG2IMG, spec, lambda _: None, lambda: False)
+    assert not info.value.retryable
 
 
 def test_load_engine_builds_the_fake_and_refuses_unknown_engines() -> None:

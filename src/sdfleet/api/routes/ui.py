@@ -1,7 +1,8 @@
 """The web page: static files from ``sdfleet/ui/static`` served at ``/ui/`` (``/`` and ``/ui``
-redirect there), plus the sampler and scheduler tables the page needs until the A1111 API serves them.
+redirect there).
 
-The page is plain HTML, CSS and ES modules — no build step — and talks only to the public JSON API.
+The page is plain HTML, CSS and ES modules — no build step — and talks only to the public JSON API
+(``/v1/…``, and the A1111 API's read-only lists of samplers, schedulers and upscalers).
 Assets are served under ``/ui/assets/<version>/…``, where the version is a digest of the files' names,
 sizes and modification times: the HTML is revalidated on every load (``no-cache``), and everything it
 references is immutable for a year, so a reload costs one small request and a release busts every cache.
@@ -16,12 +17,10 @@ import mimetypes
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
-from sdfleet.a1111.samplers import SAMPLERS, SCHEDULERS
 from sdfleet.errors import NotFound
 
 router = APIRouter(tags=["ui"], include_in_schema=False)
@@ -154,13 +153,3 @@ async def asset(version: str, path: str, request: Request) -> Response:
     response = _send(request, found, cache)
     response.headers["x-content-type-options"] = "nosniff"
     return response
-
-
-@router.get("/ui/api/samplers")
-async def samplers() -> dict[str, list[dict[str, Any]]]:
-    """A1111's sampler and scheduler tables, shaped as ``/sdapi/v1/samplers`` and
-    ``/sdapi/v1/schedulers`` return them (the page prefers those when the A1111 API is mounted)."""
-    return {
-        "samplers": [s.as_api() for s in SAMPLERS],
-        "schedulers": [s.as_api() for s in SCHEDULERS],
-    }
