@@ -1,9 +1,9 @@
 """Helpers for the browser tests: a real ``sdfleet up`` in a subprocess and Chromium driven by
 Playwright (Debian's build, never a downloaded one).
 
-The engine is one setting, ``SDFLEET_TEST_BROWSER_ENGINE``: ``fake`` (the default: the test double,
-fast and deterministic) or ``diffusers`` (the real engine, on ``SDFLEET_TEST_BROWSER_MODEL`` or else
-the tiny random SD 1.x checkpoint the test suite builds offline). The tests are the same for both.
+The engine is one setting, ``SDFLEET_TEST_BROWSER_ENGINE``: ``diffusers`` (the default: the real
+engine, on ``SDFLEET_TEST_BROWSER_MODEL`` or else the tiny random SD 1.x checkpoint the test suite
+builds offline) or ``fake`` (the test double: faster, for iterating on the page). The tests are the same for both.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def unavailable(reason: str) -> None:
 
 
 def engine_name() -> str:
-    return os.environ.get("SDFLEET_TEST_BROWSER_ENGINE", "fake")
+    return os.environ.get("SDFLEET_TEST_BROWSER_ENGINE", "diffusers")
 
 
 def engine_args(model: str | None = None) -> list[str]:
