@@ -2,7 +2,6 @@
 uvicorn on 127.0.0.1 (a free port) in its own thread, a temporary SQLite database and blob directory, and
 :class:`~sdfleet.worker.runner.Worker` instances with the FakeEngine in the test's event loop.
 
-The same pattern as ``tests/integration/worker/test_worker.py``, shared so other modules can use it.
 """
 
 from __future__ import annotations
@@ -61,6 +60,12 @@ class Orchestrator:
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._server = self._thread = None
+
+    async def astop(self) -> None:
+        await asyncio.to_thread(self.stop)
+
+    async def astart(self) -> None:
+        await asyncio.to_thread(self.start)
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

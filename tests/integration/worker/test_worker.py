@@ -11,8 +11,6 @@ import io
 import itertools
 import os
 import signal
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -20,72 +18,20 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from PIL import Image
 
-from sdfleet.api.app import create_app
-from sdfleet.config import Limits, Settings, WorkerSettings
+from sdfleet.config import Limits, WorkerSettings
 from sdfleet.engine.fake import FakeEngine
 from sdfleet.errors import StaleLease
 from sdfleet.wire import ReleaseRequest, StopRequest
 from sdfleet.worker.client import Backoff, Unreachable, WorkerClient
 from sdfleet.worker.runner import Worker, run_worker
+from tests.support_live import Orchestrator, make_settings
 
 WorkerFactory = Callable[..., Awaitable[Worker]]
 
 
 # ===================================================================== a real orchestrator
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Orchestrator:
-    """One orchestrator process's worth of server, started and stopped from the test."""
-
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.url = f"http://127.0.0.1:{settings.port}"
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        app = create_app(self.settings, clock=self.clock)
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=self.settings.port,
-            log_level="warning",
-            loop="asyncio",
-            lifespan="on",
-            timeout_graceful_shutdown=0.5,
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, name="orchestrator", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the orchestrator did not start")
-            time.sleep(0.01)
-        self._server, self._thread = server, thread
-
-    def stop(self) -> None:
-        if self._server is None or self._thread is None:
-            return
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._server = self._thread = None
-
-    async def astop(self) -> None:
-        await asyncio.to_thread(self.stop)
-
-    async def astart(self) -> None:
-        await asyncio.to_thread(self.start)
 
 
 class ShiftedClock:
@@ -96,21 +42,6 @@ class ShiftedClock:
 
     def __call__(self) -> float:
         return time.time() + self.offset
-
-
-def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": free_port(),
-        "data_dir": tmp_path / "data",
-        "lease_seconds": 5.0,
-        "heartbeat_seconds": 0.2,
-        "reaper_interval": 0.1,
-        "claim_max_wait": 2.0,
-        "secret_key": "test-secret",
-        **overrides,
-    }
-    return Settings(**values)
 
 
 @pytest.fixture
