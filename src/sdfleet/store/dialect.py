@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Select, cast, create_engine, event, func
+from sqlalchemy import ColumnElement, Integer, Select, String, cast, create_engine, event, func, literal
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import StaticPool
 
@@ -47,6 +49,12 @@ class Dialect:
         if self.is_sqlite:
             return cast(minutes, Integer)
         return cast(func.floor(minutes), Integer)
+
+    def json_text(self, column: Any, key: str) -> Any:
+        """The text value of top-level ``key`` of a JSON text column (NULL when absent)."""
+        if self.is_sqlite:
+            return func.json_extract(column, "$." + json.dumps(key))
+        return cast(column, JSONB).op("->>")(literal(key, String))
 
     def create_engines(self, pool_size: int = 10) -> tuple[Engine, Engine]:
         """Return (write engine, read engine). For SQLite the writer is one connection that starts

@@ -465,10 +465,9 @@ class SqlTx:
             q = q.where(jobs.c.kind == kind.value)
         if before:
             q = q.where(jobs.c.id < before)
-        rows = [_job(r) for r in self.conn.execute(q)]
-        if label is not None:
-            rows = [j for j in rows if j.labels.get(label[0]) == label[1]]
-        return rows
+        if label is not None:  # in SQL, before the LIMIT, so pages are full
+            q = q.where(self.dialect.json_text(jobs.c.labels, label[0]) == label[1])
+        return [_job(r) for r in self.conn.execute(q)]
 
     def update_job(
         self,

@@ -340,3 +340,15 @@ async def test_tenant_cannot_see_other_tenant_job(service: JobService) -> None:
     with pytest.raises(NotFound):
         await service.get_job(sub.job.id, "t2")
     assert (await service.get_job(sub.job.id, None)).id == sub.job.id
+
+
+async def test_label_filter_pages_are_full(service: JobService) -> None:
+    tagged = await service.submit("t1", [req(f"a{i}", labels={"run": "x"}) for i in range(5)])
+    await service.submit("t1", [req(f"b{i}", labels={"run": "y"}) for i in range(20)])
+    page = await service.store.read(lambda tx: tx.list_jobs(tenant="t1", label=("run", "x"), limit=3))
+    assert len(page) == 3
+    rest = await service.store.read(
+        lambda tx: tx.list_jobs(tenant="t1", label=("run", "x"), before=page[-1].id, limit=3)
+    )
+    assert {j.id for j in page + rest} == {s.job.id for s in tagged}
+    assert await service.store.read(lambda tx: tx.list_jobs(tenant="t1", label=("nope", "x"))) == []
