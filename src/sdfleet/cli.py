@@ -183,9 +183,32 @@ def worker(
         float,
         typer.Option(envvar="SDFLEET_WORKER_FAKE_STEP_SECONDS", help="Time per step of the fake engine."),
     ] = 0.02,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="SDFLEET_WORKER_CACHE_DIR",
+            help="Where registry models are kept once fetched (default ~/.cache/sdfleet/models).",
+        ),
+    ] = None,
+    cache_gb: Annotated[
+        float | None,
+        typer.Option(
+            envvar="SDFLEET_WORKER_CACHE_GB", help="Disk budget of the model cache, GB (default 50)."
+        ),
+    ] = None,
+    allow_private_model_urls: Annotated[
+        bool,
+        typer.Option(
+            envvar="SDFLEET_WORKER_ALLOW_PRIVATE_MODEL_URLS",
+            help="Let model sources point at private/loopback addresses (trusted networks only).",
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option(envvar="SDFLEET_LOG_LEVEL")] = "info",
 ) -> None:
-    """Run one GPU worker: pull jobs from the orchestrator, generate, upload, report."""
+    """Run one GPU worker: pull jobs from the orchestrator, generate, upload, report.
+
+    Models that jobs name are fetched from their registry source into the model cache (Hugging Face
+    and Civitai tokens: SDFLEET_WORKER_HF_TOKEN, SDFLEET_WORKER_CIVITAI_TOKEN)."""
     from sdfleet.worker.runner import run_worker
 
     configure_logging(log_level, name or "worker")
@@ -197,8 +220,15 @@ def worker(
         name=name,
         price_per_hour=price_per_hour,
         fake_step_seconds=fake_step_seconds,
+        allow_private_model_urls=allow_private_model_urls,
+        **_given(cache_dir=cache_dir, cache_gb=cache_gb),
     )
     _run(run_worker(settings))
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options that were given (None: leave the setting to the environment or its default)."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 # ============================================================================ up
@@ -250,10 +280,14 @@ def up(
                 "(or try the system with --engine fake)"
             )
         if not model:
-            raise fail(
-                "which model? --model PATH (a .safetensors checkpoint or a diffusers folder); "
-                "or --engine fake to try the system with placeholder images"
-            )
+            from sdfleet.demo.model import DEMO_CHECKPOINT, demo_available
+
+            if not demo_available():
+                raise fail(
+                    "which model? --model PATH (a .safetensors checkpoint or a diffusers folder); "
+                    "or --engine fake to try the system with placeholder images"
+                )
+            model = str(DEMO_CHECKPOINT)
         model = str(Path(model).expanduser().resolve())
     try:
         settings = build_settings(host=host, port=port, data_dir=data_dir, log_level=log_level)
@@ -677,8 +711,10 @@ def _save_outputs(server: str, headers: dict[str, str], jobs: list[dict[str, Any
 
 def _register_extras() -> None:
     from sdfleet.bench.cli import register
+    from sdfleet.demo.cli import demo_app
 
     register(app)
+    app.add_typer(demo_app, name="demo")
 
 
 def main() -> None:

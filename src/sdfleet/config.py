@@ -8,6 +8,7 @@ Every field can be set from the environment with the ``SDFLEET_`` prefix, e.g.
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
@@ -81,6 +82,22 @@ class Settings(BaseSettings):
     )
     event_retention_seconds: float = 7 * 24 * 3600.0
     progress_event_min_interval: float = 0.5
+
+    # cache-aware claims (DESIGN.md §3): prefer jobs whose models are warm on the claiming worker
+    affinity_enabled: bool = Field(
+        default=True, description="Rank claims by the worker's warm models (off: first come, first served)"
+    )
+    affinity_max_wait_seconds: float = Field(
+        default=30.0,
+        ge=0.0,
+        description="A job queued this long is taken by the next free worker, warm or not (aging bound)",
+    )
+    affinity_window: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="Oldest claimable jobs a claim scores (the rest wait their turn)",
+    )
 
     # webhooks
     webhook_timeout: float = 10.0
@@ -179,3 +196,21 @@ class WorkerSettings(BaseSettings):
     pipelined: bool = True
     allow_pickle: bool = False
     memory_budget_mb: int | None = None
+
+    # the model cache (sdfleet.models): registry models fetched on demand, kept by sha256
+    cache_dir: Path = Field(
+        default_factory=lambda: default_cache_dir(), description="Where fetched models are kept"
+    )
+    cache_gb: float = Field(default=50.0, gt=0, description="Disk budget of the model cache (GB)")
+    hf_token: str | None = Field(default=None, description="Hugging Face token for hf:// sources")
+    civitai_token: str | None = Field(default=None, description="Civitai API token for civitai:// sources")
+    allow_private_model_urls: bool = Field(
+        default=False,
+        description="Let model sources point at private, loopback or link-local addresses (trusted networks)",
+    )
+
+
+def default_cache_dir() -> Path:
+    """Where a worker keeps fetched models: ``$XDG_CACHE_HOME/sdfleet/models`` (``~/.cache/…``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sdfleet" / "models"

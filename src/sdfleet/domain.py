@@ -424,6 +424,7 @@ class WorkerInfo:
     current_jobs: list[str] = field(default_factory=list)
     loaded_models: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    cached_models: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

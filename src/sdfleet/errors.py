@@ -123,3 +123,10 @@ class Interrupted(SdfleetError):
     """Generation stopped between steps because it was asked to (cancel, skip, shutdown)."""
 
     code = "interrupted"
+
+
+class ModelUnavailable(EngineError):
+    """A model a job needs could not be fetched or verified on this worker (download failed, sha256
+    mismatch, a format the worker refuses). ``retryable`` says whether another try may succeed."""
+
+    code = "model_unavailable"

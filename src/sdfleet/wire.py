@@ -144,7 +144,10 @@ class ClaimRequest(BaseModel):
     worker_id: str
     max_jobs: int = Field(default=1, ge=1, le=256)
     wait: float = Field(default=0.0, ge=0.0, le=300.0)
-    loaded_models: list[str] | None = None
+    # the warm set: models in memory (as the engine names them: ``ckpt``, ``lora:name``, ``vae:name``)
+    # and on disk (registry names); claims prefer jobs whose models are warm here. None: as before.
+    loaded_models: list[str] | None = Field(default=None, max_length=1000)
+    cached_models: list[str] | None = Field(default=None, max_length=10_000)
 
 
 class UploadTarget(BaseModel):
@@ -157,6 +160,32 @@ class UploadTarget(BaseModel):
     content_type: str
 
 
+class ModelSource(BaseModel):
+    """A registry model a claimed job names, as the worker needs it to fetch and verify the file.
+
+    ``url`` is set when the orchestrator resolved the source for the worker (``s3://`` sources:
+    a presigned GET URL); other sources (local path, ``http(s)://``, ``hf://``, ``civitai://``)
+    the worker maps itself. ``problem`` says why the orchestrator could not resolve it."""
+
+    name: str
+    kind: str
+    arch: str | None = None
+    source: str
+    sha256: str | None = None
+    size: int | None = None
+    url: str | None = None
+    problem: str | None = None
+
+
+class ModelUrlRequest(BaseModel):
+    """Ask again for a model's download URL (a presigned one that expired)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    worker_id: str
+    name: str = Field(min_length=1, max_length=200)
+
+
 class ClaimedJob(BaseModel):
     job_id: str
     epoch: int
@@ -166,6 +195,9 @@ class ClaimedJob(BaseModel):
     uploads: list[UploadTarget]
     inputs: dict[str, str] = Field(
         default_factory=dict, description="Input reference in params (``blob:…``) → a signed URL to GET it"
+    )
+    models: list[ModelSource] = Field(
+        default_factory=list, description="Registry models the job names, to fetch before it runs"
     )
 
 
@@ -190,7 +222,8 @@ class HeartbeatRequest(BaseModel):
 
     worker_id: str
     jobs: list[BeatItem] = Field(default_factory=list, max_length=256)
-    loaded_models: list[str] | None = None
+    loaded_models: list[str] | None = Field(default=None, max_length=1000)
+    cached_models: list[str] | None = Field(default=None, max_length=10_000)
 
 
 class BeatAnswerView(BaseModel):
@@ -300,3 +333,33 @@ class StopRequest(BaseModel):
 class JobStateView(BaseModel):
     job_id: str
     state: str
+
+
+# ===================================================================== fleet demand (operators, autoscalers)
+
+
+class ModelDemandView(BaseModel):
+    """One model's demand and supply: jobs that need it, workers that hold it warm."""
+
+    name: str
+    kind: str | None = Field(description="Registry kind (checkpoint, lora, vae, …); None if not registered")
+    queued: int = Field(description="Queued jobs that use the model")
+    running: int = Field(description="Running jobs that use the model")
+    workers_loaded: int = Field(description="Live workers holding it in memory")
+    workers_cached: int = Field(description="Live workers holding it on disk only")
+    queued_wait_avg_seconds: float | None = Field(description="Mean time the queued jobs have waited so far")
+    queued_wait_max_seconds: float | None = Field(description="How long the oldest queued job has waited")
+    recent_wait_avg_seconds: float | None = Field(
+        description="Mean queue wait of the jobs first handed out within the recent window"
+    )
+    recent_jobs: int = Field(description="Jobs in that mean")
+
+
+class FleetModelsView(BaseModel):
+    """``GET /v1/fleet/models``: per model, most queued first."""
+
+    models: list[ModelDemandView]
+    workers_online: int
+    recent_window_seconds: float
+    affinity_max_wait_seconds: float
+    generated_at: float

@@ -297,3 +297,11 @@ def test_the_page_reads_infotext_as_the_server_does(page: Any) -> None:
     for text, (prompt, negative, pairs) in zip(INFOTEXTS, parsed, strict=True):
         want_prompt, want_negative, want_pairs = _split_infotext(text)
         assert (prompt, negative, pairs) == (want_prompt, want_negative, dict(_split_sizes(want_pairs))), text
+
+
+def test_a_fresh_page_asks_for_the_checkpoints_native_size(page: Any, server: LiveServer) -> None:
+    """The tiny checkpoint was made for 64 px: a first visit proposes 64×64, not A1111's 512×512."""
+    [model] = server.client.get("/v1/models", params={"kind": "checkpoint"}).json()["models"]
+    assert model["resolution"] == 64
+    expect(page.locator("#gen-form [name=width]")).to_have_value("64")
+    expect(page.locator("#gen-form [name=height]")).to_have_value("64")

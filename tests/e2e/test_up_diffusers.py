@@ -4,11 +4,13 @@ PNG carries A1111 infotext that parses back to the request."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,74 +19,26 @@ import pytest
 from PIL import Image
 
 from sdfleet.a1111 import parse_infotext
+from sdfleet.demo.checks import read_picture
+from sdfleet.demo.model import demo_available
 from tests.support import free_port, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine]
 
 
-def test_up_serves_a_single_file_checkpoint(tmp_path: Path, tiny_models: Any) -> None:
+@contextlib.contextmanager
+def sdfleet_up(data: Path, *extra: str) -> Iterator[httpx.Client]:
+    """A real ``sdfleet up`` with one worker; a client on it; SIGINT at the end must exit 0."""
     port = free_port()
     env = {**os.environ, "SDFLEET_LOG_LEVEL": "warning"}
+    argv = [sys.executable, "-m", "sdfleet", "up", "--port", str(port), "--data-dir", str(data)]
     up = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sdfleet",
-            "up",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--model",
-            str(tiny_models.sd1_file),
-            "--workers",
-            "1",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        [*argv, *extra, "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    base = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: (tmp_path / "data" / "run" / "processes.json").exists(), 120, "sdfleet up")
-        with httpx.Client(base_url=base, timeout=30) as client:
-            [model] = client.get("/v1/models").json()["models"]
-            assert model["name"] == "tiny-sd1"
-            assert model["arch"] == "sd1"
-            params = {
-                "prompt": "a red circle",
-                "negative_prompt": "blurry",
-                "width": 64,
-                "height": 64,
-                "steps": 3,
-                "seed": 1234,
-                "batch_size": 2,
-                "sampler_name": "Euler a",
-                "model": "tiny-sd1",
-            }
-            job = client.post("/v1/jobs", json={"params": params}).json()
-            done = wait_until(
-                lambda: (
-                    (j := client.get(f"/v1/jobs/{job['id']}").json())["state"] in ("succeeded", "failed")
-                    and j
-                ),
-                180,
-                "the job",
-            )
-            assert done["state"] == "succeeded", done
-            seeds = []
-            for out in done["outputs"]:
-                image = Image.open(io.BytesIO(client.get(out["url"]).content))
-                assert image.size == (64, 64)
-                info = parse_infotext(image.info["parameters"])
-                assert info["Prompt"] == "a red circle"
-                assert info["Negative prompt"] == "blurry"
-                assert str(info["Steps"]) == "3"
-                assert info["Sampler"] == "Euler a"
-                assert info["Model"] == "tiny-sd1"
-                assert info["Model hash"] == model["hash"]
-                seeds.append(int(info["Seed"]))
-            assert seeds == [1234, 1235]
+        wait_until(lambda: (data / "run" / "processes.json").exists(), 120, "sdfleet up")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client
     finally:
         up.send_signal(signal.SIGINT)
         try:
@@ -93,3 +47,68 @@ def test_up_serves_a_single_file_checkpoint(tmp_path: Path, tiny_models: Any) ->
             up.kill()
             raise
     assert code == 0, (up.stderr.read() if up.stderr else b"").decode()[-3000:]
+
+
+def finished(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    done: dict[str, Any] = wait_until(
+        lambda: (j := client.get(f"/v1/jobs/{job_id}").json())["state"] in ("succeeded", "failed") and j,
+        180,
+        "the job",
+    )
+    assert done["state"] == "succeeded", done
+    return done
+
+
+def test_up_serves_a_single_file_checkpoint(tmp_path: Path, tiny_models: Any) -> None:
+    with sdfleet_up(tmp_path / "data", "--model", str(tiny_models.sd1_file)) as client:
+        [model] = client.get("/v1/models").json()["models"]
+        assert model["name"] == "tiny-sd1"
+        assert model["arch"] == "sd1"
+        params = {
+            "prompt": "a red circle",
+            "negative_prompt": "blurry",
+            "width": 64,
+            "height": 64,
+            "steps": 3,
+            "seed": 1234,
+            "batch_size": 2,
+            "sampler_name": "Euler a",
+            "model": "tiny-sd1",
+        }
+        job = client.post("/v1/jobs", json={"params": params}).json()
+        done = finished(client, job["id"])
+        seeds = []
+        for out in done["outputs"]:
+            image = Image.open(io.BytesIO(client.get(out["url"]).content))
+            assert image.size == (64, 64)
+            info = parse_infotext(image.info["parameters"])
+            assert info["Prompt"] == "a red circle"
+            assert info["Negative prompt"] == "blurry"
+            assert str(info["Steps"]) == "3"
+            assert info["Sampler"] == "Euler a"
+            assert info["Model"] == "tiny-sd1"
+            assert info["Model hash"] == model["hash"]
+            seeds.append(int(info["Seed"]))
+        assert seeds == [1234, 1235]
+
+
+@pytest.mark.skipif(not demo_available(), reason="the demo checkpoint is not in the package")
+def test_up_with_no_model_serves_the_demo_model(tmp_path: Path) -> None:
+    with sdfleet_up(tmp_path / "data") as client:
+        [model] = client.get("/v1/models").json()["models"]
+        assert (model["name"], model["arch"]) == ("sdfleet-demo", "sd1")
+        params = {
+            "prompt": "a large red circle on a white background",
+            "width": 64,
+            "height": 64,
+            "steps": 16,
+            "seed": 300,
+            "batch_size": 4,
+            "sampler_name": "DPM++ 2M",
+        }
+        done = finished(client, client.post("/v1/jobs", json={"params": params}).json()["id"])
+        readings = [
+            read_picture(Image.open(io.BytesIO(client.get(out["url"]).content))) for out in done["outputs"]
+        ]
+        assert sum(r.background == "white" for r in readings) >= 3, readings
+        assert sum(r.colour == "red" for r in readings) >= 3, readings

@@ -20,7 +20,7 @@ from sdfleet import __version__
 from sdfleet.api.auth import auth_is_open
 from sdfleet.api.deps import AppContext
 from sdfleet.api.errors import BodyLimitMiddleware, install_error_handlers
-from sdfleet.api.routes import a1111, admin, jobs, models, system, ui, worker
+from sdfleet.api.routes import a1111, admin, fleet, jobs, models, system, ui, worker, worker_models
 from sdfleet.blobs import BlobStore, UrlSigner, open_blob_store
 from sdfleet.config import Settings
 from sdfleet.domain import JobState, WorkerState
@@ -155,8 +155,10 @@ def create_app(
     for router in (
         jobs.router,
         worker.router,
+        worker_models.router,
         models.router,
         admin.router,
+        fleet.router,
         system.router,
         ui.router,
         a1111.router,

@@ -328,7 +328,12 @@ class SimulatedWorker:
                 answer = await self.http.call(
                     "POST",
                     "/v1/worker/claim",
-                    {"worker_id": self.stats.worker_id, "max_jobs": room, "wait": self.cfg.long_poll},
+                    {
+                        "worker_id": self.stats.worker_id,
+                        "max_jobs": room,
+                        "wait": self.cfg.long_poll,
+                        "loaded_models": ["fake"],  # a warm set, as real workers report: scored claims
+                    },
                     name="claim",
                     timeout=self.cfg.long_poll + 30.0,
                     retry_for=120.0,

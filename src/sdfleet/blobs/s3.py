@@ -121,6 +121,14 @@ class S3BlobStore:
         )
         return url
 
+    def presign_object(self, bucket: str, key: str, expires_in: float) -> str:
+        """A GET URL for any object these credentials can read, in any bucket (``s3://`` model
+        sources), signed for the endpoint the orchestrator and workers use."""
+        url: str = self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=int(expires_in)
+        )
+        return url
+
     def put_url(self, key: str, expires_in: float, content_type: str) -> str:
         url: str = self.client.generate_presigned_url(
             "put_object",

@@ -4,6 +4,9 @@ the worker uses. Importing this package never imports torch; engines that need i
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 from sdfleet.engine.base import (
     Engine,
     EngineCapabilities,
@@ -15,12 +18,23 @@ from sdfleet.errors import ConfigError
 
 ENGINE_NAMES = ("diffusers", "fake")
 
+ModelLookup = Callable[[str, str], Path | None]
+"""``lookup(kind, name)`` → the local file of a registry model, or None (see :func:`load_engine`)."""
+
+
+def _bind(lookup: ModelLookup | None, kind: str) -> Callable[[str], Path | None] | None:
+    if lookup is None:
+        return None
+    return lambda name: lookup(kind, name)
+
+
 __all__ = [
     "ENGINE_NAMES",
     "Engine",
     "EngineCapabilities",
     "GeneratedImage",
     "GenerationResult",
+    "ModelLookup",
     "StepInfo",
     "load_engine",
 ]
@@ -34,13 +48,17 @@ def load_engine(
     fake_step_seconds: float,
     allow_pickle: bool = False,
     memory_budget_mb: int | None = None,
+    lookup: ModelLookup | None = None,
 ) -> Engine:
-    """Build the engine called ``name``. ``fake`` is the test double (tests and fleet simulation)."""
+    """Build the engine called ``name``. ``fake`` is the test double (tests and fleet simulation).
+
+    ``lookup(kind, name)`` finds the local file of a registry model (``checkpoint``, ``lora``,
+    ``vae``): the worker's model cache fills it for each job."""
     key = name.strip().lower()
     if key == "fake":
         from sdfleet.engine.fake import FakeEngine
 
-        return FakeEngine(step_seconds=fake_step_seconds, model=model)
+        return FakeEngine(step_seconds=fake_step_seconds, model=model, lookup=lookup)
     if key == "diffusers":
         try:
             from sdfleet.engine.sd.engine import DiffusersEngine
@@ -60,6 +78,9 @@ def load_engine(
         budget = memory_budget_mb * 1024 * 1024 if memory_budget_mb else None
         return DiffusersEngine(
             model,
+            models=_bind(lookup, "checkpoint"),
+            loras=_bind(lookup, "lora"),
+            vaes=_bind(lookup, "vae"),
             device=device,
             allow_pickle=allow_pickle,
             memory_budget_bytes=budget,

@@ -16,10 +16,13 @@ import random
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from sdfleet.a1111 import extract_extra_networks
 from sdfleet.domain import GenerationSpec, JobKind
 from sdfleet.engine.base import (
     EngineCapabilities,
@@ -29,7 +32,7 @@ from sdfleet.engine.base import (
     ShouldStop,
     StepInfo,
 )
-from sdfleet.errors import EngineError, Interrupted
+from sdfleet.errors import EngineError, Interrupted, ValidationError
 
 ENGINE_LABEL = "fake (test double, not a model)"
 PADDING_KEY = "fake-padding"
@@ -54,6 +57,10 @@ class FakeEngine:
       written into the PNG as a text chunk by the worker), to simulate multi-MB outputs.
     - ``load_seconds`` is slept whenever a model not in the last ``cache_size`` used ones is asked
       for, to simulate model loads (``loaded_models()`` reports that cache).
+    - ``lookup(kind, name)``, when given, is asked for the local file of every model a spec names
+      (checkpoint unless it is the default, refiner, VAE, LoRAs of the spec and of ``<lora:…>``
+      tags), as the real engine does with the worker's model cache; an unknown name is a
+      :class:`ValidationError`, and ``result.info["model_files"]`` lists them (``name: file, …``).
     """
 
     name = "fake"
@@ -70,6 +77,7 @@ class FakeEngine:
         load_seconds: float = 0.0,
         cache_size: int = 4,
         max_pixels: int = 4 * 1024 * 1024,
+        lookup: Callable[[str, str], Path | None] | None = None,
     ) -> None:
         if step_seconds < 0:
             raise ValueError("step_seconds must be >= 0")
@@ -84,6 +92,7 @@ class FakeEngine:
         self.load_seconds = load_seconds
         self.cache_size = cache_size
         self.max_pixels = max_pixels
+        self.lookup = lookup
         self.calls = 0
         self._lock = threading.Lock()
         self._models: OrderedDict[str, None] = OrderedDict({self.default_model: None})
@@ -111,6 +120,7 @@ class FakeEngine:
             self.calls += 1
             fails = self.fail_every > 0 and self.calls % self.fail_every == 0
         started = time.monotonic()
+        files = self._files(spec)
         self._load(spec)
         base_seed = spec.seed if spec.seed != -1 else random.randint(0, _SEED_MAX)
         base_subseed = spec.subseed if spec.subseed != -1 else random.randint(0, _SEED_MAX)
@@ -164,10 +174,10 @@ class FakeEngine:
                 )
         if fails:  # fail_at_step beyond the last step: fail after all the work
             raise self._failure()
-        return GenerationResult(
-            images=images,
-            info={"engine": self.name, "steps": total, "seconds": time.monotonic() - started},
-        )
+        info: dict[str, object] = {"engine": self.name, "steps": total, "seconds": time.monotonic() - started}
+        if files:
+            info["model_files"] = ", ".join(f"{name}: {file}" for name, file in files.items())
+        return GenerationResult(images=images, info=info)
 
     # ------------------------------------------------------------------ helpers
     def infotext(self, spec: GenerationSpec, seed: int, subseed: int, width: int, height: int) -> str:
@@ -206,6 +216,29 @@ class FakeEngine:
         retryable = self.fail_with == "retryable"
         kind = "retryable" if retryable else "fatal"
         return EngineError(f"fake engine: injected {kind} failure (call {self.calls})", retryable=retryable)
+
+    def _files(self, spec: GenerationSpec) -> dict[str, str]:
+        """``{name: file name}`` of the models the spec names, through ``lookup`` (if any)."""
+        if self.lookup is None:
+            return {}
+        wanted: list[tuple[str, str, str]] = []
+        if spec.model and spec.model != self.default_model:
+            wanted.append(("checkpoint", spec.model, "model"))
+        if spec.refiner_checkpoint:
+            wanted.append(("checkpoint", spec.refiner_checkpoint, "refiner_checkpoint"))
+        if spec.vae and spec.vae.lower() not in ("automatic", "none"):
+            wanted.append(("vae", spec.vae, "vae"))
+        wanted += [("lora", lo.name, "loras") for lo in spec.loras]
+        for text in (spec.prompt, spec.negative_prompt):
+            _, tags = extract_extra_networks(text)
+            wanted += [("lora", t.name, "loras") for t in tags if t.kind in ("lora", "lyco")]
+        files: dict[str, str] = {}
+        for kind, name, field in wanted:
+            path = self.lookup(kind, name)
+            if path is None or not path.is_file():
+                raise ValidationError(f"unknown {kind} {name!r}", field=field)
+            files[name] = path.name
+        return files
 
     def _load(self, spec: GenerationSpec) -> None:
         wanted = [spec.model or self.default_model, *(f"lora:{lo.name}" for lo in spec.loras)]

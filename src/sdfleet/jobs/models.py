@@ -8,9 +8,10 @@ import asyncio
 import hashlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from sdfleet.a1111 import extract_extra_networks
@@ -173,3 +174,23 @@ class ModelService:
                         field=field_prefix + field,
                     )
         return ModelUse(arch=arch, names=tuple(dict.fromkeys(w[0] for w in wanted)))
+
+
+def named_models(params: Mapping[str, Any]) -> list[str]:
+    """Every registry name a stored job's params name (checkpoint, refiner, VAE, LoRAs of the spec
+    and ``<lora:…>`` tags of the prompts), in order, once each — what a worker must fetch. The
+    names were checked against the registry when the job was submitted (:meth:`ModelService.resolve`)."""
+    names: list[str] = []
+    for key in ("model", "refiner_checkpoint", "vae"):
+        value = params.get(key)
+        if isinstance(value, str) and value:
+            names.append(value)
+    for lora in params.get("loras") or ():
+        if isinstance(lora, Mapping) and isinstance(lora.get("name"), str):
+            names.append(lora["name"])
+    for key in ("prompt", "negative_prompt"):
+        text = params.get(key)
+        if isinstance(text, str) and "<" in text:
+            _, tags = extract_extra_networks(text)
+            names += [tag.name for tag in tags if tag.kind in ("lora", "lyco")]
+    return list(dict.fromkeys(names))

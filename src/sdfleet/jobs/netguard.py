@@ -28,8 +28,15 @@ def _is_public(addr: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-async def check_public_destination(url: str, *, allow_private: bool, field: str = "url") -> None:
-    """Resolve the URL's host and refuse it when any address is not public."""
+async def check_public_destination(
+    url: str,
+    *,
+    allow_private: bool,
+    field: str = "url",
+    setting: str = "SDFLEET_ALLOW_PRIVATE_WEBHOOKS",
+) -> None:
+    """Resolve the URL's host and refuse it when any address is not public (``setting`` names the
+    switch that allows them, for the message)."""
     check_url_syntax(url, field)
     if allow_private:
         return
@@ -45,6 +52,6 @@ async def check_public_destination(url: str, *, allow_private: bool, field: str 
         if not _is_public(addr):
             raise ValidationError(
                 f"{host!r} resolves to a non-public address ({addr}); private destinations are refused "
-                "unless the operator sets SDFLEET_ALLOW_PRIVATE_WEBHOOKS=true",
+                f"unless the operator sets {setting}=true",
                 field=field,
             )

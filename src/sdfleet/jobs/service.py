@@ -31,11 +31,13 @@ from sdfleet.domain import (
     new_id,
 )
 from sdfleet.errors import NotFound, StaleLease, ValidationError
+from sdfleet.jobs.affinity import WarmIndex, warm_names
 from sdfleet.jobs.metrics import Metrics
+from sdfleet.jobs.models import named_models
 from sdfleet.jobs.notify import Notifier
 from sdfleet.jobs.webhooks import new_webhook_secret
 from sdfleet.store.base import JobStore, OutboxMessage, Tenant
-from sdfleet.store.sql import CompletedJob, LeaseAnswer, SqlTx
+from sdfleet.store.sql import Affinity, CompletedJob, LeaseAnswer, SqlTx
 
 log = logging.getLogger("sdfleet.jobs")
 
@@ -171,6 +173,7 @@ class Effects:
 
 TENANT_CACHE_SECONDS = 5.0
 SEEN_WRITE_SECONDS = 5.0
+WARM_INDEX_SECONDS = 2.0  # how long a replica trusts its copy of the other workers' warm sets
 
 
 class JobService:
@@ -197,7 +200,9 @@ class JobService:
         self.metrics = metrics or Metrics()
         self._tenants: dict[str, tuple[float, Tenant | None]] = {}
         # per replica: when this worker's liveness was last written, and what it reported then
-        self._seen: dict[str, tuple[float, list[str] | None, list[str] | None]] = {}
+        # (loaded models, current jobs, cached models)
+        self._seen: dict[str, tuple[float, list[str] | None, list[str] | None, list[str] | None]] = {}
+        self._warm: tuple[float, WarmIndex] | None = None  # (refresh after, the live workers' warm sets)
 
     def _apply(self, fx: Effects) -> None:
         if fx.work:
@@ -294,7 +299,8 @@ class JobService:
                 )
                 new_jobs.append(job)
                 out.append(Submitted(job, created=True))
-            tx.insert_jobs(new_jobs)
+            uses = {j.id: [n for n in named_models(j.spec) if n != j.requirements.model] for j in new_jobs}
+            tx.insert_jobs(new_jobs, {k: v for k, v in uses.items() if v})
             tx.insert_events([(j.id, tenant, EventType.QUEUED, {"state": "queued"}, now) for j in new_jobs])
             self._queue_webhooks(tx, fx, new_jobs, "job.queued", now, only_explicit=True)
             fx.work = len(new_jobs)
@@ -368,6 +374,7 @@ class JobService:
         now: float,
         loaded_models: list[str] | None,
         current_jobs: list[str] | None = None,
+        cached_models: list[str] | None = None,
     ) -> bool:
         seen = self._seen.get(worker_id)
         return (
@@ -375,6 +382,7 @@ class JobService:
             or now - seen[0] > SEEN_WRITE_SECONDS
             or (loaded_models is not None and loaded_models != seen[1])
             or (current_jobs is not None and current_jobs != seen[2])
+            or (cached_models is not None and cached_models != seen[3])
         )
 
     def _touch_worker(
@@ -384,16 +392,19 @@ class JobService:
         now: float,
         loaded_models: list[str] | None,
         current_jobs: list[str] | None = None,
+        cached_models: list[str] | None = None,
     ) -> None:
         """Record that the worker is alive (and what it holds) — at most every few seconds unless
         something changed: an idle fleet's long polls should not all be database writes."""
-        if not self._seen_is_stale(worker_id, now, loaded_models, current_jobs):
+        if not self._seen_is_stale(worker_id, now, loaded_models, current_jobs, cached_models):
             return
         values: dict[str, Any] = {"last_seen_at": now}
         if loaded_models is not None:
             values["loaded_models"] = loaded_models
         if current_jobs is not None:
             values["current_jobs"] = current_jobs
+        if cached_models is not None:
+            values["cached_models"] = cached_models
         tx.update_worker(worker_id, **values)
         if len(self._seen) > 100_000:
             self._seen.clear()
@@ -402,6 +413,43 @@ class JobService:
             now,
             loaded_models if loaded_models is not None else (previous[1] if previous else None),
             current_jobs if current_jobs is not None else (previous[2] if previous else None),
+            cached_models if cached_models is not None else (previous[3] if previous else None),
+        )
+
+    def _warm_index(self, tx: SqlTx, now: float) -> WarmIndex:
+        """The live, active workers' warm sets, re-read from the worker rows every few seconds."""
+        if self._warm is not None and self._warm[0] > now:
+            return self._warm[1]
+        index = WarmIndex()
+        for w in tx.list_workers(seen_since=now - self.settings.worker_offline_after):
+            if w.state == WorkerState.ACTIVE:
+                index.set(w.id, warm_names(w.loaded_models), warm_names(w.cached_models))
+        self._warm = (now + WARM_INDEX_SECONDS, index)
+        return index
+
+    def _affinity(
+        self,
+        tx: SqlTx,
+        worker: WorkerInfo,
+        now: float,
+        loaded_models: list[str] | None,
+        cached_models: list[str] | None,
+    ) -> Affinity | None:
+        """What this worker's claim is scored against (None: affinity is off)."""
+        if not self.settings.affinity_enabled:
+            return None
+        index = self._warm_index(tx, now)
+        loaded = warm_names(loaded_models if loaded_models is not None else worker.loaded_models)
+        cached = warm_names(cached_models if cached_models is not None else worker.cached_models)
+        index.set(worker.id, loaded, cached)
+        loaded_else, cached_else = index.elsewhere(worker.id)
+        return Affinity(
+            loaded=sorted(loaded),
+            cached=sorted(cached - loaded),
+            loaded_elsewhere=loaded_else,
+            cached_elsewhere=cached_else,
+            aged_before=now - self.settings.affinity_max_wait_seconds,
+            window=self.settings.affinity_window,
         )
 
     @staticmethod
@@ -428,9 +476,12 @@ class JobService:
         wait: float = 0.0,
         loaded_models: list[str] | None = None,
         gone: Callable[[], Awaitable[bool]] | None = None,
+        cached_models: list[str] | None = None,
     ) -> ClaimResult:
         """Hand up to ``max_jobs`` jobs to a worker, waiting up to ``wait`` seconds for work.
-        ``gone`` tells whether the caller hung up (then the wait ends without claiming)."""
+        ``gone`` tells whether the caller hung up (then the wait ends without claiming).
+        ``loaded_models``/``cached_models``: the worker's warm set (in memory / on disk), which
+        the claim prefers (None: as last reported)."""
         max_jobs = max(1, min(max_jobs, self.settings.claim_max_jobs))
         deadline = time.monotonic() + max(0.0, min(wait, self.settings.claim_max_wait))
         first = True
@@ -438,7 +489,7 @@ class JobService:
             if not first and gone is not None and await gone():
                 return ClaimResult([], self.settings.lease_seconds, WorkerState.ACTIVE)
             first = False
-            result = await self._claim_once(worker_id, tenant, max_jobs, loaded_models)
+            result = await self._claim_once(worker_id, tenant, max_jobs, loaded_models, cached_models)
             remaining = deadline - time.monotonic()
             if result.jobs or result.worker_state != WorkerState.ACTIVE or remaining <= 0:
                 return result
@@ -447,7 +498,12 @@ class JobService:
             await self.notifier.wait_for_work(min(remaining, self.settings.poll_seconds))
 
     async def _claim_once(
-        self, worker_id: str, tenant: str | None, max_jobs: int, loaded_models: list[str] | None
+        self,
+        worker_id: str,
+        tenant: str | None,
+        max_jobs: int,
+        loaded_models: list[str] | None,
+        cached_models: list[str] | None = None,
     ) -> ClaimResult:
         now = self.clock()
         lease = self.settings.lease_seconds
@@ -456,7 +512,7 @@ class JobService:
         def tx_fn(tx: SqlTx) -> tuple[list[Job], WorkerState]:
             self._expire_leases_tx(tx, fx, now)
             worker = self._worker(tx, worker_id, tenant)
-            self._touch_worker(tx, worker_id, now, loaded_models)
+            self._touch_worker(tx, worker_id, now, loaded_models, cached_models=cached_models)
             if worker.state != WorkerState.ACTIVE:  # quarantined, or said it stopped
                 return [], worker.state
             claimed = tx.claim_jobs(
@@ -465,6 +521,7 @@ class JobService:
                 limit=max_jobs,
                 now=now,
                 lease_until=now + lease,
+                affinity=self._affinity(tx, worker, now, loaded_models, cached_models),
             )
             if claimed:
                 tx.insert_attempts(
@@ -507,10 +564,11 @@ class JobService:
         tenant: str | None,
         beats: Sequence[Beat],
         loaded_models: list[str] | None = None,
+        cached_models: list[str] | None = None,
     ) -> tuple[list[BeatAnswer], WorkerState]:
         """Extend the leases of the jobs a worker holds; record progress; answer cancel or lost."""
         now = self.clock()
-        if not beats and not self._seen_is_stale(worker_id, now, loaded_models):
+        if not beats and not self._seen_is_stale(worker_id, now, loaded_models, cached_models=cached_models):
             # an idle worker's beat: nothing to write, only its state to tell (a read)
             idle = await self.store.read(lambda tx: self._worker(tx, worker_id, tenant))
             return [], idle.state
@@ -523,7 +581,14 @@ class JobService:
                 now,
                 now + self.settings.lease_seconds,
             )
-            self._touch_worker(tx, worker_id, now, loaded_models, current_jobs=[b.job_id for b in beats])
+            self._touch_worker(
+                tx,
+                worker_id,
+                now,
+                loaded_models,
+                current_jobs=[b.job_id for b in beats],
+                cached_models=cached_models,
+            )
             tx.insert_events(
                 [
                     (

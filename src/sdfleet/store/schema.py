@@ -145,6 +145,7 @@ workers = Table(
     Column("current_jobs", Text, nullable=False, server_default="[]"),
     Column("loaded_models", Text, nullable=False, server_default="[]"),
     Column("info", Text, nullable=False, server_default="{}"),
+    Column("cached_models", Text, nullable=False, server_default="[]"),  # on the worker's disk
     Index("ix_workers_state_seen", "state", "last_seen_at"),
 )
 
@@ -175,6 +176,16 @@ events = Table(
     Column("data", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     Index("ix_events_job_id", "job_id", "id"),
+)
+
+# The registry names a job uses besides its checkpoint (which is ``jobs.req_model``): LoRAs, VAE,
+# refiner. Claims score them against the claiming worker's warm set; ``/v1/fleet/models`` counts them.
+job_models = Table(
+    "job_models",
+    metadata,
+    Column("job_id", String(40), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    PrimaryKeyConstraint("job_id", "name"),
 )
 
 webhook_outbox = Table(

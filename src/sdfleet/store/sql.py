@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from sqlalchemy import (
     Update,
     and_,
     bindparam,
+    case,
     delete,
     exists,
     false,
@@ -61,6 +62,7 @@ from sdfleet.store.schema import (
     api_keys,
     attempts,
     events,
+    job_models,
     jobs,
     models,
     outputs,
@@ -169,6 +171,7 @@ def _worker(row: Row[Any]) -> WorkerInfo:
         current_jobs=_loads(m["current_jobs"], []),
         loaded_models=_loads(m["loaded_models"], []),
         info=_loads(m["info"], {}),
+        cached_models=_loads(m["cached_models"], []),
     )
 
 
@@ -233,7 +236,7 @@ def job_row(job: Job) -> dict[str, Any]:
 
 
 _JSON_JOB_COLUMNS = ("spec", "labels", "result")
-_JSON_WORKER_COLUMNS = ("current_jobs", "loaded_models", "info")
+_JSON_WORKER_COLUMNS = ("current_jobs", "loaded_models", "info", "cached_models")
 
 
 def _encode(values: dict[str, Any], json_columns: Iterable[str]) -> dict[str, Any]:
@@ -308,33 +311,84 @@ _COMPLETE_JOB_KEYS = ("k_id", "k_epoch", "k_now", "k_step", "k_engine_total", "k
 _COMPLETE_ATTEMPT_KEYS = ("k_id", "k_epoch", "k_now", "k_engine", "k_cost", "k_timings")
 
 
-@functools.cache
-def _claim_statement(*, skip_locked: bool) -> Update:
-    """The claim, built once: ``UPDATE jobs … WHERE id IN (candidates) RETURNING *`` with every
-    value a bound parameter (building and cache-keying it per call cost more than running it)."""
+@dataclass(slots=True, frozen=True)
+class Affinity:
+    """What a cache-aware claim scores jobs against (see :func:`_affinity_claim_statement`).
+
+    ``loaded``/``cached``: registry names in the claiming worker's memory / on its disk;
+    ``loaded_elsewhere``/``cached_elsewhere``: the same over the other live workers (a name counts
+    at its warmest); ``aged_before``: jobs queued at or before this time are past the aging bound;
+    ``window``: how many of the oldest claimable jobs are scored."""
+
+    loaded: Sequence[str]
+    cached: Sequence[str]
+    loaded_elsewhere: Sequence[str]
+    cached_elsewhere: Sequence[str]
+    aged_before: float
+    window: int
+
+    @property
+    def empty(self) -> bool:
+        """Nobody reported a warm model: every score is equal, the plain claim order is the same."""
+        return not (self.loaded or self.cached or self.loaded_elsewhere or self.cached_elsewhere)
+
+
+# Warmth weights: the checkpoint (GBs to load) counts 4× a LoRA/VAE/refiner (MBs); in memory counts
+# twice on disk. A job naming no checkpoint runs on whatever the worker holds: warm everywhere.
+CHECKPOINT_LOADED, CHECKPOINT_CACHED, OTHER_LOADED, OTHER_CACHED = 8, 4, 2, 1
+
+
+def _warmth(loaded: str, cached: str) -> Any:
+    """SQL: how warm a job's models are on a worker whose names are the expanding parameters
+    ``loaded`` and ``cached`` (a correlated subquery over ``job_models`` for the non-checkpoint ones)."""
+    checkpoint = case(
+        (jobs.c.req_model.is_(None), CHECKPOINT_LOADED),
+        (jobs.c.req_model.in_(bindparam(loaded, expanding=True)), CHECKPOINT_LOADED),
+        (jobs.c.req_model.in_(bindparam(cached, expanding=True)), CHECKPOINT_CACHED),
+        else_=0,
+    )
+    others = (
+        select(
+            func.coalesce(
+                func.sum(
+                    case(
+                        (job_models.c.name.in_(bindparam(loaded, expanding=True)), OTHER_LOADED),
+                        (job_models.c.name.in_(bindparam(cached, expanding=True)), OTHER_CACHED),
+                        else_=0,
+                    )
+                ),
+                0,
+            )
+        )
+        .where(job_models.c.job_id == jobs.c.id)
+        .scalar_subquery()
+    )
+    return checkpoint + others
+
+
+def _claimable() -> tuple[Any, ...]:
+    """The conditions every claim candidate meets: queued, within the worker's capabilities, and
+    not failed on this worker before (the per-job ban is the attempts table itself)."""
     failed_here = exists().where(
         attempts.c.job_id == jobs.c.id,
         attempts.c.worker_id == bindparam("c_worker"),
         attempts.c.outcome == AttemptOutcome.FAILED.value,
     )
-    candidates = (
-        select(jobs.c.id)
-        .where(
-            jobs.c.state == JobState.QUEUED.value,
-            jobs.c.kind.in_(bindparam("c_kinds", expanding=True)),
-            or_(jobs.c.req_arch.is_(None), jobs.c.req_arch.in_(bindparam("c_archs", expanding=True))),
-            jobs.c.req_pixels <= bindparam("c_max_pixels"),
-            jobs.c.req_features.op("&")(bindparam("c_not_features")) == 0,
-            ~failed_here,
-        )
-        .order_by(jobs.c.stalled.desc(), jobs.c.priority.desc(), jobs.c.id)
-        .limit(bindparam("c_limit", type_=Integer))
+    return (
+        jobs.c.state == JobState.QUEUED.value,
+        jobs.c.kind.in_(bindparam("c_kinds", expanding=True)),
+        or_(jobs.c.req_arch.is_(None), jobs.c.req_arch.in_(bindparam("c_archs", expanding=True))),
+        jobs.c.req_pixels <= bindparam("c_max_pixels"),
+        jobs.c.req_features.op("&")(bindparam("c_not_features")) == 0,
+        ~failed_here,
     )
-    if skip_locked:
-        candidates = candidates.with_for_update(skip_locked=True)
+
+
+def _hand_out(candidates: Any) -> Update:
+    """``UPDATE jobs … WHERE id IN (candidates) RETURNING *``: the hand-out itself."""
     return (
         update(jobs)
-        .where(jobs.c.id.in_(candidates.scalar_subquery()))
+        .where(jobs.c.id.in_(candidates))
         .values(
             state=JobState.RUNNING.value,
             lease_epoch=jobs.c.lease_epoch + 1,
@@ -347,6 +401,60 @@ def _claim_statement(*, skip_locked: bool) -> Update:
         )
         .returning(*jobs.c)
     )
+
+
+@functools.cache
+def _affinity_claim_statement(*, skip_locked: bool) -> Update:
+    """The cache-aware claim, built once (every value a bound parameter):
+
+    1. the window: the oldest ``c_window`` claimable jobs in the plain order (stalled, priority,
+       id — read through ``ix_jobs_claim``, so a deep queue costs no more than a shallow one), each
+       with its warmth here and its best warmth elsewhere (:func:`_warmth`); on PostgreSQL locked
+       with ``SKIP LOCKED``, so concurrent claimers score disjoint windows;
+    2. of those, the jobs this worker may take now — stalled, past the aging bound, or at least as
+       warm here as on any other live worker (else the job waits for that worker, at most until it
+       ages) — ranked stalled, priority, aged, warmth here, id;
+    3. the hand-out of the first ``c_limit``.
+    """
+    aged = case((jobs.c.queued_at <= bindparam("c_aged_before"), 1), else_=0)
+    window = (
+        select(
+            jobs.c.id.label("id"),
+            jobs.c.stalled.label("stalled"),
+            jobs.c.priority.label("priority"),
+            aged.label("aged"),
+            _warmth("c_loaded", "c_cached").label("here"),
+            _warmth("c_loaded_else", "c_cached_else").label("elsewhere"),
+        )
+        .where(*_claimable())
+        .order_by(jobs.c.stalled.desc(), jobs.c.priority.desc(), jobs.c.id)
+        .limit(bindparam("c_window", type_=Integer))
+    )
+    if skip_locked:
+        window = window.with_for_update(skip_locked=True)
+    w = window.subquery("w")
+    chosen = (
+        select(w.c.id)
+        .where(or_(w.c.stalled, w.c.aged == 1, w.c.here >= w.c.elsewhere))
+        .order_by(w.c.stalled.desc(), w.c.priority.desc(), w.c.aged.desc(), w.c.here.desc(), w.c.id)
+        .limit(bindparam("c_limit", type_=Integer))
+    )
+    return _hand_out(chosen.scalar_subquery())
+
+
+@functools.cache
+def _claim_statement(*, skip_locked: bool) -> Update:
+    """The claim, built once: ``UPDATE jobs … WHERE id IN (candidates) RETURNING *`` with every
+    value a bound parameter (building and cache-keying it per call cost more than running it)."""
+    candidates = (
+        select(jobs.c.id)
+        .where(*_claimable())
+        .order_by(jobs.c.stalled.desc(), jobs.c.priority.desc(), jobs.c.id)
+        .limit(bindparam("c_limit", type_=Integer))
+    )
+    if skip_locked:
+        candidates = candidates.with_for_update(skip_locked=True)
+    return _hand_out(candidates.scalar_subquery())
 
 
 class SqlTx:
@@ -422,9 +530,13 @@ class SqlTx:
         return sum(1 for r in rows if scope in r[0].split(","))
 
     # ---------------------------------------------------------------- jobs
-    def insert_jobs(self, new_jobs: Sequence[Job]) -> None:
+    def insert_jobs(self, new_jobs: Sequence[Job], uses: Mapping[str, Sequence[str]] | None = None) -> None:
+        """Insert new jobs; ``uses`` maps a job id to the models it uses besides its checkpoint."""
         if new_jobs:
             self.conn.execute(insert(jobs), [job_row(j) for j in new_jobs])
+        rows = [{"job_id": j, "name": n} for j, names in (uses or {}).items() for n in dict.fromkeys(names)]
+        if rows:
+            self.conn.execute(insert(job_models), rows)
 
     def jobs_by_idempotency_key(self, tenant: str, keys: Sequence[str]) -> dict[str, Job]:
         if not keys:
@@ -494,11 +606,15 @@ class SqlTx:
         limit: int,
         now: float,
         lease_until: float,
+        affinity: Affinity | None = None,
     ) -> list[Job]:
         """Atomically hand up to ``limit`` queued jobs this worker may take to it.
 
-        Order: stalled (re-queued after a lost lease) first, then priority, then age. Jobs on
-        which this worker already failed are skipped. Every hand-out bumps the lease epoch.
+        Order: stalled (re-queued after a lost lease) first, then priority, then age. With
+        ``affinity`` (and some warm model reported), between priority and age: jobs past the aging
+        bound, then how warm the job's models are on this worker; a job warmer on another live
+        worker is left for it until it ages (:func:`_affinity_claim_statement`). Jobs on which this
+        worker already failed are skipped. Every hand-out bumps the lease epoch.
         """
         params = {
             "c_worker": worker_id,
@@ -510,7 +626,18 @@ class SqlTx:
             "c_now": now,
             "c_lease_until": lease_until,
         }
-        stmt = _claim_statement(skip_locked=not self.dialect.is_sqlite)
+        if affinity is not None and not affinity.empty:
+            params.update(
+                c_loaded=list(affinity.loaded),
+                c_cached=list(affinity.cached),
+                c_loaded_else=list(affinity.loaded_elsewhere),
+                c_cached_else=list(affinity.cached_elsewhere),
+                c_aged_before=affinity.aged_before,
+                c_window=max(affinity.window, limit),
+            )
+            stmt = _affinity_claim_statement(skip_locked=not self.dialect.is_sqlite)
+        else:
+            stmt = _claim_statement(skip_locked=not self.dialect.is_sqlite)
         claimed = [_job(r) for r in self.conn.execute(stmt, params)]
         claimed.sort(key=lambda j: (not j.stalled, -j.priority, j.id))
         return claimed
@@ -660,6 +787,59 @@ class SqlTx:
             (r[0], Requirements(JobKind(r[1]), r[2], r[3], Feature(r[4]), r[5]), r[6], r[7]) for r in rows
         ]
 
+    def model_demand(self) -> dict[str, dict[str, float]]:
+        """Per model name, over queued and running jobs (checkpoints from ``req_model``, the rest
+        from ``job_models``): ``queued``, ``running``, ``queued_at_sum`` and ``oldest_queued_at``
+        (of the queued ones). Jobs naming no model are not counted."""
+        live = (JobState.QUEUED.value, JobState.RUNNING.value)
+        stats = (func.count(), func.sum(jobs.c.queued_at), func.min(jobs.c.queued_at))
+        checkpoints = (
+            select(jobs.c.req_model, jobs.c.state, *stats)
+            .where(jobs.c.state.in_(live), jobs.c.req_model.is_not(None))
+            .group_by(jobs.c.req_model, jobs.c.state)
+        )
+        others = (
+            select(job_models.c.name, jobs.c.state, *stats)
+            .select_from(jobs.join(job_models, job_models.c.job_id == jobs.c.id))
+            .where(jobs.c.state.in_(live))
+            .group_by(job_models.c.name, jobs.c.state)
+        )
+        result: dict[str, dict[str, float]] = {}
+        for query in (checkpoints, others):
+            for name, state, count, queued_sum, oldest in self.conn.execute(query):
+                row = result.setdefault(
+                    name, {"queued": 0, "running": 0, "queued_at_sum": 0.0, "oldest_queued_at": 0.0}
+                )
+                row[state] += count
+                if state == JobState.QUEUED.value:
+                    row["queued_at_sum"] += float(queued_sum or 0.0)
+                    first = float(oldest) if oldest is not None else 0.0
+                    row["oldest_queued_at"] = min(row["oldest_queued_at"] or first, first)
+        return result
+
+    def recent_model_waits(self, since: float, limit: int = 2000) -> dict[str, list[float]]:
+        """Per model name, the queue waits (first hand-out − submit) of those of the newest
+        ``limit`` jobs that were first handed out since ``since`` (a bounded read, newest id first
+        through the primary key, whatever the size of the table)."""
+        rows = self.conn.execute(
+            select(jobs.c.id, jobs.c.req_model, jobs.c.created_at, jobs.c.started_at)
+            .order_by(jobs.c.id.desc())
+            .limit(limit)
+        ).all()
+        wait_of = {r[0]: max(0.0, r[3] - r[2]) for r in rows if r[3] is not None and r[3] >= since}
+        waits: dict[str, list[float]] = {}
+        for r in rows:
+            if r[1] is not None and r[0] in wait_of:
+                waits.setdefault(r[1], []).append(wait_of[r[0]])
+        ids = sorted(wait_of)
+        for i in range(0, len(ids), 500):
+            query = select(job_models.c.job_id, job_models.c.name).where(
+                job_models.c.job_id.in_(ids[i : i + 500])
+            )
+            for job_id, name in self.conn.execute(query):
+                waits.setdefault(name, []).append(wait_of[job_id])
+        return waits
+
     def tenant_usage(self, tenant: str) -> dict[str, Any]:
         row = (
             self.conn.execute(
@@ -783,6 +963,7 @@ class SqlTx:
                 current_jobs=_dumps(worker.current_jobs),
                 loaded_models=_dumps(worker.loaded_models),
                 info=_dumps(worker.info),
+                cached_models=_dumps(worker.cached_models),
             )
         )
 

@@ -40,6 +40,8 @@ from sdfleet.wire import (
     FailRequest,
     HeartbeatRequest,
     HeartbeatResponse,
+    ModelSource,
+    ModelUrlRequest,
     RegisterRequest,
     RegisterResponse,
     ReleaseRequest,
@@ -189,6 +191,10 @@ class WorkerClient:
 
     async def stop(self, body: StopRequest, *, retry_for: float | None = None) -> None:
         await self._post("stop", body, retry_for=retry_for)
+
+    async def model_url(self, body: ModelUrlRequest, *, retry_for: float | None = 60.0) -> ModelSource:
+        """A model's registry entry with a fresh download URL (a presigned one expired)."""
+        return await self._call("models/url", body, ModelSource, retry_for=retry_for)
 
     async def put_blob(
         self, url: str, data: bytes, content_type: str, *, retry_for: float | None = None

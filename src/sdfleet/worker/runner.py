@@ -32,6 +32,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -43,7 +44,8 @@ from sdfleet.config import WorkerSettings
 from sdfleet.domain import GenerationSpec, JobKind
 from sdfleet.engine import Engine, load_engine
 from sdfleet.engine.base import GeneratedImage, GenerationResult, StepInfo
-from sdfleet.errors import EngineError, Interrupted, SdfleetError, StaleLease
+from sdfleet.errors import EngineError, Interrupted, ModelUnavailable, SdfleetError, StaleLease
+from sdfleet.models.cache import ModelCache, ModelResolver
 from sdfleet.wire import (
     BeatItem,
     ClaimedJob,
@@ -51,6 +53,8 @@ from sdfleet.wire import (
     CompleteRequest,
     FailRequest,
     HeartbeatRequest,
+    ModelSource,
+    ModelUrlRequest,
     OutputItem,
     RegisterRequest,
     ReleaseRequest,
@@ -71,6 +75,9 @@ T = TypeVar("T")
 
 
 # ===================================================================== records
+
+
+MAX_REPORTED_MODELS = 500
 
 
 @dataclass(slots=True)
@@ -128,6 +135,8 @@ class HeldJob:
     interrupt: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     inputs: asyncio.Task[dict[str, str]] | None = None  # ref → data URL, fetched while waiting
+    models: asyncio.Task[dict[tuple[str, str], Path]] | None = None  # (kind, name) → file, prefetched
+    pinned: list[str] = field(default_factory=list)  # cache blobs kept from eviction while we hold the job
 
     @property
     def id(self) -> str:
@@ -209,6 +218,8 @@ class Worker:
         transport: httpx.AsyncBaseTransport | None = None,
         inline_max_bytes: int = 256 * 1024,
         stop_call_seconds: float = 5.0,
+        cache: ModelCache | None = None,
+        resolver: ModelResolver | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -216,6 +227,10 @@ class Worker:
         self.client = client or WorkerClient(settings.server, settings.token, transport=transport)
         self.inline_max_bytes = inline_max_bytes
         self.stop_call_seconds = stop_call_seconds
+        # registry models: fetched into the cache, handed to the engine through the resolver
+        self._own_cache = cache is None
+        self.cache = cache or ModelCache.from_settings(settings, refresh_url=self._model_url)
+        self.resolver = resolver or ModelResolver()
         self.name = settings.name or f"{socket.gethostname()}-{os.getpid()}"
         self.stats = WorkerStats()
         self.worker_id: str | None = None
@@ -300,6 +315,8 @@ class Worker:
                     await self.client.stop(
                         StopRequest(worker_id=self.worker_id), retry_for=self.stop_call_seconds
                     )
+            if self._own_cache:
+                await self.cache.aclose()
             if self._own_client:
                 await self.client.aclose()
             self.stats.stopped_at = time.monotonic()
@@ -376,6 +393,13 @@ class Worker:
         want = max(0, self.settings.prefetch) + (0 if self._current is not None else 1)
         return want - len(self._ready)
 
+    def cached_models(self) -> list[str] | None:
+        """Registry names of the models on this worker's disk, reported with every claim and
+        heartbeat so the orchestrator prefers jobs that need no download (None: nothing to report).
+        The most recently used come first, at most ``MAX_REPORTED_MODELS`` of them."""
+        names = self.cache.names_on_disk()
+        return names[:MAX_REPORTED_MODELS] if names else None
+
     async def _claim(self, max_jobs: int) -> list[HeldJob]:
         assert self.worker_id is not None
         started = time.monotonic()
@@ -384,6 +408,7 @@ class Worker:
             max_jobs=max_jobs,
             wait=self.settings.claim_wait,
             loaded_models=self.engine.loaded_models(),
+            cached_models=self.cached_models(),
         )
         answer = await self.client.claim(body)
         if answer.worker_state != self.worker_state:
@@ -412,6 +437,10 @@ class Worker:
             held = HeldJob(claim=c, claimed_at=now)
             if c.inputs:  # download init images / masks now, while the engine is busy elsewhere
                 held.inputs = asyncio.create_task(self._fetch_inputs(c.inputs))
+            if c.models:  # and the models it names, into the cache (pinned while we hold the job)
+                held.pinned = self.cache.pin(m.sha256 for m in c.models)
+                held.models = asyncio.create_task(self._fetch_models(c.models))
+                held.models.add_done_callback(_retrieve)
             self._held[(c.job_id, c.epoch)] = held
             claimed.append(held)
             self.stats.jobs_claimed += 1
@@ -516,6 +545,36 @@ class Worker:
         log.debug("job.inputs_fetched count=%d seconds=%.3f", len(inputs), time.monotonic() - started)
         return fetched
 
+    async def _fetch_models(self, models: list[ModelSource]) -> dict[tuple[str, str], Path]:
+        started = time.monotonic()
+        paths = await self.cache.fetch_all(models)
+        log.debug("job.models_ready count=%d seconds=%.3f", len(models), time.monotonic() - started)
+        return paths
+
+    async def _model_url(self, name: str) -> ModelSource:
+        assert self.worker_id is not None
+        return await self.client.model_url(ModelUrlRequest(worker_id=self.worker_id, name=name))
+
+    async def _models_ready(self, job: HeldJob) -> dict[tuple[str, str], Path] | ModelUnavailable:
+        """The job's model files once fetched (waiting, if the prefetch is not done, until it is or
+        the job is to stop); the error when one cannot be had."""
+        task = job.models
+        if task is None:
+            return {}
+        while not task.done() and not job.should_stop():
+            await asyncio.wait({task}, timeout=0.5)
+        if not task.done():
+            return {}  # stopping: the caller reports the job; the download goes on for later jobs
+        try:
+            return task.result()
+        except ModelUnavailable as exc:
+            return exc
+        except SdfleetError as exc:
+            return ModelUnavailable(f"could not fetch the job's models: {exc}", retryable=True)
+        except Exception as exc:
+            log.exception("job.models_crashed job_id=%s", job.id)
+            return ModelUnavailable(f"could not fetch the job's models: {type(exc).__name__}: {exc}")
+
     @staticmethod
     def _with_inputs(params: dict[str, Any], fetched: dict[str, str]) -> dict[str, Any]:
         """The job's params with ``blob:`` references replaced by the fetched images."""
@@ -548,9 +607,18 @@ class Worker:
             self._spawn(self._fail(job, code, parsed.removeprefix("retry: "), retryable=retry))
             return None
         kind, spec = parsed
+        models = await self._models_ready(job)
+        if isinstance(models, ModelUnavailable):
+            log.warning(
+                "job.models_unavailable job_id=%s retryable=%s error=%s", job.id, models.retryable, models
+            )
+            self._spawn(self._fail(job, models.code, str(models), retryable=models.retryable))
+            return None
         if job.should_stop():
             self._spawn(self._after_stop(job, None))
             return None
+        self.resolver.use(models)
+        self.cache.touch(job.pinned)
         job.phase = "running"
         job.total = spec.steps * spec.n_iter
         job.timings["wait"] = time.monotonic() - job.claimed_at
@@ -797,6 +865,9 @@ class Worker:
     def _forget(self, job: HeldJob) -> None:
         if self._holds(job):
             del self._held[(job.id, job.epoch)]
+        if job.pinned:
+            self.cache.unpin(job.pinned)
+            job.pinned = []
 
     def _drop(self, job: HeldJob, why: str, detail: str = "") -> None:
         self._forget(job)
@@ -824,6 +895,7 @@ class Worker:
             worker_id=self.worker_id,
             jobs=[BeatItem(job_id=j.id, epoch=j.epoch, step=j.step, total=j.total) for j in jobs],
             loaded_models=self.engine.loaded_models(),
+            cached_models=self.cached_models(),
         )
         try:
             async with self._beat_lock:
@@ -929,6 +1001,7 @@ class Worker:
 
 async def run_worker(settings: WorkerSettings) -> None:
     """``sdfleet worker``: build the engine, run one worker until SIGTERM/SIGINT, stop cleanly."""
+    resolver = ModelResolver()
     engine = load_engine(
         settings.engine,
         model=settings.model,
@@ -936,8 +1009,9 @@ async def run_worker(settings: WorkerSettings) -> None:
         fake_step_seconds=settings.fake_step_seconds,
         allow_pickle=settings.allow_pickle,
         memory_budget_mb=settings.memory_budget_mb,
+        lookup=resolver.lookup,
     )
-    worker = Worker(settings, engine)
+    worker = Worker(settings, engine, resolver=resolver)
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -949,6 +1023,12 @@ async def run_worker(settings: WorkerSettings) -> None:
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a background task's exception as seen (a job dropped before it ran never awaits it)."""
+    if not task.cancelled():
+        task.exception()
 
 
 __all__ = [

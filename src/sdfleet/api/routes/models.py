@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from sdfleet.api.deps import Admin, Ctx, User
 from sdfleet.domain import ModelKind, ModelRecord
+from sdfleet.engine.sd.checkpoints import native_resolution
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -42,10 +46,20 @@ class ModelView(BaseModel):
     default_weight: float
     description: str
     created_at: float
+    resolution: int | None = Field(
+        default=None, description="The side in pixels the checkpoint was trained at (checkpoints only)."
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _resolution(source: str, sha256: str | None, arch: str | None) -> int | None:
+    path = Path(urlsplit(source).path if source.startswith("file:") else source)
+    return native_resolution(path, arch)
 
 
 def _view(m: ModelRecord) -> ModelView:
     return ModelView(
+        resolution=_resolution(m.source, m.sha256, m.arch) if m.kind == ModelKind.CHECKPOINT else None,
         name=m.name,
         kind=m.kind.value,
         arch=m.arch,

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
 from sdfleet.api.deps import AppContext, Ctx, WorkerAuth
+from sdfleet.api.routes.worker_models import claimed_models
 from sdfleet.domain import Capabilities, Feature, Job, WorkerState
 from sdfleet.errors import LimitExceeded, NotFound, StaleLease, ValidationError
 from sdfleet.jobs.inputs import BLOB_REF, input_refs
@@ -100,8 +101,10 @@ async def claim(body: ClaimRequest, request: Request, ctx: Ctx, principal: Worke
         wait=body.wait,
         loaded_models=body.loaded_models,
         gone=request.is_disconnected,
+        cached_models=body.cached_models,
     )
     claimed = []
+    needs = await claimed_models(ctx, [(job.id, job.spec) for job in result.jobs])
     for job in result.jobs:
         ct = CONTENT_TYPES.get(str(job.spec.get("output_format", "png")), "image/png")
         claimed.append(
@@ -118,6 +121,7 @@ async def claim(body: ClaimRequest, request: Request, ctx: Ctx, principal: Worke
                     ref: ctx.blobs.get_url(ref.removeprefix(BLOB_REF), INPUT_URL_SECONDS)
                     for ref in input_refs(job.spec)
                 },
+                models=needs.get(job.id, []),
             )
         )
     message = None
@@ -142,6 +146,7 @@ async def heartbeat(body: HeartbeatRequest, ctx: Ctx, principal: WorkerAuth) -> 
         principal.tenant,
         [Beat(b.job_id, b.epoch, b.step, b.total) for b in body.jobs],
         body.loaded_models,
+        cached_models=body.cached_models,
     )
     return _json(
         HeartbeatResponse(

@@ -332,3 +332,20 @@ def default_arch(model: Path) -> str:
     """The base architecture (sd1, sd2, sdxl) of a checkpoint file or diffusers folder."""
     arch = arch_of_folder(model) if model.is_dir() else detect_arch(read_header(model).shapes).arch
     return SDXL if arch == SDXL_REFINER else arch
+
+
+ARCH_RESOLUTION = {SD1: 512, SD2: 768, SDXL: 1024, SDXL_REFINER: 1024}
+
+
+def native_resolution(model: Path, arch: str | None = None) -> int | None:
+    """The side in pixels a checkpoint was trained at: from the configs embedded in the file when it
+    has them (UNet sample size × the VAE's downsampling), else the architecture's usual size."""
+    try:
+        if model.is_file() and model.suffix.lower() in SAFE_SUFFIXES:
+            configs = embedded_configs(read_header(model).metadata)
+            if configs and "unet" in configs and "vae" in configs:
+                blocks = len(configs["vae"].get("block_out_channels") or (0, 0, 0, 0))
+                return int(configs["unet"]["sample_size"]) * int(2 ** (blocks - 1))
+    except (OSError, ValidationError, KeyError, TypeError, ValueError):
+        log.debug("checkpoint.resolution_unreadable path=%s", model)
+    return ARCH_RESOLUTION.get(arch) if arch else None

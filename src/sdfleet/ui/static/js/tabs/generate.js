@@ -245,6 +245,29 @@ const save = debounce(() => {
 // The API's own defaults for what the markup cannot say (the first sampler listed is not it).
 const DEFAULTS = { sampler_name: "Euler a", scheduler: "automatic" };
 
+// The size a checkpoint was trained at (from the registry), so a 64 px demo model is not asked for 512 px.
+let nativeShown = null;
+
+function nativeSide() {
+  const name = form.elements.model.value;
+  const model = catalog.checkpoints.find((c) => c.name === name) || (name === "" ? catalog.checkpoints[0] : null);
+  return model?.resolution || null;
+}
+
+/** Follow the chosen checkpoint's native size — always when `force`, else only if the size was its
+ * previous checkpoint's native one (a size the person chose stays). */
+function followNativeSize(force = false) {
+  const side = nativeSide();
+  if (!side) return;
+  const w = Number(form.elements.width.value);
+  const hgt = Number(form.elements.height.value);
+  if (force || (nativeShown !== null && w === nativeShown && hgt === nativeShown)) {
+    writeFields(form, { width: side, height: side });
+  }
+  nativeShown = side;
+  updateSizeUi();
+}
+
 function restore() {
   try {
     const saved = JSON.parse(localStorage.getItem(STORAGE) || "{}");
@@ -307,6 +330,7 @@ function bindControls() {
   $("#seed-reuse").disabled = true;
   $("#seed-reuse").addEventListener("click", () => lastSeed !== null && writeFields(form, { seed: lastSeed }));
   $("#lora-insert").addEventListener("click", insertLora);
+  form.elements.model.addEventListener("change", () => followNativeSize());
   $("#lora-select").addEventListener("change", () => {
     const lora = catalog.loras.find((m) => m.name === $("#lora-select").value);
     if (lora) $("#lora-weight").value = lora.default_weight;
@@ -360,7 +384,9 @@ export function initGenerate() {
     fillPickers();
     if (!restored && catalog.samplers.length) {
       restored = true;
+      const fresh = !localStorage.getItem(STORAGE);
       restore();
+      followNativeSize(fresh);
       editors.prompt.sync();
       editors.negative.sync();
       applyMode();
