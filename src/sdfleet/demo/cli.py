@@ -146,3 +146,28 @@ def evaluate(
     for name in ATTRIBUTES:
         table.add_row(name, f"{result.accuracy[name]:.1%}")
     Console().print(table)
+
+
+@demo_app.command("sheet")
+def sheet(
+    out: Annotated[Path, typer.Argument(help="PNG to write.")] = Path("demo-sheet.png"),
+    model: Annotated[Path | None, typer.Option(help="Checkpoint (default: the shipped demo model).")] = None,
+    prompt: Annotated[
+        list[str] | None, typer.Option("--prompt", "-p", help="A row (repeat); default: six demo captions.")
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Columns: seeds 1..N.")] = 4,
+    steps: Annotated[int, typer.Option()] = 20,
+) -> None:
+    """Draw a labelled contact sheet: prompts down, seeds across."""
+    from sdfleet.demo.evaluate import engine_drawer
+    from sdfleet.demo.sheet import DEFAULT_PROMPTS, contact_sheet, save_sheet
+
+    logging.getLogger("sdfleet").setLevel(logging.WARNING)
+    draw = engine_drawer(model or DEMO_CHECKPOINT, steps=steps)
+    prompts = prompt or list(DEFAULT_PROMPTS)
+    with _progress() as bar:
+        task = bar.add_task("drawing", total=len(prompts) * seeds, info="")
+        image = contact_sheet(
+            draw, prompts, range(1, seeds + 1), on_image=lambda done, _t: bar.update(task, completed=done)
+        )
+    console.print(f"wrote {save_sheet(image, out)}")

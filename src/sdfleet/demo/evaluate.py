@@ -45,6 +45,35 @@ def score(rows: list[tuple[str, Reading, Scene]]) -> dict[str, float]:
     return {k: v / len(rows) for k, v in hits.items()}
 
 
+def engine_drawer(
+    model: Path,
+    *,
+    steps: int = 20,
+    sampler: str = "DPM++ 2M",
+    cfg_scale: float = 7.0,
+    device: str | None = None,
+) -> Callable[[str, int], Image.Image]:
+    """``draw(prompt, seed)`` → a picture at the demo's size, through the normal diffusers engine."""
+    from sdfleet.domain import GenerationSpec, JobKind
+    from sdfleet.engine.sd.engine import DiffusersEngine
+
+    engine = DiffusersEngine(model, device=device)
+
+    def draw(prompt: str, seed: int) -> Image.Image:
+        spec = GenerationSpec(
+            prompt=prompt,
+            steps=steps,
+            width=RESOLUTION,
+            height=RESOLUTION,
+            seed=seed,
+            sampler_name=sampler,
+            cfg_scale=cfg_scale,
+        )
+        return engine.generate(JobKind.TXT2IMG, spec, lambda _s: None, lambda: False).images[0].image
+
+    return draw
+
+
 def evaluate(
     *,
     model: Path | None,
@@ -67,25 +96,9 @@ def evaluate(
         def generate(caption: str, _seed: int) -> Image.Image:
             return render(scenes[caption])
     else:
-        from sdfleet.domain import GenerationSpec, JobKind
-        from sdfleet.engine.sd.engine import DiffusersEngine
-
         if model is None:
             raise ValueError("evaluate needs a model unless ground_truth")
-        engine = DiffusersEngine(model, device=device)
-
-        def generate(caption: str, image_seed: int) -> Image.Image:
-            spec = GenerationSpec(
-                prompt=caption,
-                steps=steps,
-                width=RESOLUTION,
-                height=RESOLUTION,
-                seed=image_seed,
-                sampler_name=sampler,
-                cfg_scale=cfg_scale,
-            )
-            result = engine.generate(JobKind.TXT2IMG, spec, lambda _s: None, lambda: False)
-            return result.images[0].image
+        generate = engine_drawer(model, steps=steps, sampler=sampler, cfg_scale=cfg_scale, device=device)
 
     started = time.monotonic()
     rows: list[tuple[str, Reading, Scene]] = []

@@ -64,6 +64,7 @@ from sdfleet.wire import (
     WorkerCapabilities,
 )
 from sdfleet.worker.client import Backoff, Unreachable, WorkerClient
+from sdfleet.worker.training import TrainingRun
 
 log = logging.getLogger("sdfleet.worker")
 
@@ -137,6 +138,7 @@ class HeldJob:
     inputs: asyncio.Task[dict[str, str]] | None = None  # ref → data URL, fetched while waiting
     models: asyncio.Task[dict[tuple[str, str], Path]] | None = None  # (kind, name) → file, prefetched
     pinned: list[str] = field(default_factory=list)  # cache blobs kept from eviction while we hold the job
+    info: dict[str, float] | None = None  # progress beyond step/total (training: loss, it_per_s, eta_seconds)
 
     @property
     def id(self) -> str:
@@ -342,7 +344,7 @@ class Worker:
             engine=self.engine.name,
             version=__version__,
             capabilities=WorkerCapabilities(
-                kinds=list(caps.kinds),
+                kinds=[k for k in caps.kinds if k != JobKind.TRAIN_LORA.value or self.settings.train],
                 archs=list(caps.archs),
                 max_pixels=min(caps.max_pixels, self.settings.max_pixels),
                 features=list(caps.features),
@@ -434,6 +436,9 @@ class Worker:
             for old in [j for j in self._held.values() if j.id == c.job_id and j.epoch < c.epoch]:
                 # handed out again (to us): the older lease is gone even if no heartbeat said so
                 self._mark_lost(old)
+            for m in c.models:  # signed URLs on the orchestrator (blob: sources) are relative
+                if m.url:
+                    m.url = self.client.resolve(m.url)
             held = HeldJob(claim=c, claimed_at=now)
             if c.inputs:  # download init images / masks now, while the engine is busy elsewhere
                 held.inputs = asyncio.create_task(self._fetch_inputs(c.inputs))
@@ -553,7 +558,10 @@ class Worker:
 
     async def _model_url(self, name: str) -> ModelSource:
         assert self.worker_id is not None
-        return await self.client.model_url(ModelUrlRequest(worker_id=self.worker_id, name=name))
+        fresh = await self.client.model_url(ModelUrlRequest(worker_id=self.worker_id, name=name))
+        if fresh.url:
+            fresh.url = self.client.resolve(fresh.url)
+        return fresh
 
     async def _models_ready(self, job: HeldJob) -> dict[tuple[str, str], Path] | ModelUnavailable:
         """The job's model files once fetched (waiting, if the prefetch is not done, until it is or
@@ -600,6 +608,9 @@ class Worker:
     async def _generate(self, job: HeldJob) -> GenerationResult | None:
         """Run the engine on one job. Returns the result to finish, or None when the job was
         reported (failed, canceled, released) or dropped here."""
+        if job.claim.kind == JobKind.TRAIN_LORA.value:  # trains, uploads and reports on its own
+            await TrainingRun(self, job).run()
+            return None
         parsed = await self._parse(job)
         if isinstance(parsed, str):
             retry = parsed.startswith("retry: ")
@@ -893,7 +904,10 @@ class Worker:
         jobs = [j for j in self._held.values() if j.phase != "reporting"][:256]
         body = HeartbeatRequest(
             worker_id=self.worker_id,
-            jobs=[BeatItem(job_id=j.id, epoch=j.epoch, step=j.step, total=j.total) for j in jobs],
+            jobs=[
+                BeatItem(job_id=j.id, epoch=j.epoch, step=j.step, total=j.total, **(j.info or {}))
+                for j in jobs
+            ],
             loaded_models=self.engine.loaded_models(),
             cached_models=self.cached_models(),
         )
