@@ -97,8 +97,10 @@ def random_scene(rng: random.Random, combo: tuple[str, str, str] | None = None) 
     return Scene(colour, shape, size, background, extent, cx, cy, tint(), tint())
 
 
-def _rgb(name: str, tint: tuple[int, int, int]) -> tuple[int, int, int]:
-    base = COLOURS[name]
+def _rgb(
+    name: str, tint: tuple[int, int, int], colours: dict[str, tuple[int, int, int]] = COLOURS
+) -> tuple[int, int, int]:
+    base = colours[name]
     return (
         max(0, min(255, base[0] + tint[0])),
         max(0, min(255, base[1] + tint[1])),
@@ -121,13 +123,15 @@ def shape_polygon(shape: str, cx: float, cy: float, extent: float) -> list[tuple
     return None
 
 
-def render(scene: Scene, resolution: int = RESOLUTION) -> Image.Image:
-    """Draw the scene, anti-aliased, as an RGB image of ``resolution`` px."""
+def render(
+    scene: Scene, resolution: int = RESOLUTION, colours: dict[str, tuple[int, int, int]] = COLOURS
+) -> Image.Image:
+    """Draw the scene, anti-aliased, as an RGB image of ``resolution`` px (``colours``: name → RGB)."""
     big = resolution * _SUPERSAMPLE
     scale = big / RESOLUTION
-    image = Image.new("RGB", (big, big), _rgb(scene.background, scene.bg_tint))
+    image = Image.new("RGB", (big, big), _rgb(scene.background, scene.bg_tint, colours))
     draw = ImageDraw.Draw(image)
-    fill = _rgb(scene.colour, scene.tint)
+    fill = _rgb(scene.colour, scene.tint, colours)
     cx, cy, extent = scene.cx * scale, scene.cy * scale, scene.extent * scale
     polygon = shape_polygon(scene.shape, cx, cy, extent)
     if polygon is None:

@@ -7,7 +7,7 @@ engine and score what the pictures show with :mod:`sdfleet.demo.checks`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,12 +52,14 @@ def engine_drawer(
     sampler: str = "DPM++ 2M",
     cfg_scale: float = 7.0,
     device: str | None = None,
+    loras: Mapping[str, Path] | None = None,
 ) -> Callable[[str, int], Image.Image]:
-    """``draw(prompt, seed)`` → a picture at the demo's size, through the normal diffusers engine."""
+    """``draw(prompt, seed)`` → a picture at the demo's size, through the normal diffusers engine
+    (``loras``: name → file, for ``<lora:name:w>`` in prompts)."""
     from sdfleet.domain import GenerationSpec, JobKind
     from sdfleet.engine.sd.engine import DiffusersEngine
 
-    engine = DiffusersEngine(model, device=device)
+    engine = DiffusersEngine(model, device=device, loras=dict(loras or {}))
 
     def draw(prompt: str, seed: int) -> Image.Image:
         spec = GenerationSpec(

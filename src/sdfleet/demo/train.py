@@ -5,8 +5,7 @@ Three stages, reproducible from one seed:
 
 1. **VAE** (64×64 px → 16×16×4 latents): L1 + MSE + an edge (image-gradient) term so shape corners stay
    sharp, and a tiny KL weight; the latent scaling factor is 1 / std of the training latents.
-2. **Latents**: every training picture encoded once (mean and std of the posterior kept, a fresh sample
-   drawn each time it is used).
+2. **Latents**: every training picture encoded once (the posterior means; see :func:`encode_latents`).
 3. **UNet + text encoder** jointly: epsilon prediction on SD's scaled-linear 1000-step schedule, min-SNR-5
    loss weighting, offset noise (solid dark and bright backgrounds), 10% empty captions for
    classifier-free guidance, AdamW with warm-up and cosine decay, gradient clipping.
@@ -96,10 +95,10 @@ class TrainConfig:
 
     seed: int = 0
     images: int = 24_000
-    vae_steps: int = 1_500
-    vae_batch: int = 16
+    vae_steps: int = 1_200
+    vae_batch: int = 12
     vae_lr: float = 1e-3
-    unet_steps: int = 5_000
+    unet_steps: int = 3_300
     batch: int = 32
     lr: float = 1e-3
     warmup: int = 200
@@ -108,6 +107,7 @@ class TrainConfig:
     min_snr: float = 5.0
     snapshot_every: int = 1_000
     threads: int | None = None
+    vae_from: str | None = None  # take the autoencoder from this checkpoint instead of stage 1
 
 
 ProgressFn = Callable[[str, int, int, float], None]
@@ -159,6 +159,19 @@ def train_vae(config: TrainConfig, progress: ProgressFn) -> Any:
     return vae
 
 
+def load_vae(checkpoint: Path) -> Any:
+    """The autoencoder of a checkpoint this module wrote (its configs are in the file's metadata)."""
+    from sdfleet.engine.sd.checkpoints import config_folder, embedded_configs, read_header
+
+    folder = config_folder("sd1", embedded=embedded_configs(read_header(checkpoint).metadata))
+    vae = AutoencoderKL.from_single_file(
+        str(checkpoint), config=str(folder), subfolder="vae", local_files_only=True
+    )
+    vae.to(torch.float32)
+    vae.eval()
+    return vae
+
+
 @torch.no_grad()
 def reconstruction_accuracy(vae: Any, count: int = 120, seed: int = 7) -> dict[str, float]:
     """How often the checks read a VAE round trip of a held-out picture right (an upper bound for the model)."""
@@ -183,36 +196,36 @@ def reconstruction_accuracy(vae: Any, count: int = 120, seed: int = 7) -> dict[s
 @torch.no_grad()
 def encode_latents(
     vae: Any, config: TrainConfig, tokenizer: Any, progress: ProgressFn
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
-    """Stage 2: posterior mean/std and token ids of every training picture; the latent scaling factor."""
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Stage 2: posterior means and token ids of every training picture; the latent scaling factor.
+
+    The means, not samples: with a tiny KL weight the posterior's own noise is larger than the spread of
+    the means, and a scaling factor taken from samples would leave the picture's signal at a fraction of
+    unit variance — colours would drown in the diffusion noise."""
     pairs = list(training_set(config.images, config.seed + 2))
-    means, stds, ids = [], [], []
+    means, ids = [], []
     chunk = 64
     for start in range(0, len(pairs), chunk):
         part = pairs[start : start + chunk]
-        dist = vae.encode(_images_tensor([s for s, _ in part])).latent_dist
-        means.append(dist.mean.clone())
-        stds.append(dist.std.clone())
+        means.append(vae.encode(_images_tensor([s for s, _ in part])).latent_dist.mean.clone())
         tokens = tokenizer(
             [c for _, c in part], padding="max_length", max_length=77, truncation=True, return_tensors="pt"
         )
         ids.append(tokens.input_ids)
         progress("latents", min(start + chunk, len(pairs)), len(pairs), 0.0)
-    mean, std = torch.cat(means), torch.cat(stds)
-    sample = mean + std * torch.randn_like(mean)
-    scaling = float(1.0 / sample.std())
-    return mean, std, torch.cat(ids), scaling
+    mean = torch.cat(means)
+    return mean, torch.cat(ids), float(1.0 / mean.std())
 
 
 def train_denoiser(
     config: TrainConfig,
-    latents: tuple[torch.Tensor, torch.Tensor, torch.Tensor, float],
+    latents: tuple[torch.Tensor, torch.Tensor, float],
     tokenizer: Any,
     progress: ProgressFn,
     snapshot: Callable[[Any, Any, int], None],
 ) -> tuple[Any, Any]:
     """Stage 3: UNet and text encoder together on the cached latents."""
-    mean, std, ids, scaling = latents
+    mean, ids, scaling = latents
     torch.manual_seed(config.seed + 3)
     unet = UNet2DConditionModel(**UNET_CONFIG)
     text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
@@ -230,7 +243,7 @@ def train_denoiser(
         for group in optimiser.param_groups:
             group["lr"] = config.lr * _lr_factor(step, config.unet_steps, config.warmup)
         index = torch.randint(0, n, (config.batch,), generator=generator)
-        z = (mean[index] + std[index] * torch.randn(mean[index].shape, generator=generator)) * scaling
+        z = mean[index] * scaling
         tokens = ids[index].clone()
         drop = torch.rand(config.batch, generator=generator) < config.cfg_dropout
         tokens[drop] = empty
@@ -328,14 +341,14 @@ def train(config: TrainConfig, out: Path, work: Path, progress: ProgressFn) -> P
     tokenizer = CLIPTokenizer.from_pretrained(str(work / "tokenizer"), model_max_length=77)
     timings: dict[str, float] = {}
     started = time.monotonic()
-    vae = train_vae(config, progress)
+    vae = load_vae(Path(config.vae_from)) if config.vae_from else train_vae(config, progress)
     timings["vae_seconds"] = time.monotonic() - started
     vae_accuracy = reconstruction_accuracy(vae)
     log.info("demo.vae_done accuracy=%s", vae_accuracy)
     (work / "vae.json").write_text(json.dumps(vae_accuracy))
     mark = time.monotonic()
     latents = encode_latents(vae, config, tokenizer, progress)
-    vae.register_to_config(scaling_factor=latents[3])
+    vae.register_to_config(scaling_factor=latents[2])
     timings["latents_seconds"] = time.monotonic() - mark
     mark = time.monotonic()
 
@@ -352,7 +365,7 @@ def train(config: TrainConfig, out: Path, work: Path, progress: ProgressFn) -> P
     record = {
         "config": asdict(config),
         "timings": timings,
-        "scaling_factor": latents[3],
+        "scaling_factor": latents[2],
         "vae_reconstruction_accuracy": vae_accuracy,
     }
     (work / "run.json").write_text(json.dumps(record, indent=2))
