@@ -654,6 +654,155 @@ def submit(
         raise typer.Exit(1)
 
 
+TRAIN_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+@app.command()
+def train(
+    images: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder of training images (PNG/JPEG/WebP); a same-named .txt file next to one is its caption."
+        ),
+    ],
+    base_model: Annotated[
+        str, typer.Option("--base-model", "-m", help="Registry name of the base checkpoint.")
+    ],
+    name: Annotated[str, typer.Option("--name", help="Registry name of the LoRA it makes.")],
+    trigger: Annotated[
+        str | None, typer.Option("--trigger", help="The new concept's token (goes into the instance prompt).")
+    ] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option(
+            "--prompt", help="Instance prompt (default: 'a photo of <trigger>'); captions override it."
+        ),
+    ] = None,
+    server: Annotated[str, typer.Option(envvar="SDFLEET_SERVER")] = "http://127.0.0.1:7860",
+    token: Annotated[
+        str, typer.Option(envvar="SDFLEET_API_KEY", help="API key, if the server needs one.")
+    ] = "",
+    steps: int = 1000,
+    resolution: int = 512,
+    rank: int = 8,
+    learning_rate: Annotated[float, typer.Option("--lr")] = 1e-4,
+    batch_size: int = 1,
+    seed: int = 0,
+    train_text_encoder: bool = False,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (0: none).")] = 100,
+    keep_checkpoints: int = 2,
+    validation_prompt: Annotated[
+        list[str] | None, typer.Option("--validation-prompt", help="Rendered at the end (repeatable).")
+    ] = None,
+    extra: Annotated[
+        str | None, typer.Option("--params", help="More LoraTrainSpec fields as a JSON object.")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = True,
+) -> None:
+    """Train a LoRA on a folder of images: upload them, submit a train_lora job, follow its progress
+    (step, loss, ETA) and print the name it is registered under (usable as <lora:NAME:1> at once)."""
+    if not images.is_dir():
+        raise fail(f"{images} is not a folder")
+    files = sorted(p for p in images.iterdir() if p.suffix.lower() in TRAIN_IMAGE_SUFFIXES)
+    if not files:
+        raise fail(f"no {', '.join(TRAIN_IMAGE_SUFFIXES)} images in {images}")
+    instance_prompt = prompt or (f"a photo of {trigger}" if trigger else None)
+    if instance_prompt is None:
+        raise fail("give --trigger or --prompt")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=server, headers=headers, timeout=60) as client:
+        refs = []
+        for path in files:
+            r = client.post("/v1/inputs", content=path.read_bytes())
+            if r.status_code >= 400:
+                raise fail(f"{path.name}: {_error_text(r)}")
+            caption_file = path.with_suffix(".txt")
+            caption = caption_file.read_text().strip() if caption_file.is_file() else None
+            refs.append({"ref": r.json()["ref"], "caption": caption or None})
+        params: dict[str, Any] = {
+            "name": name,
+            "base_model": base_model,
+            "images": refs,
+            "instance_prompt": instance_prompt,
+            "trigger_word": trigger,
+            "steps": steps,
+            "resolution": resolution,
+            "rank": rank,
+            "learning_rate": learning_rate,
+            "batch_size": batch_size,
+            "seed": seed,
+            "train_text_encoder": train_text_encoder,
+            "checkpoint_every": checkpoint_every,
+            "keep_checkpoints": keep_checkpoints,
+            "validation_prompts": validation_prompt or [],
+        }
+        if extra:
+            try:
+                params.update(json.loads(extra))
+            except (ValueError, TypeError) as exc:
+                raise fail(f"--params is not a JSON object: {exc}") from None
+        r = client.post("/v1/jobs", json={"kind": "train_lora", "params": params})
+        if r.status_code >= 400:
+            raise fail(_error_text(r))
+        job_id = r.json()["id"]
+        console.print(f"uploaded {len(refs)} image(s); training job {job_id}")
+        if not wait:
+            return
+        job = _follow_training(client, job_id)
+    if job["state"] != "succeeded":
+        console.print(f"[red]{job_id} {job['state']}:[/] {(job.get('error') or {}).get('message')}")
+        raise typer.Exit(1)
+    lora = job["result"].get("lora") or {}
+    training = job["result"].get("training") or {}
+    resumed = training.get("resumed_from")
+    console.print(
+        f"trained {steps} steps in {job['engine_seconds']:.0f} s of worker time (${job['cost_usd']:.4f})"
+        + (f", resumed from step {resumed}" if resumed else "")
+    )
+    if lora.get("name"):
+        typer.echo(lora["name"])
+        console.print(f"use it as <lora:{lora['name']}:1>")
+    else:
+        raise fail(f"the LoRA was not registered: {lora.get('problem')}")
+
+
+def _follow_training(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("queued", total=1.0, detail="")
+        while True:
+            job = client.get(f"/v1/jobs/{job_id}").json()
+            p = job["progress"]
+            detail = []
+            if p.get("loss") is not None:
+                detail.append(f"loss {p['loss']:.4f}")
+            if p.get("it_per_s"):
+                detail.append(f"{p['it_per_s']:.2f} it/s")
+            if p.get("eta_seconds") is not None and job["state"] == "running":
+                detail.append(f"ETA {p['eta_seconds']:.0f} s")
+            if job["checkpoints"]:
+                detail.append(f"checkpoint @{job['checkpoints'][-1]['step']}")
+            label = (
+                job["state"] if job["state"] != "queued" or not job.get("wait_reason") else "queued (waiting)"
+            )
+            progress.update(
+                task,
+                total=max(1, p["total"]),
+                completed=p["step"] if job["state"] != "succeeded" else max(1, p["total"]),
+                description=label,
+                detail=", ".join(detail),
+            )
+            if job["state"] in ("succeeded", "failed", "canceled"):
+                return dict(job)
+            time.sleep(0.5)
+
+
 def _error_text(r: httpx.Response) -> str:
     try:
         err = r.json()["error"]

@@ -39,6 +39,13 @@ class Limits(BaseModel):
     max_input_pixels: int = Field(
         default=4096 * 4096, description="Largest init image or mask (width × height) the A1111 API accepts"
     )
+    # LoRA training jobs (train_lora)
+    max_train_steps: int = 20_000
+    max_train_resolution: int = 1024
+    max_train_images: int = 200
+    max_train_rank: int = 128
+    max_train_batch_size: int = 8
+    max_train_image_bytes: int = 32 * 1024 * 1024
 
 
 class Settings(BaseSettings):
@@ -207,6 +214,15 @@ class WorkerSettings(BaseSettings):
     allow_private_model_urls: bool = Field(
         default=False,
         description="Let model sources point at private, loopback or link-local addresses (trusted networks)",
+    )
+
+    # LoRA training jobs (train_lora; engines that can train advertise the kind)
+    train: bool = Field(default=True, description="Take train_lora jobs when the engine can train")
+    train_dir: Path | None = Field(
+        default=None, description="Scratch space of training jobs (default: a temporary directory)"
+    )
+    train_threads: int | None = Field(
+        default=None, ge=1, description="torch CPU threads while training (default: torch's own)"
     )
 
 

@@ -22,6 +22,10 @@ class JobKind(StrEnum):
 
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"
+    TRAIN_LORA = "train_lora"
+
+
+GENERATION_KINDS = (JobKind.TXT2IMG.value, JobKind.IMG2IMG.value)
 
 
 class JobState(StrEnum):
@@ -101,6 +105,7 @@ class EventType(StrEnum):
     PROGRESS = "progress"
     OUTPUT = "output"
     REQUEUED = "requeued"
+    CHECKPOINT = "checkpoint"  # a training job saved a resumable checkpoint
     FINISHED = "finished"
 
 
@@ -313,7 +318,7 @@ class Requirements:
 class Capabilities:
     """What a worker can serve."""
 
-    kinds: tuple[str, ...] = (JobKind.TXT2IMG.value, JobKind.IMG2IMG.value)
+    kinds: tuple[str, ...] = GENERATION_KINDS
     archs: tuple[str, ...] = (Arch.SD1.value, Arch.SD2.value, Arch.SDXL.value)
     max_pixels: int = 1024 * 1024 * 4
     features: Feature = Feature.NONE
@@ -373,10 +378,22 @@ class Job:
     engine_seconds: float = 0.0
     cost_usd: float = 0.0
     result: dict[str, Any] = field(default_factory=dict)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    """Training jobs: the kept checkpoints, oldest first (``step``, ``key``, ``size``, ``epoch``, ``at``)."""
+    progress_info: dict[str, Any] = field(default_factory=dict)
+    """Progress beyond step/total from the last heartbeat (training: ``loss``, ``it_per_s``, ``eta_seconds``)."""
 
     @property
     def images_expected(self) -> int:
+        """Outputs the job produces: images, or for training the LoRA file plus the final validation
+        images (one per validation prompt)."""
+        if self.kind == JobKind.TRAIN_LORA:
+            return 1 + len(self.spec.get("validation_prompts") or [])
         return int(self.spec.get("batch_size", 1)) * int(self.spec.get("n_iter", 1))
+
+    @property
+    def latest_checkpoint(self) -> dict[str, Any] | None:
+        return self.checkpoints[-1] if self.checkpoints else None
 
 
 @dataclass(slots=True)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from sdfleet.domain import GenerationSpec, JobKind
+from sdfleet.domain import GENERATION_KINDS, GenerationSpec, JobKind
+from sdfleet.training.config import LoraTrainSpec
 
 # ===================================================================== native jobs API
 
@@ -20,12 +21,33 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: JobKind = JobKind.TXT2IMG
-    params: GenerationSpec = Field(default_factory=GenerationSpec)
+    params: GenerationSpec | LoraTrainSpec = Field(
+        default_factory=GenerationSpec,
+        description="A GenerationSpec (txt2img, img2img) or, for kind train_lora, a LoraTrainSpec",
+    )
     priority: int = Field(default=0, ge=-100, le=100)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     webhook_url: str | None = Field(default=None, max_length=2000)
     labels: dict[str, str] = Field(default_factory=dict, max_length=32)
     arch: Literal["sd1", "sd2", "sdxl"] | None = None
+
+    @field_validator("params", mode="wrap")
+    @classmethod
+    def _params_of_kind(
+        cls, value: Any, handler: Any, info: ValidationInfo
+    ) -> GenerationSpec | LoraTrainSpec:
+        """The kind (declared before params) says which spec the params are, so errors name the
+        fields of that one spec only."""
+        if info.data.get("kind") == JobKind.TRAIN_LORA:
+            return value if isinstance(value, LoraTrainSpec) else LoraTrainSpec.model_validate(value)
+        return value if isinstance(value, GenerationSpec) else GenerationSpec.model_validate(value)
+
+    @property
+    def generation(self) -> GenerationSpec:
+        """The params of a generation job (txt2img, img2img)."""
+        if not isinstance(self.params, GenerationSpec):
+            raise TypeError(f"a {self.kind.value} job has no generation spec")
+        return self.params
 
 
 class JobBatchCreate(BaseModel):
@@ -49,6 +71,17 @@ class ProgressView(BaseModel):
     step: int
     total: int
     fraction: float
+    loss: float | None = None
+    it_per_s: float | None = None
+    eta_seconds: float | None = None
+
+
+class CheckpointView(BaseModel):
+    """One kept checkpoint of a training job."""
+
+    step: int
+    size: int
+    created_at: float
 
 
 class ErrorView(BaseModel):
@@ -80,6 +113,7 @@ class JobView(BaseModel):
     result: dict[str, Any]
     idempotency_key: str | None = None
     created: bool | None = None
+    checkpoints: list[CheckpointView] = Field(default_factory=list)
 
 
 class JobList(BaseModel):
@@ -112,7 +146,7 @@ class WebhookSettings(BaseModel):
 class WorkerCapabilities(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kinds: list[str] = Field(default_factory=lambda: [k.value for k in JobKind])
+    kinds: list[str] = Field(default_factory=lambda: list(GENERATION_KINDS))
     archs: list[str] = Field(default_factory=lambda: ["sd1", "sd2", "sdxl"])
     max_pixels: int = Field(default=4 * 1024 * 1024, ge=64 * 64)
     features: list[str] = Field(default_factory=list)
@@ -186,6 +220,16 @@ class ModelUrlRequest(BaseModel):
     name: str = Field(min_length=1, max_length=200)
 
 
+class ResumeCheckpoint(BaseModel):
+    """The latest checkpoint of a training job handed out again: continue from ``step``."""
+
+    step: int
+    key: str
+    url: str
+    size: int | None = None
+    sha256: str | None = None
+
+
 class ClaimedJob(BaseModel):
     job_id: str
     epoch: int
@@ -198,6 +242,9 @@ class ClaimedJob(BaseModel):
     )
     models: list[ModelSource] = Field(
         default_factory=list, description="Registry models the job names, to fetch before it runs"
+    )
+    resume: ResumeCheckpoint | None = Field(
+        default=None, description="Training jobs: the checkpoint to resume from (None: start at step 0)"
     )
 
 
@@ -215,6 +262,10 @@ class BeatItem(BaseModel):
     epoch: int
     step: int = Field(default=0, ge=0)
     total: int = Field(default=0, ge=0)
+    # training progress (None: not reported)
+    loss: float | None = None
+    it_per_s: float | None = Field(default=None, ge=0.0)
+    eta_seconds: float | None = Field(default=None, ge=0.0)
 
 
 class HeartbeatRequest(BaseModel):
@@ -322,6 +373,37 @@ class ReleaseRequest(BaseModel):
     epoch: int
     reason: str = Field(default="worker stopping", max_length=2000)
     engine_seconds: float = Field(default=0.0, ge=0.0)
+
+
+class CheckpointUploadRequest(BaseModel):
+    """Where to store a training checkpoint (a job this worker holds)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    worker_id: str
+    epoch: int
+    step: int = Field(ge=1)
+
+
+class CheckpointReport(BaseModel):
+    """A training checkpoint stored at ``key`` (from :class:`CheckpointUploadRequest`): record it on the
+    job (fenced by the lease epoch)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    worker_id: str
+    epoch: int
+    step: int = Field(ge=1)
+    key: str = Field(min_length=1, max_length=1000)
+    size: int = Field(ge=0)
+    sha256: str | None = Field(default=None, max_length=64)
+
+
+class CheckpointAnswer(BaseModel):
+    job_id: str
+    step: int
+    kept: list[int]
+    deleted: int
 
 
 class StopRequest(BaseModel):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 from fastapi import Request
 
 from sdfleet.api.deps import AppContext
 from sdfleet.domain import Job, Output
-from sdfleet.wire import ErrorView, JobView, OutputView, ProgressView
+from sdfleet.wire import CheckpointView, ErrorView, JobView, OutputView, ProgressView
 
 OUTPUT_URL_SECONDS = 24 * 3600.0
 
@@ -38,7 +40,14 @@ def job_view(
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
-        progress=ProgressView(step=step, total=total, fraction=round(min(1.0, fraction), 4)),
+        progress=ProgressView(
+            step=step,
+            total=total,
+            fraction=round(min(1.0, fraction), 4),
+            loss=_number(job.progress_info.get("loss")),
+            it_per_s=_number(job.progress_info.get("it_per_s")),
+            eta_seconds=_number(job.progress_info.get("eta_seconds")),
+        ),
         failures=job.failures,
         interruptions=job.interruptions,
         cancel_requested=job.cancel_requested,
@@ -50,4 +59,14 @@ def job_view(
         result=job.result,
         idempotency_key=job.idempotency_key,
         created=created,
+        checkpoints=[
+            CheckpointView(
+                step=int(c["step"]), size=int(c.get("size") or 0), created_at=float(c.get("at") or 0)
+            )
+            for c in job.checkpoints
+        ],
     )
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None

@@ -74,14 +74,14 @@ def train(
     images: Annotated[int, typer.Option(help="Training pictures (encoded once).")] = 24_000,
     snapshot_every: Annotated[
         int, typer.Option(help="Write a snapshot every N UNet steps (0: never).")
-    ] = 750,
+    ] = 600,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: all cores).")] = None,
     vae_from: Annotated[
         Path | None,
         typer.Option(help="Take the autoencoder from this checkpoint (e.g. a snapshot) and skip stage 1."),
     ] = None,
 ) -> None:
-    """Train the demo model on CPU (about 1.5 h on 2 cores with the defaults, the shipped model's)."""
+    """Train the demo model on CPU (about 1.5 h on 2 cores with the defaults)."""
     from sdfleet.demo.train import TrainConfig
     from sdfleet.demo.train import train as run
 

@@ -13,6 +13,7 @@ from typing import Any
 from sdfleet.blobs import BlobStore
 from sdfleet.domain import GenerationSpec
 from sdfleet.errors import LimitExceeded, NotFound, ValidationError
+from sdfleet.training.config import LoraTrainSpec
 
 BLOB_REF = "blob:"
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w/+.-]+)?(;[\w=-]+)*;base64,", re.IGNORECASE)
@@ -39,6 +40,43 @@ def decode_image(value: str, field: str, max_bytes: int) -> tuple[bytes, str, st
     raise ValidationError("the image must be a PNG, JPEG or WebP file", field=field)
 
 
+async def store_input(value: str, tenant: str, blobs: BlobStore, max_bytes: int, field: str) -> str:
+    """One image reference: a ``blob:`` key of this tenant's inputs (must exist), or inline base64 /
+    a ``data:`` URL, stored once (content-addressed) — returns its ``blob:`` reference."""
+    if value.startswith(BLOB_REF):
+        key = value[len(BLOB_REF) :]
+        if not key.startswith(f"inputs/{tenant}/") or ".." in key or await blobs.size(key) is None:
+            raise NotFound(f"no stored input {value!r}", field=field)
+        return value
+    data, ext, mime = decode_image(value, field, max_bytes)
+    key = f"inputs/{tenant}/{hashlib.sha256(data).hexdigest()}.{ext}"
+    if await blobs.size(key) is None:
+        await blobs.put(key, data, mime)
+    return BLOB_REF + key
+
+
+async def store_training_inputs(
+    spec: LoraTrainSpec, tenant: str, blobs: BlobStore, max_bytes: int, field_prefix: str = "params."
+) -> LoraTrainSpec:
+    """Training images (``images`` and ``class_images``): each ``ref`` a stored input (``blob:…``) or an
+    inline image, stored now; returns the spec with ``blob:`` references only."""
+    updates: dict[str, object] = {}
+    for name in ("images", "class_images"):
+        refs = getattr(spec, name)
+        if refs:
+            updates[name] = [
+                image.model_copy(
+                    update={
+                        "ref": await store_input(
+                            image.ref, tenant, blobs, max_bytes, f"{field_prefix}{name}.{i}.ref"
+                        )
+                    }
+                )
+                for i, image in enumerate(refs)
+            ]
+    return spec.model_copy(update=updates) if updates else spec
+
+
 async def store_inputs(
     spec: GenerationSpec, tenant: str, blobs: BlobStore, max_bytes: int, field_prefix: str = "params."
 ) -> GenerationSpec:
@@ -46,16 +84,7 @@ async def store_inputs(
     inputs stored before (``blob:…``) must belong to ``tenant`` and exist."""
 
     async def resolve(value: str, field: str) -> str:
-        if value.startswith(BLOB_REF):
-            key = value[len(BLOB_REF) :]
-            if not key.startswith(f"inputs/{tenant}/") or await blobs.size(key) is None:
-                raise NotFound(f"no stored input {value!r}", field=field)
-            return value
-        data, ext, mime = decode_image(value, field, max_bytes)
-        key = f"inputs/{tenant}/{hashlib.sha256(data).hexdigest()}.{ext}"
-        if await blobs.size(key) is None:
-            await blobs.put(key, data, mime)
-        return BLOB_REF + key
+        return await store_input(value, tenant, blobs, max_bytes, field)
 
     updates: dict[str, object] = {}
     if spec.init_images:
@@ -73,4 +102,9 @@ def input_refs(params: dict[str, Any]) -> list[str]:
     mask = params.get("mask")
     if isinstance(mask, str) and mask.startswith(BLOB_REF):
         refs.append(mask)
-    return refs
+    for name in ("images", "class_images"):  # training jobs
+        for image in params.get(name) or []:
+            ref = image.get("ref") if isinstance(image, dict) else None
+            if isinstance(ref, str) and ref.startswith(BLOB_REF):
+                refs.append(ref)
+    return list(dict.fromkeys(refs))

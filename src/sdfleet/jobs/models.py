@@ -176,12 +176,37 @@ class ModelService:
         return ModelUse(arch=arch, names=tuple(dict.fromkeys(w[0] for w in wanted)))
 
 
+async def resolve_training(
+    store: JobStore, base_model: str, name: str | None, field_prefix: str
+) -> str | None:
+    """Check a training job's models: ``base_model`` must be a registered checkpoint, and the LoRA's
+    ``name`` must not be taken by a model of another kind (a LoRA of that name is replaced when the
+    job succeeds). Returns the base model's architecture."""
+    names = [base_model] + ([name] if name else [])
+    found = await store.read(lambda tx: tx.get_models(names))
+    base = found.get(base_model)
+    if base is None:
+        raise ValidationError(
+            f"no checkpoint named {base_model!r} in the registry", field=f"{field_prefix}base_model"
+        )
+    if base.kind != ModelKind.CHECKPOINT:
+        raise ValidationError(
+            f"{base_model!r} is a {base.kind.value}, not a checkpoint", field=f"{field_prefix}base_model"
+        )
+    if name and name in found and found[name].kind != ModelKind.LORA:
+        raise ValidationError(
+            f"{name!r} is already a {found[name].kind.value} in the registry: choose another name",
+            field=f"{field_prefix}name",
+        )
+    return base.arch
+
+
 def named_models(params: Mapping[str, Any]) -> list[str]:
     """Every registry name a stored job's params name (checkpoint, refiner, VAE, LoRAs of the spec
     and ``<lora:…>`` tags of the prompts), in order, once each — what a worker must fetch. The
     names were checked against the registry when the job was submitted (:meth:`ModelService.resolve`)."""
     names: list[str] = []
-    for key in ("model", "refiner_checkpoint", "vae"):
+    for key in ("model", "refiner_checkpoint", "vae", "base_model"):
         value = params.get(key)
         if isinstance(value, str) and value:
             names.append(value)

@@ -20,10 +20,13 @@ from sdfleet.domain import (
     AttemptOutcome,
     Capabilities,
     EventType,
+    Feature,
     GenerationSpec,
     Job,
     JobKind,
     JobState,
+    ModelKind,
+    ModelRecord,
     Output,
     Requirements,
     WorkerInfo,
@@ -38,6 +41,7 @@ from sdfleet.jobs.notify import Notifier
 from sdfleet.jobs.webhooks import new_webhook_secret
 from sdfleet.store.base import JobStore, OutboxMessage, Tenant
 from sdfleet.store.sql import Affinity, CompletedJob, LeaseAnswer, SqlTx
+from sdfleet.training.config import LoraTrainSpec
 
 log = logging.getLogger("sdfleet.jobs")
 
@@ -51,7 +55,7 @@ class JobRequest:
     """A validated request to run one job."""
 
     kind: JobKind
-    spec: GenerationSpec
+    spec: GenerationSpec | LoraTrainSpec
     priority: int = 0
     idempotency_key: str | None = None
     webhook_url: str | None = None
@@ -89,6 +93,7 @@ class Beat:
     epoch: int
     step: int = 0
     total: int = 0
+    info: dict[str, float] | None = None  # training: loss, it_per_s, eta_seconds
 
 
 @dataclass(slots=True)
@@ -146,8 +151,40 @@ class ClaimResult:
 def output_key(job: Job, epoch: int, index: int, content_type: str) -> str:
     """The blob key of one output. The epoch is part of it, so a zombie's upload never overwrites
     the accepted one."""
-    ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(content_type, "bin")
+    ext = OUTPUT_EXTENSIONS.get(content_type, "bin")
     return f"outputs/{job.tenant}/{job.id}/{epoch}-{index}.{ext}"
+
+
+LORA_CONTENT_TYPE = "application/vnd.safetensors"
+OUTPUT_EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    LORA_CONTENT_TYPE: "safetensors",
+}
+
+
+def requirements_of(kind: JobKind, spec: GenerationSpec | LoraTrainSpec, arch: str | None) -> Requirements:
+    """What a worker must offer to take the job (training: the kind, the base model's architecture and
+    resolution² × batch as pixels)."""
+    if isinstance(spec, LoraTrainSpec):
+        pixels = spec.resolution * spec.resolution * spec.batch_size
+        return Requirements(kind=kind, arch=arch, pixels=pixels, features=Feature.NONE, model=spec.base_model)
+    return Requirements.for_spec(kind, spec, arch)
+
+
+def checkpoint_key(job: Job, epoch: int, step: int) -> str:
+    """The blob key of one training checkpoint (the epoch in it: a zombie never overwrites a newer one)."""
+    return f"checkpoints/{job.tenant}/{job.id}/{epoch}-{step:08d}.safetensors"
+
+
+@dataclass(slots=True)
+class CheckpointRecorded:
+    """A checkpoint recorded on a job: the steps kept, the blob keys no longer kept (to delete)."""
+
+    job: Job
+    kept: list[int]
+    dropped: list[str]
 
 
 def output_key_matches(key: str, job_id: str, epoch: int, index: int) -> bool:
@@ -292,7 +329,7 @@ class JobService:
                     created_at=now,
                     updated_at=now,
                     queued_at=now,
-                    requirements=Requirements.for_spec(req.kind, req.spec, req.arch),
+                    requirements=requirements_of(req.kind, req.spec, req.arch),
                     idempotency_key=req.idempotency_key,
                     webhook_url=req.webhook_url,
                     labels=req.labels,
@@ -589,13 +626,16 @@ class JobService:
                 current_jobs=[b.job_id for b in beats],
                 cached_models=cached_models,
             )
+            for b in beats:
+                if b.info and answers[(b.job_id, b.epoch)].held:
+                    tx.update_job(b.job_id, expect_epoch=b.epoch, progress_info=b.info)
             tx.insert_events(
                 [
                     (
                         b.job_id,
                         answers[(b.job_id, b.epoch)].tenant,
                         EventType.PROGRESS,
-                        {"step": b.step, "total": b.total},
+                        {"step": b.step, "total": b.total, **(b.info or {})},
                         now,
                     )
                     for b in beats
@@ -686,6 +726,9 @@ class JobService:
                         now,
                     )
                 )
+                if job.kind == JobKind.TRAIN_LORA:
+                    finished[-1].result.update(self._register_lora(tx, job, c, now))
+                    job.result = finished[-1].result
                 done_jobs.append(job)
                 fx.jobs.add(job.id)
                 results.append(CompletionResult(job.id, "accepted"))
@@ -706,6 +749,93 @@ class JobService:
         self.metrics.completed.inc(sum(1 for r in results if r.status == "accepted"))
         self._apply(fx)
         return results
+
+    def _register_lora(self, tx: SqlTx, job: Job, c: Completion, now: float) -> dict[str, Any]:
+        """A finished training job's LoRA (output 0) into the registry under the job's name, in the
+        completion's transaction: ``<lora:name:1>`` works as soon as the job is succeeded. Workers fetch
+        it from the blob store (``blob:`` source: a signed URL with the claim)."""
+        lora = next((o for o in c.outputs if o.index == 0), None)
+        name = str(job.spec.get("name") or f"lora-{job.id}")
+        if lora is None or lora.content_type != LORA_CONTENT_TYPE or not lora.sha256:
+            raise ValidationError(
+                "a training job's output 0 must be its LoRA (.safetensors)", field="outputs"
+            )
+        existing = tx.get_models([name]).get(name)
+        if existing is not None and existing.kind != ModelKind.LORA:
+            message = (
+                f"{name!r} became a {existing.kind.value} while the job ran: the LoRA was not registered"
+            )
+            log.warning("training.not_registered job_id=%s name=%s", job.id, name)
+            return {"lora": {"name": None, "problem": message, "sha256": lora.sha256, "size": lora.size}}
+        trigger = job.spec.get("trigger_word")
+        record = ModelRecord(
+            name=name,
+            kind=ModelKind.LORA,
+            arch=job.requirements.arch,
+            source=f"blob:{lora.blob_key}",
+            sha256=lora.sha256.lower(),
+            size=lora.size,
+            trigger_words=[trigger] if isinstance(trigger, str) and trigger else [],
+            description=f"trained by job {job.id} on {job.spec.get('base_model')}",
+            created_at=now,
+        )
+        tx.upsert_model(record)
+        log.info("training.registered job_id=%s name=%s sha256=%s", job.id, name, record.sha256)
+        return {"lora": {"name": name, "sha256": record.sha256, "size": record.size, "source": record.source}}
+
+    # ================================================================ training checkpoints
+    async def record_checkpoint(
+        self,
+        worker_id: str,
+        tenant: str | None,
+        job_id: str,
+        epoch: int,
+        *,
+        step: int,
+        key: str,
+        size: int,
+        sha256: str | None = None,
+    ) -> CheckpointRecorded:
+        """A worker stored a training checkpoint: record it on the job (fenced by the lease epoch; a
+        stale epoch is :class:`StaleLease`), keep the newest ``keep_checkpoints``, emit a
+        ``checkpoint`` event and a ``job.checkpoint`` webhook. The caller deletes ``dropped`` blobs."""
+        now = self.clock()
+        fx = Effects(jobs={job_id})
+
+        def tx_fn(tx: SqlTx) -> CheckpointRecorded:
+            self._worker(tx, worker_id, tenant)
+            job = self._held_job(tx, job_id, epoch, worker_id)
+            if job.kind != JobKind.TRAIN_LORA:
+                raise ValidationError(f"job {job_id} is not a training job", field="job_id")
+            if key != checkpoint_key(job, epoch, step):
+                raise ValidationError(
+                    f"checkpoint must be stored at {checkpoint_key(job, epoch, step)!r}", field="key"
+                )
+            keep = max(1, int(job.spec.get("keep_checkpoints") or 1))
+            entries = [c for c in job.checkpoints if c.get("key") != key]
+            entries.append(
+                {"step": step, "key": key, "size": size, "sha256": sha256, "epoch": epoch, "at": now}
+            )
+            entries.sort(key=lambda c: (int(c["step"]), int(c.get("epoch", 0))))
+            kept, dropped = entries[-keep:], entries[:-keep]
+            tx.update_job(job.id, checkpoints=kept, updated_at=now)
+            job.checkpoints = kept
+            data = {"step": step, "size": size, "kept": [c["step"] for c in kept]}
+            tx.insert_events([(job.id, job.tenant, EventType.CHECKPOINT, data, now)])
+            self._queue_webhooks(tx, fx, [job], "job.checkpoint", now, extra={"checkpoint": data})
+            return CheckpointRecorded(job, [int(c["step"]) for c in kept], [str(c["key"]) for c in dropped])
+
+        recorded = await self.store.write(tx_fn)
+        self._apply(fx)
+        log.info(
+            "training.checkpoint job_id=%s epoch=%d step=%d kept=%s dropped=%d",
+            job_id,
+            epoch,
+            step,
+            recorded.kept,
+            len(recorded.dropped),
+        )
+        return recorded
 
     @staticmethod
     def _completion_verdict(job: Job | None, c: Completion, worker_id: str) -> CompletionResult | None:
@@ -1057,12 +1187,23 @@ class JobService:
             return 0
         expired = tx.jobs_with_expired_lease(now)
         for job in expired:
+            charge: dict[str, float] = {}
+            if job.kind == JobKind.TRAIN_LORA:
+                # a vanished trainer reports no engine time: charge the span its heartbeats covered
+                for attempt in tx.list_attempts(job.id):
+                    if attempt.epoch == job.lease_epoch:
+                        seconds = max(0.0, attempt.last_heartbeat_at - attempt.started_at)
+                        cost = seconds * attempt.price_per_hour / 3600.0
+                        charge = {"engine_seconds": seconds, "cost_usd": cost}
+                        job.engine_seconds += seconds
+                        job.cost_usd += cost
             tx.end_attempt(
                 job.id,
                 job.lease_epoch,
                 outcome=AttemptOutcome.INTERRUPTED,
                 ended_at=now,
                 error_message="lease expired",
+                **charge,
             )
             self._interrupt(
                 tx, fx, job, now, "the worker stopped sending heartbeats (lease expired)", lease_expired=True
@@ -1181,6 +1322,7 @@ class JobService:
         now: float,
         *,
         only_explicit: bool = False,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         """Put webhook messages for these jobs in the outbox (the job's URL, else its tenant's)."""
         rows: list[OutboxMessage] = []
@@ -1198,7 +1340,10 @@ class JobService:
                 "labels": job.labels,
                 "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
                 "cost_usd": round(job.cost_usd, 8),
+                **(extra or {}),
             }
+            if job.kind == JobKind.TRAIN_LORA and job.state == JobState.SUCCEEDED:
+                data["lora"] = job.result.get("lora")
             payload = json.dumps({"type": event_type, "timestamp": now, "data": data})
             rows.append(
                 OutboxMessage(

@@ -10,7 +10,9 @@ Registry sources map to downloads as follows (no network here, only the mapping)
 - ``civitai://version/<id>[?query]``: ``https://civitai.com/api/download/models/<id>[?query]``, with
   the worker's Civitai token as ``Authorization: Bearer``;
 - ``s3://bucket/key``: the presigned URL the orchestrator put in the claim (workers hold no bucket
-  credentials).
+  credentials);
+- ``blob:key`` (a LoRA a training job made, in the deployment's blob store): the signed URL the
+  orchestrator put in the claim (on the orchestrator for the local blob store, presigned for S3).
 """
 
 from __future__ import annotations
@@ -158,6 +160,15 @@ def plan_fetch(
     if scheme == "civitai":
         headers = {"authorization": f"Bearer {civitai_token}"} if civitai_token else {}
         return Fetch(suffix=SAFE_SUFFIX, url=civitai_url(source), headers=headers)
+    if scheme == "blob":
+        if not url or not urlsplit(url).scheme:
+            raise ModelUnavailable(
+                f"{source}: the orchestrator gave no download URL for this blob: source", retryable=True
+            )
+        suffix = suffix_of(source.removeprefix("blob:")) or SAFE_SUFFIX
+        return Fetch(
+            suffix=check_suffix(suffix, allow_pickle=allow_pickle, what=source), url=url, guarded=False
+        )
     if scheme == "s3":
         if not url:
             raise ModelUnavailable(

@@ -90,6 +90,8 @@ jobs = Table(
     Column("engine_seconds", Float, nullable=False, server_default=text("0")),
     Column("cost_usd", Float, nullable=False, server_default=text("0")),
     Column("result", Text, nullable=False, server_default="{}"),
+    Column("checkpoints", Text, nullable=False, server_default="[]"),
+    Column("progress_info", Text, nullable=False, server_default="{}"),
     UniqueConstraint("tenant", "idempotency_key"),
     Index("ix_jobs_claim", "state", text("stalled DESC"), text("priority DESC"), "id"),
     Index("ix_jobs_lease", "state", "lease_expires_at"),

@@ -119,6 +119,8 @@ def _job(row: Row[Any]) -> Job:
         engine_seconds=m["engine_seconds"],
         cost_usd=m["cost_usd"],
         result=_loads(m["result"], {}),
+        checkpoints=_loads(m["checkpoints"], []),
+        progress_info=_loads(m["progress_info"], {}),
     )
 
 
@@ -232,10 +234,12 @@ def job_row(job: Job) -> dict[str, Any]:
         "engine_seconds": 0.0,
         "cost_usd": 0.0,
         "result": "{}",
+        "checkpoints": "[]",
+        "progress_info": "{}",
     }
 
 
-_JSON_JOB_COLUMNS = ("spec", "labels", "result")
+_JSON_JOB_COLUMNS = ("spec", "labels", "result", "checkpoints", "progress_info")
 _JSON_WORKER_COLUMNS = ("current_jobs", "loaded_models", "info", "cached_models")
 
 

@@ -33,6 +33,9 @@ from sdfleet.errors import (
     WorkerQuarantined,
 )
 from sdfleet.wire import (
+    CheckpointAnswer,
+    CheckpointReport,
+    CheckpointUploadRequest,
     ClaimRequest,
     ClaimResponse,
     CompleteRequest,
@@ -195,6 +198,18 @@ class WorkerClient:
     async def model_url(self, body: ModelUrlRequest, *, retry_for: float | None = 60.0) -> ModelSource:
         """A model's registry entry with a fresh download URL (a presigned one expired)."""
         return await self._call("models/url", body, ModelSource, retry_for=retry_for)
+
+    async def checkpoint_upload(
+        self, job_id: str, body: CheckpointUploadRequest, *, retry_for: float | None = 120.0
+    ) -> UploadTarget:
+        """Where to PUT a training checkpoint of a job this worker holds."""
+        return await self._call(f"jobs/{job_id}/checkpoint/upload", body, UploadTarget, retry_for=retry_for)
+
+    async def checkpoint(
+        self, job_id: str, body: CheckpointReport, *, retry_for: float | None = 120.0
+    ) -> CheckpointAnswer:
+        """Record a stored training checkpoint (fenced by the lease epoch: StaleLease when not ours)."""
+        return await self._call(f"jobs/{job_id}/checkpoint", body, CheckpointAnswer, retry_for=retry_for)
 
     async def put_blob(
         self, url: str, data: bytes, content_type: str, *, retry_for: float | None = None

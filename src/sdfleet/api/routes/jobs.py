@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -18,9 +20,11 @@ from sdfleet.api.deps import Ctx, User
 from sdfleet.api.submit import prepare_job
 from sdfleet.api.views import job_view
 from sdfleet.domain import EventType, Job, JobKind, JobState, Output
-from sdfleet.errors import NotFound, ValidationError
+from sdfleet.errors import LimitExceeded, NotFound, ValidationError
+from sdfleet.jobs.inputs import BLOB_REF, decode_image
 from sdfleet.jobs.netguard import check_url_syntax
 from sdfleet.store.sql import SqlTx
+from sdfleet.training.config import to_validation_error
 from sdfleet.wire import AccountView, BatchView, JobBatchCreate, JobCreate, JobList, JobView, WebhookSettings
 
 router = APIRouter(tags=["jobs"])
@@ -62,18 +66,7 @@ async def submit_jobs(
                 )
             ]
     except PydanticValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "body"
-        raise ValidationError(
-            f"{field}: {err['msg']}",
-            field=field,
-            details={
-                "problems": [
-                    {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
-                    for e in exc.errors()[:20]
-                ]
-            },
-        ) from exc
+        raise to_validation_error(exc) from exc
     submitted = await ctx.jobs.submit(principal.tenant, requests)
     views = [job_view(ctx, request, s.job, [], created=s.created) for s in submitted]
     if "jobs" in raw:
@@ -85,6 +78,22 @@ async def submit_jobs(
         status_code=201 if submitted[0].created else 200,
         media_type="application/json",
     )
+
+
+@router.post("/v1/inputs", status_code=201)
+async def upload_input(request: Request, ctx: Ctx, principal: User) -> dict[str, Any]:
+    """Store one input image (PNG, JPEG or WebP bytes as the body) and return its reference
+    (``blob:inputs/<tenant>/<sha256>.<ext>``) for ``init_images``, ``mask`` or training ``images``.
+    Stored once per content: uploading the same image again returns the same reference."""
+    body = await request.body()
+    limit = ctx.settings.limits.max_train_image_bytes
+    if len(body) > limit:
+        raise LimitExceeded(f"the image is larger than {limit} bytes", field="body")
+    data, ext, mime = decode_image(base64.b64encode(body).decode(), "body", limit)
+    key = f"inputs/{principal.tenant}/{hashlib.sha256(data).hexdigest()}.{ext}"
+    if await ctx.blobs.size(key) is None:
+        await ctx.blobs.put(key, data, mime)
+    return {"ref": BLOB_REF + key, "size": len(data), "content_type": mime}
 
 
 @router.get("/v1/jobs/{job_id}")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -13,12 +15,26 @@ from pydantic import BaseModel
 
 from sdfleet.api.deps import AppContext, Ctx, WorkerAuth
 from sdfleet.api.routes.worker_models import claimed_models
-from sdfleet.domain import Capabilities, Feature, Job, WorkerState
+from sdfleet.domain import Capabilities, Feature, Job, JobKind, WorkerState
 from sdfleet.errors import LimitExceeded, NotFound, StaleLease, ValidationError
 from sdfleet.jobs.inputs import BLOB_REF, input_refs
-from sdfleet.jobs.service import Beat, Completion, OutputReport, Registration, output_key, output_key_matches
+from sdfleet.jobs.service import (
+    LORA_CONTENT_TYPE,
+    OUTPUT_EXTENSIONS,
+    Beat,
+    Completion,
+    OutputReport,
+    Registration,
+    checkpoint_key,
+    output_key,
+    output_key_matches,
+)
 from sdfleet.wire import (
     BeatAnswerView,
+    BeatItem,
+    CheckpointAnswer,
+    CheckpointReport,
+    CheckpointUploadRequest,
     ClaimedJob,
     ClaimRequest,
     ClaimResponse,
@@ -33,6 +49,7 @@ from sdfleet.wire import (
     RegisterRequest,
     RegisterResponse,
     ReleaseRequest,
+    ResumeCheckpoint,
     StopRequest,
     UploadRequest,
     UploadTarget,
@@ -41,6 +58,8 @@ from sdfleet.wire import (
 router = APIRouter(prefix="/v1/worker", tags=["worker"])
 UPLOAD_URL_SECONDS = 3600.0
 INPUT_URL_SECONDS = 3600.0
+CHECKPOINT_URL_SECONDS = 6 * 3600.0
+log = logging.getLogger("sdfleet.api.worker")
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
@@ -48,6 +67,29 @@ def _json(model: BaseModel) -> Response:
     """Serialize a reply once, with pydantic's own encoder (the hot worker routes skip FastAPI's
     generic response encoding, which costs more than the work behind them)."""
     return Response(model.model_dump_json(), media_type="application/json")
+
+
+def _output_types(job: Job) -> list[str]:
+    """The content type of each output of a job: images in the spec's format; for a training job the
+    LoRA file (0), then the final validation images (PNG)."""
+    if job.kind == JobKind.TRAIN_LORA:
+        return [LORA_CONTENT_TYPE] + ["image/png"] * (job.images_expected - 1)
+    ct = CONTENT_TYPES.get(str(job.spec.get("output_format", "png")), "image/png")
+    return [ct] * job.images_expected
+
+
+def _resume_of(ctx: AppContext, job: Job) -> ResumeCheckpoint | None:
+    latest = job.latest_checkpoint
+    if job.kind != JobKind.TRAIN_LORA or latest is None:
+        return None
+    key = str(latest["key"])
+    return ResumeCheckpoint(
+        step=int(latest["step"]),
+        key=key,
+        url=ctx.blobs.get_url(key, CHECKPOINT_URL_SECONDS),
+        size=latest.get("size"),
+        sha256=latest.get("sha256"),
+    )
 
 
 def _upload_target(ctx: AppContext, job: Job, epoch: int, index: int, content_type: str) -> UploadTarget:
@@ -106,7 +148,7 @@ async def claim(body: ClaimRequest, request: Request, ctx: Ctx, principal: Worke
     claimed = []
     needs = await claimed_models(ctx, [(job.id, job.spec) for job in result.jobs])
     for job in result.jobs:
-        ct = CONTENT_TYPES.get(str(job.spec.get("output_format", "png")), "image/png")
+        types = _output_types(job)
         claimed.append(
             ClaimedJob(
                 job_id=job.id,
@@ -114,14 +156,13 @@ async def claim(body: ClaimRequest, request: Request, ctx: Ctx, principal: Worke
                 kind=job.kind.value,
                 params=job.spec,
                 lease_expires_at=job.lease_expires_at,
-                uploads=[
-                    _upload_target(ctx, job, job.lease_epoch, i, ct) for i in range(job.images_expected)
-                ],
+                uploads=[_upload_target(ctx, job, job.lease_epoch, i, ct) for i, ct in enumerate(types)],
                 inputs={
                     ref: ctx.blobs.get_url(ref.removeprefix(BLOB_REF), INPUT_URL_SECONDS)
                     for ref in input_refs(job.spec)
                 },
                 models=needs.get(job.id, []),
+                resume=_resume_of(ctx, job),
             )
         )
     message = None
@@ -138,13 +179,22 @@ async def claim(body: ClaimRequest, request: Request, ctx: Ctx, principal: Worke
     )
 
 
+def _beat_info(beat: BeatItem) -> dict[str, float] | None:
+    info = {
+        k: v
+        for k, v in (("loss", beat.loss), ("it_per_s", beat.it_per_s), ("eta_seconds", beat.eta_seconds))
+        if v is not None and math.isfinite(v)
+    }
+    return info or None
+
+
 @router.post("/heartbeat", response_model=HeartbeatResponse)
 async def heartbeat(body: HeartbeatRequest, ctx: Ctx, principal: WorkerAuth) -> Response:
     """Keep leases alive and report progress. Each job is answered continue, cancel or lost."""
     answers, state = await ctx.jobs.heartbeat(
         body.worker_id,
         principal.tenant,
-        [Beat(b.job_id, b.epoch, b.step, b.total) for b in body.jobs],
+        [Beat(b.job_id, b.epoch, b.step, b.total, _beat_info(b)) for b in body.jobs],
         body.loaded_models,
         cached_models=body.cached_models,
     )
@@ -200,9 +250,7 @@ async def _completions(ctx: AppContext, items: list[CompleteItem]) -> list[Compl
             if o.key:
                 key = o.key
             elif item.job_id in tenants:
-                ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(
-                    o.content_type, "bin"
-                )
+                ext = OUTPUT_EXTENSIONS.get(o.content_type, "bin")
                 key = f"outputs/{tenants[item.job_id]}/{item.job_id}/{item.epoch}-{o.index}.{ext}"
             else:
                 raise NotFound(f"no job {item.job_id!r}", field="job_id")
@@ -310,6 +358,59 @@ async def release(body: ReleaseRequest, ctx: Ctx, principal: WorkerAuth) -> JobS
         engine_seconds=body.engine_seconds,
     )
     return JobStateView(job_id=job.id, state=job.state.value)
+
+
+def _held(job: Job, worker_id: str, epoch: int) -> None:
+    if job.lease_epoch != epoch or job.lease_worker != worker_id or job.state.terminal:
+        raise StaleLease(f"lease epoch {epoch} of job {job.id} is not current", field="epoch")
+
+
+@router.post("/jobs/{job_id}/checkpoint/upload")
+async def checkpoint_upload(
+    job_id: str, body: CheckpointUploadRequest, ctx: Ctx, principal: WorkerAuth
+) -> UploadTarget:
+    """Where to PUT a training checkpoint of a job this worker holds (fenced by the lease epoch):
+    a presigned URL on an object store, a signed orchestrator URL with the local blob store."""
+    job = await ctx.jobs.get_job(job_id, None)
+    _held(job, body.worker_id, body.epoch)
+    if job.kind != JobKind.TRAIN_LORA:
+        raise ValidationError(f"job {job_id} is not a training job", field="job_id")
+    key = checkpoint_key(job, body.epoch, body.step)
+    return UploadTarget(
+        index=body.step,
+        key=key,
+        url=ctx.blobs.put_url(key, CHECKPOINT_URL_SECONDS, "application/octet-stream"),
+        content_type="application/octet-stream",
+    )
+
+
+@router.post("/jobs/{job_id}/checkpoint")
+async def checkpoint(
+    job_id: str, body: CheckpointReport, ctx: Ctx, principal: WorkerAuth
+) -> CheckpointAnswer:
+    """Record a stored training checkpoint (fenced: a stale epoch is 409). Checkpoints beyond the job's
+    ``keep_checkpoints`` are deleted from the blob store; a ``job.checkpoint`` webhook goes out."""
+    size = await ctx.blobs.size(body.key)
+    if size is None:
+        raise ValidationError(f"not uploaded: {body.key}", field="key")
+    recorded = await ctx.jobs.record_checkpoint(
+        body.worker_id,
+        principal.tenant,
+        job_id,
+        body.epoch,
+        step=body.step,
+        key=body.key,
+        size=size,
+        sha256=body.sha256,
+    )
+    deleted = 0
+    for key in recorded.dropped:
+        try:
+            await ctx.blobs.delete(key)
+            deleted += 1
+        except Exception as exc:  # a blob that cannot be deleted now is an orphan, not an error of the job
+            log.warning("training.checkpoint_delete_failed job_id=%s key=%s error=%s", job_id, key, exc)
+    return CheckpointAnswer(job_id=job_id, step=body.step, kept=recorded.kept, deleted=deleted)
 
 
 @router.post("/stop")

@@ -28,7 +28,11 @@ def model_source(ctx: AppContext, record: ModelRecord) -> ModelSource:
     """A registry entry as a worker needs it (``s3://`` sources presigned)."""
     url = problem = None
     parts = urlsplit(record.source)
-    if parts.scheme.lower() == "s3":
+    if parts.scheme.lower() == "blob":
+        # a model in this deployment's blob store (a LoRA a training job made): a signed URL
+        # (relative to the orchestrator for the local store, presigned for S3)
+        url = ctx.blobs.get_url(record.source.removeprefix("blob:"), MODEL_URL_SECONDS)
+    elif parts.scheme.lower() == "s3":
         presign = getattr(ctx.blobs, "presign_object", None)
         key = unquote(parts.path.lstrip("/"))
         if presign is None:

@@ -194,7 +194,8 @@ class DiffusersEngine:
             # only the default model can be served: route only jobs of its architecture here
             archs = (default_arch(self.default_model),)
         return EngineCapabilities(
-            kinds=(JobKind.TXT2IMG.value, JobKind.IMG2IMG.value),
+            # train_lora: sdfleet.training (the worker runs the trainer; it loads its own copy of the model)
+            kinds=(JobKind.TXT2IMG.value, JobKind.IMG2IMG.value, JobKind.TRAIN_LORA.value),
             archs=archs,
             max_pixels=max_pixels,
             features=("lora", "inpaint", "hires", "refiner", "embedding"),

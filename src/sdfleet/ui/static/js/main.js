@@ -12,8 +12,9 @@ import { initGallery } from "./tabs/gallery.js";
 import { initPngInfo } from "./tabs/pnginfo.js";
 import { initXyz } from "./tabs/xyz.js";
 import { initFleet } from "./tabs/fleet.js";
+import { initTrain } from "./tabs/train.js";
 
-const TABS = ["generate", "queue", "gallery", "pnginfo", "xyz", "fleet"];
+const TABS = ["generate", "queue", "gallery", "pnginfo", "xyz", "train", "fleet"];
 let active = null;
 const views = {};
 
@@ -149,6 +150,7 @@ async function main() {
   views.gallery = initGallery();
   initPngInfo();
   views.xyz = initXyz();
+  views.train = initTrain({ isActive: () => active === "train" });
   views.fleet = initFleet({ isActive: () => active === "fleet" });
   showTab(location.hash.slice(1) || "generate");
   reportCatalogErrors(await refreshCatalog());
