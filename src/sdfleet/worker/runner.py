@@ -30,7 +30,7 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -605,6 +605,36 @@ class Worker:
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             return f"this worker cannot read the job: {exc}"
 
+    async def run_engine(
+        self,
+        job: HeldJob,
+        label: str,
+        call: Callable[[], T],
+        *,
+        keep: tuple[type[Exception], ...] = (),
+    ) -> tuple[T | None, BaseException | None]:
+        """Run ``call`` in a thread as ``job``'s engine time (``job.timings[label]``, the duty cycle).
+
+        Interruptions, engine errors and the ``keep`` types come back as the error; any other exception
+        is an engine bug, logged and reported as a retryable engine error — it must not kill the worker."""
+        started = time.monotonic()
+        if self.stats.first_engine_start_at is None:
+            self.stats.first_engine_start_at = started
+        expected: tuple[type[Exception], ...] = (Interrupted, EngineError, *keep)
+        try:
+            return await asyncio.to_thread(call), None
+        except expected as exc:
+            return None, exc
+        except Exception as exc:
+            log.exception("job.engine_crashed job_id=%s work=%s", job.id, label)
+            return None, EngineError(f"{type(exc).__name__}: {exc}", retryable=True)
+        finally:
+            ended = self.stats.last_engine_end_at = time.monotonic()
+            busy = ended - started
+            job.engine_seconds += busy
+            job.timings[label] = busy
+            self.stats.engine_busy_seconds += busy
+
     async def _generate(self, job: HeldJob) -> GenerationResult | None:
         """Run the engine on one job. Returns the result to finish, or None when the job was
         reported (failed, canceled, released) or dropped here."""
@@ -640,24 +670,9 @@ class Worker:
             job.step = info.step
             job.total = info.total
 
-        started = time.monotonic()
-        if self.stats.first_engine_start_at is None:
-            self.stats.first_engine_start_at = started
-        error: BaseException | None = None
-        result: GenerationResult | None = None
-        try:
-            result = await asyncio.to_thread(self.engine.generate, kind, spec, on_step, job.should_stop)
-        except (Interrupted, EngineError) as exc:
-            error = exc
-        except Exception as exc:  # an engine bug must not kill the worker: report it, retryable
-            log.exception("job.engine_crashed job_id=%s", job.id)
-            error = EngineError(f"{type(exc).__name__}: {exc}", retryable=True)
-        finally:
-            ended = self.stats.last_engine_end_at = time.monotonic()
-            busy = ended - started
-            job.engine_seconds += busy
-            job.timings["generate"] = busy
-            self.stats.engine_busy_seconds += busy
+        result, error = await self.run_engine(
+            job, "generate", lambda: self.engine.generate(kind, spec, on_step, job.should_stop)
+        )
         # reports go out in the background: the engine moves on to the next job meanwhile
         if job.should_stop():
             self._spawn(self._after_stop(job, error))

@@ -202,26 +202,12 @@ class TrainingRun:
             spec.steps,
             job.claim.resume.step if job.claim.resume else None,
         )
-        started = time.monotonic()
-        if worker.stats.first_engine_start_at is None:
-            worker.stats.first_engine_start_at = started
-        error: BaseException | None = None
-        result: Any = None
-        try:
-            result = await asyncio.to_thread(self._train_sync, spec, base, images, class_images, resume)
-        except (Interrupted, EngineError) as exc:
-            error = exc
-        except ValidationError as exc:  # images the trainer cannot use, a checkpoint of another run
-            error = exc
-        except Exception as exc:
-            log.exception("training.trainer_crashed job_id=%s", job.id)
-            error = EngineError(f"{type(exc).__name__}: {exc}", retryable=True)
-        finally:
-            ended = worker.stats.last_engine_end_at = time.monotonic()
-            busy = ended - started
-            job.engine_seconds += busy
-            job.timings["train"] = busy
-            worker.stats.engine_busy_seconds += busy
+        result, error = await worker.run_engine(
+            job,
+            "train",
+            lambda: self._train_sync(spec, base, images, class_images, resume),
+            keep=(ValidationError,),  # images the trainer cannot use, a checkpoint of another run
+        )
         if job.should_stop():
             await worker._after_stop(job, error)
             return
