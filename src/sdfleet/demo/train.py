@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from sdfleet.demo.data import RESOLUTION, random_scene, render, training_set
+from sdfleet.engine.sd.convert import pipeline_configs, write_single_file
 from sdfleet.engine.sd.tokenizer import write_tokenizer
-from sdfleet.testing.tiny_models import pipeline_configs, write_single_file
 
 log = logging.getLogger("sdfleet.demo")
 # diffusers and transformers ship no usable type information: keep them Any at the boundary
