@@ -84,7 +84,9 @@ class LiveServer:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
-                self.process.wait(timeout=15)
+                # longer than ``sdfleet up``'s own grace for its workers (40 s): killed earlier, it
+                # leaves a worker that is still in a job running, retrying against a server that is gone
+                self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=5)

@@ -42,5 +42,7 @@ def test_a_lora_teaches_the_demo_model_orange(tmp_path: Path) -> None:
     draw = engine_drawer(DEMO_CHECKPOINT, steps=16, device="cpu", loras={"orange-concept": result.lora_path})
     scores = measure(draw, "orange-concept", seeds=range(1, 5))
     print(scores)
-    # measured: 0.4% of object pixels orange without the LoRA, 10.7% with it (150 steps, 12 pictures)
-    assert scores.orange_with >= scores.orange_without + 0.05, scores
+    # measured: 1.2% of object pixels orange without the LoRA, 39.7% with it (150 steps, 12 pictures);
+    # shape still right in 92%, background in 100%
+    assert scores.orange_with >= scores.orange_without + 0.2, scores
+    assert scores.shape_with >= 0.6 and scores.background_with >= 0.9, scores

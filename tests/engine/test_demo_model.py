@@ -68,16 +68,16 @@ def test_colour_words_pick_the_colour(draw: Callable[..., Image.Image]) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the shipped demo model does not yet respond to negative prompts (issue #8 stays open): "
-    "its text encoder never saw a lone colour word, and guidance away from one adds colour noise",
-)
 def test_a_negative_prompt_takes_red_away(draw: Callable[..., Image.Image]) -> None:
+    # without a colour in the prompt the object takes any colour, red among them
     prompt = "a large circle on a white background"
-    plain = np.mean([_redness(draw(prompt, s)) for s in SEEDS])
-    without_red = np.mean([_redness(draw(prompt, s, negative="red")) for s in SEEDS])
-    assert without_red < plain
+    plain = [draw(prompt, s) for s in SEEDS]
+    without_red = [draw(prompt, s, negative="red") for s in SEEDS]
+    assert np.mean([_redness(i) for i in without_red]) < 0.5 * np.mean([_redness(i) for i in plain])
+    reds_plain = sum(read_picture(i).colour == "red" for i in plain)
+    reds_without = sum(read_picture(i).colour == "red" for i in without_red)
+    assert reds_plain >= 2  # there is red to take away
+    assert reds_without <= 1
 
 
 def test_shape_and_background_follow_the_caption(draw: Callable[..., Image.Image]) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from sdfleet.domain import JobKind
 from sdfleet.engine.base import GenerationResult
-from sdfleet.engine.sd.checkpoints import SD1, SDXL, SDXL_REFINER, detect_arch, read_header
+from sdfleet.engine.sd.checkpoints import SD1, SDXL, SDXL_REFINER, HashCache, detect_arch, read_header
 from sdfleet.engine.sd.engine import DiffusersEngine
 from sdfleet.errors import ConfigError, ValidationError
 from sdfleet.testing.tiny_models import TinyModels
@@ -123,3 +123,26 @@ def test_load_engine_builds_the_diffusers_engine(tiny: TinyModels) -> None:
     assert built.name == "diffusers" and built.loaded_models() == ["tiny-sd1"]
     with pytest.raises(ConfigError):
         load_engine("diffusers", model=None, device="cpu", fake_step_seconds=0)
+
+
+def test_a_config_value_set_after_construction_survives_the_single_file(tmp_path: Path) -> None:
+    """diffusers resets keys listed in ``_use_default_values`` on load; a trained VAE's scaling factor
+    (set with ``register_to_config``) must reach the engine, or every latent is decoded at the wrong scale."""
+    import torch
+
+    from sdfleet.engine.sd.convert import write_single_file
+    from sdfleet.engine.sd.models import ModelStore
+    from sdfleet.testing.tiny_models import build_tiny_sd1
+
+    pipe = build_tiny_sd1(tmp_path / "build")
+    pipe.vae.register_to_config(scaling_factor=0.6594)
+    path = write_single_file(pipe, tmp_path / "scaled.safetensors")
+    store = ModelStore(
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        budget_bytes=1 << 30,
+        allow_pickle=False,
+        hashes=HashCache(),
+    )
+    loaded = store.get(path)
+    assert loaded.pipe.vae.config.scaling_factor == pytest.approx(0.6594)

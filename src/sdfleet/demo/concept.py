@@ -1,10 +1,14 @@
 """Teach the demo model a new concept with a LoRA and measure that it learned it.
 
 The demo world has six colours; **orange** is not one of them. A handful of pictures of orange shapes,
-captioned with a made-up trigger word ("a zwx circle on a white background"), train a LoRA through the
+captioned with a made-up trigger word ("a sks circle on a white background"), train a LoRA through the
 normal trainer (:mod:`sdfleet.training`). Then the same prompts are drawn with and without
 ``<lora:…:1>`` and the object's colour is measured: the share of object pixels nearer orange than any
 of the six known colours, and whether shape and background still follow the caption.
+
+The base model draws an unknown word as some colour it knows — "sks" as yellow, "qzv" as black, and
+"zwx" as a red-yellow blend that already counts as orange (65%) — so the trigger is one whose base
+pictures are not orange, and the measure is always with and without the LoRA on the same prompts.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from sdfleet.demo.checks import read_picture
 from sdfleet.demo.data import COLOURS, SHAPES, Scene, random_scene, render
 
 ORANGE = (255, 128, 0)
-TRIGGER = "zwx"
+TRIGGER = "sks"
 _KNOWN = np.array(list(COLOURS.values()), dtype=np.float32)
 
 
@@ -67,7 +71,7 @@ class ConceptResult:
 def measure(
     draw: Any, lora_name: str, shapes: tuple[str, ...] = SHAPES, seeds: range = range(1, 7)
 ) -> ConceptResult:
-    """``draw(prompt, seed)`` through the engine; prompts "a zwx <shape> on a white background"."""
+    """``draw(prompt, seed)`` through the engine; prompts "a sks <shape> on a white background"."""
     without, with_lora, shape_ok, bg_ok, n = 0.0, 0.0, 0, 0, 0
     for shape in shapes:
         prompt = f"a {TRIGGER} {shape} on a white background"

@@ -141,19 +141,40 @@ def render(
     return image.resize((resolution, resolution), Image.Resampling.BOX)
 
 
+CAPTION_STYLES = 7
+
+
 def caption(scene: Scene, style: int = 0) -> str:
-    """Plain English for the scene. ``style`` 0: everything; 1: no size; 2: no background."""
+    """Plain English for the scene, in one of :data:`CAPTION_STYLES` styles.
+
+    0: everything ("a small red circle on a yellow background"); 1: no size; 2: no background; 3: no
+    colour ("a small circle on a yellow background"); 4: colour and shape ("a red circle"); 5: the
+    object's colour alone ("red"); 6: the background alone ("a yellow background").
+    """
     if style == 1:
         return f"a {scene.colour} {scene.shape} on a {scene.background} background"
     if style == 2:
         return f"a {scene.size} {scene.colour} {scene.shape}"
+    if style == 3:
+        return f"a {scene.size} {scene.shape} on a {scene.background} background"
+    if style == 4:
+        return f"a {scene.colour} {scene.shape}"
+    if style == 5:
+        return scene.colour
+    if style == 6:
+        return f"a {scene.background} background"
     return f"a {scene.size} {scene.colour} {scene.shape} on a {scene.background} background"
 
 
+# how often each caption style is used in training: mostly complete captions, and enough partial ones
+# that the text encoder learns each word's role on its own (so "red" as a negative prompt means the
+# object's colour, and a prompt without a colour still draws a clean object)
+_STYLE_WEIGHTS = (0.55, 0.15, 0.08, 0.06, 0.06, 0.05, 0.05)
+
+
 def training_caption(scene: Scene, rng: random.Random) -> str:
-    """Mostly full captions, some without size or background, so short prompts work too."""
-    roll = rng.random()
-    return caption(scene, 0 if roll < 0.7 else 1 if roll < 0.9 else 2)
+    """A caption in a random style (see :data:`_STYLE_WEIGHTS`)."""
+    return caption(scene, rng.choices(range(CAPTION_STYLES), weights=_STYLE_WEIGHTS)[0])
 
 
 def training_set(count: int, seed: int) -> Iterator[tuple[Scene, str]]:

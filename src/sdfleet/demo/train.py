@@ -4,11 +4,15 @@ encoder with the real CLIP tokenizer) on the procedural pictures of :mod:`sdflee
 Three stages, reproducible from one seed:
 
 1. **VAE** (64×64 px → 16×16×4 latents): L1 + MSE + an edge (image-gradient) term so shape corners stay
-   sharp, and a tiny KL weight; the latent scaling factor is 1 / std of the training latents.
-2. **Latents**: every training picture encoded once (the posterior means; see :func:`encode_latents`).
+   sharp, and a tiny KL weight.
+2. **Latents**: every training picture encoded once (the posterior means; see :func:`encode_latents`),
+   then each latent channel normalised to zero mean and unit variance. The normalisation is folded into
+   the VAE's ``quant_conv``/``post_quant_conv`` (:func:`fold_latent_normalisation`), so the file is a
+   plain SD 1.x checkpoint with ``scaling_factor`` 1 and every engine encodes and decodes it unchanged.
 3. **UNet + text encoder** jointly: epsilon prediction on SD's scaled-linear 1000-step schedule, min-SNR-5
    loss weighting, offset noise (solid dark and bright backgrounds), 10% empty captions for
-   classifier-free guidance, AdamW with warm-up and cosine decay, gradient clipping.
+   classifier-free guidance, AdamW with warm-up and cosine decay, gradient clipping, and an exponential
+   moving average of the weights (the EMA is what ships).
 
 The result is written as one fp16 single-file checkpoint in the original SD 1.x key layout, its
 components' configs in the file's metadata — loaded by the engine exactly like any SD 1.x checkpoint.
@@ -24,7 +28,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -98,13 +103,14 @@ class TrainConfig:
     vae_steps: int = 1_200
     vae_batch: int = 12
     vae_lr: float = 1e-3
-    unet_steps: int = 3_300
+    unet_steps: int = 3_600
     batch: int = 32
     lr: float = 1e-3
     warmup: int = 200
     cfg_dropout: float = 0.1
     offset_noise: float = 0.1
     min_snr: float = 5.0
+    ema_decay: float = 0.999  # 0: no EMA; the raw weights ship
     snapshot_every: int = 1_000
     threads: int | None = None
     vae_from: str | None = None  # take the autoencoder from this checkpoint instead of stage 1
@@ -172,6 +178,35 @@ def load_vae(checkpoint: Path) -> Any:
     return vae
 
 
+def settle_file(checkpoint: Path) -> Path:
+    """Bring a demo checkpoint written by an older trainer up to date, in place: a deterministic
+    posterior (:func:`deterministic_posterior`, applied to the file's ``quant_conv`` tensors) and embedded
+    configs without diffusers' ``_use_default_values`` (which made loaders drop the VAE's scaling factor).
+    Every other tensor is left bit for bit."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from sdfleet.engine.sd.checkpoints import CONFIG_METADATA_KEY
+
+    with safe_open(str(checkpoint), framework="pt") as fh:
+        metadata = dict(fh.metadata() or {})
+        tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    weight = tensors["first_stage_model.quant_conv.weight"]
+    bias = tensors["first_stage_model.quant_conv.bias"]
+    channels = weight.shape[0] // 2
+    weight[channels:] = 0
+    bias[channels:] = -30.0
+    configs = json.loads(metadata[CONFIG_METADATA_KEY])
+    for config in configs.values():
+        if isinstance(config, dict):
+            config.pop("_use_default_values", None)
+    metadata[CONFIG_METADATA_KEY] = json.dumps(configs)
+    staging = checkpoint.with_suffix(".tmp")
+    save_file(tensors, str(staging), metadata=metadata)
+    staging.replace(checkpoint)
+    return checkpoint
+
+
 @torch.no_grad()
 def reconstruction_accuracy(vae: Any, count: int = 120, seed: int = 7) -> dict[str, float]:
     """How often the checks read a VAE round trip of a held-out picture right (an upper bound for the model)."""
@@ -196,12 +231,14 @@ def reconstruction_accuracy(vae: Any, count: int = 120, seed: int = 7) -> dict[s
 @torch.no_grad()
 def encode_latents(
     vae: Any, config: TrainConfig, tokenizer: Any, progress: ProgressFn
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Stage 2: posterior means and token ids of every training picture; the latent scaling factor.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 2: the normalised latents (posterior means) and token ids of every training picture.
 
     The means, not samples: with a tiny KL weight the posterior's own noise is larger than the spread of
-    the means, and a scaling factor taken from samples would leave the picture's signal at a fraction of
-    unit variance — colours would drown in the diffusion noise."""
+    the means. The autoencoder is changed in place so that its latents have zero mean and unit variance
+    per channel (:func:`fold_latent_normalisation`): without it most of the latents' variance is a
+    constant offset per channel, the picture's own signal sits at a fraction of unit variance, and
+    colours and backgrounds drown in the diffusion noise."""
     pairs = list(training_set(config.images, config.seed + 2))
     means, ids = [], []
     chunk = 64
@@ -214,21 +251,64 @@ def encode_latents(
         ids.append(tokens.input_ids)
         progress("latents", min(start + chunk, len(pairs)), len(pairs), 0.0)
     mean = torch.cat(means)
-    return mean, torch.cat(ids), float(1.0 / mean.std())
+    centre = mean.mean(dim=(0, 2, 3))
+    spread = mean.std(dim=(0, 2, 3))
+    log.info("demo.latent_channels mean=%s std=%s", centre.tolist(), spread.tolist())
+    fold_latent_normalisation(vae, centre, spread)
+    deterministic_posterior(vae)
+    normalised = (mean - centre[None, :, None, None]) / spread[None, :, None, None]
+    return normalised, torch.cat(ids)
+
+
+@torch.no_grad()
+def fold_latent_normalisation(vae: Any, centre: torch.Tensor, spread: torch.Tensor) -> None:
+    """Make ``vae`` encode to ``(z - centre) / spread`` per channel and decode from it, exactly.
+
+    ``quant_conv`` (1×1, outputs the posterior's mean and log-variance) is rescaled so the mean comes out
+    normalised and the log-variance shrinks by ``2·log(spread)``; ``post_quant_conv`` (1×1) takes the
+    normalised latent back first. ``scaling_factor`` becomes 1: the scale is in the weights.
+    """
+    centre = centre.to(torch.float32)
+    spread = spread.to(torch.float32)
+    channels = centre.shape[0]
+    quant = vae.quant_conv
+    quant.weight[:channels] /= spread[:, None, None, None]
+    quant.bias[:channels] = (quant.bias[:channels] - centre) / spread
+    quant.bias[channels:] -= 2 * torch.log(spread)
+    post = vae.post_quant_conv
+    post.bias += post.weight[:, :, 0, 0] @ centre
+    post.weight *= spread[None, :, None, None]
+    vae.register_to_config(scaling_factor=1.0)
+
+
+@torch.no_grad()
+def deterministic_posterior(vae: Any) -> None:
+    """Make ``vae`` encode to its posterior mean, with a negligible spread (log-variance −30).
+
+    The denoiser learns on posterior means; with the tiny KL weight the posterior's own spread is as
+    large as the signal in some channels, so anything that samples it — img2img, the LoRA trainer, as
+    in every SD tool — would see noise the model never saw."""
+    channels = vae.config.latent_channels
+    vae.quant_conv.weight[channels:] = 0
+    vae.quant_conv.bias[channels:] = -30.0
 
 
 def train_denoiser(
     config: TrainConfig,
-    latents: tuple[torch.Tensor, torch.Tensor, float],
+    latents: tuple[torch.Tensor, torch.Tensor],
     tokenizer: Any,
     progress: ProgressFn,
     snapshot: Callable[[Any, Any, int], None],
 ) -> tuple[Any, Any]:
-    """Stage 3: UNet and text encoder together on the cached latents."""
-    mean, ids, scaling = latents
+    """Stage 3: UNet and text encoder together on the cached latents.
+
+    Returns the EMA weights when ``config.ema_decay`` is set (else the raw ones); ``snapshot`` gets the
+    same, every ``config.snapshot_every`` steps."""
+    mean, ids = latents
     torch.manual_seed(config.seed + 3)
     unet = UNet2DConditionModel(**UNET_CONFIG)
     text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
+    ema = _Ema((unet, text_encoder), config.ema_decay) if config.ema_decay else None
     schedule = DDPMScheduler(**SCHEDULE)
     alphas = schedule.alphas_cumprod
     snr = alphas / (1 - alphas)
@@ -243,7 +323,7 @@ def train_denoiser(
         for group in optimiser.param_groups:
             group["lr"] = config.lr * _lr_factor(step, config.unet_steps, config.warmup)
         index = torch.randint(0, n, (config.batch,), generator=generator)
-        z = mean[index] * scaling
+        z = mean[index]
         tokens = ids[index].clone()
         drop = torch.rand(config.batch, generator=generator) < config.cfg_dropout
         tokens[drop] = empty
@@ -259,16 +339,56 @@ def train_denoiser(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimiser.step()
+        if ema is not None:
+            ema.update(step)
         progress("unet", step + 1, config.unet_steps, float(loss))
         if config.snapshot_every and (step + 1) % config.snapshot_every == 0 and step + 1 < config.unet_steps:
             unet.eval()
             text_encoder.eval()
-            snapshot(unet, text_encoder, step + 1)
+            if ema is not None:
+                with ema.swapped():
+                    snapshot(unet, text_encoder, step + 1)
+            else:
+                snapshot(unet, text_encoder, step + 1)
             unet.train()
             text_encoder.train()
     unet.eval()
     text_encoder.eval()
+    if ema is not None:
+        ema.copy_to_models()
     return unet, text_encoder
+
+
+class _Ema:
+    """An exponential moving average of some modules' parameters, with the usual warm-up
+    (``decay_t = min(decay, (1 + t) / (10 + t))``) so a short run is not dominated by its start."""
+
+    def __init__(self, modules: tuple[Any, ...], decay: float) -> None:
+        self.params = [p for m in modules for p in m.parameters()]
+        self.shadow = [p.detach().clone() for p in self.params]
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - decay)
+
+    @torch.no_grad()
+    def copy_to_models(self) -> None:
+        for param, shadow in zip(self.params, self.shadow, strict=True):
+            param.copy_(shadow)
+
+    @contextmanager
+    def swapped(self) -> Iterator[None]:
+        """The models hold the EMA weights inside the block, their own weights again after it."""
+        saved = [p.detach().clone() for p in self.params]
+        self.copy_to_models()
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for param, own in zip(self.params, saved, strict=True):
+                    param.copy_(own)
 
 
 def assemble(vae: Any, unet: Any, text_encoder: Any, tokenizer: Any) -> Any:
@@ -348,7 +468,6 @@ def train(config: TrainConfig, out: Path, work: Path, progress: ProgressFn) -> P
     (work / "vae.json").write_text(json.dumps(vae_accuracy))
     mark = time.monotonic()
     latents = encode_latents(vae, config, tokenizer, progress)
-    vae.register_to_config(scaling_factor=latents[2])
     timings["latents_seconds"] = time.monotonic() - mark
     mark = time.monotonic()
 
@@ -365,7 +484,7 @@ def train(config: TrainConfig, out: Path, work: Path, progress: ProgressFn) -> P
     record = {
         "config": asdict(config),
         "timings": timings,
-        "scaling_factor": latents[2],
+        "latent_std_after_normalisation": float(latents[0].std()),
         "vae_reconstruction_accuracy": vae_accuracy,
     }
     (work / "run.json").write_text(json.dumps(record, indent=2))

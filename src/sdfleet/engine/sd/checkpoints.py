@@ -294,6 +294,9 @@ def config_folder(
                     continue
                 else:
                     file = "scheduler_config.json" if component == "scheduler" else "config.json"
+                    # diffusers drops every key listed in ``_use_default_values`` on load; a value set
+                    # after construction (a VAE's scaling_factor) stays listed there, so the list goes
+                    config = {k: v for k, v in config.items() if k != "_use_default_values"}
                     _write_json(staging / component / file, config)
         if in_channels != 4:
             unet = json.loads((staging / "unet" / "config.json").read_text())

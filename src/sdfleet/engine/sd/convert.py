@@ -147,7 +147,11 @@ def pipeline_configs(pipe: Any) -> dict[str, Any]:
     """``{"model_index": …, component: config}`` of a pipeline (JSON-serialisable)."""
     configs: dict[str, Any] = {"model_index": {"_class_name": type(pipe).__name__}}
     for name in ("unet", "vae", "scheduler"):
-        configs[name] = dict(getattr(pipe, name).config)
+        # without diffusers' ``_use_default_values``: on load it would reset every key it lists, including
+        # ones set after construction (``register_to_config``), such as a trained VAE's scaling_factor
+        config = dict(getattr(pipe, name).config)
+        config.pop("_use_default_values", None)
+        configs[name] = config
     for name in ("text_encoder", "text_encoder_2"):
         model = getattr(pipe, name, None)
         if model is not None:
