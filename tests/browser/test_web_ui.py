@@ -218,6 +218,11 @@ def test_fleet_lists_the_workers_and_the_last_hour(page: Any) -> None:
     expect(rows.first.locator(".state-badge")).to_have_text("active")
     expect(page.locator(".stat-card", has_text="workers online").locator(".stat-value")).to_have_text("2")
     expect(page.locator("#chart-throughput svg")).to_be_visible()
+    # the demand table: the checkpoint the earlier tests generated with is warm in a worker's memory
+    demand = page.locator("#demand-body tr")
+    expect(demand.first).to_be_visible()
+    expect(page.locator("#demand-body td.col-warm", has_text="in memory").first).to_be_visible()
+    expect(page.locator("#demand-body")).to_contain_text("checkpoint")
 
 
 def test_api_errors_name_the_field(page: Any) -> None:

@@ -1,5 +1,6 @@
 // The Fleet tab (admin): workers with their GPU, state, current jobs, loaded models and counters,
-// quarantine and release; queue depth by state; the last hour's throughput and images per dollar.
+// quarantine and release; queue depth by state; the last hour's throughput and images per dollar; and
+// per model, the demand (queued and running jobs, their waits) against the workers that hold it warm.
 import { api } from "../api.js";
 import { $, h, render, every } from "../dom.js";
 import { barChart, lineChart } from "../charts.js";
@@ -100,9 +101,46 @@ function workerRow(w) {
   );
 }
 
+/** "2 in memory · 1 on disk" of ``total`` live workers, or a warning when none holds a model in demand. */
+function warmth(m, total) {
+  const parts = [];
+  if (m.workers_loaded) parts.push(`${m.workers_loaded} in memory`);
+  if (m.workers_cached) parts.push(`${m.workers_cached} on disk`);
+  if (parts.length) return h("span", { title: `of ${total} live workers` }, parts.join(" · "));
+  return m.queued ? h("span.error-text", "none — every job loads it") : h("span.muted", "—");
+}
+
+function demandRow(m, total) {
+  const wait = (v) => (v == null ? "—" : duration(v));
+  return h(
+    "tr",
+    { dataset: { model: m.name } },
+    h("td.col-worker", h("div.worker-name", m.name), h("div.muted.tiny", m.kind || "not in the registry")),
+    h("td.num", { dataset: { label: "Queued" } }, count(m.queued)),
+    h("td.num", { dataset: { label: "Running" } }, count(m.running)),
+    h("td.col-warm", { dataset: { label: "Warm on" } }, warmth(m, total)),
+    h(
+      "td.num",
+      { dataset: { label: "Waiting now" }, title: m.queued ? `longest ${wait(m.queued_wait_max_seconds)}` : null },
+      m.queued ? `${wait(m.queued_wait_avg_seconds)} avg · ${wait(m.queued_wait_max_seconds)} max` : "—",
+    ),
+    h(
+      "td.num",
+      { dataset: { label: "Wait, last 15 min" } },
+      m.recent_jobs ? `${wait(m.recent_wait_avg_seconds)} (${count(m.recent_jobs)} jobs)` : "—",
+    ),
+  );
+}
+
+function showDemand(demand) {
+  const models = [...demand.models].sort((a, b) => b.queued - a.queued || b.running - a.running || a.name.localeCompare(b.name));
+  render($("#demand-body"), models.map((m) => demandRow(m, demand.workers_online)));
+  $("#demand-empty").hidden = models.length > 0;
+}
+
 async function refresh() {
   try {
-    const [stats, { workers }] = await Promise.all([api("v1/admin/stats"), api("v1/admin/workers")]);
+    const [stats, { workers }, demand] = await Promise.all([api("v1/admin/stats"), api("v1/admin/workers"), api("v1/fleet/models")]);
     $("#fleet-denied").hidden = true;
     $("#fleet-content").hidden = false;
     showCards(stats, workers);
@@ -110,6 +148,7 @@ async function refresh() {
     const sorted = [...workers].sort((a, b) => Number(b.online) - Number(a.online) || a.name.localeCompare(b.name));
     render($("#workers-body"), sorted.map(workerRow));
     $("#workers-empty").hidden = workers.length > 0;
+    showDemand(demand);
   } catch (err) {
     if (err.status === 403) {
       $("#fleet-content").hidden = true;
