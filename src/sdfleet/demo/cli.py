@@ -104,6 +104,9 @@ def train(
             if stage not in tasks:
                 tasks[stage] = bar.add_task(stage, total=total, info="")
             bar.update(tasks[stage], completed=step, info=f"loss {loss:.4f}" if loss else "")
+            if not console.is_terminal and (step % 100 == 0 or step == total):
+                # a run in the background (output to a file) gets a plain line now and then instead
+                console.print(f"{stage} {step}/{total}" + (f" loss {loss:.4f}" if loss else ""))
 
         path = run(config, out, work, progress)
     record = json.loads((work / "run.json").read_text())
