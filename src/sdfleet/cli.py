@@ -371,7 +371,7 @@ def _register_default_model(settings: Settings, model: Path) -> None:
     """Put `up --model`'s checkpoint in the registry under its file (or folder) name, so jobs and
     A1111 clients can name it; the first start hashes it (cached beside it afterwards)."""
     from sdfleet.domain import ModelKind, ModelRecord
-    from sdfleet.engine.sd.checkpoints import default_arch
+    from sdfleet.engine.sd.checkpoints import default_arch, native_resolution
 
     try:
         arch = default_arch(model)
@@ -386,6 +386,7 @@ def _register_default_model(settings: Settings, model: Path) -> None:
         sha256=None,
         size=None,
         description="served by sdfleet up --model",
+        resolution=native_resolution(model, arch),
     )
 
     is_file = model.is_file()
@@ -537,6 +538,12 @@ def models_add(
     trigger_word: Annotated[list[str], typer.Option(help="Repeatable.")] = [],  # noqa: B006
     default_weight: float = 1.0,
     description: str = "",
+    resolution: Annotated[
+        int | None,
+        typer.Option(
+            help="Checkpoints: the side in px it was trained at (read from a local file if not given)."
+        ),
+    ] = None,
     database_url: DbOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -548,6 +555,11 @@ def models_add(
         model_kind = ModelKind(kind)
     except ValueError:
         raise fail(f"--kind must be one of {', '.join(k.value for k in ModelKind)}") from None
+    if resolution is None and model_kind == ModelKind.CHECKPOINT and Path(source).is_absolute():
+        from sdfleet.engine.sd.checkpoints import native_resolution
+
+        # only what the file itself says (its embedded configs); the architecture's usual size is the default
+        resolution = native_resolution(Path(source))
     record = ModelRecord(
         name=name,
         kind=model_kind,
@@ -558,6 +570,7 @@ def models_add(
         trigger_words=list(trigger_word),
         default_weight=default_weight,
         description=description,
+        resolution=resolution,
     )
     with console.status(f"registering {name} (hashing local files)…"):
         added = _run(_with_models(settings, lambda ms: ms.add(record)))

@@ -120,6 +120,10 @@ class ModelKind(StrEnum):
     UPSCALER = "upscaler"
 
 
+ARCH_RESOLUTION: dict[str, int] = {"sd1": 512, "sd2": 768, "sdxl": 1024, "sdxl_refiner": 1024}
+"""The side in pixels each architecture's checkpoints are usually trained at."""
+
+
 @dataclass(slots=True)
 class ModelRecord:
     """A model in the registry: jobs name it; workers fetch it from ``source`` and verify it."""
@@ -134,6 +138,14 @@ class ModelRecord:
     default_weight: float = 1.0
     description: str = ""
     created_at: float = 0.0
+    resolution: int | None = None  # checkpoints: the side in px it was trained at, read at registration
+
+    @property
+    def native_resolution(self) -> int | None:
+        """A checkpoint's training size: as registered, else its architecture's usual one."""
+        if self.kind != ModelKind.CHECKPOINT:
+            return None
+        return self.resolution or (ARCH_RESOLUTION.get(self.arch) if self.arch else None)
 
     @property
     def short_hash(self) -> str:

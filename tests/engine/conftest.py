@@ -5,7 +5,7 @@ Every test here is marked ``engine`` and skipped, with the reason, when torch or
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def tiny(tiny_models: TinyModels) -> TinyModels:
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     return tiny_models
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for a module (training tests: bit-exact runs, and a fair share of a busy CPU)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -223,6 +223,7 @@ models = Table(
     Column("default_weight", Float, nullable=False, server_default=text("1")),
     Column("description", Text, nullable=False, server_default=""),
     Column("created_at", Float, nullable=False),
+    Column("resolution", Integer, nullable=True),
     Index("ix_models_kind_name", "kind", "name"),
 )
 

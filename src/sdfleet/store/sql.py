@@ -1145,6 +1145,7 @@ class SqlTx:
             "trigger_words": _dumps(model.trigger_words),
             "default_weight": model.default_weight,
             "description": model.description,
+            "resolution": model.resolution,
         }
         done = self.conn.execute(update(models).where(models.c.name == model.name).values(**values))
         if not done.rowcount:
@@ -1267,6 +1268,7 @@ def _model(row: Row[Any]) -> ModelRecord:
         default_weight=m["default_weight"],
         description=m["description"],
         created_at=m["created_at"],
+        resolution=m["resolution"],
     )
 
 

@@ -718,7 +718,7 @@ class Worker:
                 return
             info = {k: v for k, v in result.info.items() if isinstance(v, str | int | float)}
             try:
-                answer = await self.client.complete(self._completion(job, items, info))
+                answer = await self.client.complete(self._completion(job, items, {"info": info}))
             except SdfleetError as exc:
                 if not (exc.field or "").startswith("outputs.data_b64") or not any(i.data_b64 for i in items):
                     raise
@@ -726,7 +726,7 @@ class Worker:
                 log.warning("worker.inline_refused worker_id=%s error=%s", self.worker_id, exc)
                 self._inline_allowed = False
                 items = await self._output_items(job, outputs, targets, inline=False)
-                answer = await self.client.complete(self._completion(job, items, info))
+                answer = await self.client.complete(self._completion(job, items, {"info": info}))
             status = answer.results[0].status if answer.results else "accepted"
             if status == "stale":
                 self._drop(job, "stale", answer.results[0].message)
@@ -757,7 +757,8 @@ class Worker:
             log.exception("job.finish_crashed job_id=%s", job.id)
             await self._fail(job, "worker_error", f"{type(exc).__name__}: {exc}", retryable=True)
 
-    def _completion(self, job: HeldJob, items: list[OutputItem], info: dict[str, Any]) -> CompleteRequest:
+    def _completion(self, job: HeldJob, items: list[OutputItem], result: dict[str, Any]) -> CompleteRequest:
+        """The completion report of a held job: its outputs, engine time, timings and ``result``."""
         assert self.worker_id is not None
         return CompleteRequest(
             worker_id=self.worker_id,
@@ -766,7 +767,7 @@ class Worker:
             outputs=items,
             engine_seconds=job.engine_seconds,
             timings={k: round(v, 4) for k, v in job.timings.items()},
-            result={"info": info},
+            result=result,
         )
 
     async def _output_items(

@@ -44,7 +44,7 @@ from sdfleet.errors import (
     ValidationError,
 )
 from sdfleet.training.config import LoraTrainSpec
-from sdfleet.wire import CheckpointReport, CheckpointUploadRequest, CompleteRequest, OutputItem
+from sdfleet.wire import CheckpointReport, CheckpointUploadRequest, OutputItem
 
 if TYPE_CHECKING:
     from sdfleet.worker.runner import HeldJob, Worker
@@ -368,17 +368,7 @@ class TrainingRun:
                 "seconds": round(result.seconds, 3),
                 "checkpoints_stored": self.checkpoints,
             }
-            answer = await worker.client.complete(
-                CompleteRequest(
-                    worker_id=worker.worker_id,
-                    job_id=job.id,
-                    epoch=job.epoch,
-                    outputs=items,
-                    engine_seconds=job.engine_seconds,
-                    timings={k: round(v, 4) for k, v in job.timings.items()},
-                    result={"training": training},
-                )
-            )
+            answer = await worker.client.complete(worker._completion(job, items, {"training": training}))
             status = answer.results[0].status if answer.results else "accepted"
             if status == "stale":
                 worker._drop(job, "stale", answer.results[0].message)

@@ -65,12 +65,30 @@ def test_register_local_and_remote_models(client: TestClient, checkpoint: Path) 
         ({"source": "https://x.org/a.safetensors", "sha256": "xyz", "size": 1}, "sha256"),
         ({"source": "https://x.org/a.safetensors", "sha256": SHA, "size": 1, "name": "../etc"}, "name"),
         ({"source": "https://x.org/a.safetensors", "sha256": SHA, "size": 1, "arch": "sd9"}, "arch"),
+        ({"source": "https://x.org/a.safetensors", "sha256": SHA, "size": 1, "resolution": 0}, "resolution"),
     ],
 )
 def test_bad_registrations_name_the_field(client: TestClient, body: dict[str, object], field: str) -> None:
     r = client.post("/v1/models", json={"name": "m", "kind": "lora", **body})
     assert r.status_code == 422, r.text
     assert r.json()["error"]["field"] == field
+
+
+def test_a_checkpoints_resolution_is_stored_at_registration_else_its_architectures(
+    client: TestClient, checkpoint: Path
+) -> None:
+    def add(name: str, **extra: object) -> dict[str, object]:
+        body = {"name": name, "kind": "checkpoint", "source": str(checkpoint), **extra}
+        r = client.post("/v1/models", json=body)
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    assert add("tiny", arch="sd1", resolution=64)["resolution"] == 64
+    assert client.get("/v1/models/tiny").json()["resolution"] == 64
+    assert add("plain-xl", arch="sdxl")["resolution"] == 1024
+    assert add("unknown")["resolution"] is None
+    lora = {"name": "l", "kind": "lora", "source": str(checkpoint), "arch": "sd1", "resolution": 64}
+    assert client.post("/v1/models", json=lora).json()["resolution"] is None
 
 
 def test_jobs_are_checked_against_the_registry(client: TestClient) -> None:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from sdfleet.api.deps import Admin, Ctx, User
 from sdfleet.domain import ModelKind, ModelRecord
-from sdfleet.engine.sd.checkpoints import native_resolution
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -32,6 +28,9 @@ class ModelCreate(BaseModel):
     trigger_words: list[str] = Field(default_factory=list, max_length=64)
     default_weight: float = Field(default=1.0, ge=-10, le=10)
     description: str = Field(default="", max_length=4000)
+    resolution: int | None = Field(
+        default=None, ge=8, le=16384, description="Checkpoints: the side in pixels it was trained at."
+    )
 
 
 class ModelView(BaseModel):
@@ -51,15 +50,9 @@ class ModelView(BaseModel):
     )
 
 
-@functools.lru_cache(maxsize=1024)
-def _resolution(source: str, sha256: str | None, arch: str | None) -> int | None:
-    path = Path(urlsplit(source).path if source.startswith("file:") else source)
-    return native_resolution(path, arch)
-
-
 def _view(m: ModelRecord) -> ModelView:
     return ModelView(
-        resolution=_resolution(m.source, m.sha256, m.arch) if m.kind == ModelKind.CHECKPOINT else None,
+        resolution=m.native_resolution,
         name=m.name,
         kind=m.kind.value,
         arch=m.arch,

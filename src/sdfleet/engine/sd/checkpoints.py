@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdfleet.domain import ARCH_RESOLUTION
 from sdfleet.errors import ConfigError, ValidationError
 
 log = logging.getLogger("sdfleet.engine")
@@ -335,9 +336,6 @@ def default_arch(model: Path) -> str:
     """The base architecture (sd1, sd2, sdxl) of a checkpoint file or diffusers folder."""
     arch = arch_of_folder(model) if model.is_dir() else detect_arch(read_header(model).shapes).arch
     return SDXL if arch == SDXL_REFINER else arch
-
-
-ARCH_RESOLUTION = {SD1: 512, SD2: 768, SDXL: 1024, SDXL_REFINER: 1024}
 
 
 def native_resolution(model: Path, arch: str | None = None) -> int | None:

@@ -57,6 +57,36 @@ export function icon(name, label) {
   return svg;
 }
 
+/**
+ * Make `zone` a file drop zone for the file `input`: click or Enter/Space opens the chooser, and
+ * files chosen or dropped (on `target`, the zone unless given) go to `onFiles(fileList)`.
+ */
+export function dropZone(zone, input, onFiles, target = zone) {
+  zone.addEventListener("click", () => input.click());
+  zone.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") {
+      e.preventDefault();
+      input.click();
+    }
+  });
+  input.addEventListener("change", () => {
+    onFiles(input.files);
+    input.value = ""; // choosing the same file again is a change too
+  });
+  target.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    zone.classList.add("over");
+  });
+  target.addEventListener("dragleave", (e) => {
+    if (!target.contains(e.relatedTarget)) zone.classList.remove("over");
+  });
+  target.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    onFiles(e.dataTransfer.files);
+  });
+}
+
 /** Run `fn` at most once per `ms`, with the last arguments (trailing call guaranteed). */
 export function debounce(fn, ms) {
   let timer = 0;

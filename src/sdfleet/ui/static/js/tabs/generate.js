@@ -1,7 +1,7 @@
 // The Generate tab: prompt editors, model/sampler pickers, size, seed, batch, hires fix, img2img
 // and inpainting, and the runs it submitted (newest first), each followed live.
 import { api } from "../api.js";
-import { $, $$, h, render, debounce } from "../dom.js";
+import { $, $$, h, render, debounce, dropZone } from "../dom.js";
 import { on, emit } from "../bus.js";
 import { catalog, onCatalog } from "../catalog.js";
 import { promptEditor } from "../prompt-editor.js";
@@ -128,26 +128,7 @@ function clearInitImage() {
 }
 
 function bindDropzone() {
-  const zone = $("#init-drop");
-  const input = $("#init-file");
-  zone.addEventListener("click", () => input.click());
-  zone.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" || e.key === " ") {
-      e.preventDefault();
-      input.click();
-    }
-  });
-  input.addEventListener("change", () => takeFile(input.files[0]));
-  zone.addEventListener("dragover", (e) => {
-    e.preventDefault();
-    zone.classList.add("over");
-  });
-  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
-  zone.addEventListener("drop", (e) => {
-    e.preventDefault();
-    zone.classList.remove("over");
-    takeFile(e.dataTransfer.files[0]);
-  });
+  dropZone($("#init-drop"), $("#init-file"), (files) => takeFile(files[0]));
   $("#init-remove").addEventListener("click", clearInitImage);
   document.addEventListener("paste", (e) => {
     if ($("#tab-generate").hidden || e.target.matches("textarea, input")) return;

@@ -1,6 +1,6 @@
 // The PNG info tab: drop, choose or paste any PNG; its text chunks are read in the browser (nothing
 // is uploaded), the A1111 "parameters" are shown as a table and can be loaded into Generate.
-import { $, h, icon, render } from "../dom.js";
+import { $, h, icon, render, dropZone } from "../dom.js";
 import { emit } from "../bus.js";
 import { catalog } from "../catalog.js";
 import { readPngText, parametersOf } from "../png.js";
@@ -78,30 +78,9 @@ async function take(file) {
 }
 
 export function initPngInfo() {
-  const zone = $("#png-drop");
-  const input = $("#png-file");
-  zone.addEventListener("click", () => input.click());
-  zone.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" || e.key === " ") {
-      e.preventDefault();
-      input.click();
-    }
-  });
-  input.addEventListener("change", () => take(input.files[0]));
-  // Dropping anywhere on the tab works, not just on the zone.
   const tab = $("#tab-pnginfo");
-  tab.addEventListener("dragover", (e) => {
-    e.preventDefault();
-    zone.classList.add("over");
-  });
-  tab.addEventListener("dragleave", (e) => {
-    if (!tab.contains(e.relatedTarget)) zone.classList.remove("over");
-  });
-  tab.addEventListener("drop", (e) => {
-    e.preventDefault();
-    zone.classList.remove("over");
-    take(e.dataTransfer.files[0]);
-  });
+  // dropping anywhere on the tab works, not just on the zone
+  dropZone($("#png-drop"), $("#png-file"), (files) => take(files[0]), tab);
   document.addEventListener("paste", (e) => {
     if (tab.hidden) return;
     const file = [...(e.clipboardData?.files || [])].find((f) => f.type === "image/png");

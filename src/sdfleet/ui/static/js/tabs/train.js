@@ -1,7 +1,7 @@
 // The Training tab: train a LoRA on a few chosen images (uploaded as inputs, then one train_lora
 // job), and my training jobs with their progress (step, loss, ETA), checkpoints and resulting LoRA.
 import { api, apiUrl, auth, ApiError } from "../api.js";
-import { $, $$, h, render, every } from "../dom.js";
+import { $, $$, h, render, every, dropZone } from "../dom.js";
 import { catalog, onCatalog, refreshCatalog } from "../catalog.js";
 import { emit } from "../bus.js";
 import { fieldElement, markInvalid, clearInvalid } from "../form.js";
@@ -338,29 +338,9 @@ export function initTrain({ isActive }) {
     clearField(e.target.closest(".field"));
     showFormError("");
   });
-  const drop = $("#train-drop");
-  const input = $("#train-file");
-  drop.addEventListener("click", () => input.click());
-  drop.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" || e.key === " ") {
-      e.preventDefault();
-      input.click();
-    }
-  });
-  input.addEventListener("change", () => {
-    addFiles(input.files).catch((e) => showError(e, "Training images"));
-    input.value = "";
-  });
-  drop.addEventListener("dragover", (e) => {
-    e.preventDefault();
-    drop.classList.add("over");
-  });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (e) => {
-    e.preventDefault();
-    drop.classList.remove("over");
-    addFiles(e.dataTransfer.files).catch((err) => showError(err, "Training images"));
-  });
+  dropZone($("#train-drop"), $("#train-file"), (files) =>
+    addFiles(files).catch((err) => showError(err, "Training images")),
+  );
   $("#train-refresh").addEventListener("click", () => refreshJobs().catch((e) => showError(e, "Training")));
   // every second while a job trains and the tab is open; every 3 s in the background until it ends
   // (so Generate learns of the new LoRA); every 5 s on an idle open tab
