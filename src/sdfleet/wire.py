@@ -192,6 +192,9 @@ class UploadTarget(BaseModel):
     url: str
     method: str = "PUT"
     content_type: str
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Headers the PUT must send (signed into presigned URLs)"
+    )
 
 
 class ModelSource(BaseModel):

@@ -38,7 +38,16 @@ class BlobStore(Protocol):
 
     async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
 
-    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int: ...
+    async def put_stream(
+        self, key: str, chunks: AsyncIterator[bytes], max_bytes: int, *, exclusive: bool = False
+    ) -> int:
+        """Store a streamed body; ``exclusive``: never replace what is stored (same bytes: fine)."""
+        ...
+
+    async def put_new(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """Store ``data`` unless something is at ``key``: True stored now, False the same bytes were
+        there; :class:`sdfleet.errors.Conflict` when other bytes are (nothing is ever overwritten)."""
+        ...
 
     async def put_many(self, items: list[tuple[str, bytes, str]]) -> None:
         """Store several (key, data, content type) at once."""
@@ -57,6 +66,10 @@ class BlobStore(Protocol):
     def get_url(self, key: str, expires_in: float) -> str: ...
 
     def put_url(self, key: str, expires_in: float, content_type: str) -> str: ...
+
+    def put_headers(self) -> dict[str, str]:
+        """Headers a PUT to a :meth:`put_url` URL must carry (signed into presigned URLs)."""
+        ...
 
     async def close(self) -> None: ...
 

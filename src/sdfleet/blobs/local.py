@@ -4,6 +4,7 @@ orchestrator, with HMAC-signed URLs."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import threading
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from sdfleet.blobs.base import UrlSigner, check_key
-from sdfleet.errors import NotFound, PayloadTooLarge
+from sdfleet.errors import Conflict, NotFound, PayloadTooLarge
 
 
 class LocalBlobStore:
@@ -39,6 +40,35 @@ class LocalBlobStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(data)
         os.replace(tmp, path)
+
+    def _link_new(self, tmp: Path, path: Path) -> bool:
+        """Give ``tmp`` the name ``path`` unless that exists (atomic: a hard link never replaces);
+        True when it was stored, False when ``path`` already held exactly these bytes."""
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            if _digest(path) == _digest(tmp):
+                return False
+            raise Conflict(
+                "a blob is already stored at this key: it is never overwritten", field="key"
+            ) from None
+
+    def _write_new(self, key: str, data: bytes) -> bool:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new.tmp")
+        try:
+            tmp.write_bytes(data)
+            return self._link_new(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    async def put_new(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """Store ``data`` at ``key`` only if nothing is there yet. True: stored now; False: the same
+        bytes were there already (a retry); :class:`Conflict` when other bytes are."""
+        check_key(key)
+        return await asyncio.to_thread(self._write_new, key, data)
 
     def _write_many(self, items: list[tuple[str, bytes, str]]) -> None:
         for key, data, _ in items:
@@ -67,7 +97,11 @@ class LocalBlobStore:
         else:
             await asyncio.to_thread(self._write, key, data)
 
-    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
+    async def put_stream(
+        self, key: str, chunks: AsyncIterator[bytes], max_bytes: int, *, exclusive: bool = False
+    ) -> int:
+        """Store a streamed body at ``key``; ``exclusive``: only if nothing is there yet (the same
+        bytes again are fine, other bytes are a :class:`Conflict`)."""
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
@@ -79,7 +113,10 @@ class LocalBlobStore:
                     if size > max_bytes:
                         raise PayloadTooLarge(f"upload is larger than {max_bytes} bytes", field="body")
                     fh.write(chunk)
-            os.replace(tmp, path)
+            if exclusive:
+                await asyncio.to_thread(self._link_new, tmp, path)
+            else:
+                os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
         return size
@@ -111,5 +148,17 @@ class LocalBlobStore:
     def put_url(self, key: str, expires_in: float, content_type: str) -> str:
         return self._signed("/v1/worker/blobs", "PUT", check_key(key), expires_in)
 
+    def put_headers(self) -> dict[str, str]:
+        """No extra headers: the orchestrator's upload route fences and never overwrites."""
+        return {}
+
     async def close(self) -> None:
         return None
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from sdfleet.blobs.base import check_key
-from sdfleet.errors import ConfigError, NotFound, PayloadTooLarge, ServiceUnavailable
+from sdfleet.errors import ConfigError, Conflict, NotFound, PayloadTooLarge, ServiceUnavailable
 
 MULTIPART_PART_BYTES = 64 * 1024 * 1024
 
@@ -81,7 +81,30 @@ class S3BlobStore:
             "put_object", Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type
         )
 
-    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
+    async def put_new(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """Store ``data`` unless an object is at ``key`` (a conditional ``If-None-Match: *`` PUT, so
+        two writers cannot both win). False: the same bytes were there; other bytes: :class:`Conflict`."""
+        try:
+            await asyncio.to_thread(
+                self.client.put_object,
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=data,
+                ContentType=content_type,
+                IfNoneMatch="*",
+            )
+            return True
+        except self.client.exceptions.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise ServiceUnavailable(f"object store error: {code or exc}") from exc
+        if await self.get(key) == data:
+            return False
+        raise Conflict("a blob is already stored at this key: it is never overwritten", field="key")
+
+    async def put_stream(
+        self, key: str, chunks: AsyncIterator[bytes], max_bytes: int, *, exclusive: bool = False
+    ) -> int:
         size = 0
         with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
             async for chunk in chunks:
@@ -90,6 +113,9 @@ class S3BlobStore:
                     raise PayloadTooLarge(f"upload is larger than {max_bytes} bytes", field="body")
                 spool.write(chunk)
             spool.seek(0)
+            if exclusive:
+                await self.put_new(key, spool.read())
+                return size
             await asyncio.to_thread(self.client.upload_fileobj, spool, self.bucket, self._key(key))
         return size
 
@@ -130,12 +156,24 @@ class S3BlobStore:
         return url
 
     def put_url(self, key: str, expires_in: float, content_type: str) -> str:
+        """A presigned PUT that only creates: ``If-None-Match: *`` is signed into it (see
+        :meth:`put_headers`), so the holder of the URL can never replace an object at the key — not
+        the accepted output, not even its own upload once it landed."""
         url: str = self.client.generate_presigned_url(
             "put_object",
-            Params={"Bucket": self.bucket, "Key": self._key(key), "ContentType": content_type},
+            Params={
+                "Bucket": self.bucket,
+                "Key": self._key(key),
+                "ContentType": content_type,
+                "IfNoneMatch": "*",
+            },
             ExpiresIn=int(expires_in),
         )
         return url
+
+    def put_headers(self) -> dict[str, str]:
+        """Headers a PUT to :meth:`put_url` must send (they are part of its signature)."""
+        return {"If-None-Match": "*"}
 
     # ------------------------------------------------------------ multipart (large files)
     async def start_multipart(self, key: str, content_type: str = "application/octet-stream") -> str:

@@ -34,6 +34,7 @@ from sdfleet.domain import (
     new_id,
 )
 from sdfleet.errors import NotFound, StaleLease, ValidationError
+from sdfleet.jobs import policy
 from sdfleet.jobs.affinity import WarmIndex, warm_names
 from sdfleet.jobs.metrics import Metrics
 from sdfleet.jobs.models import named_models
@@ -594,6 +595,55 @@ class JobService:
         self._apply(fx)
         return ClaimResult(claimed, lease, state)
 
+    async def reject_claimed(self, worker_id: str, rejected: Sequence[tuple[str, int, str]]) -> None:
+        """Fail claimed ``(job id, epoch, reason)`` jobs whose claim reply could not be built (data
+        stored before it was validated, a reference that no longer resolves): each fails alone as
+        ``invalid_input`` — the job's fault, counted against no worker — and its lease is let go,
+        so the rest of the claim goes out and the queue moves on."""
+        if not rejected:
+            return
+        now = self.clock()
+        fx = Effects()
+
+        def tx_fn(tx: SqlTx) -> None:
+            for job_id, epoch, reason in rejected:
+                job = tx.get_job(job_id, lock=True)
+                if not policy.holds(job, worker_id, epoch) or job is None:
+                    continue
+                message = f"the job cannot be handed to a worker: {reason}"[:2000]
+                tx.end_attempt(
+                    job.id,
+                    epoch,
+                    outcome=AttemptOutcome.FAILED,
+                    ended_at=now,
+                    error_code=policy.INVALID_INPUT,
+                    error_message=message,
+                    refunded=True,
+                )
+                tx.update_job(job.id, failures=job.failures + 1)
+                self._finish(tx, fx, job, JobState.FAILED, now, code=policy.INVALID_INPUT, message=message)
+                log.warning(
+                    "job.claim_reply_failed job_id=%s worker_id=%s reason=%s", job.id, worker_id, reason
+                )
+
+        await self.store.write(tx_fn)
+        self._apply(fx)
+
+    async def held_jobs(
+        self, worker_id: str, tenant: str | None, pairs: Sequence[tuple[str, int]]
+    ) -> dict[str, Job]:
+        """The jobs of ``(job id, epoch)`` pairs that this worker (of ``tenant``) holds at that epoch
+        now (a read): what a worker may write blobs for before its report is recorded. The report's
+        own transaction checks again; a job not held now never becomes held at that epoch again."""
+
+        def read(tx: SqlTx) -> dict[str, Job]:
+            self._worker(tx, worker_id, tenant)
+            wanted = dict(pairs)
+            found = tx.get_jobs(sorted(wanted)) if wanted else []
+            return {j.id: j for j in found if policy.holds(j, worker_id, wanted[j.id])}
+
+        return await self.store.read(read)
+
     # ================================================================ heartbeat
     async def heartbeat(
         self,
@@ -895,29 +945,57 @@ class JobService:
                 error_code=code[:64],
                 error_message=message[:2000],
             )
-            tx.add_worker_counters(worker_id, failed=1, engine_seconds=engine_seconds)
+            attempts = tx.list_attempts(job.id)
+            decision = policy.decide_failure(
+                worker_id=worker_id,
+                code=code[:64],
+                message=message[:2000],
+                retryable=retryable,
+                failures=job.failures,
+                max_failures=self.settings.max_failures,
+                history=[
+                    policy.PastFailure(a.worker_id, a.error_code, a.error_message)
+                    for a in attempts
+                    if a.outcome == AttemptOutcome.FAILED and a.epoch != epoch
+                ],
+            )
             if job.cancel_requested:
                 self._finish(
                     tx, fx, job, JobState.CANCELED, now, code="canceled", message="canceled by the client"
                 )
+            elif decision.action == "requeue":
+                self._requeue(
+                    tx,
+                    fx,
+                    job,
+                    now,
+                    failures=job.failures + 1,
+                    stalled=False,
+                    reason=f"attempt failed on {worker.name}: {message}",
+                )
             else:
-                failures = job.failures + 1
-                if retryable and failures < self.settings.max_failures:
-                    self._requeue(
-                        tx,
-                        fx,
-                        job,
-                        now,
-                        failures=failures,
-                        stalled=False,
-                        reason=f"attempt failed on {worker.name}: {message}",
-                    )
-                else:
-                    why = "not retryable" if not retryable else f"failed {failures} times"
-                    tx.update_job(job.id, failures=failures)
-                    self._finish(tx, fx, job, JobState.FAILED, now, code=code, message=f"{message} ({why})")
+                tx.update_job(job.id, failures=job.failures + 1)
+                self._finish(tx, fx, job, JobState.FAILED, now, code=decision.code, message=decision.message)
+            if decision.blames_worker:
+                tx.add_worker_counters(worker_id, failed=1, engine_seconds=engine_seconds)
+            else:
+                # the job's fault: neither this failure nor the same failure on other workers counts
+                # toward anyone's quarantine (the per-job ban stays: the attempts remain failed)
+                absolved = decision.absolve | {worker_id}
+                tx.mark_attempts_refunded(
+                    [a.id for a in attempts if a.outcome == AttemptOutcome.FAILED and a.worker_id in absolved]
+                )
+                tx.add_worker_counters(worker_id, engine_seconds=engine_seconds)
+                log.info(
+                    "job.failed_by_input job_id=%s worker_id=%s code=%s absolved=%d",
+                    job.id,
+                    worker_id,
+                    decision.code,
+                    len(absolved),
+                )
             self.metrics.failed_attempts.inc()
-            self._maybe_quarantine(tx, fx, worker, now)
+            if decision.blames_worker:
+                self._maybe_quarantine(tx, fx, worker, now)
             fresh = tx.get_job(job_id)
             assert fresh is not None
             return fresh
@@ -1002,10 +1080,15 @@ class JobService:
     def _maybe_quarantine(self, tx: SqlTx, fx: Effects, worker: WorkerInfo, now: float) -> None:
         if worker.state == WorkerState.QUARANTINED:
             return
-        failed = tx.failed_attempts_of_worker(worker.id, now - self.settings.quarantine_window)
-        distinct = {a.job_id for a in failed}
-        if len(distinct) < self.settings.quarantine_failures:
+        failed = [
+            a
+            for a in tx.failed_attempts_of_worker(worker.id, now - self.settings.quarantine_window)
+            if not policy.is_user_error(a.error_code)
+        ]
+        counted = [policy.CountedFailure(a.job_id, a.error_code, a.refunded) for a in failed]
+        if not policy.should_quarantine(counted, self.settings.quarantine_failures):
             return
+        distinct = policy.blamed_jobs(counted)
         reason = (
             f"failed {len(distinct)} distinct jobs within {self.settings.quarantine_window:.0f} s; "
             f"last error: {failed[-1].error_message}"

@@ -212,14 +212,27 @@ class WorkerClient:
         return await self._call(f"jobs/{job_id}/checkpoint", body, CheckpointAnswer, retry_for=retry_for)
 
     async def put_blob(
-        self, url: str, data: bytes, content_type: str, *, retry_for: float | None = None
+        self,
+        url: str,
+        data: bytes,
+        content_type: str,
+        *,
+        retry_for: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
-        """PUT ``data`` to an upload URL (relative: on the orchestrator; absolute: presigned)."""
+        """PUT ``data`` to an upload URL (relative: on the orchestrator; absolute: presigned), with
+        the ``headers`` the upload target asks for. Uploads never overwrite: a conditional PUT that
+        finds an object already at this attempt's key (412, an earlier try of ours that landed) is
+        done; other bytes there are the orchestrator's 409."""
         target = self.resolve(url)
-        headers = {"content-type": content_type}
+        sent = {**(headers or {}), "content-type": content_type}
         if _origin(target) == self._origin:
-            headers.update(self._auth)
-        await self._send("PUT", target, content=data, headers=headers, retry_for=retry_for, what="upload")
+            sent.update(self._auth)
+        try:
+            await self._send("PUT", target, content=data, headers=sent, retry_for=retry_for, what="upload")
+        except SdfleetError as exc:
+            if (exc.details or {}).get("status") != 412:
+                raise
 
     async def get_blob(self, url: str, *, retry_for: float | None = 120.0) -> bytes:
         """GET an input from a signed URL (relative: on the orchestrator; absolute: presigned)."""

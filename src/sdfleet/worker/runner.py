@@ -807,7 +807,7 @@ class Worker:
             if job.should_stop():
                 return OutputItem(key=target.key, **common)
             try:
-                await self.client.put_blob(target.url, out.data, target.content_type)
+                await self.client.put_blob(target.url, out.data, target.content_type, headers=target.headers)
             except SdfleetError as exc:
                 if exc.status not in (401, 403):
                     raise
@@ -822,7 +822,7 @@ class Worker:
                         content_type=out.content_type,
                     )
                 )
-                await self.client.put_blob(fresh.url, out.data, fresh.content_type)
+                await self.client.put_blob(fresh.url, out.data, fresh.content_type, headers=fresh.headers)
                 target = fresh
         self.stats.bytes_uploaded += len(out.data)
         return OutputItem(key=target.key, **common)

@@ -297,7 +297,9 @@ class TrainingRun:
             target = await worker.client.checkpoint_upload(
                 job.id, CheckpointUploadRequest(worker_id=worker.worker_id, epoch=job.epoch, step=step)
             )
-            await worker.client.put_blob(target.url, data, target.content_type, retry_for=120.0)
+            await worker.client.put_blob(
+                target.url, data, target.content_type, retry_for=120.0, headers=target.headers
+            )
             answer = await worker.client.checkpoint(
                 job.id,
                 CheckpointReport(
@@ -343,7 +345,7 @@ class TrainingRun:
             t0 = time.monotonic()
             for index, (data, content_type) in enumerate(files):
                 target = job.claim.uploads[index]
-                await worker.client.put_blob(target.url, data, content_type)
+                await worker.client.put_blob(target.url, data, content_type, headers=target.headers)
                 worker.stats.bytes_uploaded += len(data)
                 items.append(
                     OutputItem(

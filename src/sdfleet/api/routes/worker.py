@@ -16,18 +16,18 @@ from pydantic import BaseModel
 from sdfleet.api.deps import AppContext, Ctx, WorkerAuth
 from sdfleet.api.routes.worker_models import claimed_models
 from sdfleet.domain import Capabilities, Feature, Job, JobKind, WorkerState
-from sdfleet.errors import LimitExceeded, NotFound, StaleLease, ValidationError
+from sdfleet.errors import LimitExceeded, SdfleetError, StaleLease, ValidationError
 from sdfleet.jobs.inputs import BLOB_REF, input_refs
+from sdfleet.jobs.models import named_models
+from sdfleet.jobs.policy import attempt_key, upload_allowed
 from sdfleet.jobs.service import (
     LORA_CONTENT_TYPE,
-    OUTPUT_EXTENSIONS,
     Beat,
     Completion,
     OutputReport,
     Registration,
     checkpoint_key,
     output_key,
-    output_key_matches,
 )
 from sdfleet.wire import (
     BeatAnswerView,
@@ -46,6 +46,7 @@ from sdfleet.wire import (
     HeartbeatRequest,
     HeartbeatResponse,
     JobStateView,
+    ModelSource,
     RegisterRequest,
     RegisterResponse,
     ReleaseRequest,
@@ -99,7 +100,33 @@ def _upload_target(ctx: AppContext, job: Job, epoch: int, index: int, content_ty
         key=key,
         url=ctx.blobs.put_url(key, UPLOAD_URL_SECONDS, content_type),
         content_type=content_type,
+        headers=ctx.blobs.put_headers(),
     )
+
+
+def _claimed_job(ctx: AppContext, job: Job, models: list[ModelSource]) -> str:
+    """One job of a claim reply, serialized (raises when the stored job cannot be put in one)."""
+    types = _output_types(job)
+    return ClaimedJob(
+        job_id=job.id,
+        epoch=job.lease_epoch,
+        kind=job.kind.value,
+        params=job.spec,
+        lease_expires_at=job.lease_expires_at,
+        uploads=[_upload_target(ctx, job, job.lease_epoch, i, ct) for i, ct in enumerate(types)],
+        inputs={
+            ref: ctx.blobs.get_url(ref.removeprefix(BLOB_REF), INPUT_URL_SECONDS)
+            for ref in input_refs(job.spec)
+        },
+        models=models,
+        resume=_resume_of(ctx, job),
+    ).model_dump_json()
+
+
+def _printable(exc: BaseException) -> str:
+    """An exception as text that any store and any JSON encoder can hold."""
+    text = f"{type(exc).__name__}: {exc}"[:500]
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @router.post("/register")
@@ -145,38 +172,41 @@ async def claim(body: ClaimRequest, request: Request, ctx: Ctx, principal: Worke
         gone=request.is_disconnected,
         cached_models=body.cached_models,
     )
-    claimed = []
-    needs = await claimed_models(ctx, [(job.id, job.spec) for job in result.jobs])
+    # each job's reply is built on its own: a job that cannot be put in one (data stored before it
+    # was validated, a reference that no longer resolves) fails alone and lets go of its lease
+    parts: list[str] = []
+    rejected: list[tuple[str, int, str]] = []
+    readable = []
     for job in result.jobs:
-        types = _output_types(job)
-        claimed.append(
-            ClaimedJob(
-                job_id=job.id,
-                epoch=job.lease_epoch,
-                kind=job.kind.value,
-                params=job.spec,
-                lease_expires_at=job.lease_expires_at,
-                uploads=[_upload_target(ctx, job, job.lease_epoch, i, ct) for i, ct in enumerate(types)],
-                inputs={
-                    ref: ctx.blobs.get_url(ref.removeprefix(BLOB_REF), INPUT_URL_SECONDS)
-                    for ref in input_refs(job.spec)
-                },
-                models=needs.get(job.id, []),
-                resume=_resume_of(ctx, job),
-            )
-        )
+        try:
+            named_models(job.spec)
+            readable.append(job)
+        except Exception as exc:
+            rejected.append((job.id, job.lease_epoch, _printable(exc)))
+    try:
+        needs = await claimed_models(ctx, [(job.id, job.spec) for job in readable])
+    except SdfleetError:
+        raise
+    except Exception:  # not one job's fault that we can tell: per job below, without models
+        log.exception("worker.claim_models_failed worker_id=%s", body.worker_id)
+        needs = {}
+    for job in readable:
+        try:
+            parts.append(_claimed_job(ctx, job, needs.get(job.id, [])))
+        except Exception as exc:
+            rejected.append((job.id, job.lease_epoch, _printable(exc)))
+    if rejected:
+        await ctx.jobs.reject_claimed(body.worker_id, rejected)
     message = None
     if result.worker_state == WorkerState.QUARANTINED:
         worker = await ctx.store.read(lambda tx: tx.get_worker(body.worker_id))
         message = f"quarantined: {worker.quarantine_reason if worker else ''}"
-    return _json(
-        ClaimResponse(
-            jobs=claimed,
-            worker_state=result.worker_state.value,
-            lease_seconds=result.lease_seconds,
-            message=message,
-        )
-    )
+    rest = ClaimResponse(
+        jobs=[], worker_state=result.worker_state.value, lease_seconds=result.lease_seconds, message=message
+    ).model_dump_json()
+    head = '{"jobs":[]'
+    assert rest.startswith(head)
+    return Response('{"jobs":[' + ",".join(parts) + "]" + rest[len(head) :], media_type="application/json")
 
 
 def _beat_info(beat: BeatItem) -> dict[str, float] | None:
@@ -210,8 +240,10 @@ async def heartbeat(body: HeartbeatRequest, ctx: Ctx, principal: WorkerAuth) -> 
 @router.post("/upload")
 async def upload_url(body: UploadRequest, ctx: Ctx, principal: WorkerAuth) -> UploadTarget:
     """A fresh upload URL for one output of a job this worker holds."""
-    job = await ctx.jobs.get_job(body.job_id, None)
-    if job.lease_epoch != body.epoch or job.lease_worker != body.worker_id or job.state.terminal:
+    job = (await ctx.jobs.held_jobs(body.worker_id, principal.tenant, [(body.job_id, body.epoch)])).get(
+        body.job_id
+    )
+    if job is None:
         raise StaleLease(f"lease epoch {body.epoch} of job {body.job_id} is not current", field="epoch")
     if body.index >= job.images_expected:
         raise ValidationError(f"job {job.id} has {job.images_expected} outputs", field="index")
@@ -233,49 +265,70 @@ def _decode_inline(ctx: AppContext, data_b64: str) -> bytes:
         raise ValidationError("data_b64 is not valid base64", field="outputs.data_b64") from exc
 
 
-async def _completions(ctx: AppContext, items: list[CompleteItem]) -> list[Completion]:
-    """Turn reported outputs into stored blobs: inline ones are written (all in one go), uploaded
-    ones must exist. Keys name the job and epoch they belong to; the lease is checked when the
-    completion is recorded."""
-    unkeyed = sorted({i.job_id for i in items for o in i.outputs if not o.key})
-    tenants: dict[str, str] = {}
-    if unkeyed:
-        tenants = {j.id: j.tenant for j in await ctx.store.read(lambda tx: tx.get_jobs(unkeyed))}
-    writes: list[tuple[str, bytes, str]] = []
+async def _completions(
+    ctx: AppContext, worker_id: str, tenant: str | None, items: list[CompleteItem]
+) -> tuple[list[Completion], dict[str, list[str]]]:
+    """Turn reported outputs into stored blobs — fenced first: only for jobs this worker holds at
+    the item's epoch, under the key derived from the job and epoch (a key the worker names must be
+    that one), never replacing a stored blob. Items for jobs it does not hold write nothing and go
+    on with no outputs (the service answers them stale or duplicate). Returns the completions and,
+    per job, the keys written now (to delete if that completion is not accepted after all)."""
+    held = await ctx.jobs.held_jobs(worker_id, tenant, [(i.job_id, i.epoch) for i in items])
+    plans: list[tuple[CompleteItem, list[OutputReport]]] = []
+    writes: list[tuple[str, str, bytes, str]] = []  # job id, key, data, content type
     uploaded: list[str] = []
-    completions: list[Completion] = []
     for item in items:
+        job = held.get(item.job_id)
         reports: list[OutputReport] = []
-        for o in item.outputs:
-            if o.key:
-                key = o.key
-            elif item.job_id in tenants:
-                ext = OUTPUT_EXTENSIONS.get(o.content_type, "bin")
-                key = f"outputs/{tenants[item.job_id]}/{item.job_id}/{item.epoch}-{o.index}.{ext}"
-            else:
-                raise NotFound(f"no job {item.job_id!r}", field="job_id")
-            if not output_key_matches(key, item.job_id, item.epoch, o.index):
-                raise ValidationError(
-                    f"output {o.index} of job {item.job_id} cannot be stored at {key!r}", field="outputs.key"
+        if job is not None:
+            for o in item.outputs:
+                if o.index >= job.images_expected:
+                    raise ValidationError(
+                        f"job {job.id} has {job.images_expected} outputs", field="outputs.index"
+                    )
+                key = output_key(job, item.epoch, o.index, o.content_type)
+                if o.key is not None and o.key != key:
+                    raise ValidationError(
+                        f"output {o.index} of job {item.job_id} must be stored at {key!r}, not {o.key!r}",
+                        field="outputs.key",
+                    )
+                size, sha = o.size or 0, o.sha256
+                if o.data_b64 is not None:
+                    data = _decode_inline(ctx, o.data_b64)
+                    writes.append((job.id, key, data, o.content_type))
+                    size, sha = len(data), hashlib.sha256(data).hexdigest()
+                else:
+                    uploaded.append(key)
+                reports.append(
+                    OutputReport(
+                        index=o.index,
+                        content_type=o.content_type,
+                        size=size,
+                        blob_key=key,
+                        seed=o.seed,
+                        infotext=o.infotext,
+                        sha256=sha,
+                    )
                 )
-            size, sha = o.size or 0, o.sha256
-            if o.data_b64 is not None:
-                data = _decode_inline(ctx, o.data_b64)
-                writes.append((key, data, o.content_type))
-                size, sha = len(data), sha or hashlib.sha256(data).hexdigest()
-            else:
-                uploaded.append(key)
-            reports.append(
-                OutputReport(
-                    index=o.index,
-                    content_type=o.content_type,
-                    size=size,
-                    blob_key=key,
-                    seed=o.seed,
-                    infotext=o.infotext,
-                    sha256=sha,
-                )
-            )
+        plans.append((item, reports))
+    sizes: dict[str, int | None] = {}
+    if uploaded:
+        sizes = await ctx.blobs.sizes(uploaded)
+        missing = [k for k in uploaded if sizes.get(k) is None]
+        if missing:
+            raise ValidationError(f"not uploaded: {', '.join(missing[:5])}", field="outputs")
+    written: dict[str, list[str]] = {}
+    try:
+        for job_id, key, data, content_type in writes:
+            if await ctx.blobs.put_new(key, data, content_type):
+                written.setdefault(job_id, []).append(key)
+    except BaseException:
+        await _discard(ctx, [k for keys in written.values() for k in keys])
+        raise
+    completions = []
+    for item, reports in plans:
+        for r in reports:
+            r.size = sizes.get(r.blob_key) or r.size
         completions.append(
             Completion(
                 job_id=item.job_id,
@@ -286,18 +339,16 @@ async def _completions(ctx: AppContext, items: list[CompleteItem]) -> list[Compl
                 result=item.result,
             )
         )
-    if writes:
-        await ctx.blobs.put_many(writes)
-    if uploaded:
-        sizes = await ctx.blobs.sizes(uploaded)
-        missing = [k for k in uploaded if sizes.get(k) is None]
-        if missing:
-            raise ValidationError(f"not uploaded: {', '.join(missing[:5])}", field="outputs")
-        for c in completions:
-            for r in c.outputs:
-                if r.blob_key in sizes:
-                    r.size = sizes[r.blob_key] or r.size
-    return completions
+    return completions, written
+
+
+async def _discard(ctx: AppContext, keys: list[str]) -> None:
+    """Delete blobs written for a report that was not accepted (a rejected write leaves no file)."""
+    for key in keys:
+        try:
+            await ctx.blobs.delete(key)
+        except Exception as exc:  # an orphan, not an error of the report
+            log.warning("worker.discard_failed key=%s error=%s", key, exc)
 
 
 @router.post("/complete", response_model=CompleteResponse)
@@ -319,8 +370,14 @@ async def complete(body: CompleteRequest, ctx: Ctx, principal: WorkerAuth) -> Re
         ]
     else:
         raise ValidationError("send job_id and epoch, or results", field="job_id")
-    completions = await _completions(ctx, items)
-    results = await ctx.jobs.complete(body.worker_id, principal.tenant, completions)
+    completions, written = await _completions(ctx, body.worker_id, principal.tenant, items)
+    try:
+        results = await ctx.jobs.complete(body.worker_id, principal.tenant, completions)
+    except BaseException:
+        await _discard(ctx, [k for keys in written.values() for k in keys])
+        raise
+    # a lease lost between the fence and the record: what was written for it goes again
+    await _discard(ctx, [k for r in results if r.status != "accepted" for k in written.get(r.job_id, [])])
     if body.results is None and results[0].status == "stale":
         raise StaleLease(results[0].message, field="epoch")
     return _json(
@@ -360,19 +417,15 @@ async def release(body: ReleaseRequest, ctx: Ctx, principal: WorkerAuth) -> JobS
     return JobStateView(job_id=job.id, state=job.state.value)
 
 
-def _held(job: Job, worker_id: str, epoch: int) -> None:
-    if job.lease_epoch != epoch or job.lease_worker != worker_id or job.state.terminal:
-        raise StaleLease(f"lease epoch {epoch} of job {job.id} is not current", field="epoch")
-
-
 @router.post("/jobs/{job_id}/checkpoint/upload")
 async def checkpoint_upload(
     job_id: str, body: CheckpointUploadRequest, ctx: Ctx, principal: WorkerAuth
 ) -> UploadTarget:
     """Where to PUT a training checkpoint of a job this worker holds (fenced by the lease epoch):
     a presigned URL on an object store, a signed orchestrator URL with the local blob store."""
-    job = await ctx.jobs.get_job(job_id, None)
-    _held(job, body.worker_id, body.epoch)
+    job = (await ctx.jobs.held_jobs(body.worker_id, principal.tenant, [(job_id, body.epoch)])).get(job_id)
+    if job is None:
+        raise StaleLease(f"lease epoch {body.epoch} of job {job_id} is not current", field="epoch")
     if job.kind != JobKind.TRAIN_LORA:
         raise ValidationError(f"job {job_id} is not a training job", field="job_id")
     key = checkpoint_key(job, body.epoch, body.step)
@@ -381,6 +434,7 @@ async def checkpoint_upload(
         key=key,
         url=ctx.blobs.put_url(key, CHECKPOINT_URL_SECONDS, "application/octet-stream"),
         content_type="application/octet-stream",
+        headers=ctx.blobs.put_headers(),
     )
 
 
@@ -428,7 +482,18 @@ async def put_blob(
     exp: Annotated[int, Query()],
     sig: Annotated[str, Query(max_length=100)],
 ) -> dict[str, object]:
-    """Receive an upload for a signed URL (local blob store only; object stores take it directly)."""
+    """Receive an upload for a signed URL (local blob store only; object stores take it directly).
+
+    Fenced before a byte is stored: the key must be a per-attempt key (output or checkpoint) of a
+    job whose lease is at that epoch now and that is not finished — so a signed URL dies with its
+    lease, and once the completion is accepted nothing replaces the output. A stored blob is never
+    overwritten (the same bytes again, a retry, are fine)."""
     ctx.verify_signed("PUT", key, exp, sig)
-    size = await ctx.blobs.put_stream(key, request.stream(), ctx.settings.limits.max_upload_bytes)
+    target = attempt_key(key)
+    job = await ctx.store.read(lambda tx: tx.get_job(target.job_id)) if target is not None else None
+    if not upload_allowed(target, job):
+        raise StaleLease(f"{key} is not an upload of a job's current lease", field="key")
+    size = await ctx.blobs.put_stream(
+        key, request.stream(), ctx.settings.limits.max_upload_bytes, exclusive=True
+    )
     return {"key": key, "size": size}
