@@ -17,7 +17,7 @@ from sdfleet.api.app import create_app
 from sdfleet.blobs import BlobStore, LocalBlobStore, UrlSigner
 from sdfleet.blobs.s3 import S3BlobStore
 from sdfleet.config import Settings
-from sdfleet.errors import NotFound, PayloadTooLarge, ValidationError
+from sdfleet.errors import Conflict, NotFound, PayloadTooLarge, ValidationError
 from tests.services import S3Server
 
 
@@ -32,7 +32,8 @@ class BlobEnv:
         return self.http.get(url)
 
     def upload(self, url: str, body: bytes, content_type: str) -> httpx.Response:
-        return self.http.put(url, content=body, headers={"content-type": content_type})
+        headers = {**self.store.put_headers(), "content-type": content_type}
+        return self.http.put(url, content=body, headers=headers)
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
@@ -54,7 +55,16 @@ def blob_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobEnv
 
 
 @pytest.fixture
-def key() -> str:
+def key(blob_env: BlobEnv) -> str:
+    """An output key to write. The orchestrator's upload route (local store) takes uploads only for
+    a job's current lease, so there it is the output key of a job a worker holds."""
+    if isinstance(blob_env.http, TestClient):
+        http = blob_env.http
+        job = http.post("/v1/jobs", json={"params": {"prompt": "x", "width": 64, "height": 64}})
+        assert job.status_code == 201, job.text
+        wid = http.post("/v1/worker/register", json={"name": "w"}).json()["worker_id"]
+        [claimed] = http.post("/v1/worker/claim", json={"worker_id": wid}).json()["jobs"]
+        return str(claimed["uploads"][0]["key"])
     return f"outputs/t1/{uuid.uuid4().hex}/1-0.png"
 
 
@@ -92,6 +102,30 @@ def test_presigned_put_then_get(blob_env: BlobEnv, key: str) -> None:
     got = blob_env.fetch(store.get_url(key, 60))
     assert got.status_code == 200
     assert got.content == b"\x89PNG data"
+
+
+def test_an_upload_url_never_replaces_what_is_stored(blob_env: BlobEnv, key: str) -> None:
+    """Upload URLs only create: the holder of one (a stale worker, or the accepted one later) cannot
+    replace an object at its key; the same bytes again (a retry whose answer was lost) are fine on
+    the orchestrator's route, and a conditional PUT's 412 on an object store."""
+    store = blob_env.store
+    put = store.put_url(key, 60, "image/png")
+    assert blob_env.upload(put, b"\x89PNG first", "image/png").status_code in (200, 201)
+    again = blob_env.upload(put, b"\x89PNG other bytes", "image/png")
+    assert again.status_code in (409, 412), again.text
+    assert blob_env.fetch(store.get_url(key, 60)).content == b"\x89PNG first"
+    unsigned = blob_env.http.put(put, content=b"\x89PNG other bytes", headers={"content-type": "image/png"})
+    assert unsigned.status_code in (403, 409, 412)  # leaving the condition out breaks the signature
+    assert blob_env.fetch(store.get_url(key, 60)).content == b"\x89PNG first"
+
+
+async def test_put_new_never_replaces(blob_env: BlobEnv, key: str) -> None:
+    store = blob_env.store
+    assert await store.put_new(key, b"one", "image/png") is True
+    assert await store.put_new(key, b"one", "image/png") is False  # the same bytes: a retry
+    with pytest.raises(Conflict):
+        await store.put_new(key, b"two", "image/png")
+    assert await store.get(key) == b"one"
 
 
 def test_tampered_or_expired_urls_are_refused(blob_env: BlobEnv, key: str) -> None:

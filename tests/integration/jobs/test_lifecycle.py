@@ -190,10 +190,11 @@ async def test_failed_job_goes_to_another_worker_never_back(service: JobService)
 async def test_retry_budget_then_failed(service: JobService, settings: Settings) -> None:
     [sub] = await service.submit("t1", [req()])
     ws = [await worker(service, f"w{i}") for i in range(settings.max_failures)]
+    reasons = ["the GPU fell off the bus", "driver crashed", "disk full"]  # not the same failure twice
     for i, w in enumerate(ws):
         [job] = (await service.claim(w, None)).jobs
         after = await service.fail(
-            w, None, job.id, job.lease_epoch, code="boom", message=f"try {i}", retryable=True
+            w, None, job.id, job.lease_epoch, code="boom", message=reasons[i % 3], retryable=True
         )
     assert after.state == JobState.FAILED and after.failures == settings.max_failures
     assert after.error_code == "boom"
