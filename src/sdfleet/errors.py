@@ -119,6 +119,19 @@ class EngineError(SdfleetError):
         self.retryable = retryable
 
 
+class InvalidInput(EngineError, ValidationError):
+    """The job's input cannot be processed (an image that does not decode or is too large once
+    decoded, a spec the engine rejects): the input's fault, never the worker's. Workers report it as
+    the non-retryable ``invalid_input`` failure, which counts against no worker. ``field`` names the
+    job field when known."""
+
+    status = 422
+    code = "invalid_input"
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message, retryable=False, field=field)
+
+
 class Interrupted(SdfleetError):
     """Generation stopped between steps because it was asked to (cancel, skip, shutdown)."""
 

@@ -5,9 +5,19 @@ The orchestrator's routes and the worker's HTTP client both use these models, so
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from sdfleet.domain import GENERATION_KINDS, GenerationSpec, JobKind
 from sdfleet.training.config import LoraTrainSpec
@@ -141,28 +151,121 @@ class WebhookSettings(BaseModel):
 
 
 # ===================================================================== worker protocol
+#
+# Numbers and strings from workers are bounded like those from users: integers fit the columns
+# they land in, seconds are finite and at most a month per attempt, text is valid UTF-8 (no lone
+# surrogates, no NULs) and free-form maps are small, shallow JSON. Anything else is a 422 naming the
+# field — except error text, which is clamped (a failure report must always land).
+
+INT32 = 2**31 - 1  # lease epochs, steps, counts: INTEGER columns
+INT63 = 2**63 - 1  # sizes: BIGINT columns
+MAX_SEED = 2**53  # output seeds (BIGINT, and exact in JSON)
+MAX_ATTEMPT_SECONDS = 30 * 86400.0  # engine time one attempt may report
+MAX_ERROR_TEXT = 4000  # error messages and release reasons are clamped to this
+MAX_MAP_BYTES = 16 * 1024  # free-form maps (register info, completion result) as JSON
+MAX_MAP_DEPTH = 8
+
+Epoch = Annotated[int, Field(ge=0, le=INT32)]
+Count = Annotated[int, Field(ge=0, le=INT32)]
+Seconds = Annotated[float, Field(ge=0.0, le=MAX_ATTEMPT_SECONDS, allow_inf_nan=False)]
+WireId = Annotated[str, Field(min_length=1, max_length=100)]
+Name = Annotated[str, Field(min_length=1, max_length=500)]
 
 
-class WorkerCapabilities(BaseModel):
+def _check_value(value: Any, depth: int = 0) -> None:
+    """Valid text and finite numbers all the way down (maps and lists from workers)."""
+    if depth > MAX_MAP_DEPTH:
+        raise ValueError(f"is nested deeper than {MAX_MAP_DEPTH} levels")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid UTF-8 text (no lone surrogates)") from None
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+    elif isinstance(value, int):
+        if not -INT63 - 1 <= value <= INT63:
+            raise ValueError("is outside the 64-bit integer range")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_value(k, depth + 1)
+            _check_value(v, depth + 1)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _check_value(v, depth + 1)
+
+
+class WorkerBody(BaseModel):
+    """Base of the worker protocol's request bodies: unknown fields, NaN/Infinity, invalid text and
+    out-of-range numbers are refused, naming the field."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _valid_everywhere(cls, value: Any) -> Any:
+        if not isinstance(value, BaseModel):
+            _check_value(value)
+        return value
+
+
+def _small_map(value: dict[str, Any]) -> dict[str, Any]:
+    _check_value(value)
+    if len(json.dumps(value, separators=(",", ":"))) > MAX_MAP_BYTES:
+        raise ValueError(f"must be at most {MAX_MAP_BYTES} bytes as JSON")
+    return value
+
+
+def _clamp_text(value: Any) -> Any:
+    """Error text is clamped, not refused: a failure report must land whatever the engine said."""
+    if isinstance(value, str):
+        value = value[:MAX_ERROR_TEXT].replace("\x00", "")
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _finite_or_none(value: Any) -> Any:
+    """Training progress that is not a number (a diverged loss) is reported as unknown, not refused."""
+    if isinstance(value, float | int) and not isinstance(value, bool) and not math.isfinite(value):
+        return None
+    return value
+
+
+SmallMap = Annotated[dict[str, Any], AfterValidator(_small_map)]
+ErrorText = Annotated[str, BeforeValidator(_clamp_text), Field(max_length=MAX_ERROR_TEXT)]
+Progress = Annotated[Annotated[float, Field(ge=0.0, le=1e12)] | None, BeforeValidator(_finite_or_none)]
+Timings = Annotated[dict[Annotated[str, Field(max_length=64)], Seconds], Field(max_length=64)]
+
+
+class WorkerCapabilities(WorkerBody):
     model_config = ConfigDict(extra="forbid")
 
-    kinds: list[str] = Field(default_factory=lambda: list(GENERATION_KINDS))
-    archs: list[str] = Field(default_factory=lambda: ["sd1", "sd2", "sdxl"])
-    max_pixels: int = Field(default=4 * 1024 * 1024, ge=64 * 64)
-    features: list[str] = Field(default_factory=list)
+    kinds: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=lambda: list(GENERATION_KINDS), max_length=32
+    )
+    archs: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=lambda: ["sd1", "sd2", "sdxl"], max_length=32
+    )
+    max_pixels: int = Field(default=4 * 1024 * 1024, ge=64 * 64, le=2**40)
+    features: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=64)
 
 
-class RegisterRequest(BaseModel):
+class RegisterRequest(WorkerBody):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
     gpu_name: str = Field(default="", max_length=200)
-    gpu_memory_mb: int = Field(default=0, ge=0)
+    gpu_memory_mb: Count = 0
     price_per_hour: float = Field(default=0.0, ge=0.0, le=1000.0)
     engine: str = Field(default="", max_length=64)
     version: str = Field(default="", max_length=64)
     capabilities: WorkerCapabilities = Field(default_factory=WorkerCapabilities)
-    info: dict[str, Any] = Field(default_factory=dict)
+    info: SmallMap = Field(default_factory=dict)
 
 
 class RegisterResponse(BaseModel):
@@ -172,16 +275,16 @@ class RegisterResponse(BaseModel):
     max_inline_output_bytes: int = 0  # 0: inline outputs are not accepted (object-store profile)
 
 
-class ClaimRequest(BaseModel):
+class ClaimRequest(WorkerBody):
     model_config = ConfigDict(extra="forbid")
 
-    worker_id: str
+    worker_id: WireId
     max_jobs: int = Field(default=1, ge=1, le=256)
     wait: float = Field(default=0.0, ge=0.0, le=300.0)
     # the warm set: models in memory (as the engine names them: ``ckpt``, ``lora:name``, ``vae:name``)
     # and on disk (registry names); claims prefer jobs whose models are warm here. None: as before.
-    loaded_models: list[str] | None = Field(default=None, max_length=1000)
-    cached_models: list[str] | None = Field(default=None, max_length=10_000)
+    loaded_models: list[Name] | None = Field(default=None, max_length=1000)
+    cached_models: list[Name] | None = Field(default=None, max_length=10_000)
 
 
 class UploadTarget(BaseModel):
@@ -214,12 +317,12 @@ class ModelSource(BaseModel):
     problem: str | None = None
 
 
-class ModelUrlRequest(BaseModel):
+class ModelUrlRequest(WorkerBody):
     """Ask again for a model's download URL (a presigned one that expired)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    worker_id: str
+    worker_id: WireId
     name: str = Field(min_length=1, max_length=200)
 
 
@@ -258,26 +361,28 @@ class ClaimResponse(BaseModel):
     message: str | None = None
 
 
-class BeatItem(BaseModel):
+class BeatItem(WorkerBody):
     model_config = ConfigDict(extra="forbid")
 
-    job_id: str
-    epoch: int
-    step: int = Field(default=0, ge=0)
-    total: int = Field(default=0, ge=0)
-    # training progress (None: not reported)
-    loss: float | None = None
-    it_per_s: float | None = Field(default=None, ge=0.0)
-    eta_seconds: float | None = Field(default=None, ge=0.0)
+    job_id: WireId
+    epoch: Epoch
+    step: Count = 0
+    total: Count = 0
+    # training progress (None: not reported; a value that is not a finite number reads as None)
+    loss: Annotated[Annotated[float, Field(ge=-1e12, le=1e12)] | None, BeforeValidator(_finite_or_none)] = (
+        None
+    )
+    it_per_s: Progress = None
+    eta_seconds: Progress = None
 
 
-class HeartbeatRequest(BaseModel):
+class HeartbeatRequest(WorkerBody):
     model_config = ConfigDict(extra="forbid")
 
-    worker_id: str
+    worker_id: WireId
     jobs: list[BeatItem] = Field(default_factory=list, max_length=256)
-    loaded_models: list[str] | None = Field(default=None, max_length=1000)
-    cached_models: list[str] | None = Field(default=None, max_length=10_000)
+    loaded_models: list[Name] | None = Field(default=None, max_length=1000)
+    cached_models: list[Name] | None = Field(default=None, max_length=10_000)
 
 
 class BeatAnswerView(BaseModel):
@@ -294,55 +399,55 @@ class HeartbeatResponse(BaseModel):
     lease_seconds: float
 
 
-class UploadRequest(BaseModel):
+class UploadRequest(WorkerBody):
     model_config = ConfigDict(extra="forbid")
 
-    worker_id: str
-    job_id: str
-    epoch: int
-    index: int = Field(ge=0)
-    content_type: str = "image/png"
+    worker_id: WireId
+    job_id: WireId
+    epoch: Epoch
+    index: Count
+    content_type: str = Field(default="image/png", max_length=100)
 
 
-class OutputItem(BaseModel):
+class OutputItem(WorkerBody):
     """One output: stored at ``key`` beforehand, or sent inline as ``data_b64`` (small ones, local
     blob store only)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    index: int = Field(ge=0)
-    key: str | None = None
+    index: int = Field(ge=0, le=10_000)
+    key: str | None = Field(default=None, max_length=1000)
     data_b64: str | None = None
-    content_type: str = "image/png"
-    size: int | None = Field(default=None, ge=0)
-    sha256: str | None = Field(default=None, max_length=64)
-    seed: int | None = None
+    content_type: str = Field(default="image/png", max_length=100)
+    size: int | None = Field(default=None, ge=0, le=INT63)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    seed: int | None = Field(default=None, ge=-1, le=MAX_SEED)
     infotext: str | None = Field(default=None, max_length=65536)
 
 
-class CompleteItem(BaseModel):
+class CompleteItem(WorkerBody):
     model_config = ConfigDict(extra="forbid")
 
-    job_id: str
-    epoch: int
-    outputs: list[OutputItem] = Field(default_factory=list)
-    engine_seconds: float = Field(default=0.0, ge=0.0)
-    timings: dict[str, float] = Field(default_factory=dict)
-    result: dict[str, Any] = Field(default_factory=dict)
+    job_id: WireId
+    epoch: Epoch
+    outputs: list[OutputItem] = Field(default_factory=list, max_length=1000)
+    engine_seconds: Seconds = 0.0
+    timings: Timings = Field(default_factory=dict)
+    result: SmallMap = Field(default_factory=dict)
 
 
-class CompleteRequest(BaseModel):
+class CompleteRequest(WorkerBody):
     """Either one completion (``job_id`` …) or several (``results``)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    worker_id: str
-    job_id: str | None = None
-    epoch: int | None = None
-    outputs: list[OutputItem] = Field(default_factory=list)
-    engine_seconds: float = Field(default=0.0, ge=0.0)
-    timings: dict[str, float] = Field(default_factory=dict)
-    result: dict[str, Any] = Field(default_factory=dict)
+    worker_id: WireId
+    job_id: WireId | None = None
+    epoch: Epoch | None = None
+    outputs: list[OutputItem] = Field(default_factory=list, max_length=1000)
+    engine_seconds: Seconds = 0.0
+    timings: Timings = Field(default_factory=dict)
+    result: SmallMap = Field(default_factory=dict)
     results: list[CompleteItem] | None = Field(default=None, max_length=256)
 
 
@@ -356,50 +461,53 @@ class CompleteResponse(BaseModel):
     results: list[CompleteResultView]
 
 
-class FailRequest(BaseModel):
+class FailRequest(WorkerBody):
     model_config = ConfigDict(extra="forbid")
 
-    worker_id: str
-    job_id: str
-    epoch: int
-    code: str = Field(default="engine_error", max_length=64)
-    message: str = Field(default="", max_length=4000)
+    worker_id: WireId
+    job_id: WireId
+    epoch: Epoch
+    code: str = Field(default="engine_error", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    message: ErrorText = ""
     retryable: bool = True
-    engine_seconds: float = Field(default=0.0, ge=0.0)
+    engine_seconds: Seconds = 0.0
+    field: str | None = Field(
+        default=None, max_length=200, description="The job field an input error is about (invalid_input)"
+    )
 
 
-class ReleaseRequest(BaseModel):
+class ReleaseRequest(WorkerBody):
     model_config = ConfigDict(extra="forbid")
 
-    worker_id: str
-    job_id: str
-    epoch: int
-    reason: str = Field(default="worker stopping", max_length=2000)
-    engine_seconds: float = Field(default=0.0, ge=0.0)
+    worker_id: WireId
+    job_id: WireId
+    epoch: Epoch
+    reason: ErrorText = "worker stopping"
+    engine_seconds: Seconds = 0.0
 
 
-class CheckpointUploadRequest(BaseModel):
+class CheckpointUploadRequest(WorkerBody):
     """Where to store a training checkpoint (a job this worker holds)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    worker_id: str
-    epoch: int
-    step: int = Field(ge=1)
+    worker_id: WireId
+    epoch: Epoch
+    step: int = Field(ge=1, le=INT32)
 
 
-class CheckpointReport(BaseModel):
+class CheckpointReport(WorkerBody):
     """A training checkpoint stored at ``key`` (from :class:`CheckpointUploadRequest`): record it on the
     job (fenced by the lease epoch)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    worker_id: str
-    epoch: int
-    step: int = Field(ge=1)
+    worker_id: WireId
+    epoch: Epoch
+    step: int = Field(ge=1, le=INT32)
     key: str = Field(min_length=1, max_length=1000)
-    size: int = Field(ge=0)
-    sha256: str | None = Field(default=None, max_length=64)
+    size: int = Field(ge=0, le=INT63)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
 
 
 class CheckpointAnswer(BaseModel):
@@ -409,10 +517,10 @@ class CheckpointAnswer(BaseModel):
     deleted: int
 
 
-class StopRequest(BaseModel):
+class StopRequest(WorkerBody):
     model_config = ConfigDict(extra="forbid")
 
-    worker_id: str
+    worker_id: WireId
 
 
 class JobStateView(BaseModel):

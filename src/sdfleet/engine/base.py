@@ -11,9 +11,45 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from sdfleet.domain import GenerationSpec, JobKind
+from sdfleet.errors import InvalidInput
 
 if TYPE_CHECKING:
     from PIL.Image import Image
+
+MAX_INPUT_PIXELS = 8192 * 8192
+"""The most pixels an init image or mask may have once decoded (checked from its header, before a
+decompression bomb is unpacked)."""
+
+
+def open_input_image(data: bytes, field: str, max_pixels: int = MAX_INPUT_PIXELS) -> Image:
+    """Decode an input image (init image, mask) the job brought, or raise :class:`InvalidInput`
+    naming ``field``: bytes that only look like an image, a truncated file, or one whose header
+    promises more than ``max_pixels`` pixels (a decompression bomb — refused before decoding). Every
+    engine decodes inputs through here, so a bad input is always the input's fault."""
+    import io
+
+    from PIL import Image as PILImage
+
+    try:
+        image = PILImage.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > max_pixels:
+            raise InvalidInput(
+                f"{field}: the image is {width}x{height} pixels, more than the {max_pixels} allowed",
+                field=field,
+            )
+        image.load()
+    except InvalidInput:
+        raise
+    except MemoryError:  # this worker's problem, not the input's
+        raise
+    except PILImage.DecompressionBombError as exc:
+        raise InvalidInput(f"{field}: the image is a decompression bomb ({exc})", field=field) from exc
+    except Exception as exc:  # whatever the decoder chokes on is in the bytes
+        raise InvalidInput(
+            f"{field}: not a readable image ({type(exc).__name__}: {exc})", field=field
+        ) from exc
+    return image
 
 
 @dataclass(slots=True)

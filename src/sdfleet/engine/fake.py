@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import colorsys
-import io
 import random
 import threading
 import time
@@ -31,8 +30,9 @@ from sdfleet.engine.base import (
     OnStep,
     ShouldStop,
     StepInfo,
+    open_input_image,
 )
-from sdfleet.errors import EngineError, Interrupted, ValidationError
+from sdfleet.errors import EngineError, Interrupted, InvalidInput, ValidationError
 
 ENGINE_LABEL = "fake (test double, not a model)"
 PADDING_KEY = "fake-padding"
@@ -323,26 +323,22 @@ def _quote(value: object) -> str:
     return text
 
 
-def _decode_init(value: str, width: int, height: int) -> Image.Image:
-    """An init image given as a ``data:`` URL or plain base64 (what the worker hands engines)."""
+def _decode_init(value: str, width: int, height: int, field: str = "init_images") -> Image.Image:
+    """An init image given as a ``data:`` URL or plain base64 (what the worker hands engines),
+    decoded as the real engine decodes it: :class:`InvalidInput` naming ``field`` when it is not a
+    readable image or is too large once decoded."""
     text = value.split(",", 1)[1] if value.startswith("data:") else value
     try:
-        image = Image.open(io.BytesIO(base64.b64decode(text)))
-        image.load()
-    except (ValueError, OSError) as exc:
-        raise EngineError(
-            f"init image is not a readable image: {exc}", retryable=False, field="init_images"
-        ) from exc
-    return image.convert("RGB").resize((width, height))
+        data = base64.b64decode(text + "=" * (-len(text) % 4))
+    except ValueError as exc:
+        raise InvalidInput(f"{field}: invalid base64 image data", field=field) from exc
+    return open_input_image(data, field).convert("RGB").resize((width, height))
 
 
 def _decode_mask(value: str, width: int, height: int, invert: bool, blur: int) -> Image.Image:
     """The inpainting mask as an L image of the output size: white is repainted (A1111's rule),
     black kept; ``invert`` swaps them and ``blur`` softens the edge."""
-    try:
-        mask = _decode_init(value, width, height).convert("L")
-    except EngineError as exc:
-        raise EngineError(f"mask is not a readable image: {exc}", retryable=False, field="mask") from exc
+    mask = _decode_init(value, width, height, "mask").convert("L")
     if invert:
         mask = mask.point(lambda v: 255 - v)
     if blur:

@@ -44,7 +44,15 @@ from sdfleet.config import WorkerSettings
 from sdfleet.domain import GenerationSpec, JobKind
 from sdfleet.engine import Engine, load_engine
 from sdfleet.engine.base import GeneratedImage, GenerationResult, StepInfo
-from sdfleet.errors import EngineError, Interrupted, ModelUnavailable, SdfleetError, StaleLease
+from sdfleet.errors import (
+    EngineError,
+    Interrupted,
+    InvalidInput,
+    ModelUnavailable,
+    SdfleetError,
+    StaleLease,
+    ValidationError,
+)
 from sdfleet.models.cache import ModelCache, ModelResolver
 from sdfleet.wire import (
     BeatItem,
@@ -615,12 +623,13 @@ class Worker:
     ) -> tuple[T | None, BaseException | None]:
         """Run ``call`` in a thread as ``job``'s engine time (``job.timings[label]``, the duty cycle).
 
-        Interruptions, engine errors and the ``keep`` types come back as the error; any other exception
-        is an engine bug, logged and reported as a retryable engine error — it must not kill the worker."""
+        Interruptions, engine errors, input errors (:class:`ValidationError`: the engine rejects the
+        job's input) and the ``keep`` types come back as the error; any other exception is an engine
+        bug, logged and reported as a retryable engine error — it must not kill the worker."""
         started = time.monotonic()
         if self.stats.first_engine_start_at is None:
             self.stats.first_engine_start_at = started
-        expected: tuple[type[Exception], ...] = (Interrupted, EngineError, *keep)
+        expected: tuple[type[Exception], ...] = (Interrupted, EngineError, ValidationError, *keep)
         try:
             return await asyncio.to_thread(call), None
         except expected as exc:
@@ -679,6 +688,9 @@ class Worker:
             return None
         if isinstance(error, Interrupted):
             self._spawn(self._fail(job, "interrupted", str(error), retryable=True))
+            return None
+        if isinstance(error, ValidationError):  # InvalidInput included: the input's fault, not ours
+            self._spawn(self._fail_input(job, error))
             return None
         if isinstance(error, EngineError):
             log.warning("job.engine_error job_id=%s retryable=%s error=%s", job.id, error.retryable, error)
@@ -828,8 +840,24 @@ class Worker:
         return OutputItem(key=target.key, **common)
 
     # ------------------------------------------------------------------ reports
+    async def _fail_input(self, job: HeldJob, error: ValidationError) -> None:
+        """Report that the job's input cannot be processed (``invalid_input``, naming the field): a
+        user error, not retried and counted against no worker."""
+        message = str(error)
+        if error.field and not message.startswith(error.field):
+            message = f"{error.field}: {message}"
+        log.warning("job.invalid_input job_id=%s field=%s error=%s", job.id, error.field, message)
+        await self._fail(job, InvalidInput.code, message, retryable=False, field=error.field)
+
     async def _fail(
-        self, job: HeldJob, code: str, message: str, *, retryable: bool, canceled: bool = False
+        self,
+        job: HeldJob,
+        code: str,
+        message: str,
+        *,
+        retryable: bool,
+        canceled: bool = False,
+        field: str | None = None,
     ) -> None:
         assert self.worker_id is not None
         await self._unbeat(job)
@@ -841,6 +869,7 @@ class Worker:
             message=message[:4000],
             retryable=retryable,
             engine_seconds=job.engine_seconds,
+            field=field[:200] if field else None,
         )
         try:
             await self.client.fail(body)

@@ -211,8 +211,8 @@ class TrainingRun:
         if job.should_stop():
             await worker._after_stop(job, error)
             return
-        if isinstance(error, ValidationError):
-            await worker._fail(job, "invalid_params", str(error), retryable=False)
+        if isinstance(error, ValidationError):  # images the trainer cannot use: the input's fault
+            await worker._fail_input(job, error)
             return
         if isinstance(error, Interrupted):
             await worker._fail(job, "interrupted", str(error), retryable=True)

@@ -390,13 +390,16 @@ async def complete(body: CompleteRequest, ctx: Ctx, principal: WorkerAuth) -> Re
 @router.post("/fail")
 async def fail(body: FailRequest, ctx: Ctx, principal: WorkerAuth) -> JobStateView:
     """Report that a job failed here; ``retryable`` lets it run elsewhere (never here again)."""
+    message = body.message
+    if body.field and not message.startswith(body.field):
+        message = f"{body.field}: {message}"
     job = await ctx.jobs.fail(
         body.worker_id,
         principal.tenant,
         body.job_id,
         body.epoch,
         code=body.code,
-        message=body.message,
+        message=message,
         retryable=body.retryable,
         engine_seconds=body.engine_seconds,
     )

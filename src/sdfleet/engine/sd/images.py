@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps
 
-from sdfleet.errors import ValidationError
+from sdfleet.engine.base import open_input_image
+from sdfleet.errors import InvalidInput
 
 ImageRef = str | Image.Image
 ImageResolver = Callable[[ImageRef, str], Image.Image]
@@ -56,14 +56,9 @@ def default_resolver(ref: ImageRef, field: str) -> Image.Image:
     if data is None:
         path = Path(text)
         if not path.is_file():
-            raise ValidationError(f"{field}: no such image file {text!r}", field=field)
+            raise InvalidInput(f"{field}: no such image file {text!r}", field=field)
         data = path.read_bytes()
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ValidationError(f"{field}: not a readable image ({exc})", field=field) from exc
-    return image
+    return open_input_image(data, field)
 
 
 def inline_resolver(ref: ImageRef, field: str) -> Image.Image:
@@ -75,7 +70,7 @@ def inline_resolver(ref: ImageRef, field: str) -> Image.Image:
         and _looks_like_path(ref.strip())
         and len(ref.strip()) <= 512
     ):
-        raise ValidationError(f"{field}: images must be sent inline (base64), not as paths", field=field)
+        raise InvalidInput(f"{field}: images must be sent inline (base64), not as paths", field=field)
     return default_resolver(ref, field)
 
 
@@ -89,7 +84,7 @@ def _b64(payload: str, field: str) -> bytes:
     try:
         return base64.b64decode(payload + "=" * (-len(payload) % 4), validate=False)
     except (binascii.Error, ValueError) as exc:
-        raise ValidationError(f"{field}: invalid base64 image data", field=field) from exc
+        raise InvalidInput(f"{field}: invalid base64 image data", field=field) from exc
 
 
 def flatten(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
