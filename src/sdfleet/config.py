@@ -76,6 +76,11 @@ class Quotas(BaseModel):
     weight: float = Field(
         default=1.0, gt=0, le=1000, description="Fair-share weight: claims pick tenants round-robin by it"
     )
+    fair_share_memory_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long fair share remembers the jobs a tenant was handed (decay time constant)",
+    )
     # pricing: GPU seconds per megapixel-step, until the fleet has recorded engine time of similar jobs
     default_seconds_per_mpix_step: float = Field(
         default=0.2, gt=0, description="Estimated GPU seconds per megapixel per step, before history exists"

@@ -747,6 +747,7 @@ class JobService:
                 lease_until=now + lease,
                 affinity=self._affinity(tx, worker, now, loaded_models, cached_models),
                 default_weight=self.settings.quotas.weight,
+                share_memory=self.settings.quotas.fair_share_memory_seconds,
             )
             if claimed:
                 tx.insert_attempts(

@@ -41,7 +41,7 @@ tenants = Table(
     Column("created_at", Float, nullable=False),
     # quotas and fair share (issue 14): limits an admin set for this tenant (JSON; absent: the
     # settings' default, null: unlimited), the fair-share weight, the two token buckets (tokens NULL:
-    # full) and when a claim last handed this tenant a job
+    # full), when a claim last handed this tenant jobs and how many it was handed lately
     Column("limits", Text, nullable=False, server_default="{}"),
     Column("weight", Float, nullable=True),
     Column("rate_tokens", Float, nullable=True),
@@ -49,6 +49,7 @@ tenants = Table(
     Column("gpu_tokens", Float, nullable=True),
     Column("gpu_ts", Float, nullable=True),
     Column("served_at", Float, nullable=True),
+    Column("share_used", Float, nullable=True),  # jobs handed out lately (decaying, see sql._claim_statement)
 )
 
 api_keys = Table(

@@ -410,6 +410,15 @@ def _hand_out(candidates: Any) -> Update:
 
 
 @functools.cache
+def _recent_use(used: Any, served_at: Any, now: Any, postgres: bool) -> Any:
+    """SQL: a tenant's jobs handed out lately, decayed since the last hand-out: ``used / (1 + Δt/τ)``
+    (τ the parameter ``c_memory``) — arithmetic only, so SQLite needs no math functions. Applied at
+    every hand-out it compounds to about ``exp(−t/τ)``."""
+    greatest = func.greatest if postgres else func.max
+    elapsed = greatest(0.0, now - func.coalesce(served_at, now))
+    return func.coalesce(used, 0.0) / (1.0 + elapsed / bindparam("c_memory", type_=Float))
+
+
 def _claim_statement(*, skip_locked: bool, affinity: bool) -> Update:
     """The fair-share claim, built once (every value a bound parameter):
 
@@ -423,7 +432,8 @@ def _claim_statement(*, skip_locked: bool, affinity: bool) -> Update:
        bound, or at least as warm here as on any other live worker (else the job waits for that
        worker, at most until it ages);
     3. fair share: each job's rank in its tenant's order (stalled, priority, [aged, warmth here,]
-       id) plus the tenant's running jobs, divided by the tenant's weight — tenants take turns,
+       id) plus the tenant's running jobs plus the jobs it was handed lately (``tenants.share_used``,
+       decaying, :func:`_recent_use`), divided by the tenant's weight — tenants take turns,
        weighted, and priority orders jobs within a tenant only; ties go to the tenant a claim served
        least recently (``tenants.served_at``);
     4. the hand-out of the first ``c_limit``.
@@ -443,7 +453,9 @@ def _claim_statement(*, skip_locked: bool, affinity: bool) -> Update:
     per_tenant = per_tenant.limit(bindparam("c_window", type_=Integer))
     if skip_locked:
         lateral = per_tenant.with_for_update(skip_locked=True, of=j).lateral("c")
-        window = select(lateral, t.c.weight, t.c.served_at).select_from(t.join(lateral, true()))
+        window = select(lateral, t.c.weight, t.c.served_at, t.c.share_used).select_from(
+            t.join(lateral, true())
+        )
     else:
         # SQLite (no LATERAL; its immediate transactions need no row locks): the jobs whose id is
         # among their tenant's first ones
@@ -456,7 +468,7 @@ def _claim_statement(*, skip_locked: bool, affinity: bool) -> Update:
             .correlate(t)
         )
         window = (
-            select(*columns, t.c.weight, t.c.served_at)
+            select(*columns, t.c.weight, t.c.served_at, t.c.share_used)
             .select_from(t.join(j, j.c.tenant == t.c.id))
             .where(j.c.id.in_(ids.scalar_subquery()))
         )
@@ -473,7 +485,8 @@ def _claim_statement(*, skip_locked: bool, affinity: bool) -> Update:
     order_in_tenant.append(w.c.id)
     rank = func.row_number().over(partition_by=w.c.tenant, order_by=order_in_tenant)
     weight = func.coalesce(w.c.weight, bindparam("c_weight", type_=Float))
-    share = (func.coalesce(running.c.n, 0) + rank) / weight
+    recent = _recent_use(w.c.share_used, w.c.served_at, bindparam("c_now", type_=Float), skip_locked)
+    share = (func.coalesce(running.c.n, 0) + recent + rank) / weight
     ranked = select(
         w.c.id,
         share.label("share"),
@@ -742,11 +755,12 @@ class SqlTx:
         lease_until: float,
         affinity: Affinity | None = None,
         default_weight: float = 1.0,
+        share_memory: float = 10.0,
     ) -> list[Job]:
         """Atomically hand up to ``limit`` queued jobs this worker may take to it.
 
         Tenants take turns (weighted fair share, :func:`_claim_statement`; ``default_weight`` for
-        tenants without their own). Within a tenant: stalled (re-queued after a lost lease) first,
+        tenants without their own, ``share_memory`` the decay time of what they were handed). Within a tenant: stalled (re-queued after a lost lease) first,
         then priority, then age. With
         ``affinity`` (and some warm model reported), between priority and age: jobs past the aging
         bound, then how warm the job's models are on this worker; a job warmer on another live
@@ -764,6 +778,7 @@ class SqlTx:
             "c_now": now,
             "c_lease_until": lease_until,
             "c_weight": default_weight,
+            "c_memory": share_memory,
         }
         warm = affinity is not None and not affinity.empty
         if affinity is not None and warm:
@@ -779,22 +794,31 @@ class SqlTx:
         claimed = [_job(r) for r in self.conn.execute(stmt, params)]
         claimed.sort(key=lambda j: (not j.stalled, -j.priority, j.id))
         if claimed:
-            self._mark_served(sorted({j.tenant for j in claimed}), now)
+            served: dict[str, int] = {}
+            for j in claimed:
+                served[j.tenant] = served.get(j.tenant, 0) + 1
+            self._mark_served(dict(sorted(served.items())), now, share_memory)
         return claimed
 
-    def _mark_served(self, tenant_ids: Sequence[str], now: float) -> None:
-        """Record when a claim last served these tenants (the fair-share tie-break). On PostgreSQL a
-        row another claimer is writing is skipped, not waited for: that claimer writes about the
-        same time, and claims never queue behind each other on a tenant's row."""
-        target: Any = tenant_ids
-        if not self.dialect.is_sqlite:
-            target = (
-                select(tenants.c.id)
-                .where(tenants.c.id.in_(list(tenant_ids)))
-                .with_for_update(skip_locked=True)
-                .scalar_subquery()
+    def _mark_served(self, served: Mapping[str, int], now: float, memory: float) -> None:
+        """Record what a claim handed each tenant (the fair-share state: decayed use, last time). On
+        PostgreSQL a row another claimer is writing is skipped, not waited for — claims never queue
+        behind each other on a tenant's row; under such contention the count runs a little low."""
+        postgres = not self.dialect.is_sqlite
+        row = tenants.c.id == bindparam("s_tenant")
+        if postgres:
+            row = tenants.c.id.in_(
+                select(tenants.c.id).where(row).with_for_update(skip_locked=True).scalar_subquery()
             )
-        self.conn.execute(update(tenants).where(tenants.c.id.in_(target)).values(served_at=now))
+        used = _recent_use(
+            tenants.c.share_used, tenants.c.served_at, bindparam("s_now", type_=Float), postgres
+        )
+        self.conn.execute(
+            update(tenants)
+            .where(row)
+            .values(share_used=used + bindparam("s_jobs", type_=Float), served_at=bindparam("s_now")),
+            [{"s_tenant": t, "s_jobs": n, "s_now": now, "c_memory": memory} for t, n in served.items()],
+        )
 
     def jobs_with_expired_lease(self, now: float, limit: int = 500) -> list[Job]:
         query = (

@@ -15,7 +15,16 @@ down_revision = "0007"
 branch_labels = None
 depends_on = None
 
-_TENANT_COLUMNS = ("limits", "weight", "rate_tokens", "rate_ts", "gpu_tokens", "gpu_ts", "served_at")
+_TENANT_COLUMNS = (
+    "limits",
+    "weight",
+    "rate_tokens",
+    "rate_ts",
+    "gpu_tokens",
+    "gpu_ts",
+    "served_at",
+    "share_used",
+)
 
 
 def upgrade() -> None:
