@@ -278,8 +278,8 @@ class JobService:
             row = Tenant(
                 id=tenant_id, webhook_url=None, webhook_secret=new_webhook_secret(), created_at=self.clock()
             )
-            tx.insert_tenant(row)
-            return row
+            tx.insert_tenant(row)  # does nothing when another replica created it meanwhile
+            return tx.get_tenant(tenant_id) or row
 
         self._tenants.pop(tenant_id, None)
         return await self.store.write(create)

@@ -35,6 +35,8 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 
@@ -553,15 +555,19 @@ class SqlTx:
         return [_tenant(r) for r in self.conn.execute(select(tenants).order_by(tenants.c.id))]
 
     def insert_tenant(self, tenant: Tenant) -> None:
+        """Insert a tenant unless one with its id exists (two replicas creating it at once: the
+        second insert waits for the first and does nothing)."""
+        values = {
+            "id": tenant.id,
+            "webhook_url": tenant.webhook_url,
+            "webhook_secret": tenant.webhook_secret,
+            "created_at": tenant.created_at,
+            "limits": _dumps(tenant.limits),
+            "weight": tenant.weight,
+        }
+        dialect_insert = sqlite_insert if self.dialect.is_sqlite else postgresql_insert
         self.conn.execute(
-            insert(tenants).values(
-                id=tenant.id,
-                webhook_url=tenant.webhook_url,
-                webhook_secret=tenant.webhook_secret,
-                created_at=tenant.created_at,
-                limits=_dumps(tenant.limits),
-                weight=tenant.weight,
-            )
+            dialect_insert(tenants).values(**values).on_conflict_do_nothing(index_elements=["id"])
         )
 
     # ---------------------------------------------------------------- quotas (jobs.quotas)
