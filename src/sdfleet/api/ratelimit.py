@@ -2,7 +2,8 @@
 
 Requests that carry no credentials (no ``Authorization``, no ``X-API-Key``) are counted per client
 address in a token bucket held in this process (each replica counts on its own); over the limit they
-get a 429 with ``Retry-After`` before any route runs. Callers with a key are held to their tenant's
+get a 429 with ``Retry-After`` before any route runs. Loopback addresses are exempt by default
+(``sdfleet up``'s own workers and tools), and so is anything that is not an IP address. Callers with a key are held to their tenant's
 quotas instead (:mod:`sdfleet.jobs.quotas`), which every replica shares through the job store.
 Tuned or switched off with ``SDFLEET_IP_LIMIT__RATE``, ``__BURST``, ``__ENABLED``.
 """
@@ -49,11 +50,13 @@ class AddressBuckets:
         return wait
 
 
-def _is_loopback(address: str) -> bool:
+def _exempt(address: str, loopback: bool) -> bool:
+    """Addresses never limited: loopback ones when ``loopback``, and whatever is not an IP address
+    (a Unix socket, an in-process test client)."""
     try:
-        return ipaddress.ip_address(address).is_loopback
+        return loopback and ipaddress.ip_address(address).is_loopback
     except ValueError:
-        return False
+        return True
 
 
 class AddressRateLimitMiddleware:
@@ -71,7 +74,7 @@ class AddressRateLimitMiddleware:
         client = scope.get("client")
         address = client[0] if client else ""
         anonymous = not any(name in _CREDENTIALS for name, _ in scope.get("headers", ()))
-        if not anonymous or (self.limit.exempt_loopback and _is_loopback(address)):
+        if not anonymous or _exempt(address, self.limit.exempt_loopback):
             await self.app(scope, receive, send)
             return
         wait = self.buckets.take(address)

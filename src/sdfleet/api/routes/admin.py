@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from sdfleet.api.deps import Admin, Ctx
 from sdfleet.domain import WorkerInfo
-from sdfleet.jobs.quotas import DEFAULT
+from sdfleet.jobs.quotas import DEFAULT, check_override
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 ACTIVITY_MINUTES = 60
@@ -105,23 +105,36 @@ async def stats(ctx: Ctx, _: Admin) -> dict[str, Any]:
 # ===================================================================== tenants: quotas and fair share
 
 TenantId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:@-]+$")]
-Setting = float | Literal["default"] | None
+Setting = Annotated[
+    Any,
+    Field(json_schema_extra={"anyOf": [{"type": "number"}, {"const": "default"}, {"type": "null"}]}),
+]
 
 
 class TenantLimitsPatch(BaseModel):
-    """Change some of a tenant's limits: a number sets it, ``null`` makes it unlimited (where that
-    makes sense), ``"default"`` goes back to the server's default. Fields left out stay as they are."""
+    """Change some of a tenant's limits: a number sets it, ``null`` makes it unlimited (``rate``,
+    ``max_concurrent``, ``gpu_seconds_per_day``, ``max_job_gpu_seconds``), ``"default"`` goes back to
+    the server's default. Fields left out stay as they are."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid")
 
     rate: Setting = Field(default=None, description="Jobs per second, on average (null: unlimited)")
-    burst: float | Literal["default"] = Field(default="default", description="Jobs at once (bucket size)")
-    max_concurrent: int | Literal["default"] | None = Field(
+    burst: Setting = Field(default=None, description="Jobs at once (the bucket's size)")
+    max_concurrent: Setting = Field(
         default=None, description="Queued + running jobs at once (null: unlimited)"
     )
     gpu_seconds_per_day: Setting = Field(default=None, description="Estimated GPU seconds per day")
-    max_job_gpu_seconds: Setting = Field(default=None, description="Largest single job, estimated GPU s")
-    weight: float | Literal["default"] = Field(default="default", description="Fair-share weight")
+    max_job_gpu_seconds: Setting = Field(
+        default=None, description="Largest single job, estimated GPU seconds"
+    )
+    weight: Setting = Field(default=None, description="Fair-share weight (default 1)")
+
+    @field_validator("*")
+    @classmethod
+    def _check(cls, value: Any, info: ValidationInfo) -> Any:
+        if value == "default":
+            return value
+        return check_override(str(info.field_name), value)
 
 
 async def _tenant_view(ctx: Ctx, tenant_id: str) -> dict[str, Any]:
