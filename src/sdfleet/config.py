@@ -48,6 +48,62 @@ class Limits(BaseModel):
     max_train_image_bytes: int = 32 * 1024 * 1024
 
 
+class Quotas(BaseModel):
+    """Per-tenant quotas and rate limits: the defaults of every tenant (an admin overrides them per
+    tenant with ``PATCH /v1/admin/tenants/{id}`` or ``sdfleet tenants set``). ``None`` is unlimited.
+
+    Enforced in the job store, so every orchestrator replica shares them: a token bucket per tenant
+    debited in the submit's own transaction."""
+
+    enabled: bool = Field(default=True, description="Enforce quotas and rate limits at submit")
+    rate: float | None = Field(
+        default=50.0, gt=0, description="Jobs a tenant may submit per second, on average (bucket refill)"
+    )
+    burst: float = Field(
+        default=5000.0,
+        ge=1,
+        description="Jobs a tenant may submit at once (bucket size; a batch costs its size)",
+    )
+    max_concurrent: int | None = Field(
+        default=10_000, ge=1, description="Queued + running jobs a tenant may have at once"
+    )
+    gpu_seconds_per_day: float | None = Field(
+        default=None, gt=0, description="Estimated GPU seconds a tenant may submit per day (a sliding bucket)"
+    )
+    max_job_gpu_seconds: float | None = Field(
+        default=None, gt=0, description="Largest single job, in estimated GPU seconds"
+    )
+    weight: float = Field(
+        default=1.0, gt=0, le=1000, description="Fair-share weight: claims pick tenants round-robin by it"
+    )
+    fair_share_memory_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long fair share remembers the jobs a tenant was handed (decay time constant)",
+    )
+    # pricing: GPU seconds per megapixel-step, until the fleet has recorded engine time of similar jobs
+    default_seconds_per_mpix_step: float = Field(
+        default=0.2, gt=0, description="Estimated GPU seconds per megapixel per step, before history exists"
+    )
+    default_train_seconds_per_mpix_step: float = Field(
+        default=0.6, gt=0, description="The same for training steps (forward and backward)"
+    )
+    cache_seconds: float = Field(
+        default=5.0, ge=0, description="How long a replica trusts its copy of a tenant's limits"
+    )
+
+
+class IpLimit(BaseModel):
+    """A loose in-process limit per client address in front of everything, against floods of
+    unauthenticated requests (each replica counts on its own; the real quotas are per tenant)."""
+
+    enabled: bool = True
+    rate: float = Field(default=200.0, gt=0, description="Requests per second per address, on average")
+    burst: float = Field(default=2000.0, ge=1, description="Requests per address at once")
+    max_addresses: int = Field(default=100_000, ge=1, description="Addresses tracked before the oldest go")
+    exempt_loopback: bool = Field(default=True, description="Never limit 127.0.0.1 / ::1")
+
+
 class Settings(BaseSettings):
     """Everything the orchestrator needs. Workers have their own :class:`WorkerSettings`."""
 
@@ -118,6 +174,8 @@ class Settings(BaseSettings):
     access_log: bool = False
 
     limits: Limits = Field(default_factory=Limits)
+    quotas: Quotas = Field(default_factory=Quotas)
+    ip_limit: IpLimit = Field(default_factory=IpLimit)
 
     # the AUTOMATIC1111-compatible API (/sdapi/v1, /internal)
     a1111_api_auth: str | None = Field(

@@ -95,6 +95,25 @@ class WorkerQuarantined(Forbidden):
     code = "worker_quarantined"
 
 
+class RateLimited(SdfleetError):
+    """A tenant is over a quota or rate limit for now; ``headers`` say when to retry
+    (``Retry-After``, ``RateLimit-*``)."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message, field=field, details=details)
+        self.headers = headers or {}
+
+
 class ServiceUnavailable(SdfleetError):
     """A dependency (database, blob store) is not reachable right now; the call may be retried."""
 

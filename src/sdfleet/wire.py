@@ -142,6 +142,7 @@ class AccountView(BaseModel):
     webhook_url: str | None
     webhook_secret: str
     usage: dict[str, Any]
+    quota: dict[str, Any] | None = None  # limits and what is left of them (jobs.quotas.quota_view)
 
 
 class WebhookSettings(BaseModel):

@@ -20,6 +20,7 @@ from sdfleet import __version__
 from sdfleet.api.auth import auth_is_open
 from sdfleet.api.deps import AppContext
 from sdfleet.api.errors import BodyLimitMiddleware, install_error_handlers
+from sdfleet.api.ratelimit import AddressRateLimitMiddleware
 from sdfleet.api.routes import a1111, admin, fleet, jobs, models, system, ui, worker, worker_models
 from sdfleet.blobs import BlobStore, UrlSigner, open_blob_store
 from sdfleet.config import Settings
@@ -152,6 +153,7 @@ def create_app(
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes, exempt=("/v1/worker/blobs/",)
     )
+    app.add_middleware(AddressRateLimitMiddleware, limit=settings.ip_limit)  # outermost: floods stop first
     for router in (
         jobs.router,
         worker.router,

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sdfleet.errors import AuthError, PayloadTooLarge, SdfleetError
+from sdfleet.errors import AuthError, PayloadTooLarge, RateLimited, SdfleetError
 
 log = logging.getLogger("sdfleet.api")
 
@@ -57,12 +57,17 @@ def _a1111_auth_headers(request: Request) -> dict[str, str]:
 
 
 def envelope(
-    status: int, code: str, message: str, field: str | None = None, details: dict[str, Any] | None = None
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    details: dict[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {"code": code, "message": message, "field": field}
     if details:
         body["details"] = details
-    return JSONResponse({"error": body}, status_code=status)
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
 def _field_of(loc: tuple[Any, ...]) -> str:
@@ -73,10 +78,11 @@ def _field_of(loc: tuple[Any, ...]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SdfleetError)
     async def _sdfleet(request: Request, exc: SdfleetError) -> JSONResponse:
+        limited = exc.headers if isinstance(exc, RateLimited) else None  # Retry-After, RateLimit-*
         if is_a1111_path(request.url.path):
-            headers = _a1111_auth_headers(request) if isinstance(exc, AuthError) else None
+            headers = _a1111_auth_headers(request) if isinstance(exc, AuthError) else limited
             return a1111_envelope(exc.status, type(exc).__name__, exc.message, headers=headers)
-        return envelope(exc.status, exc.code, exc.message, exc.field, exc.details or None)
+        return envelope(exc.status, exc.code, exc.message, exc.field, exc.details or None, limited)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -33,14 +33,27 @@ from sdfleet.domain import (
     WorkerState,
     new_id,
 )
-from sdfleet.errors import NotFound, StaleLease, ValidationError
+from sdfleet.errors import LimitExceeded, NotFound, RateLimited, StaleLease, ValidationError
 from sdfleet.jobs import policy
 from sdfleet.jobs.affinity import WarmIndex, warm_names
 from sdfleet.jobs.metrics import Metrics
 from sdfleet.jobs.models import named_models
 from sdfleet.jobs.notify import Notifier
+from sdfleet.jobs.quotas import (
+    CONCURRENCY_RETRY_SECONDS,
+    DAY_SECONDS,
+    DEFAULT,
+    Pricing,
+    TenantLimits,
+    check_override,
+    effective_limits,
+    quota_view,
+    rate_limit_headers,
+    refilled,
+    seconds_until,
+)
 from sdfleet.jobs.webhooks import new_webhook_secret
-from sdfleet.store.base import JobStore, OutboxMessage, Tenant
+from sdfleet.store.base import Buckets, JobStore, OutboxMessage, Tenant
 from sdfleet.store.sql import Affinity, CompletedJob, LeaseAnswer, SqlTx
 from sdfleet.training.config import LoraTrainSpec
 
@@ -212,6 +225,7 @@ class Effects:
 TENANT_CACHE_SECONDS = 5.0
 SEEN_WRITE_SECONDS = 5.0
 WARM_INDEX_SECONDS = 2.0  # how long a replica trusts its copy of the other workers' warm sets
+PRICING_SECONDS = 60.0  # how long a replica prices jobs from one read of the recorded engine times
 
 
 class JobService:
@@ -241,6 +255,7 @@ class JobService:
         # (loaded models, current jobs, cached models)
         self._seen: dict[str, tuple[float, list[str] | None, list[str] | None, list[str] | None]] = {}
         self._warm: tuple[float, WarmIndex] | None = None  # (refresh after, the live workers' warm sets)
+        self._prices: tuple[float, Pricing] | None = None  # (refresh after, GPU-second prices)
 
     def _apply(self, fx: Effects) -> None:
         if fx.work:
@@ -264,8 +279,8 @@ class JobService:
             row = Tenant(
                 id=tenant_id, webhook_url=None, webhook_secret=new_webhook_secret(), created_at=self.clock()
             )
-            tx.insert_tenant(row)
-            return row
+            tx.insert_tenant(row)  # does nothing when another replica created it meanwhile
+            return tx.get_tenant(tenant_id) or row
 
         self._tenants.pop(tenant_id, None)
         return await self.store.write(create)
@@ -308,7 +323,9 @@ class JobService:
             raise ValidationError(
                 "the same idempotency_key appears twice in one batch", field="idempotency_key"
             )
-        await self.ensure_tenant(tenant)
+        row = await self.ensure_tenant(tenant)
+        limits = self._limits_of(row) if self.settings.quotas.enabled else None
+        gpu_costs = await self._gpu_costs(limits, requests)
         now = self.clock()
         fx = Effects()
 
@@ -316,10 +333,12 @@ class JobService:
             existing = tx.jobs_by_idempotency_key(tenant, keys)
             out: list[Submitted] = []
             new_jobs: list[Job] = []
-            for req in requests:
+            charge = 0.0
+            for i, req in enumerate(requests):
                 if req.idempotency_key and req.idempotency_key in existing:
                     out.append(Submitted(existing[req.idempotency_key], created=False))
                     continue
+                charge += gpu_costs[i] if gpu_costs else 0.0
                 job = Job(
                     id=new_id("j"),
                     tenant=tenant,
@@ -337,6 +356,8 @@ class JobService:
                 )
                 new_jobs.append(job)
                 out.append(Submitted(job, created=True))
+            if new_jobs and limits is not None:
+                self._charge(tx, tenant, limits, len(new_jobs), charge, now)
             uses = {j.id: [n for n in named_models(j.spec) if n != j.requirements.model] for j in new_jobs}
             tx.insert_jobs(new_jobs, {k: v for k, v in uses.items() if v})
             tx.insert_events([(j.id, tenant, EventType.QUEUED, {"state": "queued"}, now) for j in new_jobs])
@@ -350,6 +371,172 @@ class JobService:
             self.metrics.submitted.inc(created)
         self._apply(fx)
         return out
+
+    # ================================================================ quotas and rate limits (jobs.quotas)
+    def _limits_of(self, tenant: Tenant) -> TenantLimits:
+        return effective_limits(self.settings.quotas, tenant.limits, tenant.weight)
+
+    async def _pricing(self) -> Pricing:
+        """GPU-second prices learned from recorded jobs, re-read by each replica every minute."""
+        now = time.monotonic()
+        if self._prices is not None and self._prices[0] > now:
+            return self._prices[1]
+        history = await self.store.read(lambda tx: tx.recent_engine_times())
+        pricing = Pricing.from_history(self.settings.quotas, history)
+        self._prices = (now + PRICING_SECONDS, pricing)
+        return pricing
+
+    async def estimate_gpu_seconds(self, kind: JobKind, spec: dict[str, Any], model: str | None) -> float:
+        """A job's estimated GPU seconds (what the daily budget and the largest-job limit charge)."""
+        return (await self._pricing()).estimate(kind, model, spec)
+
+    async def _gpu_costs(self, limits: TenantLimits | None, requests: Sequence[JobRequest]) -> list[float]:
+        """Each request's estimated GPU seconds when a GPU limit applies (else nothing to price);
+        a job over the largest-job limit is refused here, before anything is stored."""
+        if limits is None or not limits.needs_price:
+            return []
+        pricing = await self._pricing()
+        costs: list[float] = []
+        for i, req in enumerate(requests):
+            spec = req.spec.model_dump(mode="json")
+            cost = pricing.estimate(req.kind, requirements_of(req.kind, req.spec, req.arch).model, spec)
+            top = limits.max_job_gpu_seconds
+            if top is not None and cost > top:
+                where = f"jobs.{i}" if len(requests) > 1 else "params"
+                raise LimitExceeded(
+                    f"the job is estimated at {cost:.1f} GPU seconds, the largest allowed is {top:g}: "
+                    "make it smaller (size, steps, batch)",
+                    field=where,
+                    details={"limit": "max_job_gpu_seconds", "estimate": round(cost, 3), "allowed": top},
+                )
+            costs.append(cost)
+        return costs
+
+    def _charge(
+        self, tx: SqlTx, tenant: str, limits: TenantLimits, jobs: int, gpu: float, now: float
+    ) -> None:
+        """Charge a submit of ``jobs`` new jobs (``gpu`` estimated GPU seconds) to the tenant's
+        buckets, all or nothing, in the submit's transaction — or refuse it (:class:`RateLimited`,
+        429; :class:`LimitExceeded`, 422, for what no wait can fix). The debit holds the tenant's row,
+        so the live-job count after it sees every earlier submit of the tenant on any replica."""
+        if limits.rate is not None and jobs > limits.burst:
+            raise LimitExceeded(
+                f"{jobs} jobs in one submit, this tenant's burst is {limits.burst:g}: split the batch",
+                field="jobs",
+                details={"limit": "burst", "allowed": limits.burst},
+            )
+        budget = limits.gpu_seconds_per_day
+        if budget is not None and gpu > budget:
+            raise LimitExceeded(
+                f"the submit is estimated at {gpu:.1f} GPU seconds, more than the daily budget of {budget:g}",
+                field="jobs",
+                details={"limit": "gpu_seconds_per_day", "estimate": round(gpu, 3), "allowed": budget},
+            )
+        rate = (limits.rate, limits.burst, float(jobs)) if limits.rate is not None else None
+        gpu_bucket = (budget / DAY_SECONDS, budget, gpu) if budget is not None else None
+        if rate is not None or gpu_bucket is not None:
+            if not tx.debit_buckets(tenant, now, rate=rate, gpu=gpu_bucket):
+                raise self._refusal(tx, tenant, limits, jobs, gpu, now)
+        elif limits.max_concurrent is not None:
+            tx.lock_tenant(tenant)
+        top = limits.max_concurrent
+        if top is not None:
+            live = tx.count_live_jobs(tenant)
+            if live + jobs > top:
+                log.info("quota.refused tenant=%s limit=max_concurrent live=%d jobs=%d", tenant, live, jobs)
+                raise RateLimited(
+                    f"tenant {tenant} has {live} jobs queued or running, the limit is {top}: "
+                    f"{jobs} more must wait until some finish",
+                    field="jobs",
+                    details={"limit": "max_concurrent", "allowed": top, "live": live},
+                    headers=rate_limit_headers(
+                        top, top - live, CONCURRENCY_RETRY_SECONDS, CONCURRENCY_RETRY_SECONDS
+                    ),
+                )
+
+    @staticmethod
+    def _refusal(
+        tx: SqlTx, tenant: str, limits: TenantLimits, jobs: int, gpu: float, now: float
+    ) -> RateLimited:
+        """Which bucket could not pay, and when it will."""
+        b = tx.get_buckets(tenant)
+        if b is not None and limits.rate is not None:
+            have = refilled(b.rate_tokens, b.rate_ts, limits.rate, limits.burst, now)
+            if have < jobs:
+                wait = seconds_until(have, jobs, limits.rate)
+                log.info("quota.refused tenant=%s limit=rate jobs=%d wait=%.2f", tenant, jobs, wait)
+                return RateLimited(
+                    f"tenant {tenant} may submit {limits.rate:g} jobs per second (bursts of {limits.burst:g}): "
+                    f"{jobs} more in {wait:.1f} s",
+                    field="jobs",
+                    details={"limit": "rate", "retry_after": round(wait, 3), "available": round(have, 3)},
+                    headers=rate_limit_headers(
+                        limits.burst, have, seconds_until(have, limits.burst, limits.rate), wait
+                    ),
+                )
+        budget = limits.gpu_seconds_per_day or 0.0
+        have = refilled(b.gpu_tokens, b.gpu_ts, budget / DAY_SECONDS, budget, now) if b else 0.0
+        wait = seconds_until(have, gpu, budget / DAY_SECONDS)
+        log.info("quota.refused tenant=%s limit=gpu_seconds_per_day gpu=%.2f wait=%.0f", tenant, gpu, wait)
+        return RateLimited(
+            f"tenant {tenant}'s GPU budget is {budget:g} s per day and {have:.1f} s are left now: "
+            f"this submit ({gpu:.1f} s) fits in {wait:.0f} s",
+            field="jobs",
+            details={
+                "limit": "gpu_seconds_per_day",
+                "retry_after": round(wait, 3),
+                "available": round(have, 3),
+            },
+            headers=rate_limit_headers(budget, have, seconds_until(have, budget, budget / DAY_SECONDS), wait),
+        )
+
+    async def quota_status(self, tenant_id: str) -> dict[str, Any]:
+        """A tenant's limits and what is left of each (``None``: unlimited)."""
+        await self.ensure_tenant(tenant_id)
+        now = self.clock()
+
+        def read(tx: SqlTx) -> tuple[Tenant | None, Buckets | None, int]:
+            return tx.get_tenant(tenant_id), tx.get_buckets(tenant_id), tx.count_live_jobs(tenant_id)
+
+        tenant, buckets, live = await self.store.read(read)
+        assert tenant is not None
+        return quota_view(self._limits_of(tenant), buckets, live, now, enforced=self.settings.quotas.enabled)
+
+    async def list_tenants(self) -> list[tuple[Tenant, TenantLimits]]:
+        tenants = await self.store.read(lambda tx: tx.list_tenants())
+        return [(t, self._limits_of(t)) for t in tenants]
+
+    async def set_tenant_limits(self, tenant_id: str, changes: dict[str, Any]) -> TenantLimits:
+        """Change a tenant's limits: a value sets it (``None``: unlimited), :data:`DEFAULT` goes back
+        to the settings' default. Creates the tenant when it does not exist yet; its buckets start
+        full. Takes effect at the tenant's next submit on every replica."""
+        for name, value in changes.items():
+            if value is not DEFAULT:
+                try:
+                    check_override(name, value)
+                except ValueError as exc:
+                    raise ValidationError(str(exc), field=name) from exc
+        await self.ensure_tenant(tenant_id)
+
+        def tx_fn(tx: SqlTx) -> Tenant:
+            current = tx.get_tenant(tenant_id)
+            assert current is not None
+            overrides = dict(current.limits)
+            for name, value in changes.items():
+                if value is DEFAULT:
+                    overrides.pop(name, None)
+                else:
+                    overrides[name] = check_override(name, value)
+            weight = overrides.get("weight")
+            tx.set_tenant_limits(tenant_id, overrides, float(weight) if weight is not None else None)
+            fresh = tx.get_tenant(tenant_id)
+            assert fresh is not None
+            return fresh
+
+        tenant = await self.store.write(tx_fn)
+        self._tenants.pop(tenant_id, None)
+        log.info("quota.changed tenant=%s limits=%s", tenant_id, json.dumps(tenant.limits, sort_keys=True))
+        return self._limits_of(tenant)
 
     async def get_job(self, job_id: str, tenant: str | None) -> Job:
         """A job by id; ``tenant=None`` means an admin who sees every tenant's jobs."""
@@ -560,6 +747,8 @@ class JobService:
                 now=now,
                 lease_until=now + lease,
                 affinity=self._affinity(tx, worker, now, loaded_models, cached_models),
+                default_weight=self.settings.quotas.weight,
+                share_memory=self.settings.quotas.fair_share_memory_seconds,
             )
             if claimed:
                 tx.insert_attempts(
@@ -1158,6 +1347,9 @@ class JobService:
         """Back to the queue. ``keep_holder``: only for a lease that ran out — the same worker may
         still take the job back (same epoch) with a late heartbeat or completion, as long as nobody
         else claimed it meanwhile. A release or a failure lets go of the job for good."""
+        # the head of the queue (stalled first) at most once per job: a job that keeps coming back —
+        # lost leases, refunded failures — waits its turn by age after that
+        stalled = stalled and not tx.has_jumped(job.id)
         values: dict[str, Any] = {
             "state": JobState.QUEUED,
             "stalled": stalled,
@@ -1172,6 +1364,8 @@ class JobService:
             "cost_usd": job.cost_usd,
             "engine_seconds": job.engine_seconds,
         }
+        if stalled:
+            values["jumped"] = True
         if failures is not None:
             values["failures"] = failures
         if interruptions is not None:

@@ -7,8 +7,8 @@ protocols exist so the use cases in :mod:`sdfleet.jobs` depend on a contract, no
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from sdfleet.store.sql import SqlTx
@@ -24,6 +24,18 @@ class Tenant:
     webhook_url: str | None
     webhook_secret: str
     created_at: float
+    limits: dict[str, Any] = field(default_factory=dict)  # an admin's overrides of the default quotas
+    weight: float | None = None  # fair-share weight (None: the default)
+
+
+@dataclass(slots=True, frozen=True)
+class Buckets:
+    """A tenant's two token buckets as stored (tokens ``None``: full) and its live job count."""
+
+    rate_tokens: float | None
+    rate_ts: float | None
+    gpu_tokens: float | None
+    gpu_ts: float | None
 
 
 @dataclass(slots=True)

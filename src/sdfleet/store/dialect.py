@@ -50,6 +50,10 @@ class Dialect:
             return cast(minutes, Integer)
         return cast(func.floor(minutes), Integer)
 
+    def least(self, *values: Any) -> Any:
+        """The smallest of several values (SQLite's scalar ``min``, PostgreSQL's ``least``)."""
+        return func.min(*values) if self.is_sqlite else func.least(*values)
+
     def json_text(self, column: Any, key: str) -> Any:
         """The text value of top-level ``key`` of a JSON text column (NULL when absent)."""
         if self.is_sqlite:

@@ -39,6 +39,17 @@ tenants = Table(
     Column("webhook_url", Text, nullable=True),
     Column("webhook_secret", String(128), nullable=False),
     Column("created_at", Float, nullable=False),
+    # quotas and fair share (issue 14): limits an admin set for this tenant (JSON; absent: the
+    # settings' default, null: unlimited), the fair-share weight, the two token buckets (tokens NULL:
+    # full), when a claim last handed this tenant jobs and how many it was handed lately
+    Column("limits", Text, nullable=False, server_default="{}"),
+    Column("weight", Float, nullable=True),
+    Column("rate_tokens", Float, nullable=True),
+    Column("rate_ts", Float, nullable=True),
+    Column("gpu_tokens", Float, nullable=True),
+    Column("gpu_ts", Float, nullable=True),
+    Column("served_at", Float, nullable=True),
+    Column("share_used", Float, nullable=True),  # jobs handed out lately (decaying, see sql._claim_statement)
 )
 
 api_keys = Table(
@@ -92,8 +103,12 @@ jobs = Table(
     Column("result", Text, nullable=False, server_default="{}"),
     Column("checkpoints", Text, nullable=False, server_default="[]"),
     Column("progress_info", Text, nullable=False, server_default="{}"),
+    # the job was put at the head of the queue once (stalled): it never is again
+    Column("jumped", Boolean, nullable=False, server_default=text("false")),
     UniqueConstraint("tenant", "idempotency_key"),
     Index("ix_jobs_claim", "state", text("stalled DESC"), text("priority DESC"), "id"),
+    # fair-share claims read each tenant's queue in claim order; quotas count its live jobs
+    Index("ix_jobs_tenant_claim", "tenant", "state", text("stalled DESC"), text("priority DESC"), "id"),
     Index("ix_jobs_lease", "state", "lease_expires_at"),
     Index("ix_jobs_tenant_id", "tenant", "id"),
 )

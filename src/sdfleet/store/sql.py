@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    Float,
     Integer,
     Row,
     Update,
@@ -31,8 +32,11 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 
@@ -54,7 +58,7 @@ from sdfleet.domain import (
     WorkerState,
 )
 from sdfleet.errors import ServiceUnavailable
-from sdfleet.store.base import ApiKeyRecord, OutboxMessage, Tenant
+from sdfleet.store.base import ApiKeyRecord, Buckets, OutboxMessage, Tenant
 from sdfleet.store.dialect import Dialect, dialect_for
 from sdfleet.store.schema import (
     a1111_options,
@@ -317,7 +321,7 @@ _COMPLETE_ATTEMPT_KEYS = ("k_id", "k_epoch", "k_now", "k_engine", "k_cost", "k_t
 
 @dataclass(slots=True, frozen=True)
 class Affinity:
-    """What a cache-aware claim scores jobs against (see :func:`_affinity_claim_statement`).
+    """What a cache-aware claim scores jobs against (see :func:`_claim_statement`).
 
     ``loaded``/``cached``: registry names in the claiming worker's memory / on its disk;
     ``loaded_elsewhere``/``cached_elsewhere``: the same over the other live workers (a name counts
@@ -342,13 +346,13 @@ class Affinity:
 CHECKPOINT_LOADED, CHECKPOINT_CACHED, OTHER_LOADED, OTHER_CACHED = 8, 4, 2, 1
 
 
-def _warmth(loaded: str, cached: str) -> Any:
+def _warmth(loaded: str, cached: str, j: Any = jobs) -> Any:
     """SQL: how warm a job's models are on a worker whose names are the expanding parameters
     ``loaded`` and ``cached`` (a correlated subquery over ``job_models`` for the non-checkpoint ones)."""
     checkpoint = case(
-        (jobs.c.req_model.is_(None), CHECKPOINT_LOADED),
-        (jobs.c.req_model.in_(bindparam(loaded, expanding=True)), CHECKPOINT_LOADED),
-        (jobs.c.req_model.in_(bindparam(cached, expanding=True)), CHECKPOINT_CACHED),
+        (j.c.req_model.is_(None), CHECKPOINT_LOADED),
+        (j.c.req_model.in_(bindparam(loaded, expanding=True)), CHECKPOINT_LOADED),
+        (j.c.req_model.in_(bindparam(cached, expanding=True)), CHECKPOINT_CACHED),
         else_=0,
     )
     others = (
@@ -364,26 +368,26 @@ def _warmth(loaded: str, cached: str) -> Any:
                 0,
             )
         )
-        .where(job_models.c.job_id == jobs.c.id)
+        .where(job_models.c.job_id == j.c.id)
         .scalar_subquery()
     )
     return checkpoint + others
 
 
-def _claimable() -> tuple[Any, ...]:
+def _claimable(j: Any = jobs) -> tuple[Any, ...]:
     """The conditions every claim candidate meets: queued, within the worker's capabilities, and
     not failed on this worker before (the per-job ban is the attempts table itself)."""
     failed_here = exists().where(
-        attempts.c.job_id == jobs.c.id,
+        attempts.c.job_id == j.c.id,
         attempts.c.worker_id == bindparam("c_worker"),
         attempts.c.outcome == AttemptOutcome.FAILED.value,
     )
     return (
-        jobs.c.state == JobState.QUEUED.value,
-        jobs.c.kind.in_(bindparam("c_kinds", expanding=True)),
-        or_(jobs.c.req_arch.is_(None), jobs.c.req_arch.in_(bindparam("c_archs", expanding=True))),
-        jobs.c.req_pixels <= bindparam("c_max_pixels"),
-        jobs.c.req_features.op("&")(bindparam("c_not_features")) == 0,
+        j.c.state == JobState.QUEUED.value,
+        j.c.kind.in_(bindparam("c_kinds", expanding=True)),
+        or_(j.c.req_arch.is_(None), j.c.req_arch.in_(bindparam("c_archs", expanding=True))),
+        j.c.req_pixels <= bindparam("c_max_pixels"),
+        j.c.req_features.op("&")(bindparam("c_not_features")) == 0,
         ~failed_here,
     )
 
@@ -408,57 +412,131 @@ def _hand_out(candidates: Any) -> Update:
 
 
 @functools.cache
-def _affinity_claim_statement(*, skip_locked: bool) -> Update:
-    """The cache-aware claim, built once (every value a bound parameter):
+def _recent_use(used: Any, served_at: Any, now: Any, postgres: bool) -> Any:
+    """SQL: a tenant's jobs handed out lately, decayed since the last hand-out: ``used / (1 + Δt/τ)``
+    (τ the parameter ``c_memory``) — arithmetic only, so SQLite needs no math functions. Applied at
+    every hand-out it compounds to about ``exp(−t/τ)``."""
+    greatest = func.greatest if postgres else func.max
+    elapsed = greatest(0.0, now - func.coalesce(served_at, now))
+    return func.coalesce(used, 0.0) / (1.0 + elapsed / bindparam("c_memory", type_=Float))
 
-    1. the window: the oldest ``c_window`` claimable jobs in the plain order (stalled, priority,
-       id — read through ``ix_jobs_claim``, so a deep queue costs no more than a shallow one), each
-       with its warmth here and its best warmth elsewhere (:func:`_warmth`); on PostgreSQL locked
-       with ``SKIP LOCKED``, so concurrent claimers score disjoint windows;
-    2. of those, the jobs this worker may take now — stalled, past the aging bound, or at least as
-       warm here as on any other live worker (else the job waits for that worker, at most until it
-       ages) — ranked stalled, priority, aged, warmth here, id;
-    3. the hand-out of the first ``c_limit``.
+
+def _claim_statement(*, skip_locked: bool, affinity: bool) -> Update:
+    """The fair-share claim, built once (every value a bound parameter):
+
+    1. the window, per tenant: each tenant's first ``c_window`` claimable jobs in its plain order
+       (stalled, priority, id — read through ``ix_jobs_tenant_claim``, so one tenant's deep queue
+       costs no more than a shallow one and cannot fill another tenant's window); with ``affinity``
+       each with its warmth here and its best warmth elsewhere (:func:`_warmth`); on PostgreSQL
+       locked with ``SKIP LOCKED`` (a ``LATERAL`` subquery per tenant), so concurrent claimers take
+       disjoint windows;
+    2. with ``affinity``, of those the jobs this worker may take now — stalled, past the aging
+       bound, or at least as warm here as on any other live worker (else the job waits for that
+       worker, at most until it ages);
+    3. fair share: each job's rank in its tenant's order (stalled, priority, [aged, warmth here,]
+       id) plus the tenant's running jobs plus the jobs it was handed lately (``tenants.share_used``,
+       decaying, :func:`_recent_use`), divided by the tenant's weight — tenants take turns,
+       weighted, and priority orders jobs within a tenant only; ties go to the tenant a claim served
+       least recently (``tenants.served_at``);
+    4. the hand-out of the first ``c_limit``.
     """
-    aged = case((jobs.c.queued_at <= bindparam("c_aged_before"), 1), else_=0)
-    window = (
-        select(
-            jobs.c.id.label("id"),
-            jobs.c.stalled.label("stalled"),
-            jobs.c.priority.label("priority"),
+    t = tenants.alias("t")
+    j = jobs.alias("j")
+    columns: list[Any] = [j.c.id.label("id"), j.c.tenant.label("tenant"), j.c.stalled, j.c.priority]
+    within: list[Any] = [j.c.stalled.desc(), j.c.priority.desc(), j.c.id]
+    if affinity:
+        aged = case((j.c.queued_at <= bindparam("c_aged_before"), 1), else_=0)
+        columns += [
             aged.label("aged"),
-            _warmth("c_loaded", "c_cached").label("here"),
-            _warmth("c_loaded_else", "c_cached_else").label("elsewhere"),
-        )
-        .where(*_claimable())
-        .order_by(jobs.c.stalled.desc(), jobs.c.priority.desc(), jobs.c.id)
-        .limit(bindparam("c_window", type_=Integer))
-    )
+            _warmth("c_loaded", "c_cached", j).label("here"),
+            _warmth("c_loaded_else", "c_cached_else", j).label("elsewhere"),
+        ]
+    per_tenant = select(*columns).where(*_claimable(j), j.c.tenant == t.c.id).order_by(*within)
+    per_tenant = per_tenant.limit(bindparam("c_window", type_=Integer))
     if skip_locked:
-        window = window.with_for_update(skip_locked=True)
+        lateral = per_tenant.with_for_update(skip_locked=True, of=j).lateral("c")
+        window = select(lateral, t.c.weight, t.c.served_at, t.c.share_used).select_from(
+            t.join(lateral, true())
+        )
+    else:
+        # SQLite (no LATERAL; its immediate transactions need no row locks): the jobs whose id is
+        # among their tenant's first ones
+        k = jobs.alias("k")
+        ids = (
+            select(k.c.id)
+            .where(*_claimable(k), k.c.tenant == t.c.id)
+            .order_by(k.c.stalled.desc(), k.c.priority.desc(), k.c.id)
+            .limit(bindparam("c_window", type_=Integer))
+            .correlate(t)
+        )
+        window = (
+            select(*columns, t.c.weight, t.c.served_at, t.c.share_used)
+            .select_from(t.join(j, j.c.tenant == t.c.id))
+            .where(j.c.id.in_(ids.scalar_subquery()))
+        )
     w = window.subquery("w")
+    running = (
+        select(jobs.c.tenant.label("tenant"), func.count().label("n"))
+        .where(jobs.c.state == JobState.RUNNING.value)
+        .group_by(jobs.c.tenant)
+        .subquery("r")
+    )
+    order_in_tenant: list[Any] = [w.c.stalled.desc(), w.c.priority.desc()]
+    if affinity:
+        order_in_tenant += [w.c.aged.desc(), w.c.here.desc()]
+    order_in_tenant.append(w.c.id)
+    rank = func.row_number().over(partition_by=w.c.tenant, order_by=order_in_tenant)
+    weight = func.coalesce(w.c.weight, bindparam("c_weight", type_=Float))
+    recent = _recent_use(w.c.share_used, w.c.served_at, bindparam("c_now", type_=Float), skip_locked)
+    share = (func.coalesce(running.c.n, 0) + recent + rank) / weight
+    ranked = select(
+        w.c.id,
+        share.label("share"),
+        func.coalesce(w.c.served_at, 0.0).label("served_at"),
+        *[
+            getattr(w.c, name)
+            for name in (("stalled", "priority", "aged", "here") if affinity else ("stalled", "priority"))
+        ],
+    ).select_from(w.outerjoin(running, running.c.tenant == w.c.tenant))
+    if affinity:
+        ranked = ranked.where(or_(w.c.stalled, w.c.aged == 1, w.c.here >= w.c.elsewhere))
+    r = ranked.subquery("f")
+    tie: list[Any] = [r.c.stalled.desc(), r.c.priority.desc()]
+    if affinity:
+        tie += [r.c.aged.desc(), r.c.here.desc()]
     chosen = (
-        select(w.c.id)
-        .where(or_(w.c.stalled, w.c.aged == 1, w.c.here >= w.c.elsewhere))
-        .order_by(w.c.stalled.desc(), w.c.priority.desc(), w.c.aged.desc(), w.c.here.desc(), w.c.id)
+        select(r.c.id)
+        .order_by(r.c.share, r.c.served_at, *tie, r.c.id)
         .limit(bindparam("c_limit", type_=Integer))
     )
     return _hand_out(chosen.scalar_subquery())
 
 
 @functools.cache
-def _claim_statement(*, skip_locked: bool) -> Update:
-    """The claim, built once: ``UPDATE jobs … WHERE id IN (candidates) RETURNING *`` with every
-    value a bound parameter (building and cache-keying it per call cost more than running it)."""
-    candidates = (
-        select(jobs.c.id)
-        .where(*_claimable())
-        .order_by(jobs.c.stalled.desc(), jobs.c.priority.desc(), jobs.c.id)
-        .limit(bindparam("c_limit", type_=Integer))
-    )
-    if skip_locked:
-        candidates = candidates.with_for_update(skip_locked=True)
-    return _hand_out(candidates.scalar_subquery())
+def _debit_statement(*, sqlite: bool, rate: bool, gpu: bool) -> Update:
+    """One tenant's token buckets debited at once, or not at all: ``UPDATE tenants SET tokens =
+    min(cap, tokens + (now − ts) · rate) − cost, ts = now WHERE id = ? AND min(…) ≥ cost RETURNING``
+    for each bucket asked for (tokens NULL: full). Built once per shape."""
+    least = func.min if sqlite else func.least
+    greatest = func.max if sqlite else func.greatest
+    now = bindparam("q_now", type_=Float)
+    stmt = update(tenants).where(tenants.c.id == bindparam("q_tenant"))
+    values: dict[str, Any] = {}
+    for on, name in ((rate, "rate"), (gpu, "gpu")):
+        if not on:
+            continue
+        tokens, ts = tenants.c[f"{name}_tokens"], tenants.c[f"{name}_ts"]
+        cap = bindparam(f"q_{name}_cap", type_=Float)
+        level = least(
+            cap,
+            func.coalesce(tokens, cap)
+            + greatest(0.0, now - func.coalesce(ts, now)) * bindparam(f"q_{name}_rate", type_=Float),
+        )
+        cost = bindparam(f"q_{name}_cost", type_=Float)
+        stmt = stmt.where(level >= cost)
+        values[f"{name}_tokens"] = level - cost
+        values[f"{name}_ts"] = now
+    return stmt.values(**values).returning(tenants.c.id)
 
 
 class SqlTx:
@@ -471,25 +549,92 @@ class SqlTx:
     # ---------------------------------------------------------------- tenants and keys
     def get_tenant(self, tenant_id: str) -> Tenant | None:
         row = (self.conn.execute(select(tenants).where(tenants.c.id == tenant_id))).first()
-        if row is None:
-            return None
-        m = row._mapping
-        return Tenant(
-            id=m["id"],
-            webhook_url=m["webhook_url"],
-            webhook_secret=m["webhook_secret"],
-            created_at=m["created_at"],
-        )
+        return _tenant(row) if row else None
+
+    def list_tenants(self) -> list[Tenant]:
+        return [_tenant(r) for r in self.conn.execute(select(tenants).order_by(tenants.c.id))]
 
     def insert_tenant(self, tenant: Tenant) -> None:
+        """Insert a tenant unless one with its id exists (two replicas creating it at once: the
+        second insert waits for the first and does nothing)."""
+        values = {
+            "id": tenant.id,
+            "webhook_url": tenant.webhook_url,
+            "webhook_secret": tenant.webhook_secret,
+            "created_at": tenant.created_at,
+            "limits": _dumps(tenant.limits),
+            "weight": tenant.weight,
+        }
+        dialect_insert = sqlite_insert if self.dialect.is_sqlite else postgresql_insert
         self.conn.execute(
-            insert(tenants).values(
-                id=tenant.id,
-                webhook_url=tenant.webhook_url,
-                webhook_secret=tenant.webhook_secret,
-                created_at=tenant.created_at,
+            dialect_insert(tenants).values(**values).on_conflict_do_nothing(index_elements=["id"])
+        )
+
+    # ---------------------------------------------------------------- quotas (jobs.quotas)
+    def set_tenant_limits(self, tenant_id: str, limits: Mapping[str, Any], weight: float | None) -> bool:
+        """Store an admin's overrides of the default quotas; the buckets start full again."""
+        res = self.conn.execute(
+            update(tenants)
+            .where(tenants.c.id == tenant_id)
+            .values(limits=_dumps(dict(limits)), weight=weight, rate_tokens=None, gpu_tokens=None)
+        )
+        return bool(res.rowcount)
+
+    def debit_buckets(
+        self,
+        tenant_id: str,
+        now: float,
+        *,
+        rate: tuple[float, float, float] | None = None,
+        gpu: tuple[float, float, float] | None = None,
+    ) -> bool:
+        """Take ``cost`` from each bucket given as (refill per second, capacity, cost) — all of them,
+        or none when one cannot pay: one ``UPDATE … RETURNING`` (:func:`_debit_statement`), which
+        also holds the tenant's row until the transaction ends (submits of one tenant queue here)."""
+        params: dict[str, Any] = {"q_tenant": tenant_id, "q_now": now}
+        for name, bucket in (("rate", rate), ("gpu", gpu)):
+            if bucket is not None:
+                params.update(
+                    {f"q_{name}_rate": bucket[0], f"q_{name}_cap": bucket[1], f"q_{name}_cost": bucket[2]}
+                )
+        stmt = _debit_statement(sqlite=self.dialect.is_sqlite, rate=rate is not None, gpu=gpu is not None)
+        return self.conn.execute(stmt, params).first() is not None
+
+    def lock_tenant(self, tenant_id: str) -> None:
+        """Hold the tenant's row until the transaction ends (a submit that debits no bucket)."""
+        self.conn.execute(self.dialect.locked(select(tenants.c.id).where(tenants.c.id == tenant_id), True))
+
+    def get_buckets(self, tenant_id: str) -> Buckets | None:
+        row = self.conn.execute(
+            select(tenants.c.rate_tokens, tenants.c.rate_ts, tenants.c.gpu_tokens, tenants.c.gpu_ts).where(
+                tenants.c.id == tenant_id
+            )
+        ).first()
+        return Buckets(*row) if row else None
+
+    def count_live_jobs(self, tenant_id: str) -> int:
+        """The tenant's queued and running jobs (through ``ix_jobs_tenant_claim``)."""
+        return int(
+            self.conn.execute(
+                select(func.count())
+                .select_from(jobs)
+                .where(
+                    jobs.c.tenant == tenant_id,
+                    jobs.c.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]),
+                )
+            ).scalar_one()
+        )
+
+    def recent_engine_times(self, limit: int = 5000) -> list[tuple[str, str | None, dict[str, Any], float]]:
+        """(kind, checkpoint, spec, engine seconds) of the succeeded ones among the newest ``limit``
+        jobs: what pricing learns from (a bounded read, newest first through the primary key)."""
+        newest = select(jobs.c.id).order_by(jobs.c.id.desc()).limit(limit).scalar_subquery()
+        rows = self.conn.execute(
+            select(jobs.c.kind, jobs.c.req_model, jobs.c.spec, jobs.c.engine_seconds).where(
+                jobs.c.id.in_(newest), jobs.c.state == JobState.SUCCEEDED.value
             )
         )
+        return [(r[0], r[1], _loads(r[2], {}), float(r[3] or 0.0)) for r in rows]
 
     def update_tenant(self, tenant_id: str, **values: Any) -> None:
         self.conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(**values))
@@ -585,6 +730,10 @@ class SqlTx:
             q = q.where(self.dialect.json_text(jobs.c.labels, label[0]) == label[1])
         return [_job(r) for r in self.conn.execute(q)]
 
+    def has_jumped(self, job_id: str) -> bool:
+        """Whether the job was put at the head of the queue (stalled) before."""
+        return bool(self.conn.execute(select(jobs.c.jumped).where(jobs.c.id == job_id)).scalar())
+
     def update_job(
         self,
         job_id: str,
@@ -611,13 +760,17 @@ class SqlTx:
         now: float,
         lease_until: float,
         affinity: Affinity | None = None,
+        default_weight: float = 1.0,
+        share_memory: float = 10.0,
     ) -> list[Job]:
         """Atomically hand up to ``limit`` queued jobs this worker may take to it.
 
-        Order: stalled (re-queued after a lost lease) first, then priority, then age. With
+        Tenants take turns (weighted fair share, :func:`_claim_statement`; ``default_weight`` for
+        tenants without their own, ``share_memory`` the decay time of what they were handed). Within a tenant: stalled (re-queued after a lost lease) first,
+        then priority, then age. With
         ``affinity`` (and some warm model reported), between priority and age: jobs past the aging
         bound, then how warm the job's models are on this worker; a job warmer on another live
-        worker is left for it until it ages (:func:`_affinity_claim_statement`). Jobs on which this
+        worker is left for it until it ages (:func:`_claim_statement`). Jobs on which this
         worker already failed are skipped. Every hand-out bumps the lease epoch.
         """
         params = {
@@ -627,10 +780,14 @@ class SqlTx:
             "c_max_pixels": caps.max_pixels,
             "c_not_features": ~int(caps.features) & _FEATURE_MASK,
             "c_limit": limit,
+            "c_window": limit,
             "c_now": now,
             "c_lease_until": lease_until,
+            "c_weight": default_weight,
+            "c_memory": share_memory,
         }
-        if affinity is not None and not affinity.empty:
+        warm = affinity is not None and not affinity.empty
+        if affinity is not None and warm:
             params.update(
                 c_loaded=list(affinity.loaded),
                 c_cached=list(affinity.cached),
@@ -639,12 +796,35 @@ class SqlTx:
                 c_aged_before=affinity.aged_before,
                 c_window=max(affinity.window, limit),
             )
-            stmt = _affinity_claim_statement(skip_locked=not self.dialect.is_sqlite)
-        else:
-            stmt = _claim_statement(skip_locked=not self.dialect.is_sqlite)
+        stmt = _claim_statement(skip_locked=not self.dialect.is_sqlite, affinity=warm)
         claimed = [_job(r) for r in self.conn.execute(stmt, params)]
         claimed.sort(key=lambda j: (not j.stalled, -j.priority, j.id))
+        if claimed:
+            served: dict[str, int] = {}
+            for j in claimed:
+                served[j.tenant] = served.get(j.tenant, 0) + 1
+            self._mark_served(dict(sorted(served.items())), now, share_memory)
         return claimed
+
+    def _mark_served(self, served: Mapping[str, int], now: float, memory: float) -> None:
+        """Record what a claim handed each tenant (the fair-share state: decayed use, last time). On
+        PostgreSQL a row another claimer is writing is skipped, not waited for — claims never queue
+        behind each other on a tenant's row; under such contention the count runs a little low."""
+        postgres = not self.dialect.is_sqlite
+        row = tenants.c.id == bindparam("s_tenant")
+        if postgres:
+            row = tenants.c.id.in_(
+                select(tenants.c.id).where(row).with_for_update(skip_locked=True).scalar_subquery()
+            )
+        used = _recent_use(
+            tenants.c.share_used, tenants.c.served_at, bindparam("s_now", type_=Float), postgres
+        )
+        self.conn.execute(
+            update(tenants)
+            .where(row)
+            .values(share_used=used + bindparam("s_jobs", type_=Float), served_at=bindparam("s_now")),
+            [{"s_tenant": t, "s_jobs": n, "s_now": now, "c_memory": memory} for t, n in served.items()],
+        )
 
     def jobs_with_expired_lease(self, now: float, limit: int = 500) -> list[Job]:
         query = (
@@ -1253,6 +1433,19 @@ class SqlTx:
             .limit(limit)
         )
         return [(r._mapping["task_id"], _job(r)) for r in rows]
+
+
+def _tenant(row: Row[Any]) -> Tenant:
+    m = row._mapping
+    limits = _loads(m["limits"], {})
+    return Tenant(
+        id=m["id"],
+        webhook_url=m["webhook_url"],
+        webhook_secret=m["webhook_secret"],
+        created_at=m["created_at"],
+        limits=limits if isinstance(limits, dict) else {},
+        weight=m["weight"],
+    )
 
 
 def _model(row: Row[Any]) -> ModelRecord:

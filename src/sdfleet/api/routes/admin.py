@@ -1,14 +1,16 @@
-"""Operator endpoints: the fleet's workers, quarantine, queue statistics."""
+"""Operator endpoints: the fleet's workers, quarantine, queue statistics, tenants' quotas."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from sdfleet.api.deps import Admin, Ctx
 from sdfleet.domain import WorkerInfo
+from sdfleet.jobs.quotas import DEFAULT, check_override
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 ACTIVITY_MINUTES = 60
@@ -98,3 +100,76 @@ async def stats(ctx: Ctx, _: Admin) -> dict[str, Any]:
         },
         "last_hour": _last_hour(activity, start),
     }
+
+
+# ===================================================================== tenants: quotas and fair share
+
+TenantId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:@-]+$")]
+Setting = Annotated[
+    Any,
+    Field(json_schema_extra={"anyOf": [{"type": "number"}, {"const": "default"}, {"type": "null"}]}),
+]
+
+
+class TenantLimitsPatch(BaseModel):
+    """Change some of a tenant's limits: a number sets it, ``null`` makes it unlimited (``rate``,
+    ``max_concurrent``, ``gpu_seconds_per_day``, ``max_job_gpu_seconds``), ``"default"`` goes back to
+    the server's default. Fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate: Setting = Field(default=None, description="Jobs per second, on average (null: unlimited)")
+    burst: Setting = Field(default=None, description="Jobs at once (the bucket's size)")
+    max_concurrent: Setting = Field(
+        default=None, description="Queued + running jobs at once (null: unlimited)"
+    )
+    gpu_seconds_per_day: Setting = Field(default=None, description="Estimated GPU seconds per day")
+    max_job_gpu_seconds: Setting = Field(
+        default=None, description="Largest single job, estimated GPU seconds"
+    )
+    weight: Setting = Field(default=None, description="Fair-share weight (default 1)")
+
+    @field_validator("*")
+    @classmethod
+    def _check(cls, value: Any, info: ValidationInfo) -> Any:
+        if value == "default":
+            return value
+        return check_override(str(info.field_name), value)
+
+
+async def _tenant_view(ctx: Ctx, tenant_id: str) -> dict[str, Any]:
+    return {"id": tenant_id, "quota": await ctx.jobs.quota_status(tenant_id)}
+
+
+@router.get("/tenants")
+async def list_tenants(ctx: Ctx, _: Admin) -> dict[str, Any]:
+    """Every tenant with its effective limits and which of them are its own."""
+    rows = await ctx.jobs.list_tenants()
+    return {
+        "defaults": {name: getattr(ctx.settings.quotas, name) for name in _LIMITS},
+        "enforced": ctx.settings.quotas.enabled,
+        "tenants": [
+            {"id": t.id, "created_at": t.created_at, "limits": lim.as_dict(), "custom": sorted(lim.overrides)}
+            for t, lim in rows
+        ],
+    }
+
+
+@router.get("/tenants/{tenant_id}")
+async def get_tenant(tenant_id: TenantId, ctx: Ctx, _: Admin) -> dict[str, Any]:
+    """One tenant's limits and what is left of each now (the tenant is created if it is new)."""
+    return await _tenant_view(ctx, tenant_id)
+
+
+@router.patch("/tenants/{tenant_id}")
+async def patch_tenant(tenant_id: TenantId, body: TenantLimitsPatch, ctx: Ctx, _: Admin) -> dict[str, Any]:
+    """Set a tenant's limits (takes effect at its next submit, on every replica; buckets start full)."""
+    changes = {
+        name: DEFAULT if value == "default" else value
+        for name, value in body.model_dump(include=body.model_fields_set).items()
+    }
+    await ctx.jobs.set_tenant_limits(tenant_id, changes)
+    return await _tenant_view(ctx, tenant_id)
+
+
+_LIMITS = tuple(TenantLimitsPatch.model_fields)

@@ -209,7 +209,8 @@ async def job_events(
 
 @router.get("/v1/account")
 async def account(ctx: Ctx, principal: User) -> AccountView:
-    """The caller's tenant: webhook settings and secret, and usage (jobs, images, cost)."""
+    """The caller's tenant: webhook settings and secret, usage (jobs, images, cost), and its quotas
+    with what is left of each (``quota``)."""
     tenant = await ctx.jobs.ensure_tenant(principal.tenant)
     usage = await ctx.store.read(lambda tx: tx.tenant_usage(principal.tenant))
     return AccountView(
@@ -218,6 +219,7 @@ async def account(ctx: Ctx, principal: User) -> AccountView:
         webhook_url=tenant.webhook_url,
         webhook_secret=tenant.webhook_secret,
         usage=usage,
+        quota=await ctx.jobs.quota_status(principal.tenant),
     )
 
 

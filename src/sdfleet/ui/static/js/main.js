@@ -1,10 +1,11 @@
 // The page's entry point: tabs (with the URL hash), the API key dialog, the account chip, the
 // queue badge and keyboard shortcuts. Each tab lives in its own module under tabs/.
 import { api, auth } from "./api.js";
-import { $, debounce, every } from "./dom.js";
+import { $, debounce, every, render } from "./dom.js";
 import { on } from "./bus.js";
 import { catalog, onCatalog, refreshCatalog, refreshAccount } from "./catalog.js";
 import { count, usd } from "./format.js";
+import { quotaMeter } from "./quota.js";
 import { showError, toast } from "./toast.js";
 import { initGenerate, generate } from "./tabs/generate.js";
 import { initQueue } from "./tabs/queue.js";
@@ -110,10 +111,12 @@ function showAccount() {
   const chip = $("#account-chip");
   if (!a) {
     chip.textContent = "";
+    render($("#quota-slot"));
     return;
   }
   chip.textContent = `${a.tenant} · ${count(a.usage.images)} images · ${usd(a.usage.cost_usd)}`;
   chip.title = `Tenant ${a.tenant} (${a.scopes.join(", ")}): ${count(a.usage.jobs)} jobs, ${count(a.usage.images)} images, ${usd(a.usage.cost_usd)} of GPU time`;
+  render($("#quota-slot"), quotaMeter(a.quota));
   $("#tabbtn-fleet").hidden = !a.scopes.includes("admin");
 }
 
@@ -157,6 +160,7 @@ async function main() {
   every(4000, updateBadge);
   every(30000, refreshAccount);
   on("job-submitted", () => updateBadge().catch(() => {}));
+  on("job-submitted", debounce(() => refreshAccount().catch(() => {}), 400)); // the quota meter
   on(
     "job-finished",
     debounce(() => {

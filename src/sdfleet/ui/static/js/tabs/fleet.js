@@ -6,6 +6,7 @@ import { $, h, render, every } from "../dom.js";
 import { barChart, lineChart } from "../charts.js";
 import { ago, count, duration, usd, shortId } from "../format.js";
 import { showError, toast } from "../toast.js";
+import { tenantRow } from "../quota.js";
 
 function card(label, value, sub, tone = "") {
   return h(`div.stat-card${tone ? `.${tone}` : ""}`, h("div.stat-value", value), h("div.stat-label", label), sub ? h("div.stat-sub", sub) : null);
@@ -140,7 +141,12 @@ function showDemand(demand) {
 
 async function refresh() {
   try {
-    const [stats, { workers }, demand] = await Promise.all([api("v1/admin/stats"), api("v1/admin/workers"), api("v1/fleet/models")]);
+    const [stats, { workers }, demand, tenants] = await Promise.all([
+      api("v1/admin/stats"),
+      api("v1/admin/workers"),
+      api("v1/fleet/models"),
+      api("v1/admin/tenants"),
+    ]);
     $("#fleet-denied").hidden = true;
     $("#fleet-content").hidden = false;
     showCards(stats, workers);
@@ -149,6 +155,8 @@ async function refresh() {
     render($("#workers-body"), sorted.map(workerRow));
     $("#workers-empty").hidden = workers.length > 0;
     showDemand(demand);
+    render($("#tenants-body"), tenants.tenants.map(tenantRow));
+    $("#tenants-quota-off").hidden = tenants.enforced;
   } catch (err) {
     if (err.status === 403) {
       $("#fleet-content").hidden = true;
