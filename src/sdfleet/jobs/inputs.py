@@ -38,6 +38,7 @@ _FORMATS: dict[str, tuple[str, str]] = {
     "MPO": ("jpg", "image/jpeg"),  # a JPEG with more pictures (phone cameras write these)
     "WEBP": ("webp", "image/webp"),
 }
+_OPENERS = ("PNG", "JPEG", "WEBP")  # Pillow's plugins tried (JPEG's also opens MPO files)
 _DECODE_SLOTS = threading.BoundedSemaphore(4)
 """Images decoded at once in this process: bounds the memory full decodes take (up to ~4 × the pixel limit)."""
 
@@ -96,13 +97,13 @@ def check_image(data: bytes, field: str, limits: ImageLimits) -> CheckedImage:
     if len(data) > limits.max_bytes:
         raise LimitExceeded(f"the image is larger than {limits.max_bytes} bytes", field=field)
     try:
-        with Image.open(io.BytesIO(data), formats=tuple(_FORMATS)) as image:
+        with Image.open(io.BytesIO(data), formats=_OPENERS) as image:
             fmt = str(image.format)
             width, height = image.size
             frames = int(getattr(image, "n_frames", 1))
             _check_size(width, height, frames, field, limits)  # from the header: nothing decoded yet
             image.verify()  # chunk checksums (PNG)
-        with _DECODE_SLOTS, Image.open(io.BytesIO(data), formats=(fmt,)) as image:
+        with _DECODE_SLOTS, Image.open(io.BytesIO(data), formats=_OPENERS) as image:
             for index in range(frames):
                 image.seek(index)
                 image.load()
