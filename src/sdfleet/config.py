@@ -37,7 +37,25 @@ class Limits(BaseModel):
     max_inline_output_bytes: int = 512 * 1024
     max_priority: int = 100
     max_input_pixels: int = Field(
-        default=4096 * 4096, description="Largest init image or mask (width × height) the A1111 API accepts"
+        default=4096 * 4096,
+        description="Largest init image or mask (width × height), checked from its header before decoding",
+    )
+    max_input_frames: int = Field(default=4, ge=1, description="Most frames an input image may have")
+    max_input_images: int = Field(default=16, description="Most init images of one generation job")
+    max_train_image_pixels: int = Field(
+        default=7000 * 7000, description="Largest training image or /v1/inputs upload (width × height)"
+    )
+    max_labels: int = 32
+    max_label_key_chars: int = 64
+    max_label_value_chars: int = 256
+    max_styles: int = 32
+    max_style_chars: int = 200
+    max_loras: int = 32
+    max_name_chars: int = Field(
+        default=200, description="Sampler, scheduler, model, VAE, upscaler and refiner names"
+    )
+    max_json_depth: int = Field(
+        default=32, ge=2, description="Deepest nesting of arrays/objects a request body may have"
     )
     # LoRA training jobs (train_lora)
     max_train_steps: int = 20_000

@@ -195,7 +195,7 @@ class GenerationSpec(BaseModel):
     vae: str | None = None
     loras: list[LoraRef] = Field(default_factory=list)
     clip_skip: int = Field(default=1, ge=1, le=12)
-    eta: float | None = None
+    eta: float | None = Field(default=None, ge=0.0, le=10.0)
     guidance_rescale: float = Field(default=0.0, ge=0.0, le=1.0)
     # img2img / inpainting
     init_images: list[str] = Field(default_factory=list)
@@ -212,15 +212,17 @@ class GenerationSpec(BaseModel):
     hr_scale: float = Field(default=2.0, ge=1.0, le=4.0)
     hr_upscaler: str = "Latent"
     hr_second_pass_steps: int = Field(default=0, ge=0)
-    hr_resize_x: int = Field(default=0, ge=0)
-    hr_resize_y: int = Field(default=0, ge=0)
+    hr_resize_x: int = Field(default=0, ge=0, le=65536)
+    hr_resize_y: int = Field(default=0, ge=0, le=65536)
     hr_denoising_strength: float = Field(default=0.7, ge=0.0, le=1.0)
     # SDXL refiner
     refiner_checkpoint: str | None = None
     refiner_switch_at: float = Field(default=0.8, ge=0.0, le=1.0)
     output_format: Literal["png", "jpeg", "webp"] = "png"
     output_quality: int = Field(default=95, ge=1, le=100)
-    preview_every: int = Field(default=0, ge=0, description="Send a preview every K steps (0: none).")
+    preview_every: int = Field(
+        default=0, ge=0, le=100_000, description="Send a preview every K steps (0: none)."
+    )
 
     @field_validator("prompt", "negative_prompt")
     @classmethod
@@ -255,6 +257,30 @@ class GenerationSpec(BaseModel):
             value |= Feature.REFINER
         return value
 
+    def _check_sizes(self, limits: LimitsLike) -> None:
+        """How many styles, LoRAs and init images, and how long the names are."""
+        counts: list[tuple[str, int, int]] = [
+            ("styles", len(self.styles), limits.max_styles),
+            ("loras", len(self.loras), limits.max_loras),
+            ("init_images", len(self.init_images), limits.max_input_images),
+        ]
+        for name, count, limit in counts:
+            if count > limit:
+                raise LimitExceeded(f"{name} has {count} entries, the limit is {limit}", field=name)
+        for index, style in enumerate(self.styles):
+            if len(style) > limits.max_style_chars:
+                raise LimitExceeded(
+                    f"styles.{index} has {len(style)} characters, the limit is {limits.max_style_chars}",
+                    field=f"styles.{index}",
+                )
+        names = ("sampler_name", "scheduler", "model", "vae", "hr_upscaler", "refiner_checkpoint")
+        for name in names:
+            value = getattr(self, name)
+            if value is not None and len(value) > limits.max_name_chars:
+                raise LimitExceeded(
+                    f"{name} has {len(value)} characters, the limit is {limits.max_name_chars}", field=name
+                )
+
     def check_limits(self, limits: LimitsLike) -> None:
         """Raise :class:`LimitExceeded` naming the first field that is over a limit."""
         checks: list[tuple[str, int | float, int | float]] = [
@@ -270,6 +296,7 @@ class GenerationSpec(BaseModel):
         for name, value, limit in checks:
             if value > limit:
                 raise LimitExceeded(f"{name} is {value}, the limit is {limit}", field=name)
+        self._check_sizes(limits)
         if self.images_per_job > limits.max_images_per_job:
             raise LimitExceeded(
                 f"batch_size × n_iter is {self.images_per_job}, the limit is {limits.max_images_per_job}",
@@ -298,6 +325,11 @@ class LimitsLike(Protocol):
     max_n_iter: int
     max_images_per_job: int
     max_prompt_chars: int
+    max_styles: int
+    max_style_chars: int
+    max_loras: int
+    max_input_images: int
+    max_name_chars: int
 
 
 @dataclass(slots=True, frozen=True)

@@ -38,7 +38,7 @@ class JobCreate(BaseModel):
     priority: int = Field(default=0, ge=-100, le=100)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     webhook_url: str | None = Field(default=None, max_length=2000)
-    labels: dict[str, str] = Field(default_factory=dict, max_length=32)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=1000)  # Limits.max_labels applies
     arch: Literal["sd1", "sd2", "sdxl"] | None = None
 
     @field_validator("params", mode="wrap")

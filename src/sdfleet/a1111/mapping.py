@@ -48,8 +48,9 @@ from sdfleet.a1111.samplers import (
     sampler_by_name,
     scheduler_by_name,
 )
-from sdfleet.domain import GenerationSpec, JobKind, ModelRecord
-from sdfleet.errors import NotFound, ValidationError
+from sdfleet.domain import GenerationSpec, JobKind, LimitsLike, ModelRecord
+from sdfleet.errors import LimitExceeded, NotFound, ValidationError
+from sdfleet.validation import text_problem
 
 __all__ = [
     "BUILTIN_SCRIPTS",
@@ -64,6 +65,7 @@ __all__ = [
     "MappedRequest",
     "OutputRecord",
     "build_info",
+    "check_request_sizes",
     "checkpoint_title",
     "effective_options",
     "map_request",
@@ -419,8 +421,19 @@ def new_task_id(kind: JobKind, rng: random.Random) -> str:
 
 
 def effective_options(tenant_options: Mapping[str, Any]) -> dict[str, Any]:
-    """A1111's defaults overlaid with a tenant's settings (``GET /sdapi/v1/options``)."""
-    return {**OPTION_DEFAULTS, **tenant_options}
+    """A1111's defaults overlaid with a tenant's settings (``GET /sdapi/v1/options``). A stored value that
+    is not a valid setting (a NaN, text that cannot be encoded, the wrong type — stored before these were
+    refused) falls back to the default, so one bad value never breaks the settings for good."""
+    merged = dict(OPTION_DEFAULTS)
+    for key, value in tenant_options.items():
+        if key not in OPTION_DEFAULTS:
+            continue
+        try:
+            _check_option_type(key, value)
+        except ValidationError:
+            continue
+        merged[key] = value
+    return merged
 
 
 MAX_OPTION_BYTES = 64 * 1024
@@ -474,8 +487,79 @@ def _check_option_type(key: str, value: Any) -> None:
         ok, kind = isinstance(value, str), "a string"
     if not ok:
         raise ValidationError(f"setting {key} must be {kind}", field=key)
-    if len(json.dumps(value)) > MAX_OPTION_BYTES:
+    try:
+        encoded = json.dumps(value, allow_nan=False)
+    except ValueError as exc:
+        raise ValidationError(f"setting {key} must be a finite number", field=key) from exc
+    if len(encoded) > MAX_OPTION_BYTES:
         raise ValidationError(f"setting {key} is larger than {MAX_OPTION_BYTES} bytes", field=key)
+    for text in _strings(value):
+        problem = text_problem(text)
+        if problem is not None:
+            raise ValidationError(f"setting {key} {problem}", field=key)
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*_strings(k), *_strings(v))]
+    return []
+
+
+_NAME_FIELDS = (
+    "sampler_name",
+    "sampler_index",
+    "scheduler",
+    "refiner_checkpoint",
+    "script_name",
+    "hr_upscaler",
+    "hr_checkpoint_name",
+    "hr_sampler_name",
+    "hr_scheduler",
+)
+_PROMPT_FIELDS = ("prompt", "negative_prompt", "hr_prompt", "hr_negative_prompt")
+
+
+def check_request_sizes(request: ProcessingRequest, limits: LimitsLike) -> None:
+    """Bound the text of an A1111 request before it is mapped (names are matched against tables, prompts
+    parsed): prompts, names, styles and init images over the deployment's limits are a 422 naming the field."""
+    for name in _PROMPT_FIELDS:
+        value = getattr(request, name, None)
+        prompts = [value] if isinstance(value, str) else list(value or [])
+        if len(prompts) > limits.max_images_per_job:
+            raise LimitExceeded(
+                f"{name} has {len(prompts)} prompts, the limit is {limits.max_images_per_job}", field=name
+            )
+        for prompt in prompts:
+            if len(prompt) > limits.max_prompt_chars:
+                raise LimitExceeded(
+                    f"{name} has {len(prompt)} characters, the limit is {limits.max_prompt_chars}", field=name
+                )
+    for name in _NAME_FIELDS:
+        value = getattr(request, name, None)
+        if isinstance(value, str) and len(value) > limits.max_name_chars:
+            raise LimitExceeded(
+                f"{name} has {len(value)} characters, the limit is {limits.max_name_chars}", field=name
+            )
+    styles = request.styles or []
+    if len(styles) > limits.max_styles:
+        raise LimitExceeded(
+            f"styles has {len(styles)} entries, the limit is {limits.max_styles}", field="styles"
+        )
+    for index, style in enumerate(styles):
+        if len(style) > limits.max_style_chars:
+            raise LimitExceeded(
+                f"styles.{index} has {len(style)} characters, the limit is {limits.max_style_chars}",
+                field=f"styles.{index}",
+            )
+    if isinstance(request, Img2ImgRequest) and len(request.init_images or []) > limits.max_input_images:
+        raise LimitExceeded(
+            f"init_images has {len(request.init_images or [])} images, the limit is {limits.max_input_images}",
+            field="init_images",
+        )
 
 
 def map_request(

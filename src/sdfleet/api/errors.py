@@ -10,6 +10,7 @@ validation errors in FastAPI's standard 422 ``{"detail": [...]}`` — what A1111
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +27,22 @@ log = logging.getLogger("sdfleet.api")
 
 A1111_PATHS = ("/sdapi/", "/internal/")
 """Paths whose errors use A1111's envelope."""
+
+
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """``value`` with what JSON cannot carry made printable: NaN/Infinity become their names, text with
+    unpaired surrogates is escaped, nesting is cut — so an error about a bad input can always be rendered."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return value if value.isascii() else value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if depth > 16:
+        return "…"
+    if isinstance(value, dict):
+        return {json_safe(k, depth + 1): json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v, depth + 1) for v in value]
+    return value
 
 
 def is_a1111_path(path: str) -> bool:
@@ -46,7 +63,7 @@ def a1111_envelope(
         "body": "",
         "errors": errors if errors is not None else str(detail),
     }
-    return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)
+    return JSONResponse(json_safe(jsonable_encoder(body)), status_code=status, headers=headers)
 
 
 def _a1111_auth_headers(request: Request) -> dict[str, str]:
@@ -67,7 +84,7 @@ def envelope(
     body: dict[str, Any] = {"code": code, "message": message, "field": field}
     if details:
         body["details"] = details
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
+    return JSONResponse(json_safe({"error": body}), status_code=status, headers=headers)
 
 
 def _field_of(loc: tuple[Any, ...]) -> str:
@@ -87,7 +104,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         if is_a1111_path(request.url.path):
-            return JSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+            return JSONResponse({"detail": json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
         errors = exc.errors()
         first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
         field = _field_of(tuple(first.get("loc", ())))

@@ -1,4 +1,4 @@
-"""Validating a job before it is stored: limits, kind, webhook URL, the models it names, its input
+"""Validating a job before it is stored: limits, labels, kind, webhook URL, the models it names, its input
 images. Every API that creates jobs (the native ``/v1/jobs`` and the A1111 ``/sdapi/v1`` routes) goes
 through :func:`prepare_job`, so a job is held to the same rules whichever door it came in by."""
 
@@ -8,11 +8,12 @@ from sdfleet.api.deps import AppContext
 from sdfleet.config import Limits
 from sdfleet.domain import JobKind
 from sdfleet.errors import LimitExceeded, ValidationError
-from sdfleet.jobs.inputs import store_inputs, store_training_inputs
+from sdfleet.jobs.inputs import ImageLimits, InputImages, generation_inputs, training_inputs
 from sdfleet.jobs.models import resolve_training
 from sdfleet.jobs.netguard import check_url_syntax
 from sdfleet.jobs.service import JobRequest
 from sdfleet.training.config import LoraTrainSpec
+from sdfleet.validation import check_text
 from sdfleet.wire import JobCreate
 
 
@@ -38,8 +39,36 @@ def check_training_limits(spec: LoraTrainSpec, limits: Limits, prefix: str) -> N
             )
 
 
+def check_job_fields(body: JobCreate, limits: Limits, prefix: str, idempotency_key: str | None) -> None:
+    """The job's own bounded fields: labels (count, key and value length), the idempotency key (a header
+    has no JSON check of its own) — 422 naming the field."""
+    if len(body.labels) > limits.max_labels:
+        raise LimitExceeded(
+            f"labels has {len(body.labels)} entries, the limit is {limits.max_labels}",
+            field=f"{prefix}labels",
+        )
+    for key, value in body.labels.items():
+        if not key or len(key) > limits.max_label_key_chars:
+            raise LimitExceeded(
+                f"a label key must have 1 to {limits.max_label_key_chars} characters", field=f"{prefix}labels"
+            )
+        if len(value) > limits.max_label_value_chars:
+            raise LimitExceeded(
+                f"label {key!r} has {len(value)} characters, the limit is {limits.max_label_value_chars}",
+                field=f"{prefix}labels.{key}",
+            )
+    if idempotency_key is not None:
+        check_text(idempotency_key, "idempotency_key")
+
+
 async def prepare_training_job(
-    ctx: AppContext, tenant: str, body: JobCreate, spec: LoraTrainSpec, prefix: str, params: str
+    ctx: AppContext,
+    tenant: str,
+    body: JobCreate,
+    spec: LoraTrainSpec,
+    prefix: str,
+    params: str,
+    inputs: InputImages,
 ) -> JobRequest:
     """A ``train_lora`` job: limits, the base checkpoint and the LoRA's name in the registry, the
     training images stored as inputs."""
@@ -51,9 +80,7 @@ async def prepare_training_job(
         )
     if spec.name is None:
         raise ValidationError("a training job needs the name of the LoRA it makes", field=f"{params}name")
-    stored = await store_training_inputs(
-        spec, tenant, ctx.blobs, ctx.settings.limits.max_train_image_bytes, params
-    )
+    stored = await training_inputs(spec, inputs, ImageLimits.training(ctx.settings.limits), params)
     return JobRequest(
         kind=body.kind,
         spec=stored,
@@ -73,19 +100,26 @@ async def prepare_job(
     field_prefix: str = "",
     params_prefix: str | None = None,
     idempotency_key: str | None = None,
+    inputs: InputImages | None = None,
 ) -> JobRequest:
-    """Check one job body and store its inline input images; return the request to submit.
+    """Check one job body and its input images; return the request to submit.
 
+    The images are checked here and written by ``inputs.store()``: pass the ``inputs`` of a whole batch and
+    store them once every job passed; without one, a job's own images are stored when it passes.
     Errors name the offending field as ``{field_prefix}{name}`` for the job's own fields (``webhook_url``,
     ``arch``) and ``{params_prefix}{name}`` for its parameters (default ``{field_prefix}params.``).
     """
     prefix = field_prefix
     params = f"{prefix}params." if params_prefix is None else params_prefix
+    images = inputs if inputs is not None else InputImages(tenant, ctx.blobs)
+    check_job_fields(body, ctx.settings.limits, prefix, idempotency_key)
     if body.webhook_url:
         check_url_syntax(body.webhook_url, f"{prefix}webhook_url")
     if isinstance(body.params, LoraTrainSpec):
-        request = await prepare_training_job(ctx, tenant, body, body.params, prefix, params)
+        request = await prepare_training_job(ctx, tenant, body, body.params, prefix, params, images)
         request.idempotency_key = request.idempotency_key or idempotency_key
+        if inputs is None:
+            await images.store()
         return request
     gen = body.generation
     try:
@@ -104,7 +138,9 @@ async def prepare_job(
         raise ValidationError(
             f"arch {body.arch} does not match the checkpoint's ({use.arch})", field=f"{prefix}arch"
         )
-    spec = await store_inputs(gen, tenant, ctx.blobs, ctx.settings.limits.max_upload_bytes, params)
+    spec = await generation_inputs(gen, images, ImageLimits.generation(ctx.settings.limits), params)
+    if inputs is None:
+        await images.store()
     return JobRequest(
         kind=body.kind,
         spec=spec,

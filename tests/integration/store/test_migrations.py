@@ -23,7 +23,9 @@ async def test_migrations_match_the_declared_schema(store: SqlStore) -> None:
 
     differences = await store.read(diff)
     # SQLite cannot reflect the expression indexes (checked on their own below); nothing else may differ
-    assert [d for d in differences if "ix_jobs_claim" not in repr(d) and "ix_jobs_tenant_claim" not in repr(d)] == []
+    assert [
+        d for d in differences if "ix_jobs_claim" not in repr(d) and "ix_jobs_tenant_claim" not in repr(d)
+    ] == []
 
 
 async def test_claim_order_index_exists(store: SqlStore) -> None:

@@ -136,10 +136,10 @@ def test_quarantine_counts_distinct_blamed_jobs_only() -> None:
     ]
     assert policy.should_quarantine(three, 3)
     assert not policy.should_quarantine(
-        three[:2] + [CountedFailure("j1", "engine_error")], 3
+        [*three[:2], CountedFailure("j1", "engine_error")], 3
     )  # same job twice
-    inputs = three[:2] + [CountedFailure("j3", "invalid_input")]
+    inputs = [*three[:2], CountedFailure("j3", "invalid_input")]
     assert not policy.should_quarantine(inputs, 3)  # the input's fault
-    refunded = three[:2] + [CountedFailure("j3", "engine_error", refunded=True)]
+    refunded = [*three[:2], CountedFailure("j3", "engine_error", refunded=True)]
     assert not policy.should_quarantine(refunded, 3)
     assert policy.blamed_jobs(inputs) == {"j1", "j2"}

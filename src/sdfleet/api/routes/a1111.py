@@ -33,7 +33,6 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.routing import APIRoute
 from PIL import Image
 
 from sdfleet import __version__
@@ -77,6 +76,7 @@ from sdfleet.a1111.mapping import (
     MappedRequest,
     OutputRecord,
     build_info,
+    check_request_sizes,
     checkpoint_title,
     effective_options,
     map_request,
@@ -84,10 +84,11 @@ from sdfleet.a1111.mapping import (
     validate_option_updates,
 )
 from sdfleet.api.auth import OPEN_PRINCIPAL, principal_for, require_scope
+from sdfleet.api.checked import CheckedRoute
 from sdfleet.api.deps import AppContext, Ctx
 from sdfleet.api.submit import prepare_job
 from sdfleet.config import Limits, parse_basic_users
-from sdfleet.domain import GenerationSpec, Job, JobKind, JobState, ModelKind, ModelRecord
+from sdfleet.domain import Job, JobKind, JobState, ModelKind, ModelRecord
 from sdfleet.errors import (
     AuthError,
     EngineError,
@@ -96,7 +97,7 @@ from sdfleet.errors import (
     ServiceUnavailable,
     ValidationError,
 )
-from sdfleet.jobs.inputs import BLOB_REF, decode_image
+from sdfleet.jobs.inputs import ImageLimits, decode_image
 from sdfleet.jobs.keys import Principal
 from sdfleet.wire import JobCreate
 
@@ -182,8 +183,9 @@ async def a1111_caller(request: Request, ctx: Ctx) -> Principal:
 Caller = Annotated[Principal, Depends(a1111_caller)]
 
 
-class A1111Route(APIRoute):
-    """A route that adds A1111's ``X-Process-Time`` header (seconds spent, 4 decimals)."""
+class A1111Route(CheckedRoute):
+    """A route that checks its request at the edge (:class:`~sdfleet.api.checked.CheckedRoute`) and adds
+    A1111's ``X-Process-Time`` header (seconds spent, 4 decimals)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -229,14 +231,23 @@ async def _catalog(ctx: AppContext) -> Catalog:
 async def _generate(
     kind: JobKind, body: ProcessingRequest, request: Request, ctx: AppContext, tenant: str
 ) -> dict[str, Any] | Response:
+    check_request_sizes(body, ctx.settings.limits)
     options = await ctx.store.read(lambda tx: tx.get_a1111_options(tenant))
     catalog = await _catalog(ctx)
     mapped = map_request(kind, body, options=options, catalog=catalog, rng=_RNG)
-    await asyncio.to_thread(_check_images, mapped.spec, ctx.settings.limits)
     labels = {"api": "a1111", "task_id": mapped.task_id}
-    prepared = await prepare_job(
-        ctx, tenant, JobCreate(kind=kind, params=mapped.spec, labels=labels), params_prefix=""
-    )
+    try:
+        prepared = await prepare_job(
+            ctx, tenant, JobCreate(kind=kind, params=mapped.spec, labels=labels), params_prefix=""
+        )
+    except LimitExceeded:
+        raise
+    except ValidationError as exc:
+        if exc.field and exc.field.startswith(("init_images.", "mask")):  # A1111's words for a bad image
+            raise ValidationError(
+                f"Invalid encoded image ({exc.field}): {exc.message}", field=exc.field
+            ) from exc
+        raise
     [submitted] = await ctx.jobs.submit(tenant, [prepared])
     job = submitted.job
     now = ctx.jobs.clock()
@@ -267,36 +278,6 @@ async def _generate(
     if finished is None:
         return Response(status_code=CLIENT_GONE_STATUS)
     return await _answer(ctx, mapped, finished, catalog)
-
-
-def _check_images(spec: GenerationSpec, limits: Limits) -> None:
-    """Decode every inline init image and mask now, as A1111 does, so a broken one is a 4xx at once."""
-    images = [(f"init_images.{i}", value) for i, value in enumerate(spec.init_images)]
-    if spec.mask:
-        images.append(("mask", spec.mask))
-    for field, value in images:
-        if not value.startswith(BLOB_REF):
-            _check_image(value, field, limits)
-
-
-def _check_image(value: str, field: str, limits: Limits) -> None:
-    try:
-        data, _, _ = decode_image(value, field, limits.max_upload_bytes)
-    except LimitExceeded:
-        raise
-    except ValidationError as exc:
-        raise ValidationError(f"Invalid encoded image ({field}): {exc.message}", field=field) from exc
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > limits.max_input_pixels:
-                raise LimitExceeded(
-                    f"the image is {width}×{height} pixels, the limit is {limits.max_input_pixels} pixels",
-                    field=field,
-                )
-            image.verify()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ValidationError(f"Invalid encoded image ({field}): it does not decode", field=field) from exc
 
 
 async def _wait_for(ctx: AppContext, request: Request, job_id: str, tenant: str) -> Job | None:
@@ -523,19 +504,13 @@ async def png_info(body: PNGInfoRequest, ctx: Ctx, _: Caller) -> PNGInfoResponse
 
 def _read_image_info(value: str, limits: Limits) -> tuple[str, dict[str, Any]]:
     try:
-        data, _, _ = decode_image(value, "image", limits.max_upload_bytes)
+        data = decode_image(value, "image", ImageLimits.generation(limits)).data  # checked and fully decoded
     except LimitExceeded:
         raise
     except ValidationError as exc:
         raise ValidationError(f"Invalid encoded image: {exc.message}", field="image") from exc
     try:
         with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > limits.max_input_pixels:
-                raise LimitExceeded(
-                    f"the image is {width}×{height} pixels, the limit is {limits.max_input_pixels} pixels",
-                    field="image",
-                )
             image.load()
             info = dict(image.info or {})
             exif = image.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT) if "exif" in info else None

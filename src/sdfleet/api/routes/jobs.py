@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
+import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from functools import partial
@@ -16,22 +15,33 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import ValidationError as PydanticValidationError
 
 from sdfleet.api.auth import principal_for, require_scope
+from sdfleet.api.checked import CheckedRoute, checked_json
 from sdfleet.api.deps import Ctx, User
+from sdfleet.api.schemas import binary_request_body, json_request_body
 from sdfleet.api.submit import prepare_job
 from sdfleet.api.views import job_view
 from sdfleet.domain import EventType, Job, JobKind, JobState, Output
 from sdfleet.errors import LimitExceeded, NotFound, ValidationError
-from sdfleet.jobs.inputs import BLOB_REF, decode_image
+from sdfleet.jobs.inputs import BLOB_REF, ImageLimits, InputImages, check_image
 from sdfleet.jobs.netguard import check_url_syntax
 from sdfleet.store.sql import SqlTx
 from sdfleet.training.config import to_validation_error
 from sdfleet.wire import AccountView, BatchView, JobBatchCreate, JobCreate, JobList, JobView, WebhookSettings
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], route_class=CheckedRoute)
 KEEPALIVE_SECONDS = 15.0
+_EVENT_ID = re.compile(r"[0-9]{1,18}")  # a Last-Event-ID we sent (anything else replays from the start)
+INPUT_TYPES = ("image/png", "image/jpeg", "image/webp")
 
 
-@router.post("/v1/jobs", status_code=201, response_model=JobView | BatchView)
+@router.post(
+    "/v1/jobs",
+    status_code=201,
+    response_model=JobView | BatchView,
+    openapi_extra=json_request_body(
+        JobCreate | JobBatchCreate, 'One job (JobCreate), or several as {"jobs": [...]} (JobBatchCreate)'
+    ),
+)
 async def submit_jobs(
     request: Request,
     ctx: Ctx,
@@ -42,12 +52,10 @@ async def submit_jobs(
 
     An ``idempotency_key`` (field, or ``Idempotency-Key`` header for one job) makes a retry
     return the job it created the first time instead of a new one."""
-    try:
-        raw: Any = json.loads(await request.body() or b"null")
-    except json.JSONDecodeError as exc:
-        raise ValidationError(f"the body is not valid JSON: {exc.msg}", field="body") from exc
+    raw: Any = await checked_json(request)  # strict: UTF-8, finite numbers, storable text, bounded depth
     if not isinstance(raw, dict):
         raise ValidationError("the body must be a JSON object", field="body")
+    inputs = InputImages(principal.tenant, ctx.blobs)
     try:
         if "jobs" in raw:
             if isinstance(raw["jobs"], list) and len(raw["jobs"]) > ctx.settings.limits.max_jobs_per_batch:
@@ -56,17 +64,22 @@ async def submit_jobs(
                 )
             batch = JobBatchCreate.model_validate(raw)
             requests = [
-                await prepare_job(ctx, principal.tenant, b, field_prefix=f"jobs.{i}.")
+                await prepare_job(ctx, principal.tenant, b, field_prefix=f"jobs.{i}.", inputs=inputs)
                 for i, b in enumerate(batch.jobs)
             ]
         else:
             requests = [
                 await prepare_job(
-                    ctx, principal.tenant, JobCreate.model_validate(raw), idempotency_key=idempotency_key
+                    ctx,
+                    principal.tenant,
+                    JobCreate.model_validate(raw),
+                    idempotency_key=idempotency_key,
+                    inputs=inputs,
                 )
             ]
     except PydanticValidationError as exc:
         raise to_validation_error(exc) from exc
+    await inputs.store()  # every job passed: now their images are written
     submitted = await ctx.jobs.submit(principal.tenant, requests)
     views = [job_view(ctx, request, s.job, [], created=s.created) for s in submitted]
     if "jobs" in raw:
@@ -80,20 +93,25 @@ async def submit_jobs(
     )
 
 
-@router.post("/v1/inputs", status_code=201)
+@router.post(
+    "/v1/inputs",
+    status_code=201,
+    openapi_extra=binary_request_body(INPUT_TYPES, "The image file's bytes (PNG, JPEG or WebP)"),
+)
 async def upload_input(request: Request, ctx: Ctx, principal: User) -> dict[str, Any]:
     """Store one input image (PNG, JPEG or WebP bytes as the body) and return its reference
     (``blob:inputs/<tenant>/<sha256>.<ext>``) for ``init_images``, ``mask`` or training ``images``.
-    Stored once per content: uploading the same image again returns the same reference."""
+    Stored once per content: uploading the same image again returns the same reference. The image is
+    checked (real format, pixels, frames, a full decode) before it is stored."""
     body = await request.body()
-    limit = ctx.settings.limits.max_train_image_bytes
-    if len(body) > limit:
-        raise LimitExceeded(f"the image is larger than {limit} bytes", field="body")
-    data, ext, mime = decode_image(base64.b64encode(body).decode(), "body", limit)
-    key = f"inputs/{principal.tenant}/{hashlib.sha256(data).hexdigest()}.{ext}"
+    limits = ImageLimits.training(ctx.settings.limits)
+    if len(body) > limits.max_bytes:
+        raise LimitExceeded(f"the image is larger than {limits.max_bytes} bytes", field="body")
+    image = await asyncio.to_thread(check_image, body, "body", limits)
+    key = image.key(principal.tenant)
     if await ctx.blobs.size(key) is None:
-        await ctx.blobs.put(key, data, mime)
-    return {"ref": BLOB_REF + key, "size": len(data), "content_type": mime}
+        await ctx.blobs.put(key, image.data, image.mime)
+    return {"ref": BLOB_REF + key, "size": len(image.data), "content_type": image.mime}
 
 
 @router.get("/v1/jobs/{job_id}")
@@ -184,7 +202,7 @@ async def job_events(
     The stream replays from the start (or from ``Last-Event-ID``) and ends after ``finished``.
     Browsers' ``EventSource`` cannot send headers: pass ``?api_key=`` instead."""
     job_id = job.id
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    after = int(last_event_id) if last_event_id and _EVENT_ID.fullmatch(last_event_id) else 0
     quiet_since = time.monotonic()
     while True:
         events = await ctx.store.read(partial(SqlTx.events_after, job_id=job_id, after_id=after))
