@@ -258,7 +258,15 @@ async def test_refunded_failures_do_not_put_a_job_first_again(
         bad = await worker(service, name)
         for _ in range(settings.quarantine_failures):
             [j] = (await service.claim(bad, None)).jobs
-            await service.fail(bad, None, j.id, j.lease_epoch, code="x", message="broken", retryable=False)
+            await service.fail(
+                bad,
+                None,
+                j.id,
+                j.lease_epoch,
+                code="x",
+                message="broken " + ("one" if name == "bad1" else "two"),
+                retryable=False,
+            )
 
     await quarantine_a_worker("bad1")
     jobs = [await service.get_job(s.job.id, None) for s in subs]
