@@ -138,11 +138,17 @@ def test_holder_cannot_write_outside_the_jobs_own_key(client: TestClient) -> Non
     assert _files(client) == before
 
 
-def test_upload_url_is_dead_once_the_completion_is_accepted(client: TestClient) -> None:
+def _claimed_upload(client: TestClient) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Submit one job, claim it with a new worker: (worker id, claim item, its one upload target)."""
     client.post("/v1/jobs", json=TXT)
     wid = _register(client)
     job = _claim(client, wid)
     [up] = job["uploads"]
+    return wid, job, up
+
+
+def test_upload_url_is_dead_once_the_completion_is_accepted(client: TestClient) -> None:
+    wid, job, up = _claimed_upload(client)
     assert client.put(up["url"], content=GOOD).status_code == 201
     r = client.post(
         "/v1/worker/complete",
@@ -161,10 +167,7 @@ def test_upload_url_is_dead_once_the_completion_is_accepted(client: TestClient) 
 
 
 def test_stale_epochs_upload_url_writes_nothing(client: TestClient) -> None:
-    client.post("/v1/jobs", json=TXT)
-    wid = _register(client)
-    job = _claim(client, wid)
-    [up] = job["uploads"]
+    wid, job, up = _claimed_upload(client)
     # the worker gives the job back; another worker takes it at the next epoch
     r = client.post(
         "/v1/worker/release", json={"worker_id": wid, "job_id": job["job_id"], "epoch": job["epoch"]}
@@ -179,10 +182,7 @@ def test_stale_epochs_upload_url_writes_nothing(client: TestClient) -> None:
 
 
 def test_retried_upload_of_the_same_bytes_is_idempotent_but_never_replaces(client: TestClient) -> None:
-    client.post("/v1/jobs", json=TXT)
-    wid = _register(client)
-    job = _claim(client, wid)
-    [up] = job["uploads"]
+    wid, job, up = _claimed_upload(client)
     assert client.put(up["url"], content=GOOD).status_code == 201
     assert client.put(up["url"], content=GOOD).status_code == 201  # a retry after a lost answer
     before = _files(client)
