@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from sdfleet.domain import GENERATION_KINDS, GenerationSpec, JobKind
-from sdfleet.training.config import LoraTrainSpec
+from sdfleet.specs.training import LoraTrainSpec
 
 # ===================================================================== native jobs API
 

@@ -10,7 +10,7 @@ import pytest
 from sdfleet.demo.concept import TRIGGER, concept_pictures, measure
 from sdfleet.demo.evaluate import engine_drawer
 from sdfleet.demo.model import DEMO_CHECKPOINT, DEMO_RESOLUTION, demo_available
-from sdfleet.training import LoraTrainSpec
+from sdfleet.specs.training import LoraTrainSpec
 from sdfleet.training.data import TrainingImage
 from sdfleet.training.trainer import LoraTrainer
 

@@ -29,8 +29,8 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
+from sdfleet.specs.training import LoraTrainSpec
 from sdfleet.testing.tiny_models import TinyModels
-from sdfleet.training.config import LoraTrainSpec
 from sdfleet.training.data import images_from_spec
 from sdfleet.training.trainer import LoraTrainer
 from tests.support import wait_until

@@ -19,8 +19,8 @@ from sdfleet.domain import JobKind
 from sdfleet.engine.sd.checkpoints import read_header
 from sdfleet.engine.sd.engine import DiffusersEngine
 from sdfleet.errors import Interrupted, ValidationError
+from sdfleet.specs.training import LoraTrainSpec
 from sdfleet.testing.tiny_models import TinyModels
-from sdfleet.training.config import LoraTrainSpec
 from sdfleet.training.data import SampleOrder, TrainingImage, images_from_spec
 from sdfleet.training.state import CheckpointRetention, TrainState, read_state_info
 from sdfleet.training.trainer import LoraTrainer, TrainResult

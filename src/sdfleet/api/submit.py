@@ -12,7 +12,7 @@ from sdfleet.jobs.inputs import ImageLimits, InputImages, generation_inputs, tra
 from sdfleet.jobs.models import resolve_training
 from sdfleet.jobs.netguard import check_url_syntax
 from sdfleet.jobs.service import JobRequest
-from sdfleet.training.config import LoraTrainSpec
+from sdfleet.specs.training import LoraTrainSpec
 from sdfleet.validation import check_text
 from sdfleet.wire import JobCreate
 

@@ -28,7 +28,7 @@ from sdfleet.blobs import BlobStore
 from sdfleet.config import Limits
 from sdfleet.domain import GenerationSpec
 from sdfleet.errors import LimitExceeded, NotFound, ValidationError
-from sdfleet.training.config import LoraTrainSpec
+from sdfleet.specs.training import LoraTrainSpec
 
 BLOB_REF = "blob:"
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w/+.-]+)?(;[\w=-]+)*;base64,", re.IGNORECASE)

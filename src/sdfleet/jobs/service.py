@@ -53,9 +53,9 @@ from sdfleet.jobs.quotas import (
     seconds_until,
 )
 from sdfleet.jobs.webhooks import new_webhook_secret
+from sdfleet.specs.training import LoraTrainSpec
 from sdfleet.store.base import Buckets, JobStore, OutboxMessage, Tenant
 from sdfleet.store.sql import Affinity, CompletedJob, LeaseAnswer, SqlTx
-from sdfleet.training.config import LoraTrainSpec
 
 log = logging.getLogger("sdfleet.jobs")
 

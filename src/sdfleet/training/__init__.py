@@ -1,7 +1,6 @@
-"""LoRA training: the job's parameters and the resumable trainer.
+"""LoRA training: the resumable trainer (the job's parameters, :class:`LoraTrainSpec`, live in
+:mod:`sdfleet.specs.training`, where the orchestrator reads them without this package).
 
-- :mod:`sdfleet.training.config`: :class:`LoraTrainSpec`, the validated parameters of a ``train_lora``
-  job (no torch; importable by the orchestrator).
 - :mod:`sdfleet.training.trainer`: :class:`~sdfleet.training.trainer.LoraTrainer` (diffusers + peft,
   SD 1.x/2.x and SDXL) with progress, checkpoint, validation and stop callbacks.
 - :mod:`sdfleet.training.state`: complete checkpoints (:class:`~sdfleet.training.state.TrainState`,
@@ -9,11 +8,7 @@
 - :mod:`sdfleet.training.export`: the kohya-format LoRA file with ``ss_*`` metadata.
 - :mod:`sdfleet.training.data`: training images, preprocessing, the (seed, epoch) data order.
 
-Only :mod:`~sdfleet.training.config` is imported here, so ``import sdfleet.training`` needs no torch.
+Nothing is imported here, so ``import sdfleet.training`` needs no torch.
 """
 
 from __future__ import annotations
-
-from sdfleet.training.config import LoraTrainSpec, TrainImageRef
-
-__all__ = ["LoraTrainSpec", "TrainImageRef"]

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sdfleet.errors import ValidationError
-from sdfleet.training.config import LoraTrainSpec
+from sdfleet.specs.training import LoraTrainSpec
 
 INSTANCE_STREAM = 0
 CLASS_STREAM = 1

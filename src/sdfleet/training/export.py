@@ -24,7 +24,7 @@ from safetensors.torch import save, save_file
 
 from sdfleet import __version__
 from sdfleet.engine.sd.checkpoints import SD1, SD2, SDXL
-from sdfleet.training.config import LoraTrainSpec
+from sdfleet.specs.training import LoraTrainSpec
 
 _PEFT_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<kind>[AB])\.(?P<adapter>[^.]+)\.weight$")
 BASE_MODEL_VERSION = {SD1: "sd_v1", SD2: "sd_v2", SDXL: "sdxl_base_v1-0"}

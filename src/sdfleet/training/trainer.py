@@ -55,7 +55,7 @@ from PIL import Image
 from sdfleet.engine.sd.checkpoints import SD1, SD2, SDXL, HashCache
 from sdfleet.engine.sd.models import LoadedModel, ModelStore, auto_device
 from sdfleet.errors import EngineError, Interrupted, SdfleetError, ValidationError
-from sdfleet.training.config import LoraTrainSpec
+from sdfleet.specs.training import LoraTrainSpec
 from sdfleet.training.data import (
     CLASS_STREAM,
     INSTANCE_STREAM,

@@ -43,7 +43,7 @@ from sdfleet.errors import (
     StaleLease,
     ValidationError,
 )
-from sdfleet.training.config import LoraTrainSpec
+from sdfleet.specs.training import LoraTrainSpec
 from sdfleet.wire import CheckpointReport, CheckpointUploadRequest, OutputItem
 
 if TYPE_CHECKING:
