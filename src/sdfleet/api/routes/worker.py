@@ -15,6 +15,8 @@ from pydantic import BaseModel
 
 from sdfleet.api.deps import AppContext, Ctx, WorkerAuth
 from sdfleet.api.routes.worker_models import claimed_models
+from sdfleet.blobs import verify_signed
+from sdfleet.blobs.signing import MAX_SIGNATURE_LENGTH
 from sdfleet.domain import Capabilities, Feature, Job, JobKind, WorkerState
 from sdfleet.errors import LimitExceeded, SdfleetError, StaleLease, ValidationError
 from sdfleet.jobs.inputs import BLOB_REF, input_refs
@@ -483,7 +485,7 @@ async def put_blob(
     request: Request,
     ctx: Ctx,
     exp: Annotated[int, Query()],
-    sig: Annotated[str, Query(max_length=100)],
+    sig: Annotated[str, Query(max_length=MAX_SIGNATURE_LENGTH)],
 ) -> dict[str, object]:
     """Receive an upload for a signed URL (local blob store only; object stores take it directly).
 
@@ -491,7 +493,7 @@ async def put_blob(
     job whose lease is at that epoch now and that is not finished — so a signed URL dies with its
     lease, and once the completion is accepted nothing replaces the output. A stored blob is never
     overwritten (the same bytes again, a retry, are fine)."""
-    ctx.verify_signed("PUT", key, exp, sig)
+    verify_signed(ctx.signer, "PUT", key, exp, sig)
     target = attempt_key(key)
     job = await ctx.store.read(lambda tx: tx.get_job(target.job_id)) if target is not None else None
     if not upload_allowed(target, job):
