@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
+from sdfleet.api.checked import CheckedRoute
 from sdfleet.api.deps import AppContext, Ctx, WorkerAuth
 from sdfleet.api.routes.worker_models import claimed_models
 from sdfleet.blobs import verify_signed
@@ -58,7 +59,7 @@ from sdfleet.wire import (
     UploadTarget,
 )
 
-router = APIRouter(prefix="/v1/worker", tags=["worker"])
+router = APIRouter(prefix="/v1/worker", tags=["worker"], route_class=CheckedRoute)
 UPLOAD_URL_SECONDS = 3600.0
 INPUT_URL_SECONDS = 3600.0
 CHECKPOINT_URL_SECONDS = 6 * 3600.0
