@@ -18,7 +18,7 @@ from sdfleet.api.deps import AppContext, Ctx, WorkerAuth
 from sdfleet.api.routes.worker_models import claimed_models
 from sdfleet.blobs import verify_signed
 from sdfleet.blobs.signing import MAX_SIGNATURE_LENGTH
-from sdfleet.domain import Capabilities, Feature, Job, JobKind, WorkerState
+from sdfleet.domain import UNREADABLE_SPEC, Capabilities, Feature, Job, JobKind, WorkerState
 from sdfleet.errors import LimitExceeded, SdfleetError, StaleLease, ValidationError
 from sdfleet.jobs.inputs import BLOB_REF, input_refs
 from sdfleet.jobs.models import named_models
@@ -32,6 +32,7 @@ from sdfleet.jobs.service import (
     checkpoint_key,
     output_key,
 )
+from sdfleet.validation import check_tree
 from sdfleet.wire import (
     BeatAnswerView,
     BeatItem,
@@ -126,6 +127,16 @@ def _claimed_job(ctx: AppContext, job: Job, models: list[ModelSource]) -> str:
     ).model_dump_json()
 
 
+def _check_spec(spec: object, max_depth: int) -> None:
+    """Raise when a stored spec cannot go to a worker: not an object, unreadable in the store
+    (:data:`~sdfleet.domain.UNREADABLE_SPEC`), or holding text or numbers no JSON reply may carry."""
+    if not isinstance(spec, dict):
+        raise ValidationError(f"the stored spec is {type(spec).__name__}, not an object", field="params")
+    if UNREADABLE_SPEC in spec:
+        raise ValidationError(str(spec[UNREADABLE_SPEC]), field="params")
+    check_tree(spec, max_depth=max_depth, prefix=("params",))
+
+
 def _printable(exc: BaseException) -> str:
     """An exception as text that any store and any JSON encoder can hold."""
     text = f"{type(exc).__name__}: {exc}"[:500]
@@ -182,6 +193,7 @@ async def claim(body: ClaimRequest, request: Request, ctx: Ctx, principal: Worke
     readable = []
     for job in result.jobs:
         try:
+            _check_spec(job.spec, ctx.settings.limits.max_json_depth)
             named_models(job.spec)
             readable.append(job)
         except Exception as exc:
