@@ -43,6 +43,9 @@ class JobState(StrEnum):
 
 
 TERMINAL_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED)
+UNREADABLE_SPEC = "__unreadable_spec__"
+"""The one key of the spec a job is read back with when its stored spec is not JSON (a row written by
+hand or by an older version): its value says why. Such a job is never handed to a worker."""
 
 
 class Arch(StrEnum):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -33,10 +32,6 @@ class AppContext:
     metrics: Metrics
     signer: UrlSigner
     open_mode: bool
-
-    def verify_signed(self, method: str, key: str, expires_at: int, signature: str) -> None:
-        """Check an HMAC-signed blob URL (local blob store)."""
-        self.signer.verify(method, key, expires_at, signature, time.time())
 
     def absolute(self, request: Request, url: str) -> str:
         """Make an orchestrator-relative URL absolute for a client."""

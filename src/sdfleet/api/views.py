@@ -7,6 +7,7 @@ import math
 from fastapi import Request
 
 from sdfleet.api.deps import AppContext
+from sdfleet.api.errors import json_safe
 from sdfleet.domain import Job, Output
 from sdfleet.wire import CheckpointView, ErrorView, JobView, OutputView, ProgressView
 
@@ -35,8 +36,8 @@ def job_view(
         kind=job.kind.value,
         state=job.state.value,
         priority=job.priority,
-        labels=job.labels,
-        params=job.spec,
+        labels=json_safe(job.labels),
+        params=json_safe(job.spec) if isinstance(job.spec, dict) else {},
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
@@ -56,7 +57,7 @@ def job_view(
         outputs=[output_view(ctx, request, o) for o in outputs],
         engine_seconds=round(job.engine_seconds, 6),
         cost_usd=round(job.cost_usd, 8),
-        result=job.result,
+        result=json_safe(job.result),
         idempotency_key=job.idempotency_key,
         created=created,
         checkpoints=[

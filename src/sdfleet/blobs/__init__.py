@@ -7,6 +7,7 @@ from urllib.parse import urlparse
 
 from sdfleet.blobs.base import BlobStore, UrlSigner, check_key
 from sdfleet.blobs.local import LocalBlobStore
+from sdfleet.blobs.signing import verify_signed
 from sdfleet.errors import ConfigError
 
 
@@ -24,4 +25,4 @@ def open_blob_store(url: str, signer: UrlSigner) -> BlobStore:
     )
 
 
-__all__ = ["BlobStore", "LocalBlobStore", "UrlSigner", "check_key", "open_blob_store"]
+__all__ = ["BlobStore", "LocalBlobStore", "UrlSigner", "check_key", "open_blob_store", "verify_signed"]

@@ -2,19 +2,19 @@
 
 Workers never hold storage credentials: they get URLs. With an object store those are presigned
 URLs of the store itself; with a local directory they are orchestrator paths signed with an HMAC
-(:class:`UrlSigner`), served by the API's blob routes.
+(:class:`~sdfleet.blobs.signing.UrlSigner`), served by the API's blob routes.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import re
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from sdfleet.errors import Forbidden, ValidationError
+from sdfleet.blobs.signing import UrlSigner
+from sdfleet.errors import ValidationError
+
+__all__ = ["BlobStore", "UrlSigner", "check_key"]
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]{0,511}$")
 
@@ -72,21 +72,3 @@ class BlobStore(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-class UrlSigner:
-    """HMAC signatures for orchestrator-served blob URLs (local-directory profile)."""
-
-    def __init__(self, secret: bytes):
-        self._secret = secret
-
-    def sign(self, method: str, key: str, expires_at: int) -> str:
-        msg = f"{method.upper()}\n{key}\n{expires_at}".encode()
-        digest = hmac.new(self._secret, msg, hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-    def verify(self, method: str, key: str, expires_at: int, signature: str, now: float) -> None:
-        if expires_at < now:
-            raise Forbidden("this link has expired", field="exp")
-        if not hmac.compare_digest(self.sign(method, key, expires_at), signature):
-            raise Forbidden("bad link signature", field="sig")

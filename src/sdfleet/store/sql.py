@@ -41,6 +41,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 
 from sdfleet.domain import (
+    UNREADABLE_SPEC,
     Attempt,
     AttemptOutcome,
     Capabilities,
@@ -84,6 +85,15 @@ def _loads(value: str | None, default: Any) -> Any:
     return json.loads(value) if value else default
 
 
+def _spec(value: str) -> Any:
+    """A stored spec; one that is not JSON reads as ``{UNREADABLE_SPEC: why}`` instead of raising, so a
+    claim that picks it can fail that job alone rather than break (and roll back) for every job."""
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        return {UNREADABLE_SPEC: f"the stored spec is not JSON ({exc})"}
+
+
 def _job(row: Row[Any]) -> Job:
     m = row._mapping
     return Job(
@@ -91,7 +101,7 @@ def _job(row: Row[Any]) -> Job:
         tenant=m["tenant"],
         kind=JobKind(m["kind"]),
         state=JobState(m["state"]),
-        spec=json.loads(m["spec"]),
+        spec=_spec(m["spec"]),
         priority=m["priority"],
         created_at=m["created_at"],
         updated_at=m["updated_at"],

@@ -8,11 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from sdfleet.api.checked import CheckedRoute
 from sdfleet.api.deps import Admin, Ctx
 from sdfleet.domain import WorkerInfo
 from sdfleet.jobs.quotas import DEFAULT, check_override
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=CheckedRoute)
 ACTIVITY_MINUTES = 60
 
 

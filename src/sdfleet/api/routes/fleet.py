@@ -8,13 +8,14 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from sdfleet.api.checked import CheckedRoute
 from sdfleet.api.deps import Admin, Ctx
 from sdfleet.domain import WorkerState
 from sdfleet.jobs.affinity import warm_names
 from sdfleet.store.sql import SqlTx
 from sdfleet.wire import FleetModelsView, ModelDemandView
 
-router = APIRouter(prefix="/v1/fleet", tags=["fleet"])
+router = APIRouter(prefix="/v1/fleet", tags=["fleet"], route_class=CheckedRoute)
 RECENT_WINDOW_SECONDS = 900.0
 
 

@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from sdfleet.api.checked import CheckedRoute
 from sdfleet.api.deps import Admin, Ctx, User
 from sdfleet.domain import ModelKind, ModelRecord
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=CheckedRoute)
 
 
 class ModelCreate(BaseModel):

@@ -9,7 +9,8 @@ from fastapi.responses import FileResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sdfleet.api.deps import Ctx
-from sdfleet.blobs import LocalBlobStore
+from sdfleet.blobs import LocalBlobStore, verify_signed
+from sdfleet.blobs.signing import MAX_SIGNATURE_LENGTH
 from sdfleet.errors import NotFound, ServiceUnavailable
 
 router = APIRouter(tags=["system"])
@@ -46,10 +47,13 @@ async def metrics(ctx: Ctx) -> Response:
 
 @router.get("/v1/blobs/{key:path}")
 async def get_blob(
-    key: str, ctx: Ctx, exp: Annotated[int, Query()], sig: Annotated[str, Query(max_length=100)]
+    key: str,
+    ctx: Ctx,
+    exp: Annotated[int, Query()],
+    sig: Annotated[str, Query(max_length=MAX_SIGNATURE_LENGTH)],
 ) -> Response:
     """Serve a blob for a signed URL (local blob store)."""
-    ctx.verify_signed("GET", key, exp, sig)
+    verify_signed(ctx.signer, "GET", key, exp, sig)
     if not isinstance(ctx.blobs, LocalBlobStore):
         raise NotFound("blobs are served by the object store", field="key")
     path = ctx.blobs.path(key)

@@ -13,9 +13,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
+from sdfleet.api.checked import CheckedRoute
 from sdfleet.api.deps import AppContext, Ctx, WorkerAuth
 from sdfleet.api.routes.worker_models import claimed_models
-from sdfleet.domain import Capabilities, Feature, Job, JobKind, WorkerState
+from sdfleet.blobs import verify_signed
+from sdfleet.blobs.signing import MAX_SIGNATURE_LENGTH
+from sdfleet.domain import UNREADABLE_SPEC, Capabilities, Feature, Job, JobKind, WorkerState
 from sdfleet.errors import LimitExceeded, SdfleetError, StaleLease, ValidationError
 from sdfleet.jobs.inputs import BLOB_REF, input_refs
 from sdfleet.jobs.models import named_models
@@ -29,6 +32,7 @@ from sdfleet.jobs.service import (
     checkpoint_key,
     output_key,
 )
+from sdfleet.validation import check_tree
 from sdfleet.wire import (
     BeatAnswerView,
     BeatItem,
@@ -56,7 +60,7 @@ from sdfleet.wire import (
     UploadTarget,
 )
 
-router = APIRouter(prefix="/v1/worker", tags=["worker"])
+router = APIRouter(prefix="/v1/worker", tags=["worker"], route_class=CheckedRoute)
 UPLOAD_URL_SECONDS = 3600.0
 INPUT_URL_SECONDS = 3600.0
 CHECKPOINT_URL_SECONDS = 6 * 3600.0
@@ -123,6 +127,16 @@ def _claimed_job(ctx: AppContext, job: Job, models: list[ModelSource]) -> str:
     ).model_dump_json()
 
 
+def _check_spec(spec: object, max_depth: int) -> None:
+    """Raise when a stored spec cannot go to a worker: not an object, unreadable in the store
+    (:data:`~sdfleet.domain.UNREADABLE_SPEC`), or holding text or numbers no JSON reply may carry."""
+    if not isinstance(spec, dict):
+        raise ValidationError(f"the stored spec is {type(spec).__name__}, not an object", field="params")
+    if UNREADABLE_SPEC in spec:
+        raise ValidationError(str(spec[UNREADABLE_SPEC]), field="params")
+    check_tree(spec, max_depth=max_depth, prefix=("params",))
+
+
 def _printable(exc: BaseException) -> str:
     """An exception as text that any store and any JSON encoder can hold."""
     text = f"{type(exc).__name__}: {exc}"[:500]
@@ -179,6 +193,7 @@ async def claim(body: ClaimRequest, request: Request, ctx: Ctx, principal: Worke
     readable = []
     for job in result.jobs:
         try:
+            _check_spec(job.spec, ctx.settings.limits.max_json_depth)
             named_models(job.spec)
             readable.append(job)
         except Exception as exc:
@@ -483,7 +498,7 @@ async def put_blob(
     request: Request,
     ctx: Ctx,
     exp: Annotated[int, Query()],
-    sig: Annotated[str, Query(max_length=100)],
+    sig: Annotated[str, Query(max_length=MAX_SIGNATURE_LENGTH)],
 ) -> dict[str, object]:
     """Receive an upload for a signed URL (local blob store only; object stores take it directly).
 
@@ -491,7 +506,7 @@ async def put_blob(
     job whose lease is at that epoch now and that is not finished — so a signed URL dies with its
     lease, and once the completion is accepted nothing replaces the output. A stored blob is never
     overwritten (the same bytes again, a retry, are fine)."""
-    ctx.verify_signed("PUT", key, exp, sig)
+    verify_signed(ctx.signer, "PUT", key, exp, sig)
     target = attempt_key(key)
     job = await ctx.store.read(lambda tx: tx.get_job(target.job_id)) if target is not None else None
     if not upload_allowed(target, job):

@@ -15,12 +15,13 @@ from urllib.parse import unquote, urlsplit
 
 from fastapi import APIRouter
 
+from sdfleet.api.checked import CheckedRoute
 from sdfleet.api.deps import AppContext, Ctx, WorkerAuth
 from sdfleet.domain import ModelRecord
 from sdfleet.jobs.models import named_models
 from sdfleet.wire import ModelSource, ModelUrlRequest
 
-router = APIRouter(prefix="/v1/worker/models", tags=["worker"])
+router = APIRouter(prefix="/v1/worker/models", tags=["worker"], route_class=CheckedRoute)
 MODEL_URL_SECONDS = 6 * 3600.0
 
 
