@@ -45,6 +45,7 @@ def settings(tmp_path: Path) -> Settings:
         allow_private_webhooks=True,
         webhook_backoff_base=0.2,
         webhook_backoff_max=1.0,
+        allowed_hosts=["testserver"],  # FastAPI's TestClient sends Host: testserver
     )
 
 

@@ -10,6 +10,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ import uvicorn
 from sdfleet.api.app import create_app
 from sdfleet.config import Settings, WorkerSettings
 from sdfleet.engine.fake import FakeEngine
+from sdfleet.jobs.keys import KeyService
+from sdfleet.store.migrate import ensure_schema
+from sdfleet.store.sql import SqlStore
 from sdfleet.worker.client import Backoff, WorkerClient
 from sdfleet.worker.runner import Worker
 from tests.support import free_port
@@ -61,6 +65,20 @@ class Orchestrator:
         self._thread.join(timeout=10)
         self._server = self._thread = None
 
+    def create_key(self, tenant: str, *scopes: str) -> str:
+        """A new API key in this orchestrator's database (as ``sdfleet keys create`` would make it)."""
+
+        async def create() -> str:
+            store = SqlStore(self.settings.resolved_database_url())
+            try:
+                await ensure_schema(store, migrate=True)
+                return (await KeyService(store).create(tenant, list(scopes))).secret
+            finally:
+                await store.close()
+
+        with ThreadPoolExecutor(1) as pool:  # its own event loop, whatever runs in this thread
+            return pool.submit(asyncio.run, create()).result()
+
     async def astop(self) -> None:
         await asyncio.to_thread(self.stop)
 
@@ -88,8 +106,9 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
 class WorkerPool:
     """In-process workers (FakeEngine by default) attached to one orchestrator."""
 
-    def __init__(self, server_url: str) -> None:
+    def __init__(self, server_url: str, token: str = "") -> None:
         self.server_url = server_url
+        self.token = token
         self.workers: list[tuple[Worker, asyncio.Task[None]]] = []
 
     async def start(self, engine: FakeEngine | None = None, **overrides: Any) -> Worker:
@@ -101,6 +120,7 @@ class WorkerPool:
             "claim_wait": 1.0,
             "upload_concurrency": 2,
             "shutdown_grace": 5.0,
+            "token": self.token,
             **overrides,
         }
         settings = WorkerSettings(**values)

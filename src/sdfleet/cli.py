@@ -315,7 +315,7 @@ def up(
     server_url = (
         f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}:{settings.port}"
     )
-    token = "" if settings.binds_loopback() else _local_worker_token(settings)
+    token = _local_worker_token(settings)  # in every auth mode: keyless calls end once keys exist
     if model and engine == "diffusers":
         _register_default_model(settings, Path(model))
     exe = [sys.executable, "-m", "sdfleet"]
@@ -404,12 +404,13 @@ def _register_default_model(settings: Settings, model: Path) -> None:
 
 
 def _local_worker_token(settings: Settings) -> str:
-    """A worker key for the local workers of `up` on a non-loopback bind, kept in the data dir."""
+    """The worker key of `up`'s local workers, kept in the data dir (0600) and checked against the
+    database at every start: a revoked or unknown one (a fresh database) is replaced."""
     path = settings.data_dir / "worker_token"
-    if path.exists():
-        return path.read_text().strip()
+    kept = path.read_text().strip() if path.exists() else ""
 
-    async def create() -> str:
+    async def ensure() -> str:
+        from sdfleet.errors import AuthError
         from sdfleet.jobs.keys import KeyService
         from sdfleet.store.migrate import ensure_schema
         from sdfleet.store.sql import SqlStore
@@ -417,15 +418,23 @@ def _local_worker_token(settings: Settings) -> str:
         store = SqlStore(settings.resolved_database_url())
         try:
             await ensure_schema(store, migrate=True)
-            created = await KeyService(store).create("local", ["worker"], name="sdfleet up local workers")
+            keys = KeyService(store)
+            if kept:
+                try:
+                    if (await keys.verify(kept)).is_worker:
+                        return kept
+                except AuthError:
+                    pass
+            created = await keys.create("local", ["worker"], name="sdfleet up local workers")
             return created.secret
         finally:
             await store.close()
 
-    secret: str = _run(create())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secret)
+    secret: str = _run(ensure())
+    if secret != kept:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secret)
     return secret
 
 
@@ -469,7 +478,7 @@ async def _with_keys(settings: Settings, fn: Any) -> Any:
 @keys_app.command("create")
 def keys_create(
     tenant: Annotated[str, typer.Option(help="Owner of the jobs submitted with this key.")] = "default",
-    scope: Annotated[list[str], typer.Option(help="user, admin or worker (repeatable).")] = ["user"],  # noqa: B006
+    scope: Annotated[list[str], typer.Option(help="user, admin, worker or metrics (repeatable).")] = ["user"],  # noqa: B006
     name: Annotated[str, typer.Option(help="A note to recognise the key by.")] = "",
     database_url: DbOpt = None,
     data_dir: DataDirOpt = None,

@@ -10,9 +10,11 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def default_data_dir() -> Path:
@@ -144,6 +146,17 @@ class Settings(BaseSettings):
     )
     auth: str = Field(default="auto", description="auto | required | off (off only on loopback)")
     secret_key: str | None = Field(default=None, description="HMAC key for signed blob URLs")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names (or addresses) requests may name in their Host header, besides the loopback "
+        "names, the bind address and public_url's host; '*.example.com' matches subdomains, '*' any host. "
+        "Comma-separated in SDFLEET_ALLOWED_HOSTS. Empty on a non-loopback bind: any host.",
+    )
+    public_metrics: bool = Field(
+        default=False,
+        description="Serve /metrics without a key even when keys exist (only behind a private network); "
+        "otherwise Prometheus scrapes with an admin or 'metrics' key as a bearer token",
+    )
 
     # leases and the job lifecycle
     lease_seconds: float = 30.0
@@ -206,6 +219,45 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a txt2img/img2img call waits for its job before canceling it (seconds)",
     )
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_allowed_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.split(",")]
+        if isinstance(value, list):
+            hosts = [str(h).strip().lower().rstrip(".") for h in value]
+            bad = [
+                h
+                for h in hosts
+                if h and ("/" in h or " " in h or (h.count("*") and h != "*" and not h.startswith("*.")))
+            ]
+            if bad:
+                raise ValueError(
+                    f"allowed_hosts entries are host names like 'sd.example.com' or '*.example.com', not {bad[0]!r}"
+                )
+            return [h for h in hosts if h]
+        return value
+
+    def host_names(self) -> tuple[frozenset[str], tuple[str, ...], bool]:
+        """What the Host header may name: (exact names, ``*.`` suffixes, any host at all).
+
+        The configured ``allowed_hosts``, ``public_url``'s host, the bind address itself and the loopback
+        names. With nothing configured on a non-loopback bind, any host (keys are required there)."""
+        exact = {h for h in self.allowed_hosts if not h.startswith("*")}
+        suffixes = tuple(h[1:] for h in self.allowed_hosts if h.startswith("*."))
+        anything = "*" in self.allowed_hosts
+        if self.public_url:
+            public = urlsplit(self.public_url).hostname
+            if public:
+                exact.add(public.lower().rstrip("."))
+        if self.host not in ("0.0.0.0", "::", ""):
+            exact.add(self.host.lower())
+        exact |= {"localhost", "127.0.0.1", "::1"}  # names a rebinding page cannot take over
+        suffixes += (".localhost",)
+        if not self.binds_loopback() and not self.allowed_hosts:
+            anything = True
+        return frozenset(exact), suffixes, anything
 
     @field_validator("a1111_api_auth")
     @classmethod

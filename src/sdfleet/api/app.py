@@ -20,6 +20,7 @@ from sdfleet import __version__
 from sdfleet.api.auth import auth_is_open
 from sdfleet.api.deps import AppContext
 from sdfleet.api.errors import BodyLimitMiddleware, install_error_handlers
+from sdfleet.api.guard import RequestGuardMiddleware
 from sdfleet.api.ratelimit import AddressRateLimitMiddleware
 from sdfleet.api.routes import a1111, admin, fleet, jobs, models, system, ui, worker, worker_models
 from sdfleet.blobs import BlobStore, UrlSigner, open_blob_store
@@ -126,7 +127,7 @@ def create_app(
             __version__,
             the_store.dialect.name,
             the_blobs.url,
-            "open" if open_mode else "keys",
+            "keys" if not open_mode else "keys" if await keys.has_user_keys() else "open",
         )
         try:
             yield
@@ -153,6 +154,7 @@ def create_app(
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes, exempt=("/v1/worker/blobs/",)
     )
+    app.add_middleware(RequestGuardMiddleware, settings=settings)  # Host check, no cross-site writes
     app.add_middleware(AddressRateLimitMiddleware, limit=settings.ip_limit)  # outermost: floods stop first
     for router in (
         jobs.router,

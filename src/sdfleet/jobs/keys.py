@@ -18,8 +18,9 @@ from sdfleet.jobs.webhooks import new_webhook_secret
 from sdfleet.store.base import ApiKeyRecord, JobStore, Tenant
 from sdfleet.store.sql import SqlTx
 
-SCOPES = ("user", "admin", "worker")
+SCOPES = ("user", "admin", "worker", "metrics")
 _CACHE_SECONDS = 5.0
+_USER_KEYS_CACHE_SECONDS = 2.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -63,6 +64,7 @@ class KeyService:
         self.store = store
         self.clock = clock
         self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._user_keys: tuple[float, bool] | None = None  # (valid until, any user/admin key)
 
     async def create(self, tenant: str, scopes: list[str], name: str = "") -> CreatedKey:
         bad = [s for s in scopes if s not in SCOPES]
@@ -91,6 +93,7 @@ class KeyService:
             tx.insert_api_key(record)
 
         await self.store.write(tx_fn)
+        self._user_keys = None
         return CreatedKey(record, secret)
 
     async def list(self, tenant: str | None = None) -> list[ApiKeyRecord]:
@@ -101,11 +104,22 @@ class KeyService:
         if not await self.store.write(lambda tx: tx.revoke_api_key(key_id, now)):
             raise NotFound(f"no active key {key_id!r}", field="key_id")
         self._cache.clear()
+        self._user_keys = None
 
     async def has_user_keys(self) -> bool:
-        return await self.store.read(
+        """Whether any active ``user`` or ``admin`` key exists (worker and metrics keys do not count).
+
+        Asked on every call without credentials (they are refused once such a key exists), so the answer
+        is kept for a couple of seconds; this process's own create/revoke refresh it at once, another
+        process's (``sdfleet keys create``, another replica) within ``_USER_KEYS_CACHE_SECONDS``."""
+        now = time.monotonic()
+        if self._user_keys is not None and self._user_keys[0] > now:
+            return self._user_keys[1]
+        found = await self.store.read(
             lambda tx: tx.count_active_keys("user") + tx.count_active_keys("admin") > 0
         )
+        self._user_keys = (now + _USER_KEYS_CACHE_SECONDS, found)
+        return found
 
     async def verify(self, secret: str) -> Principal:
         now = time.monotonic()

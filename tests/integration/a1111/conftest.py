@@ -33,6 +33,9 @@ def orchestrator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestra
     users = ",".join(f"{user}:{BASIC_PASSWORD}" for user in BASIC_USERS)
     orch = Orchestrator(make_settings(tmp_path_factory.mktemp("live"), a1111_api_auth=users))
     orch.start()
+    # Basic users are tenants, so the native API is not open: workers and the admin use keys
+    orch.admin_key = orch.create_key("ops", "admin")  # type: ignore[attr-defined]
+    orch.worker_token = orch.create_key("fleet", "worker")  # type: ignore[attr-defined]
     try:
         yield orch
     finally:
@@ -56,14 +59,15 @@ async def api(orchestrator: Orchestrator, basic_user: str) -> AsyncIterator[http
 
 @pytest.fixture
 async def admin(orchestrator: Orchestrator) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the native API (open mode on loopback: every scope): the registry, every job."""
-    async with httpx.AsyncClient(base_url=orchestrator.url, timeout=30) as client:
+    """A client of the native API with an admin key: the registry, every job."""
+    headers = {"Authorization": f"Bearer {orchestrator.admin_key}"}  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(base_url=orchestrator.url, timeout=30, headers=headers) as client:
         yield client
 
 
 @pytest.fixture
 async def workers(orchestrator: Orchestrator) -> AsyncIterator[WorkerPool]:
-    pool = WorkerPool(orchestrator.url)
+    pool = WorkerPool(orchestrator.url, orchestrator.worker_token)  # type: ignore[attr-defined]
     yield pool
     await pool.stop()
 

@@ -29,7 +29,9 @@ from tests.integration.api.conftest import create_key, ctx_of
 def shared_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """One app for the tests that change nothing (the lists, refusals): starting one costs about a second."""
     settings = Settings(
-        data_dir=tmp_path_factory.mktemp("bad-input"), a1111_request_timeout=NO_WORKER_TIMEOUT
+        data_dir=tmp_path_factory.mktemp("bad-input"),
+        a1111_request_timeout=NO_WORKER_TIMEOUT,
+        allowed_hosts=["testserver"],
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client

@@ -50,7 +50,7 @@ async def test_eight_requests_with_different_checkpoints_on_four_workers_take_tw
     for name in names:
         assert (await admin.post("/v1/models", json=checkpoint_body(tmp_path, name))).status_code == 201
     # one request first, on a worker of its own, so that what is measured below is a warm server
-    warm_up = WorkerPool(workers.server_url)
+    warm_up = WorkerPool(workers.server_url, workers.token)
     await warm_up.start(FakeEngine(step_seconds=0.0))
     warm = await api.post(
         "/sdapi/v1/txt2img", json={"prompt": "warm up", "steps": 1, "width": 64, "height": 64}

@@ -39,7 +39,7 @@ class BlobEnv:
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
 def blob_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobEnv]:
     if request.param == "local":
-        settings = Settings(data_dir=tmp_path / "data", secret_key="k")
+        settings = Settings(data_dir=tmp_path / "data", secret_key="k", allowed_hosts=["testserver"])
         store = LocalBlobStore(tmp_path / "blobs", UrlSigner(b"k"))
         with TestClient(create_app(settings, blobs=store)) as client:
             yield BlobEnv(store, client)

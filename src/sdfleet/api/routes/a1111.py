@@ -9,8 +9,8 @@ with ``/internal/progress`` follows one request exactly.
 
 Authentication: an API key (``Authorization: Bearer``/``X-API-Key``) as everywhere, or HTTP Basic users from
 ``Settings.a1111_api_auth`` (A1111's ``--api-auth user:pass[,user2:pass2]``), each its own tenant
-``a1111-<user>``; when Basic users are configured, every route here needs credentials. Open mode (loopback,
-no keys) is unchanged otherwise. Errors use A1111's envelope (see :mod:`sdfleet.api.errors`).
+``a1111-<user>``; when Basic users are configured, every route here needs credentials (and so does the native
+``/v1`` API: Basic users are tenants, so open mode ends). Open mode (loopback, no keys) is unchanged otherwise. Errors use A1111's envelope (see :mod:`sdfleet.api.errors`).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ from sdfleet.a1111.mapping import (
     model_name_of,
     validate_option_updates,
 )
-from sdfleet.api.auth import OPEN_PRINCIPAL, principal_for, require_scope
+from sdfleet.api.auth import OPEN_PRINCIPAL, anonymous_allowed, principal_for, require_scope
 from sdfleet.api.checked import CheckedRoute
 from sdfleet.api.deps import AppContext, Ctx
 from sdfleet.api.submit import prepare_job
@@ -170,7 +170,7 @@ async def a1111_caller(request: Request, ctx: Ctx) -> Principal:
     if scheme.lower() == "basic":
         if users:
             return Principal(tenant=basic_tenant(_check_basic(value, users)), scopes=frozenset({"user"}))
-        if ctx.open_mode:
+        if await anonymous_allowed(ctx.keys, ctx.open_mode):
             return OPEN_PRINCIPAL
         raise AuthError(
             "this server has no A1111 Basic users (a1111_api_auth): send 'Authorization: Bearer <api key>'"

@@ -178,15 +178,14 @@ async def get_output(
     return RedirectResponse(url, status_code=307)
 
 
-async def _streamable_job(
-    job_id: str,
-    request: Request,
-    ctx: Ctx,
-    api_key: Annotated[
-        str | None, Query(max_length=200, description="for EventSource, which cannot send headers")
-    ] = None,
-) -> Job:
-    principal = require_scope(await principal_for(request, ctx.keys, ctx.open_mode, api_key), "user")
+async def _streamable_job(job_id: str, request: Request, ctx: Ctx) -> Job:
+    if "api_key" in request.query_params:  # keys in URLs land in access logs and browser history
+        raise ValidationError(
+            "the API key is not accepted in the URL: send it as 'Authorization: Bearer <key>' "
+            "(stream with fetch, not EventSource)",
+            field="api_key",
+        )
+    principal = require_scope(await principal_for(request, ctx.keys, ctx.open_mode), "user")
     return await ctx.jobs.get_job(job_id, principal.tenant_filter)
 
 
@@ -199,8 +198,9 @@ async def job_events(
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-sent events of one job: queued, started, progress, output, requeued, finished.
 
-    The stream replays from the start (or from ``Last-Event-ID``) and ends after ``finished``.
-    Browsers' ``EventSource`` cannot send headers: pass ``?api_key=`` instead."""
+    The stream replays from the start (or after ``Last-Event-ID``) and ends after ``finished``.
+    The key goes in a header like everywhere (never ``?api_key=``): in a browser, read the stream with
+    ``fetch`` (as the web page does), not ``EventSource``, which cannot send headers."""
     job_id = job.id
     after = int(last_event_id) if last_event_id and _EVENT_ID.fullmatch(last_event_id) else 0
     quiet_since = time.monotonic()

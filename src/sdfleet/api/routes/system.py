@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sdfleet.api.auth import principal_for, require_scope
 from sdfleet.api.deps import Ctx
 from sdfleet.blobs import LocalBlobStore, verify_signed
 from sdfleet.blobs.signing import MAX_SIGNATURE_LENGTH
@@ -39,9 +40,14 @@ async def ready(ctx: Ctx) -> dict[str, str]:
 
 
 @router.get("/metrics")
-async def metrics(ctx: Ctx) -> Response:
+async def metrics(request: Request, ctx: Ctx) -> Response:
     """Prometheus metrics: queue depth by state, claims, completions, failures, lease expiries,
-    latency histograms, webhook deliveries, process CPU and memory."""
+    latency histograms, webhook deliveries, process CPU and memory.
+
+    Needs an ``admin`` or ``metrics`` key as a bearer token (Prometheus: ``authorization:
+    credentials_file``) unless the server is open (loopback, no keys) or ``public_metrics`` is set."""
+    if not ctx.settings.public_metrics:
+        require_scope(await principal_for(request, ctx.keys, ctx.open_mode), "metrics")
     return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

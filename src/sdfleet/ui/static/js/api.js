@@ -1,5 +1,6 @@
 // The public JSON API, and nothing else: fetch with the stored API key, one error type for the
-// `{"error": {"code", "message", "field"}}` envelope, and URLs for event streams and images.
+// `{"error": {"code", "message", "field"}}` envelope, event streams read with fetch (the key in a
+// header, never in a URL), and images.
 
 const KEY_STORAGE = "sdfleet.apiKey";
 
@@ -94,9 +95,84 @@ export async function api(path, { method = "GET", body, query, signal } = {}) {
   throw apiError;
 }
 
-/** URL of a job's server-sent events; EventSource cannot send headers, so the key rides along. */
-export function eventsUrl(jobId) {
-  return apiUrl(`v1/jobs/${encodeURIComponent(jobId)}/events`, { api_key: auth.key || undefined });
+const eventsPath = (jobId) => `v1/jobs/${encodeURIComponent(jobId)}/events`;
+const sleep = (ms, signal) =>
+  new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
+  });
+
+/**
+ * Follow a job's server-sent events with `fetch` — the key goes in the Authorization header, never in
+ * the URL (EventSource cannot send headers). `onEvent({type, id, data})` is called per event. A dropped
+ * connection is reopened with `Last-Event-ID`, so the stream resumes after the last event seen. It ends
+ * after "finished" (`onEnd(null)`), or when the server refuses it (`onEnd(ApiError)`; a 401 also fires
+ * `sdfleet:auth-required`). Returns `{close()}`, which ends it without calling `onEnd`.
+ */
+export function streamEvents(jobId, { onEvent, onEnd = () => {} }) {
+  const abort = new AbortController();
+  let lastId = null;
+  let ended = false;
+  const end = (error) => {
+    if (ended) return;
+    ended = true;
+    abort.abort();
+    onEnd(error);
+  };
+  (async () => {
+    let delay = 500;
+    while (!ended) {
+      let response;
+      try {
+        const extra = { accept: "text/event-stream" };
+        if (lastId) extra["last-event-id"] = lastId;
+        response = await fetch(apiUrl(eventsPath(jobId)), { headers: headers(extra), signal: abort.signal, cache: "no-store" });
+      } catch (err) {
+        if (ended || err.name === "AbortError") return;
+        await sleep(delay, abort.signal); // the server is away: try again, a little later each time
+        delay = Math.min(2 * delay, 10_000);
+        continue;
+      }
+      if (!response.ok) {
+        const body = await response.json().catch(() => null);
+        const error = new ApiError(response.status, body?.error?.code || `http_${response.status}`, body?.error?.message || "the event stream was refused");
+        if (response.status === 401) window.dispatchEvent(new CustomEvent("sdfleet:auth-required", { detail: error }));
+        end(error);
+        return;
+      }
+      delay = 500;
+      try {
+        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer = (buffer + value).replace(/\r\n?/g, "\n");
+          const cut = buffer.lastIndexOf("\n\n");
+          if (cut < 0) continue;
+          const complete = buffer.slice(0, cut + 2);
+          buffer = buffer.slice(cut + 2);
+          for (const event of parseEventStream(complete)) {
+            if (event.id) lastId = event.id;
+            onEvent(event);
+            if (event.type === "finished") {
+              end(null);
+              return;
+            }
+          }
+        }
+      } catch (err) {
+        if (ended || err.name === "AbortError") return;
+      }
+      await sleep(delay, abort.signal); // ended without "finished" (a restart, a proxy): resume
+    }
+  })();
+  return {
+    close() {
+      ended = true;
+      abort.abort();
+    },
+  };
 }
 
 /**
@@ -107,7 +183,7 @@ export async function firstEvent(jobId, type, timeoutMs = 3000) {
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), timeoutMs);
   try {
-    const response = await fetch(apiUrl(`v1/jobs/${encodeURIComponent(jobId)}/events`), {
+    const response = await fetch(apiUrl(eventsPath(jobId)), {
       headers: headers({ accept: "text/event-stream" }),
       signal: abort.signal,
     });

@@ -69,7 +69,7 @@ function askForKey(reason) {
 
 function bindKeyDialog() {
   $("#key-button").addEventListener("click", () =>
-    askForKey(auth.key ? "The API key this browser uses. Replace it, or forget it." : "Calls go without a key (this server allows it on loopback). Set one to act as another tenant."),
+    askForKey(auth.key ? "The API key this browser uses. Replace it, or forget it." : "Calls go without a key (this server allows it on loopback while it has no API keys). Set one to act as a tenant."),
   );
   $("#key-cancel").addEventListener("click", () => dialog.close());
   $("#key-clear").addEventListener("click", () => {

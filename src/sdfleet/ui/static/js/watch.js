@@ -2,7 +2,7 @@
 // browser allows about six per server over HTTP/1.1, and the page needs some for its own calls);
 // the rest are polled together, one list request per second. Either way subscribers see the same
 // thing: a `live` record per job and the event that changed it, then a final "done" with the job.
-import { api, eventsUrl } from "./api.js";
+import { api, streamEvents } from "./api.js";
 import { emit as announce } from "./bus.js";
 
 const MAX_STREAMS = 3;
@@ -101,29 +101,23 @@ function closeSource(entry) {
 }
 
 function openStream(entry) {
-  const source = new EventSource(eventsUrl(entry.live.id));
+  // fetch, not EventSource: the key goes in a header. Dropped connections resume by Last-Event-ID.
+  const source = streamEvents(entry.live.id, {
+    onEvent({ type, data }) {
+      if (!EVENT_TYPES.includes(type)) return;
+      apply(entry, type, data && typeof data === "object" ? data : {});
+      if (type === "finished") finish(entry);
+    },
+    onEnd(error) {
+      // refused (auth, not found): fall back to polling
+      if (error && entry.source === source) {
+        closeSource(entry);
+        schedulePoll();
+      }
+    },
+  });
   entry.source = source;
   streams += 1;
-  for (const type of EVENT_TYPES) {
-    source.addEventListener(type, (message) => {
-      let data = {};
-      try {
-        data = JSON.parse(message.data);
-      } catch {
-        /* keep {} */
-      }
-      apply(entry, type, data);
-      if (type === "finished") finish(entry);
-    });
-  }
-  source.addEventListener("error", () => {
-    // CONNECTING: the browser reconnects by itself and resumes after the last event id.
-    // CLOSED: the server refused the stream (auth, not found): fall back to polling.
-    if (source.readyState === EventSource.CLOSED && entry.source === source) {
-      closeSource(entry);
-      schedulePoll();
-    }
-  });
 }
 
 function fromSnapshot(entry, job) {
