@@ -102,7 +102,9 @@ def test_prompt_editing_at_a_fraction(first: str, second: str, steps: int, hundr
 
 
 @FAST
-@given(options=st.lists(WORD, min_size=2, max_size=5), steps=st.integers(min_value=1, max_value=30), tail=WORD)
+@given(
+    options=st.lists(WORD, min_size=2, max_size=5), steps=st.integers(min_value=1, max_value=30), tail=WORD
+)
 def test_alternation_cycles_every_step(options: list[str], steps: int, tail: str) -> None:
     schedule = prompt_schedules(f"[{'|'.join(options)}]{tail}", steps)
     assert schedule == [(step, options[(step - 1) % len(options)] + tail) for step in range(1, steps + 1)]
