@@ -21,7 +21,7 @@ from sdfleet.worker.client import Backoff, WorkerClient
 from sdfleet.worker.runner import Worker
 from tests.support_live import Orchestrator, make_settings
 
-FUZZ_EXAMPLES = int(os.environ.get("SDFLEET_FUZZ_EXAMPLES", "12"))
+FUZZ_EXAMPLES = int(os.environ.get("SDFLEET_FUZZ_EXAMPLES", "15"))
 """Generated cases per operation in the fuzzing phase (each is sent once per identity)."""
 
 

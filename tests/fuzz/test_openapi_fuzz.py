@@ -31,7 +31,11 @@ from sdfleet.config import Settings
 from tests.fuzz.conftest import FUZZ_EXAMPLES, Identities
 from tests.support_live import Orchestrator
 
-pytestmark = pytest.mark.fuzz
+pytestmark = [
+    pytest.mark.fuzz,
+    # schemathesis' own strategies draw from `random`; Hypothesis seeds it per example, so runs repeat
+    pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies"),
+]
 
 CONFIG = SchemathesisConfig.from_dict({"seed": 14})
 
