@@ -26,6 +26,7 @@ from sdfleet.a1111.errors import PromptSyntaxError
 
 __all__ = [
     "LORA_KINDS",
+    "MAX_WEIGHT",
     "Chunk",
     "ExtraNetworkTag",
     "HypernetTag",
@@ -57,6 +58,13 @@ LORA_KINDS = frozenset({"lora", "lyco"})
 _BREAK_MARKER: WeightedText = ("BREAK", -1.0)
 _ROUND_MULTIPLIER = 1.1
 _SQUARE_MULTIPLIER = 1 / 1.1
+MAX_WEIGHT = 1e6
+"""Attention and ``AND`` weights are clamped to ``[-MAX_WEIGHT, MAX_WEIGHT]``: a weight of hundreds of digits, or
+weights nested until their product overflows, would otherwise be infinite (A1111 then renders NaN noise)."""
+
+
+def _clamp(weight: float) -> float:
+    return max(-MAX_WEIGHT, min(MAX_WEIGHT, weight))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -205,7 +213,7 @@ def split_and(text: str) -> list[tuple[str, float]]:
             result.append((part, 1.0))
             continue
         weight = match.group(2)
-        result.append((match.group(1), float(weight) if weight is not None else 1.0))
+        result.append((match.group(1), _clamp(float(weight)) if weight is not None else 1.0))
     return result
 
 
@@ -527,7 +535,7 @@ class _AttentionState:
 
     def multiply_from(self, start: int, multiplier: float) -> None:
         for index in range(start, len(self.weights)):
-            self.weights[index] *= multiplier
+            self.weights[index] = _clamp(self.weights[index] * multiplier)
 
     def add_text(self, text: str) -> None:
         for index, part in enumerate(_BREAK.split(text)):

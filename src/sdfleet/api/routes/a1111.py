@@ -240,7 +240,9 @@ async def _generate(
         prepared = await prepare_job(
             ctx, tenant, JobCreate(kind=kind, params=mapped.spec, labels=labels), params_prefix=""
         )
-    except LimitExceeded:
+    except LimitExceeded as exc:
+        if exc.field and exc.field.startswith(("init_images.", "mask")):  # the message names the image
+            raise LimitExceeded(f"{exc.field}: {exc.message}", field=exc.field) from exc
         raise
     except ValidationError as exc:
         if exc.field and exc.field.startswith(("init_images.", "mask")):  # A1111's words for a bad image

@@ -46,7 +46,7 @@ async def submit_jobs(
     request: Request,
     ctx: Ctx,
     principal: User,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> Response:
     """Submit one job (a ``JobCreate`` body) or several (``{"jobs": [...]}``, at most 1000).
 

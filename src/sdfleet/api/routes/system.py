@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sdfleet.api.auth import principal_for, require_scope
@@ -39,7 +39,7 @@ async def ready(ctx: Ctx) -> dict[str, str]:
     return {"status": "ready"}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request, ctx: Ctx) -> Response:
     """Prometheus metrics: queue depth by state, claims, completions, failures, lease expiries,
     latency histograms, webhook deliveries, process CPU and memory.
