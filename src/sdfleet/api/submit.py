@@ -10,8 +10,8 @@ from sdfleet.domain import JobKind
 from sdfleet.errors import LimitExceeded, ValidationError
 from sdfleet.jobs.inputs import ImageLimits, InputImages, generation_inputs, training_inputs
 from sdfleet.jobs.models import resolve_training
-from sdfleet.jobs.netguard import check_url_syntax
 from sdfleet.jobs.service import JobRequest
+from sdfleet.netguard import check_url_syntax
 from sdfleet.training.config import LoraTrainSpec
 from sdfleet.validation import check_text
 from sdfleet.wire import JobCreate
