@@ -219,3 +219,42 @@ def named_models(params: Mapping[str, Any]) -> list[str]:
             _, tags = extract_extra_networks(text)
             names += [tag.name for tag in tags if tag.kind in ("lora", "lyco")]
     return list(dict.fromkeys(names))
+
+
+# ---------------------------------------------------------------- provenance
+_TRAINED_DESCRIPTION = re.compile(r"^trained by job \S+ on ")
+
+
+@dataclass(slots=True, frozen=True)
+class TrainedBy:
+    """Which tenant and job trained a LoRA registered by a ``train_lora`` job."""
+
+    tenant: str
+    job_id: str
+
+
+def trained_by(model: ModelRecord) -> TrainedBy | None:
+    """The provenance of a LoRA trained here, read from its blob key
+    (``blob:outputs/<tenant>/<job id>/<file>``; admins cannot register ``blob:`` sources)."""
+    if not model.source.startswith("blob:outputs/"):
+        return None
+    parts = model.source.removeprefix("blob:").split("/")
+    if len(parts) < 4 or not all(parts[1:]):
+        return None
+    return TrainedBy(tenant="/".join(parts[1:-2]), job_id=parts[-2])
+
+
+def may_see_provenance(model: ModelRecord, tenant: str, *, is_admin: bool) -> bool:
+    """Sources and training provenance are for admins and the model's owner (the tenant that
+    trained it) only; everyone else sees the model without them."""
+    if is_admin:
+        return True
+    origin = trained_by(model)
+    return origin is not None and origin.tenant == tenant
+
+
+def public_description(model: ModelRecord) -> str:
+    """The description without training provenance (older trained LoRAs name their job in it)."""
+    if trained_by(model) is None:
+        return model.description
+    return _TRAINED_DESCRIPTION.sub("trained on ", model.description)

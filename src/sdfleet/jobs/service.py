@@ -1015,7 +1015,7 @@ class JobService:
             sha256=lora.sha256.lower(),
             size=lora.size,
             trigger_words=[trigger] if isinstance(trigger, str) and trigger else [],
-            description=f"trained by job {job.id} on {job.spec.get('base_model')}",
+            description=f"trained on {job.spec.get('base_model')}",
             created_at=now,
         )
         tx.upsert_model(record)
