@@ -73,7 +73,7 @@ async def prepare_training_job(
     """A ``train_lora`` job: limits, the base checkpoint and the LoRA's name in the registry, the
     training images stored as inputs."""
     check_training_limits(spec, ctx.settings.limits, params)
-    arch = await resolve_training(ctx.store, spec.base_model, spec.name, params)
+    arch = await resolve_training(ctx.store, spec.base_model, spec.name, params, tenant)
     if body.arch and arch and body.arch != arch:
         raise ValidationError(
             f"arch {body.arch} does not match the base model's ({arch})", field=f"{prefix}arch"
