@@ -18,6 +18,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -182,13 +183,16 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         setting: str = "SDFLEET_ALLOW_PRIVATE_WEBHOOKS",
         resolver: Resolver = system_resolve,
         limits: httpx.Limits = httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(trust_env=False, limits=limits)
         self.backend = GuardedBackend(
             allow_private=allow_private, field=field, setting=setting, resolver=resolver
         )
+        # certificates are verified against the URL's host name (httpcore passes it as SNI and
+        # server_hostname), never against the IP the connection went to
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -202,8 +206,11 @@ def guarded_transport(
     field: str = "url",
     setting: str = "SDFLEET_ALLOW_PRIVATE_WEBHOOKS",
     resolver: Resolver = system_resolve,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> GuardedTransport:
     """An httpx transport for user-supplied URLs; use it with ``trust_env=False`` on the client
     (so no environment proxy bypasses it). Refusals raise :class:`ValidationError` naming ``field``
     from the request."""
-    return GuardedTransport(allow_private=allow_private, field=field, setting=setting, resolver=resolver)
+    return GuardedTransport(
+        allow_private=allow_private, field=field, setting=setting, resolver=resolver, ssl_context=ssl_context
+    )

@@ -6,7 +6,10 @@ transport still reaches loopback, keeping the name in the Host header."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -188,3 +191,46 @@ def test_webhook_never_reaches_loopback_through_rebinding(
         time.sleep(0.05)
     assert client.portal.call(attempted), "the delivery was never attempted"  # type: ignore[union-attr]
     assert server.connections == 0, "a rebinding name reached the loopback listener"
+
+
+@pytest.fixture
+def tls_listener(tmp_path: Path) -> Iterator[tuple[Listener, ssl.SSLContext]]:
+    """An HTTPS listener on 127.0.0.1 whose certificate names only :data:`NAME` (self-signed), and
+    a client context that trusts it."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    make_cert = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    subprocess.run(
+        [
+            *make_cert,
+            *("-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", f"/CN={NAME}"),
+            *("-addext", f"subjectAltName=DNS:{NAME}"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    listener = Listener(b"over tls")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    listener._httpd.socket = server_ctx.wrap_socket(listener._httpd.socket, server_side=True)
+    yield listener, ssl.create_default_context(cafile=str(cert))
+    listener.close()
+
+
+async def test_tls_is_verified_against_the_host_name_not_the_pinned_ip(
+    tls_listener: tuple[Listener, ssl.SSLContext],
+) -> None:
+    listener, trust = tls_listener
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    transport = guarded_transport(allow_private=True, resolver=resolver, ssl_context=trust)
+    async with httpx.AsyncClient(transport=transport, trust_env=False) as client:
+        r = await client.get(f"https://{NAME}:{listener.port}/x")
+        assert r.status_code == 200 and r.content == b"over tls"
+        assert listener.hosts == [f"{NAME}:{listener.port}"]
+        # the same address under another name: the certificate does not match it, refused
+        with pytest.raises(httpx.ConnectError, match=r"certificate|hostname"):
+            await client.get(f"https://other.sdfleet.test:{listener.port}/x")
