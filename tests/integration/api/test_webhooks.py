@@ -187,3 +187,23 @@ def test_a_slow_receiver_delays_only_its_own_deliveries(make_client: MakeClient)
     finally:
         slow.close()
         fast.close()
+
+
+def test_deliveries_held_at_once_are_bounded_overall(make_client: MakeClient) -> None:
+    """``webhook_concurrency`` caps what one replica holds, below the per-destination cap."""
+    slow = SlowReceiver(delay=3.0)
+    try:
+        client = make_client(webhook_timeout=5.0, webhook_concurrency=3, webhook_per_destination=4)
+        for _ in range(8):
+            r = client.post(
+                "/v1/jobs",
+                json={"params": {"prompt": "a", "width": 64, "height": 64}, "webhook_url": slow.url},
+            )
+            assert r.status_code in (200, 201, 202), r.text
+        deadline = time.monotonic() + 10
+        while len(slow.arrived) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(1.0)  # more would have arrived by now without the bound
+        assert len(slow.arrived) == 3
+    finally:
+        slow.close()
