@@ -883,6 +883,8 @@ def train(
     )
     if lora.get("name"):
         typer.echo(lora["name"])
+        if lora.get("problem"):
+            console.print(f"[yellow]{lora['problem']}[/]")
         console.print(f"use it as <lora:{lora['name']}:1>")
     else:
         raise fail(f"the LoRA was not registered: {lora.get('problem')}")

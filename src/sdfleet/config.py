@@ -195,6 +195,8 @@ class Settings(BaseSettings):
 
     # webhooks
     webhook_timeout: float = 10.0
+    webhook_concurrency: int = 64  # deliveries held at once by one replica (in flight + queued)
+    webhook_per_destination: int = 4  # in flight at once to one scheme://host:port
     webhook_max_attempts: int = 12
     webhook_backoff_base: float = 2.0
     webhook_backoff_max: float = 3600.0

@@ -10,8 +10,8 @@ from sdfleet.domain import JobKind
 from sdfleet.errors import LimitExceeded, ValidationError
 from sdfleet.jobs.inputs import ImageLimits, InputImages, generation_inputs, training_inputs
 from sdfleet.jobs.models import resolve_training
-from sdfleet.jobs.netguard import check_url_syntax
 from sdfleet.jobs.service import JobRequest
+from sdfleet.netguard import check_url_syntax
 from sdfleet.specs.training import LoraTrainSpec
 from sdfleet.validation import check_text
 from sdfleet.wire import JobCreate
@@ -73,7 +73,7 @@ async def prepare_training_job(
     """A ``train_lora`` job: limits, the base checkpoint and the LoRA's name in the registry, the
     training images stored as inputs."""
     check_training_limits(spec, ctx.settings.limits, params)
-    arch = await resolve_training(ctx.store, spec.base_model, spec.name, params)
+    arch = await resolve_training(ctx.store, spec.base_model, spec.name, params, tenant)
     if body.arch and arch and body.arch != arch:
         raise ValidationError(
             f"arch {body.arch} does not match the base model's ({arch})", field=f"{prefix}arch"

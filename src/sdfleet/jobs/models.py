@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from sdfleet.a1111 import extract_extra_networks
 from sdfleet.domain import GenerationSpec, ModelKind, ModelRecord
-from sdfleet.errors import NotFound, ValidationError
+from sdfleet.errors import Conflict, NotFound, ValidationError
 from sdfleet.store.base import JobStore
 
 _NAME = re.compile(r"^[\w][\w .()+\-\[\]/]{0,199}$")
@@ -177,11 +177,12 @@ class ModelService:
 
 
 async def resolve_training(
-    store: JobStore, base_model: str, name: str | None, field_prefix: str
+    store: JobStore, base_model: str, name: str | None, field_prefix: str, tenant: str
 ) -> str | None:
     """Check a training job's models: ``base_model`` must be a registered checkpoint, and the LoRA's
-    ``name`` must not be taken by a model of another kind (a LoRA of that name is replaced when the
-    job succeeds). Returns the base model's architecture."""
+    ``name`` must not be taken by a model of another kind (422) or by a LoRA ``tenant`` does not own
+    (409: an admin's or another tenant's; a LoRA the tenant trained is replaced when the job
+    succeeds). Returns the base model's architecture."""
     names = [base_model] + ([name] if name else [])
     found = await store.read(lambda tx: tx.get_models(names))
     base = found.get(base_model)
@@ -198,6 +199,8 @@ async def resolve_training(
             f"{name!r} is already a {found[name].kind.value} in the registry: choose another name",
             field=f"{field_prefix}name",
         )
+    if name and (clash := lora_name_clash(found.get(name), tenant)) is not None:
+        raise Conflict(f"{clash}: choose another name", field=f"{field_prefix}name")
     return base.arch
 
 
@@ -219,3 +222,74 @@ def named_models(params: Mapping[str, Any]) -> list[str]:
             _, tags = extract_extra_networks(text)
             names += [tag.name for tag in tags if tag.kind in ("lora", "lyco")]
     return list(dict.fromkeys(names))
+
+
+# ---------------------------------------------------------------- provenance
+_TRAINED_DESCRIPTION = re.compile(r"^trained by job \S+ on ")
+
+
+@dataclass(slots=True, frozen=True)
+class TrainedBy:
+    """Which tenant and job trained a LoRA registered by a ``train_lora`` job."""
+
+    tenant: str
+    job_id: str
+
+
+def trained_by(model: ModelRecord) -> TrainedBy | None:
+    """The provenance of a LoRA trained here, read from its blob key
+    (``blob:outputs/<tenant>/<job id>/<file>``; admins cannot register ``blob:`` sources)."""
+    if not model.source.startswith("blob:outputs/"):
+        return None
+    parts = model.source.removeprefix("blob:").split("/")
+    if len(parts) < 4 or not all(parts[1:]):
+        return None
+    return TrainedBy(tenant="/".join(parts[1:-2]), job_id=parts[-2])
+
+
+def may_see_provenance(model: ModelRecord, tenant: str, *, is_admin: bool) -> bool:
+    """Sources and training provenance are for admins and the model's owner (the tenant that
+    trained it) only; everyone else sees the model without them."""
+    if is_admin:
+        return True
+    origin = trained_by(model)
+    return origin is not None and origin.tenant == tenant
+
+
+def public_description(model: ModelRecord) -> str:
+    """The description without training provenance (older trained LoRAs name their job in it)."""
+    if trained_by(model) is None:
+        return model.description
+    return _TRAINED_DESCRIPTION.sub("trained on ", model.description)
+
+
+# ---------------------------------------------------------------- names of trained LoRAs
+def lora_name_clash(existing: ModelRecord | None, tenant: str) -> str | None:
+    """Why a ``train_lora`` job of ``tenant`` may not register its LoRA under ``existing``'s name
+    (None: the name is free, or is a LoRA this tenant trained, which it may replace). A job never
+    replaces a model it does not own: one an admin registered or another tenant trained."""
+    if existing is None:
+        return None
+    if existing.kind != ModelKind.LORA:
+        return f"{existing.name!r} is already a {existing.kind.value} in the registry"
+    origin = trained_by(existing)
+    if origin is None or origin.tenant != tenant:
+        return f"{existing.name!r} is a LoRA you do not own (shared in the registry)"
+    return None
+
+
+def lora_registration_name(
+    lookup: Callable[[list[str]], Mapping[str, ModelRecord]], name: str, tenant: str, job_id: str
+) -> tuple[str | None, str | None]:
+    """The name a finished training job registers its LoRA under, and why it is not the requested
+    one (None when it is). When the name was taken after submit by a model the tenant does not own,
+    the LoRA is registered as ``<name>-<8 hex of the job id>`` (or ``<name>-<job id>``): the trained
+    weights stay usable, the other model is untouched, and the job's result names both. Should
+    those be taken too, the name is None: the LoRA is not registered (the job's result says why)."""
+    problem = lora_name_clash(lookup([name]).get(name), tenant)
+    if problem is None:
+        return name, None
+    for candidate in (f"{name[:190]}-{job_id[-8:]}", f"{name[:160]}-{job_id}"):
+        if lora_name_clash(lookup([candidate]).get(candidate), tenant) is None:
+            return candidate, f"{problem}: registered as {candidate!r} instead"
+    return None, f"{problem}, and so are the names derived from it: the LoRA was not registered"

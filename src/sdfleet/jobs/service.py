@@ -37,7 +37,7 @@ from sdfleet.errors import LimitExceeded, NotFound, RateLimited, StaleLease, Val
 from sdfleet.jobs import policy
 from sdfleet.jobs.affinity import WarmIndex, warm_names
 from sdfleet.jobs.metrics import Metrics
-from sdfleet.jobs.models import named_models
+from sdfleet.jobs.models import lora_registration_name, named_models
 from sdfleet.jobs.notify import Notifier
 from sdfleet.jobs.quotas import (
     CONCURRENCY_RETRY_SECONDS,
@@ -999,13 +999,13 @@ class JobService:
             raise ValidationError(
                 "a training job's output 0 must be its LoRA (.safetensors)", field="outputs"
             )
-        existing = tx.get_models([name]).get(name)
-        if existing is not None and existing.kind != ModelKind.LORA:
-            message = (
-                f"{name!r} became a {existing.kind.value} while the job ran: the LoRA was not registered"
-            )
-            log.warning("training.not_registered job_id=%s name=%s", job.id, name)
-            return {"lora": {"name": None, "problem": message, "sha256": lora.sha256, "size": lora.size}}
+        requested = name
+        registered, problem = lora_registration_name(tx.get_models, requested, job.tenant, job.id)
+        if problem is not None:
+            log.warning("training.renamed job_id=%s name=%s requested=%s", job.id, registered, requested)
+        if registered is None:
+            return {"lora": {"name": None, "problem": problem, "sha256": lora.sha256, "size": lora.size}}
+        name = registered
         trigger = job.spec.get("trigger_word")
         record = ModelRecord(
             name=name,
@@ -1015,12 +1015,20 @@ class JobService:
             sha256=lora.sha256.lower(),
             size=lora.size,
             trigger_words=[trigger] if isinstance(trigger, str) and trigger else [],
-            description=f"trained by job {job.id} on {job.spec.get('base_model')}",
+            description=f"trained on {job.spec.get('base_model')}",
             created_at=now,
         )
         tx.upsert_model(record)
         log.info("training.registered job_id=%s name=%s sha256=%s", job.id, name, record.sha256)
-        return {"lora": {"name": name, "sha256": record.sha256, "size": record.size, "source": record.source}}
+        lora_result: dict[str, Any] = {
+            "name": name,
+            "sha256": record.sha256,
+            "size": record.size,
+            "source": record.source,
+        }
+        if problem is not None:
+            lora_result.update(requested_name=requested, problem=problem)
+        return {"lora": lora_result}
 
     # ================================================================ training checkpoints
     async def record_checkpoint(

@@ -50,7 +50,6 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from sdfleet.errors import ModelUnavailable, ValidationError
-from sdfleet.jobs.netguard import check_public_destination
 from sdfleet.models.sources import (
     KNOWN_SUFFIXES,
     PICKLE_SUFFIXES,
@@ -63,6 +62,7 @@ from sdfleet.models.sources import (
     safetensors_header_ok,
     suffix_of,
 )
+from sdfleet.netguard import check_url_syntax, guarded_transport
 from sdfleet.wire import ModelSource
 
 log = logging.getLogger("sdfleet.models")
@@ -166,7 +166,8 @@ class ModelCache:
         self.clock = clock
         self.downloads = 0  # transfers started (requests to a model source), for tests and stats
         self._transport = transport
-        self._http: httpx.AsyncClient | None = None
+        self._http: httpx.AsyncClient | None = None  # presigned URLs from the orchestrator
+        self._guarded_http: httpx.AsyncClient | None = None  # user-supplied URLs
         self._entries: dict[str, CacheEntry] = {}
         self._pins: Counter[str] = Counter()
         self._inflight: dict[str, asyncio.Task[Path]] = {}
@@ -303,6 +304,30 @@ class ModelCache:
         if not task.cancelled():
             task.exception()  # retrieved: a waiter may have gone away
 
+    def _client(self, guarded: bool) -> httpx.AsyncClient:
+        """The HTTP client for user-supplied URLs (``guarded``: through the private-address guard)
+        or for the orchestrator's presigned ones (the injected ``transport``, if any)."""
+        if guarded:
+            if self._guarded_http is None:
+                self._guarded_http = httpx.AsyncClient(
+                    transport=guarded_transport(
+                        allow_private=self.allow_private_urls, field="source", setting=PRIVATE_SETTING
+                    ),
+                    timeout=httpx.Timeout(60.0, connect=15.0),
+                    headers={"user-agent": "sdfleet-worker"},
+                    follow_redirects=False,
+                    trust_env=False,
+                )
+            return self._guarded_http
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                transport=self._transport,
+                timeout=httpx.Timeout(60.0, connect=15.0),
+                headers={"user-agent": "sdfleet-worker"},
+                follow_redirects=False,
+            )
+        return self._http
+
     async def aclose(self) -> None:
         """Stop downloads in flight (their ``.part`` files stay, to be resumed) and close."""
         tasks = list(self._inflight.values())
@@ -311,9 +336,10 @@ class ModelCache:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        for client in (self._http, self._guarded_http):
+            if client is not None:
+                await client.aclose()
+        self._http = self._guarded_http = None
 
     # ------------------------------------------------------------------ local sources
     async def _use_local(self, name: str, sha: str | None, path: Path) -> Path | None:
@@ -554,25 +580,17 @@ class ModelCache:
 
     async def _open(self, url: str, headers: dict[str, str], guarded: bool) -> httpx.Response:
         """GET ``url`` (streamed), following redirects by hand so every hop passes the guard and
-        credentials never follow a redirect to another host."""
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                transport=self._transport,
-                timeout=httpx.Timeout(60.0, connect=15.0),
-                headers={"user-agent": "sdfleet-worker"},
-                follow_redirects=False,
-            )
+        credentials never follow a redirect to another host. Guarded hops go through a transport
+        that connects only to the addresses it checked (no second DNS lookup)."""
         for _ in range(MAX_REDIRECTS + 1):
-            if guarded:
-                try:
-                    await check_public_destination(
-                        url, allow_private=self.allow_private_urls, field="source", setting=PRIVATE_SETTING
-                    )
-                except ValidationError as exc:
-                    raise ModelUnavailable(str(exc), retryable=False, field="source") from exc
-            request = self._http.build_request("GET", url, headers=headers)
+            client = self._client(guarded)
             try:
-                response = await self._http.send(request, stream=True)
+                if guarded:
+                    check_url_syntax(url, "source")
+                request = client.build_request("GET", url, headers=headers)
+                response = await client.send(request, stream=True)
+            except ValidationError as exc:
+                raise ModelUnavailable(str(exc), retryable=False, field="source") from exc
             except httpx.TransportError as exc:
                 raise _Retry(f"{type(exc).__name__}: {exc}") from exc
             location = response.headers.get("location")

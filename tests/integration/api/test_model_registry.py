@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from sdfleet.config import Settings
-from tests.integration.api.conftest import MakeClient, create_key
+from sdfleet.domain import ModelKind, ModelRecord
+from tests.integration.api.conftest import MakeClient, create_key, ctx_of
 
 SHA = "a" * 64
 
@@ -161,3 +163,61 @@ def test_cli_models_add_list_remove(settings: Settings, checkpoint: Path) -> Non
     assert "tiny" in run("list")
     run("remove", "tiny")
     assert "tiny" not in run("list")
+
+
+def test_sources_and_training_provenance_are_for_admins_and_the_owner(make_client: MakeClient) -> None:
+    client = make_client()
+    admin = create_key(client, "ops", "admin")
+    owner = create_key(client, "tenant-a", "user")
+    other = create_key(client, "tenant-b", "user")
+    shared = {
+        "name": "house-style",
+        "kind": "lora",
+        "arch": "sd1",
+        "source": "https://internal.example/secret/house.safetensors",
+        "sha256": SHA,
+        "size": 10,
+    }
+    assert client.post("/v1/models", json=shared, headers=admin).status_code == 201
+    trained = ModelRecord(  # what a finished train_lora job of tenant-a registers
+        name="a-style",
+        kind=ModelKind.LORA,
+        arch="sd1",
+        source="blob:outputs/tenant-a/job0123abcd/1-0.safetensors",
+        sha256="b" * 64,
+        size=20,
+        description="trained by job job0123abcd on base",
+        created_at=1.0,
+    )
+    ctx = ctx_of(client)
+
+    async def put() -> None:
+        await ctx.store.write(lambda tx: tx.upsert_model(trained))
+
+    client.portal.call(put)  # type: ignore[union-attr]
+
+    def seen(headers: dict[str, str]) -> dict[str, dict[str, object]]:
+        r = client.get("/v1/models", headers=headers)
+        assert r.status_code == 200, r.text
+        return {m["name"]: m for m in r.json()["models"]}
+
+    by_other = seen(other)
+    assert by_other["house-style"]["source"] is None
+    assert by_other["house-style"]["sha256"] == SHA and by_other["house-style"]["size"] == 10
+    assert by_other["a-style"]["source"] is None and by_other["a-style"]["trained_by"] is None
+    assert "job0123abcd" not in json.dumps(by_other) and "tenant-a" not in json.dumps(by_other)
+    assert by_other["a-style"]["description"] == "trained on base"
+    one = client.get("/v1/models/a-style", headers=other).json()
+    assert one["source"] is None and "job0123abcd" not in json.dumps(one)
+    a1111 = json.dumps(client.get("/sdapi/v1/loras", headers=other).json())
+    assert "internal.example" not in a1111 and "job0123abcd" not in a1111 and "tenant-a" not in a1111
+
+    by_owner = seen(owner)
+    assert by_owner["a-style"]["source"] == trained.source
+    assert by_owner["a-style"]["trained_by"] == {"tenant": "tenant-a", "job_id": "job0123abcd"}
+    assert by_owner["house-style"]["source"] is None  # not theirs
+
+    by_admin = seen(admin)
+    assert by_admin["house-style"]["source"] == shared["source"]
+    assert by_admin["a-style"]["trained_by"] == {"tenant": "tenant-a", "job_id": "job0123abcd"}
+    assert "internal.example" in json.dumps(client.get("/sdapi/v1/loras", headers=admin).json())

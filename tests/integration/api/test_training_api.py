@@ -410,3 +410,63 @@ def test_checkpoints_on_s3_presigned_and_pruned(
             "url"
         ]
         assert direct.get(url).content == lora
+
+
+def _finish_training(client: TestClient, worker: str, job: dict[str, Any], lora: bytes) -> dict[str, Any]:
+    outputs = []
+    for up, data in zip(job["uploads"], [lora, png()], strict=True):
+        assert client.put(up["url"], content=data).status_code == 201
+        outputs.append(
+            {
+                "index": up["index"],
+                "key": up["key"],
+                "content_type": up["content_type"],
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        )
+    r = client.post(
+        "/v1/worker/complete",
+        json={
+            "worker_id": worker,
+            "job_id": job["job_id"],
+            "epoch": job["epoch"],
+            "outputs": outputs,
+            "engine_seconds": 1.0,
+        },
+    )
+    assert r.status_code == 200 and r.json()["results"][0]["status"] == "accepted", r.text
+    return dict(client.get(f"/v1/jobs/{job['job_id']}").json())
+
+
+def test_a_training_job_never_replaces_a_model_it_does_not_own(client: TestClient, tmp_path: Path) -> None:
+    # at submit: the name of an admin-registered LoRA is a 409 naming the field, and stores nothing
+    before = client.get("/v1/jobs").json()["jobs"]
+    r = client.post("/v1/jobs", json=train_body(name="a-lora"))
+    assert r.status_code == 409, r.text
+    assert r.json()["error"]["field"] == "params.name"
+    assert client.get("/v1/jobs").json()["jobs"] == before
+    shared = client.get("/v1/models/a-lora").json()
+
+    # at completion: a LoRA registered under the name after submit is left alone; the trained one is
+    # registered under a derived name, and the job's result says so
+    job_id = client.post("/v1/jobs", json=train_body(name="late-name")).json()["id"]
+    trainer = register(client, "trainer", ["train_lora"])
+    [job] = claim(client, trainer)
+    late = tmp_path / "late.safetensors"
+    late.write_bytes(b"the admin's late lora")
+    body = {"name": "late-name", "kind": "lora", "arch": "sd1", "source": str(late)}
+    assert client.post("/v1/models", json=body).status_code == 201
+    done = _finish_training(client, trainer, job, b"trained lora bytes")
+    assert done["state"] == "succeeded"
+    result = done["result"]["lora"]
+    assert result["name"] == f"late-name-{job_id[-8:]}" and result["requested_name"] == "late-name"
+    assert "do not own" in result["problem"]
+    kept = client.get("/v1/models/late-name").json()
+    assert kept["sha256"] == hashlib.sha256(b"the admin's late lora").hexdigest()
+    mine = client.get(f"/v1/models/late-name-{job_id[-8:]}").json()
+    assert mine["sha256"] == hashlib.sha256(b"trained lora bytes").hexdigest()
+    assert client.get("/v1/models/a-lora").json() == shared
+
+    # a LoRA the tenant trained is theirs: training under its name again replaces it
+    again = client.post("/v1/jobs", json=train_body(name=result["name"]))
+    assert again.status_code in (200, 201, 202), again.text

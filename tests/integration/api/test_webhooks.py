@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from sdfleet.jobs.webhooks import verify
-from tests.integration.api.conftest import MakeClient, ctx_of, run_one_job_as_worker
+from tests.integration.api.conftest import MakeClient, create_key, ctx_of, run_one_job_as_worker
 
 
 class Receiver:
@@ -119,3 +119,91 @@ def test_private_destinations_refused_by_default(make_client: MakeClient, receiv
         time.sleep(0.05)
     assert "non-public" in (client.portal.call(last_error) or "")  # type: ignore[union-attr]
     assert receiver.calls == []
+
+
+class SlowReceiver:
+    """A real HTTP server on loopback that answers each POST after ``delay`` seconds (recording
+    when every request arrived)."""
+
+    def __init__(self, delay: float):
+        self.delay = delay
+        self.arrived: list[tuple[float, str]] = []
+        self.stop = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"])).decode()
+                receiver.arrived.append((time.monotonic(), json.loads(body)["type"]))
+                receiver.stop.wait(receiver.delay)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_slow_receiver_delays_only_its_own_deliveries(make_client: MakeClient) -> None:
+    """Tenant A's receiver takes 8 s per delivery and A has a backlog; tenant B's fast receiver
+    still gets B's event within a second or two, while A's deliveries are stuck."""
+    slow, fast = SlowReceiver(delay=8.0), SlowReceiver(delay=0.0)
+    try:
+        client = make_client(webhook_timeout=9.0, webhook_per_destination=2)
+        a, b = create_key(client, "tenant-a", "user"), create_key(client, "tenant-b", "user")
+        for _ in range(6):
+            r = client.post(
+                "/v1/jobs",
+                json={"params": {"prompt": "a", "width": 64, "height": 64}, "webhook_url": slow.url},
+                headers=a,
+            )
+            assert r.status_code in (200, 201, 202), r.text
+        deadline = time.monotonic() + 10
+        while not slow.arrived and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert slow.arrived, "the slow receiver got nothing"
+        sent = time.monotonic()
+        r = client.post(
+            "/v1/jobs",
+            json={"params": {"prompt": "b", "width": 64, "height": 64}, "webhook_url": fast.url},
+            headers=b,
+        )
+        assert r.status_code in (200, 201, 202), r.text
+        deadline = sent + 6
+        while not fast.arrived and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert fast.arrived, "tenant B's delivery waited behind tenant A's slow receiver"
+        assert fast.arrived[0][0] - sent < 3.0
+        assert len(slow.arrived) <= 2, "more in flight to one destination than webhook_per_destination"
+    finally:
+        slow.close()
+        fast.close()
+
+
+def test_deliveries_held_at_once_are_bounded_overall(make_client: MakeClient) -> None:
+    """``webhook_concurrency`` caps what one replica holds, below the per-destination cap."""
+    slow = SlowReceiver(delay=3.0)
+    try:
+        client = make_client(webhook_timeout=5.0, webhook_concurrency=3, webhook_per_destination=4)
+        for _ in range(8):
+            r = client.post(
+                "/v1/jobs",
+                json={"params": {"prompt": "a", "width": 64, "height": 64}, "webhook_url": slow.url},
+            )
+            assert r.status_code in (200, 201, 202), r.text
+        deadline = time.monotonic() + 10
+        while len(slow.arrived) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(1.0)  # more would have arrived by now without the bound
+        assert len(slow.arrived) == 3
+    finally:
+        slow.close()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sdfleet.errors import ValidationError
-from sdfleet.jobs.netguard import check_public_destination, check_url_syntax
 from sdfleet.jobs.webhooks import backoff_delay, new_webhook_secret, sign, verify
+from sdfleet.netguard import check_public_destination, check_url_syntax
 
 
 @pytest.mark.parametrize(

@@ -99,6 +99,7 @@ from sdfleet.errors import (
 )
 from sdfleet.jobs.inputs import ImageLimits, decode_image
 from sdfleet.jobs.keys import Principal
+from sdfleet.jobs.models import may_see_provenance
 from sdfleet.wire import JobCreate
 
 log = logging.getLogger("sdfleet.a1111")
@@ -621,34 +622,42 @@ async def latent_upscale_modes(_: Caller) -> list[LatentUpscaleModeItem]:
     return [LatentUpscaleModeItem(name=name) for name in LATENT_UPSCALE_MODES]
 
 
-def _sd_model(model: ModelRecord) -> SDModelItem:
+def _filename(model: ModelRecord, caller: Principal) -> str:
+    """A1111's file path: the registry source for admins and the owner, else the model's name."""
+    return model.source if may_see_provenance(model, caller.tenant, is_admin=caller.is_admin) else model.name
+
+
+def _sd_model(model: ModelRecord, caller: Principal) -> SDModelItem:
     return SDModelItem(
         title=checkpoint_title(model),
         model_name=model_name_of(model),
         hash=model.short_hash or None,
         sha256=model.sha256,
-        filename=model.source,
+        filename=_filename(model, caller),
         config=None,
     )
 
 
 @router.get("/sdapi/v1/sd-models")
-async def sd_models(ctx: Ctx, _: Caller) -> list[SDModelItem]:
+async def sd_models(ctx: Ctx, caller: Caller) -> list[SDModelItem]:
     """The registry's checkpoints, titled ``name [hash10]`` as A1111 titles them."""
-    return [_sd_model(m) for m in await ctx.models.list(ModelKind.CHECKPOINT)]
+    return [_sd_model(m, caller) for m in await ctx.models.list(ModelKind.CHECKPOINT)]
 
 
 @router.get("/sdapi/v1/sd-vae")
-async def sd_vae(ctx: Ctx, _: Caller) -> list[SDVaeItem]:
+async def sd_vae(ctx: Ctx, caller: Caller) -> list[SDVaeItem]:
     """The registry's VAEs."""
-    return [SDVaeItem(model_name=m.name, filename=m.source) for m in await ctx.models.list(ModelKind.VAE)]
+    return [
+        SDVaeItem(model_name=m.name, filename=_filename(m, caller))
+        for m in await ctx.models.list(ModelKind.VAE)
+    ]
 
 
 @router.get("/sdapi/v1/loras")
-async def loras(ctx: Ctx, _: Caller) -> list[LoraItem]:
+async def loras(ctx: Ctx, caller: Caller) -> list[LoraItem]:
     """The registry's LoRAs (use them in prompts as ``<lora:name:weight>``)."""
     return [
-        LoraItem(name=m.name, alias=m.name, path=m.source, metadata={})
+        LoraItem(name=m.name, alias=m.name, path=_filename(m, caller), metadata={})
         for m in await ctx.models.list(ModelKind.LORA)
     ]
 

@@ -23,7 +23,7 @@ from sdfleet.api.views import job_view
 from sdfleet.domain import EventType, Job, JobKind, JobState, Output
 from sdfleet.errors import LimitExceeded, NotFound, ValidationError
 from sdfleet.jobs.inputs import BLOB_REF, ImageLimits, InputImages, check_image
-from sdfleet.jobs.netguard import check_url_syntax
+from sdfleet.netguard import check_url_syntax
 from sdfleet.specs.training import to_validation_error
 from sdfleet.store.sql import SqlTx
 from sdfleet.wire import AccountView, BatchView, JobBatchCreate, JobCreate, JobList, JobView, WebhookSettings

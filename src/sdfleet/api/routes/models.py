@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sdfleet.api.checked import CheckedRoute
 from sdfleet.api.deps import Admin, Ctx, User
 from sdfleet.domain import ModelKind, ModelRecord
+from sdfleet.jobs.keys import Principal
+from sdfleet.jobs.models import may_see_provenance, public_description, trained_by
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=CheckedRoute)
 
@@ -34,11 +36,21 @@ class ModelCreate(BaseModel):
     )
 
 
+class TrainedByView(BaseModel):
+    """Which tenant and job trained a LoRA (shown to admins and that tenant only)."""
+
+    tenant: str
+    job_id: str
+
+
 class ModelView(BaseModel):
+    """A registry entry. ``source`` and ``trained_by`` are shown to admins and to the tenant that
+    trained the model only (null for everyone else)."""
+
     name: str
     kind: str
     arch: str | None
-    source: str
+    source: str | None = Field(description="Where workers fetch it from (admins and the owner only).")
     sha256: str | None
     hash: str
     size: int | None
@@ -50,42 +62,50 @@ class ModelView(BaseModel):
         default=None, description="The side in pixels the checkpoint was trained at (checkpoints only)."
     )
 
+    trained_by: TrainedByView | None = Field(
+        default=None, description="The tenant and job that trained it (admins and the owner only)."
+    )
 
-def _view(m: ModelRecord) -> ModelView:
+
+def _view(m: ModelRecord, caller: Principal) -> ModelView:
+    privileged = may_see_provenance(m, caller.tenant, is_admin=caller.is_admin)
+    origin = trained_by(m) if privileged else None
     return ModelView(
         resolution=m.native_resolution,
         name=m.name,
         kind=m.kind.value,
         arch=m.arch,
-        source=m.source,
+        source=m.source if privileged else None,
         sha256=m.sha256,
         hash=m.short_hash,
         size=m.size,
         trigger_words=m.trigger_words,
         default_weight=m.default_weight,
-        description=m.description,
+        description=m.description if privileged else public_description(m),
         created_at=m.created_at,
+        trained_by=TrainedByView(tenant=origin.tenant, job_id=origin.job_id) if origin else None,
     )
 
 
 @router.get("")
 async def list_models(
-    ctx: Ctx, _: User, kind: Annotated[ModelKind | None, Query()] = None
+    ctx: Ctx, caller: User, kind: Annotated[ModelKind | None, Query()] = None
 ) -> dict[str, list[ModelView]]:
     """Every registered model (optionally of one kind)."""
-    return {"models": [_view(m) for m in await ctx.models.list(kind)]}
+    return {"models": [_view(m, caller) for m in await ctx.models.list(kind)]}
 
 
 @router.get("/{name:path}")
-async def get_model(name: str, ctx: Ctx, _: User) -> ModelView:
-    return _view(await ctx.models.get(name))
+async def get_model(name: str, ctx: Ctx, caller: User) -> ModelView:
+    """One registry entry by name."""
+    return _view(await ctx.models.get(name), caller)
 
 
 @router.post("", status_code=201)
-async def add_model(body: ModelCreate, ctx: Ctx, _: Admin) -> ModelView:
+async def add_model(body: ModelCreate, ctx: Ctx, caller: Admin) -> ModelView:
     """Register a model (admin). Replaces an entry of the same name."""
     record = ModelRecord(**body.model_dump())
-    return _view(await ctx.models.add(record))
+    return _view(await ctx.models.add(record), caller)
 
 
 @router.delete("/{name:path}", status_code=204)
