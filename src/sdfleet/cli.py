@@ -726,7 +726,12 @@ def submit(
     ] = "",
     negative: Annotated[str, typer.Option("--negative", help="Negative prompt.")] = "",
     steps: int = 20,
-    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT")] = "512x512",
+    size: Annotated[
+        str | None,
+        typer.Option(
+            help="WIDTHxHEIGHT (default: the checkpoint's native size, from the server's registry)."
+        ),
+    ] = None,
     seed: int = -1,
     batch_size: int = 1,
     count: Annotated[int, typer.Option("--count", "-n", help="Number of jobs.")] = 1,
@@ -738,24 +743,27 @@ def submit(
     as_json: Annotated[bool, typer.Option("--json", help="Print the finished jobs as JSON.")] = False,
 ) -> None:
     """Submit generation jobs to a running server, follow them, save the images."""
-    try:
-        width, height = (int(v) for v in size.lower().split("x", 1))
-    except ValueError:
-        raise fail("--size must look like 512x512") from None
-    params = {
+    params: dict[str, Any] = {
         "prompt": prompt,
         "negative_prompt": negative,
         "steps": steps,
-        "width": width,
-        "height": height,
         "seed": seed,
         "batch_size": batch_size,
         "sampler_name": sampler,
         "cfg_scale": cfg_scale,
         "model": model,
     }
+    if size is not None:
+        try:
+            params["width"], params["height"] = (int(v) for v in size.lower().split("x", 1))
+        except ValueError:
+            raise fail("--size must look like 512x512") from None
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     with httpx.Client(base_url=server, headers=headers, timeout=30) as client:
+        if size is None:
+            side = _native_side(client, model)
+            if side is not None:  # else the server's own default size
+                params["width"] = params["height"] = side
         r = client.post("/v1/jobs", json={"jobs": [{"params": params} for _ in range(count)]})
         if r.status_code >= 400:
             raise fail(_error_text(r))
@@ -805,7 +813,12 @@ def train(
         str, typer.Option(envvar="SDFLEET_API_KEY", help="API key, if the server needs one.")
     ] = "",
     steps: int = 1000,
-    resolution: int = 512,
+    resolution: Annotated[
+        int | None,
+        typer.Option(
+            help="Training side in px (default: the base checkpoint's native size, from the server)."
+        ),
+    ] = None,
     rank: int = 8,
     learning_rate: Annotated[float, typer.Option("--lr")] = 1e-4,
     batch_size: int = 1,
@@ -848,7 +861,6 @@ def train(
             "instance_prompt": instance_prompt,
             "trigger_word": trigger,
             "steps": steps,
-            "resolution": resolution,
             "rank": rank,
             "learning_rate": learning_rate,
             "batch_size": batch_size,
@@ -858,6 +870,9 @@ def train(
             "keep_checkpoints": keep_checkpoints,
             "validation_prompts": validation_prompt or [],
         }
+        side = resolution if resolution is not None else _native_side(client, base_model)
+        if side is not None:  # else the server's default (an unknown base model is refused at submit)
+            params["resolution"] = side
         if extra:
             try:
                 params.update(json.loads(extra))
@@ -888,6 +903,26 @@ def train(
         console.print(f"use it as <lora:{lora['name']}:1>")
     else:
         raise fail(f"the LoRA was not registered: {lora.get('problem')}")
+
+
+def _native_side(client: httpx.Client, model: str | None) -> int | None:
+    """The side in px a checkpoint was trained at, as the server's registry says (``GET /v1/models/…``).
+
+    Without a model name: the checkpoint jobs without one run on — the registry's first checkpoint, as the
+    web page takes it. ``None`` when the server cannot say (no such model, no checkpoint registered, an
+    older server): the caller then leaves the size to the server's defaults."""
+    try:
+        if model:
+            r = client.get(f"/v1/models/{model}")
+            found = r.json() if r.status_code == 200 else None
+        else:
+            r = client.get("/v1/models", params={"kind": "checkpoint"})
+            listed = r.json().get("models") if r.status_code == 200 else None
+            found = listed[0] if listed else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    side = found.get("resolution") if isinstance(found, dict) else None
+    return side if isinstance(side, int) and not isinstance(side, bool) and side > 0 else None
 
 
 def _follow_training(client: httpx.Client, job_id: str) -> dict[str, Any]:

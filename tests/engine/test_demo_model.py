@@ -92,3 +92,51 @@ def test_the_same_seed_draws_the_same_picture(draw: Callable[..., Image.Image]) 
     other = np.asarray(draw("a small yellow triangle on a blue background", 8))
     assert np.array_equal(first, again)
     assert not np.array_equal(first, other)
+
+
+BLOT_PROMPTS = (
+    "a large red circle on a white background",
+    "a small blue square on a yellow background",
+    "a green circle on a blue background",
+    "a black triangle on a green background",
+)
+
+
+def _stray_share(images: list[Image.Image]) -> tuple[float, float]:
+    """(mean stray pixels per picture, share of pictures with a blot of ≥ 3 stray pixels)."""
+    from sdfleet.demo.checks import stray_pixels
+
+    counts = [int(stray_pixels(i).sum()) for i in images]
+    return float(np.mean(counts)), float(np.mean([c >= 3 for c in counts]))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 14: the shipped autoencoder draws a magenta/cyan blot at objects' top-left corners "
+    "(its decoder; a decoder-only refinement halves it, not yet shipped)",
+)
+def test_the_autoencoder_round_trip_draws_no_blot() -> None:
+    import random
+
+    import torch
+
+    from sdfleet.demo.data import random_scene, render
+    from sdfleet.demo.train import load_vae
+
+    vae = load_vae(DEMO_CHECKPOINT)
+    rng = random.Random(11)
+    scenes = [random_scene(rng) for _ in range(48)]
+    pixels = np.stack([np.asarray(render(s), dtype=np.float32) for s in scenes])
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2) / 127.5 - 1.0
+    with torch.no_grad():
+        rec = vae.decode(vae.encode(x).latent_dist.mean).sample
+    out = ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    mean, share = _stray_share([Image.fromarray(a) for a in out])
+    assert mean <= 1.0 and share <= 0.1, f"{mean:.1f} stray pixels a picture, {share:.0%} with a blot"
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14: the blot comes from the autoencoder (see above)")
+def test_generated_pictures_have_no_blot(draw: Callable[..., Image.Image]) -> None:
+    images = [draw(p, s) for p in BLOT_PROMPTS for s in SEEDS[:3]]
+    mean, share = _stray_share(images)
+    assert mean <= 1.0 and share <= 0.1, f"{mean:.1f} stray pixels a picture, {share:.0%} with a blot"

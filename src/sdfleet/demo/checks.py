@@ -119,3 +119,34 @@ def read_picture(image: Image.Image) -> Reading:
         pixels=int(blob.sum()),
         centre_x=float(xs.mean()) / width,
     )
+
+
+_STRAY_DISTANCE = 60.0  # RGB distance from every mix of background and object that counts as "stray"
+
+
+def stray_pixels(image: Image.Image) -> NDArray[np.bool_]:
+    """Pixels of a colour the picture has no business showing: far (in RGB) from every mix of its
+    background and its object colour. A demo picture is one object on a plain background, so each
+    pixel is the background, the object, or an anti-aliased blend of the two (a point on the segment
+    between them); the magenta/cyan blot the autoencoder draws at objects' top-left corners is not.
+
+    The background is the border's median colour, the object the median of the pixels far from it."""
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+    ring = max(1, round(min(rgb.shape[:2]) / 32))
+    border = np.concatenate(
+        [
+            rgb[:ring].reshape(-1, 3),
+            rgb[-ring:].reshape(-1, 3),
+            rgb[:, :ring].reshape(-1, 3),
+            rgb[:, -ring:].reshape(-1, 3),
+        ]
+    )
+    background = np.median(border, axis=0)
+    far = np.sqrt(((rgb - background) ** 2).sum(axis=-1)) > _OBJECT_DISTANCE
+    colour = np.median(rgb[far], axis=0) if int(far.sum()) >= _MIN_PIXELS else background
+    segment = colour - background
+    length = max(float((segment**2).sum()), 1e-6)
+    t = np.clip(((rgb - background) @ segment) / length, 0.0, 1.0)
+    nearest = background + t[..., None] * segment
+    stray: NDArray[np.bool_] = np.sqrt(((rgb - nearest) ** 2).sum(axis=-1)) > _STRAY_DISTANCE
+    return stray
