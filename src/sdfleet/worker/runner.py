@@ -1,7 +1,7 @@
 """The worker's runner: registers with the orchestrator, pulls jobs, hands each to its job kind,
 heartbeats, stops gracefully. It owns the control loop and the held-job table, and no job kind's
 logic: each claimed job goes to the :data:`~sdfleet.worker.context.RunFactory` registered for its
-kind (``Worker(kinds=…)``, default :func:`default_kinds`), whose run sees only a
+kind (``Worker(kinds=…)``, default :func:`sdfleet.worker.kinds.default_kinds`), whose run sees only a
 :class:`~sdfleet.worker.context.RunContext`; every held job ends through the one
 :class:`~sdfleet.worker.reports.Reporter`.
 
@@ -56,39 +56,17 @@ from sdfleet.wire import (
     WorkerCapabilities,
 )
 from sdfleet.worker.client import Backoff, WorkerClient
-from sdfleet.worker.context import Finish, JobRun, RunContext, RunFactory
-from sdfleet.worker.generation import GenerationRun
+from sdfleet.worker.context import JobRun, RunContext, RunFactory
 from sdfleet.worker.held import HeldJob, Phase, WorkerStats
+from sdfleet.worker.kinds import UnknownKind, default_kinds
 from sdfleet.worker.outputs import Uploader
 from sdfleet.worker.reports import Reporter
-from sdfleet.worker.training import TrainingRun
 
 log = logging.getLogger("sdfleet.worker")
 
 T = TypeVar("T")
 
 MAX_REPORTED_MODELS = 500
-
-
-def default_kinds() -> dict[str, RunFactory]:
-    """The job kinds this worker runs out of the box: generation and LoRA training."""
-    return {
-        JobKind.TXT2IMG.value: GenerationRun,
-        JobKind.IMG2IMG.value: GenerationRun,
-        JobKind.TRAIN_LORA.value: TrainingRun,
-    }
-
-
-class _UnknownKind:
-    """The run of a job whose kind no factory is registered for: fail it, not retried here."""
-
-    def __init__(self, ctx: RunContext, job: HeldJob) -> None:
-        self.ctx, self.job = ctx, job
-
-    async def execute(self) -> Finish | None:
-        message = f"this worker cannot read the job: no job kind {self.job.claim.kind!r}"
-        self.ctx.spawn(self.ctx.reporter.fail(self.job, "invalid_params", message, retryable=False))
-        return None
 
 
 def _as_state(value: str) -> WorkerState:
@@ -108,7 +86,7 @@ class Worker:
     ``client`` or ``transport`` may be given (tests, benchmarks); otherwise a :class:`WorkerClient`
     is built from ``settings.server``/``settings.token``. ``inline_max_bytes``: outputs up to this
     size are sent inline with ``complete`` when the blob store is the orchestrator's local one.
-    ``kinds``: job kind → the factory of its run (default :func:`default_kinds`); the worker offers
+    ``kinds``: job kind → the factory of its run (default :func:`~sdfleet.worker.kinds.default_kinds`); the worker offers
     only the kinds both its engine and this table know.
     """
 
@@ -485,7 +463,7 @@ class Worker:
     def _run(self, job: HeldJob) -> JobRun:
         """The run of ``job``, made by the factory registered for its kind."""
         assert self._ctx is not None
-        factory = self.kinds.get(job.claim.kind, _UnknownKind)
+        factory = self.kinds.get(job.claim.kind, UnknownKind)
         return factory(self._ctx, job)
 
     async def _fetch_inputs(self, inputs: dict[str, str]) -> dict[str, str]:
@@ -653,4 +631,4 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-__all__ = ["MAX_REPORTED_MODELS", "Worker", "default_kinds", "run_worker"]
+__all__ = ["MAX_REPORTED_MODELS", "Worker", "run_worker"]

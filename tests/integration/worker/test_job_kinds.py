@@ -17,7 +17,8 @@ from sdfleet.worker.client import Backoff, WorkerClient
 from sdfleet.worker.context import Finish, RunContext
 from sdfleet.worker.generation import GenerationRun
 from sdfleet.worker.held import HeldJob
-from sdfleet.worker.runner import Worker, default_kinds
+from sdfleet.worker.kinds import default_kinds
+from sdfleet.worker.runner import Worker
 from tests.support_live import Orchestrator, make_settings, wait_until
 
 
