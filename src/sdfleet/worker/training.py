@@ -16,7 +16,9 @@ For a claimed training job the worker
 4. on success uploads the LoRA (output 0) and the final validation images (outputs 1…) and completes
    the job; the orchestrator registers the LoRA in the model registry.
 
-torch is imported only when a training job runs (``import sdfleet.worker.runner`` stays light).
+The run sees only its :class:`~sdfleet.worker.context.RunContext` (never the runner) and ends the
+job through ``ctx.reporter``, like every kind. torch is imported only when a training job runs
+(``import sdfleet.worker.runner`` stays light).
 """
 
 from __future__ import annotations
@@ -24,30 +26,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import io
 import logging
 import math
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PIL import Image
 
-from sdfleet.errors import (
-    EngineError,
-    Interrupted,
-    ModelUnavailable,
-    SdfleetError,
-    StaleLease,
-    ValidationError,
-)
+from sdfleet.errors import ModelUnavailable, SdfleetError, StaleLease, ValidationError
 from sdfleet.specs.training import LoraTrainSpec
 from sdfleet.wire import CheckpointReport, CheckpointUploadRequest, OutputItem
-
-if TYPE_CHECKING:
-    from sdfleet.worker.runner import HeldJob, Worker
+from sdfleet.worker.context import Finish, RunContext
+from sdfleet.worker.held import HeldJob, Phase
+from sdfleet.worker.outputs import encode_png
 
 log = logging.getLogger("sdfleet.worker.training")
 
@@ -66,17 +60,12 @@ def _from_data_url(value: str) -> bytes:
     return base64.b64decode(value.split(",", 1)[1] if value.startswith("data:") else value)
 
 
-def _png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 class TrainingRun:
-    """One training job on this worker (made and awaited by :meth:`Worker._generate`)."""
+    """One training job on this worker (a :class:`~sdfleet.worker.context.JobRun` that trains,
+    uploads and reports on the engine: the engine is not shared with a next job meanwhile)."""
 
-    def __init__(self, worker: Worker, job: HeldJob) -> None:
-        self.worker = worker
+    def __init__(self, ctx: RunContext, job: HeldJob) -> None:
+        self.ctx = ctx
         self.job = job
         self.loop = asyncio.get_running_loop()
         self.validation: list[Image.Image] = []
@@ -84,46 +73,49 @@ class TrainingRun:
         self.work_dir: Path | None = None
 
     # ------------------------------------------------------------------ the whole job
-    async def run(self) -> None:
-        """Train and report the job (completed, failed, canceled, released or dropped); never raises."""
-        worker, job = self.worker, self.job
+    async def execute(self) -> Finish | None:
+        """Train and report the job (completed, failed, canceled, released or dropped); never
+        raises, and leaves nothing to finish."""
+        reporter, job = self.ctx.reporter, self.job
         try:
             await self._run()
         except Exception as exc:  # a bug here must not kill the worker: report it, retryable
             log.exception("training.crashed job_id=%s", job.id)
-            if worker._holds(job):
-                await worker._fail(job, "worker_error", f"{type(exc).__name__}: {exc}", retryable=True)
+            if reporter.holds(job):
+                await reporter.fail(job, "worker_error", f"{type(exc).__name__}: {exc}", retryable=True)
         finally:
             if self.work_dir is not None:
                 await asyncio.to_thread(shutil.rmtree, self.work_dir, True)
+        return None
 
     async def _run(self) -> None:
-        worker, job = self.worker, self.job
+        ctx, job = self.ctx, self.job
+        reporter = ctx.reporter
         try:
             spec = LoraTrainSpec.parse(job.claim.params)
         except ValidationError as exc:
-            await worker._fail(
+            await reporter.fail(
                 job, "invalid_params", f"this worker cannot read the job: {exc}", retryable=False
             )
             return
-        models = await worker._models_ready(job)
+        models = await ctx.models_ready(job)
         if isinstance(models, ModelUnavailable):
             log.warning("job.models_unavailable job_id=%s error=%s", job.id, models)
-            await worker._fail(job, models.code, str(models), retryable=models.retryable)
+            await reporter.fail(job, models.code, str(models), retryable=models.retryable)
             return
         if job.should_stop():
-            await worker._after_stop(job, None)
+            await reporter.after_stop(job, None)
             return
         base = models.get(("checkpoint", spec.base_model))
         if base is None:
-            await worker._fail(
+            await reporter.fail(
                 job,
                 "model_unavailable",
                 f"the base model {spec.base_model!r} is not on this worker",
                 retryable=True,
             )
             return
-        root = Path(worker.settings.train_dir) if worker.settings.train_dir else None
+        root = Path(ctx.settings.train_dir) if ctx.settings.train_dir else None
         if root is not None:
             root.mkdir(parents=True, exist_ok=True)
         self.work_dir = Path(tempfile.mkdtemp(prefix=f"train-{job.id}-{job.epoch}-", dir=root))
@@ -131,7 +123,7 @@ class TrainingRun:
             images, class_images = await self._images(spec)
             resume = await self._resume_file()
         except SdfleetError as exc:
-            await worker._fail(
+            await reporter.fail(
                 job, "input_unavailable", f"could not fetch the job's inputs: {exc}", retryable=True
             )
             return
@@ -165,7 +157,7 @@ class TrainingRun:
             return None
         assert self.work_dir is not None
         started = time.monotonic()
-        data = await self.worker.client.get_blob(resume.url, retry_for=300.0)
+        data = await self.ctx.client.get_blob(resume.url, retry_for=300.0)
         if resume.sha256 and hashlib.sha256(data).hexdigest() != resume.sha256:
             raise ModelUnavailable(
                 f"checkpoint of step {resume.step} does not match its sha256", retryable=True
@@ -190,8 +182,8 @@ class TrainingRun:
         class_images: list[Path],
         resume: Path | None,
     ) -> None:
-        worker, job = self.worker, self.job
-        job.phase = "running"
+        ctx, job = self.ctx, self.job
+        job.phase = Phase.RUNNING
         job.total = spec.steps
         job.step = job.claim.resume.step if job.claim.resume is not None else 0
         job.timings["wait"] = time.monotonic() - job.claimed_at
@@ -202,26 +194,17 @@ class TrainingRun:
             spec.steps,
             job.claim.resume.step if job.claim.resume else None,
         )
-        result, error = await worker.run_engine(
+        result, error = await ctx.run_engine(
             job,
             "train",
             lambda: self._train_sync(spec, base, images, class_images, resume),
             keep=(ValidationError,),  # images the trainer cannot use, a checkpoint of another run
         )
-        if job.should_stop():
-            await worker._after_stop(job, error)
+        report = ctx.reporter.after_run(job, error, "train")  # a ValidationError: images it cannot use
+        if report is not None:
+            await report
             return
-        if isinstance(error, ValidationError):  # images the trainer cannot use: the input's fault
-            await worker._fail_input(job, error)
-            return
-        if isinstance(error, Interrupted):
-            await worker._fail(job, "interrupted", str(error), retryable=True)
-            return
-        if isinstance(error, EngineError):
-            log.warning("training.error job_id=%s retryable=%s error=%s", job.id, error.retryable, error)
-            await worker._fail(job, error.code, str(error), retryable=error.retryable)
-            return
-        job.phase = "finishing"
+        job.phase = Phase.FINISHING
         await self._finish(result)
 
     def _train_sync(
@@ -238,7 +221,7 @@ class TrainingRun:
         from sdfleet.training.data import images_from_spec
         from sdfleet.training.trainer import LoraTrainer
 
-        settings = self.worker.settings
+        settings = self.ctx.settings
         if settings.train_threads:
             torch.set_num_threads(settings.train_threads)
         assert self.work_dir is not None
@@ -289,21 +272,20 @@ class TrainingRun:
         future.result()
 
     async def _store_checkpoint(self, step: int, path: Path) -> None:
-        worker, job = self.worker, self.job
-        assert worker.worker_id is not None
+        ctx, job = self.ctx, self.job
         started = time.monotonic()
         try:
             data = await asyncio.to_thread(path.read_bytes)
-            target = await worker.client.checkpoint_upload(
-                job.id, CheckpointUploadRequest(worker_id=worker.worker_id, epoch=job.epoch, step=step)
+            target = await ctx.client.checkpoint_upload(
+                job.id, CheckpointUploadRequest(worker_id=ctx.worker_id, epoch=job.epoch, step=step)
             )
-            await worker.client.put_blob(
+            await ctx.client.put_blob(
                 target.url, data, target.content_type, retry_for=120.0, headers=target.headers
             )
-            answer = await worker.client.checkpoint(
+            answer = await ctx.client.checkpoint(
                 job.id,
                 CheckpointReport(
-                    worker_id=worker.worker_id,
+                    worker_id=ctx.worker_id,
                     epoch=job.epoch,
                     step=step,
                     key=target.key,
@@ -315,13 +297,13 @@ class TrainingRun:
             log.warning(
                 "training.checkpoint_stale job_id=%s epoch=%d step=%d error=%s", job.id, job.epoch, step, exc
             )
-            worker._mark_lost(job)
+            ctx.reporter.mark_lost(job)
             return
         except SdfleetError as exc:  # the next checkpoint may fare better; training goes on
             log.error("training.checkpoint_failed job_id=%s step=%d error=%s", job.id, step, exc)
             return
         self.checkpoints += 1
-        worker.stats.bytes_uploaded += len(data)
+        ctx.stats.bytes_uploaded += len(data)
         log.info(
             "training.checkpoint_stored job_id=%s epoch=%d step=%d bytes=%d kept=%s seconds=%.3f",
             job.id,
@@ -334,19 +316,19 @@ class TrainingRun:
 
     # ------------------------------------------------------------------ success
     async def _finish(self, result: Any) -> None:
-        worker, job = self.worker, self.job
-        assert worker.worker_id is not None
-        try:
+        ctx, job = self.ctx, self.job
+        reporter = ctx.reporter
+        async with reporter.finishing(job):
             lora_bytes = await asyncio.to_thread(Path(result.lora_path).read_bytes)
             files: list[tuple[bytes, str]] = [(lora_bytes, LORA_CONTENT_TYPE)]
             for image in self.validation[: len(job.claim.uploads) - 1]:
-                files.append((await asyncio.to_thread(_png, image), "image/png"))
+                files.append((await asyncio.to_thread(encode_png, image), "image/png"))
             items = []
             t0 = time.monotonic()
             for index, (data, content_type) in enumerate(files):
                 target = job.claim.uploads[index]
-                await worker.client.put_blob(target.url, data, content_type, headers=target.headers)
-                worker.stats.bytes_uploaded += len(data)
+                await ctx.client.put_blob(target.url, data, content_type, headers=target.headers)
+                ctx.stats.bytes_uploaded += len(data)
                 items.append(
                     OutputItem(
                         index=index,
@@ -358,7 +340,7 @@ class TrainingRun:
                 )
             job.timings["upload"] = time.monotonic() - t0
             if job.should_stop():
-                await worker._after_stop(job, None)
+                await reporter.after_stop(job, None)
                 return
             training = {
                 "name": result.name,
@@ -370,33 +352,15 @@ class TrainingRun:
                 "seconds": round(result.seconds, 3),
                 "checkpoints_stored": self.checkpoints,
             }
-            answer = await worker.client.complete(worker._completion(job, items, {"training": training}))
-            status = answer.results[0].status if answer.results else "accepted"
-            if status == "stale":
-                worker._drop(job, "stale", answer.results[0].message)
-                return
-            worker.stats.jobs_completed += 1
-            worker.stats.last_completed_at = time.monotonic()
-            log.info(
-                "training.completed job_id=%s epoch=%d name=%s resumed_from=%s engine_seconds=%.3f",
-                job.id,
-                job.epoch,
-                result.name,
-                result.resumed_from,
-                job.engine_seconds,
-            )
-            worker._forget(job)
-        except StaleLease as exc:
-            worker._drop(job, "stale", str(exc))
-        except SdfleetError as exc:
-            log.error("training.complete_rejected job_id=%s error=%s", job.id, exc)
-            await worker._fail(
-                job, "complete_rejected", f"the orchestrator refused the result: {exc}", retryable=True
-            )
+            if await reporter.complete(job, items, {"training": training}) is not None:
+                log.info(
+                    "training.completed job_id=%s epoch=%d name=%s resumed_from=%s engine_seconds=%.3f",
+                    job.id,
+                    job.epoch,
+                    result.name,
+                    result.resumed_from,
+                    job.engine_seconds,
+                )
 
 
-def is_training(kind: str) -> bool:
-    return kind == "train_lora"
-
-
-__all__ = ["LORA_CONTENT_TYPE", "TrainingRun", "is_training"]
+__all__ = ["LORA_CONTENT_TYPE", "TrainingRun"]
