@@ -24,7 +24,7 @@ from typing import Any
 
 from sdfleet.config import Quotas
 from sdfleet.domain import JobKind
-from sdfleet.store.base import Buckets
+from sdfleet.store import Buckets
 
 DAY_SECONDS = 86400.0
 LIMIT_NAMES = ("rate", "burst", "max_concurrent", "gpu_seconds_per_day", "max_job_gpu_seconds", "weight")

@@ -53,8 +53,7 @@ from sdfleet.jobs.quotas import (
     seconds_until,
 )
 from sdfleet.jobs.webhooks import new_webhook_secret
-from sdfleet.store.base import Buckets, JobStore, OutboxMessage, Tenant
-from sdfleet.store.sql import Affinity, CompletedJob, LeaseAnswer, SqlTx
+from sdfleet.store import Affinity, Buckets, CompletedJob, JobStore, LeaseAnswer, OutboxMessage, SqlTx, Tenant
 from sdfleet.training.config import LoraTrainSpec
 
 log = logging.getLogger("sdfleet.jobs")

@@ -24,8 +24,7 @@ from sdfleet.errors import SdfleetError
 from sdfleet.jobs.metrics import Metrics
 from sdfleet.jobs.netguard import check_public_destination
 from sdfleet.jobs.notify import Notifier
-from sdfleet.store.base import JobStore, OutboxMessage
-from sdfleet.store.sql import SqlTx
+from sdfleet.store import JobStore, OutboxMessage, SqlTx
 
 log = logging.getLogger("sdfleet.webhooks")
 

@@ -12,7 +12,6 @@ import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,8 +57,16 @@ from sdfleet.domain import (
     WorkerState,
 )
 from sdfleet.errors import ServiceUnavailable
-from sdfleet.store.base import ApiKeyRecord, Buckets, OutboxMessage, Tenant
 from sdfleet.store.dialect import Dialect, dialect_for
+from sdfleet.store.records import (
+    Affinity,
+    ApiKeyRecord,
+    Buckets,
+    CompletedJob,
+    LeaseAnswer,
+    OutboxMessage,
+    Tenant,
+)
 from sdfleet.store.schema import (
     a1111_options,
     a1111_tasks,
@@ -258,28 +265,6 @@ def _encode(values: dict[str, Any], json_columns: Iterable[str]) -> dict[str, An
     return out
 
 
-@dataclass(slots=True, frozen=True)
-class LeaseAnswer:
-    """The store's word on one job in a heartbeat."""
-
-    held: bool
-    cancel: bool
-    previous_step: int
-    tenant: str
-
-
-@dataclass(slots=True)
-class CompletedJob:
-    """One accepted completion, for :meth:`SqlTx.complete_jobs`."""
-
-    job: Job
-    epoch: int
-    engine_seconds: float
-    cost: float
-    result: dict[str, Any]
-    timings: dict[str, float]
-
-
 _COMPLETE_JOB = (
     update(jobs)
     .where(
@@ -317,28 +302,6 @@ _COMPLETE_ATTEMPT = (
 
 _COMPLETE_JOB_KEYS = ("k_id", "k_epoch", "k_now", "k_step", "k_engine_total", "k_cost_total", "k_result")
 _COMPLETE_ATTEMPT_KEYS = ("k_id", "k_epoch", "k_now", "k_engine", "k_cost", "k_timings")
-
-
-@dataclass(slots=True, frozen=True)
-class Affinity:
-    """What a cache-aware claim scores jobs against (see :func:`_claim_statement`).
-
-    ``loaded``/``cached``: registry names in the claiming worker's memory / on its disk;
-    ``loaded_elsewhere``/``cached_elsewhere``: the same over the other live workers (a name counts
-    at its warmest); ``aged_before``: jobs queued at or before this time are past the aging bound;
-    ``window``: how many of the oldest claimable jobs are scored."""
-
-    loaded: Sequence[str]
-    cached: Sequence[str]
-    loaded_elsewhere: Sequence[str]
-    cached_elsewhere: Sequence[str]
-    aged_before: float
-    window: int
-
-    @property
-    def empty(self) -> bool:
-        """Nobody reported a warm model: every score is equal, the plain claim order is the same."""
-        return not (self.loaded or self.cached or self.loaded_elsewhere or self.cached_elsewhere)
 
 
 # Warmth weights: the checkpoint (GBs to load) counts 4× a LoRA/VAE/refiner (MBs); in memory counts

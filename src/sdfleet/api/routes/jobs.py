@@ -24,7 +24,7 @@ from sdfleet.domain import EventType, Job, JobKind, JobState, Output
 from sdfleet.errors import LimitExceeded, NotFound, ValidationError
 from sdfleet.jobs.inputs import BLOB_REF, ImageLimits, InputImages, check_image
 from sdfleet.jobs.netguard import check_url_syntax
-from sdfleet.store.sql import SqlTx
+from sdfleet.store import SqlTx
 from sdfleet.training.config import to_validation_error
 from sdfleet.wire import AccountView, BatchView, JobBatchCreate, JobCreate, JobList, JobView, WebhookSettings
 
