@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,7 +17,6 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     Float,
     Integer,
-    Row,
     Update,
     and_,
     bindparam,
@@ -54,7 +52,6 @@ from sdfleet.domain import (
     Output,
     Requirements,
     WorkerInfo,
-    WorkerState,
 )
 from sdfleet.errors import ServiceUnavailable
 from sdfleet.store.dialect import Dialect, dialect_for
@@ -66,6 +63,23 @@ from sdfleet.store.records import (
     LeaseAnswer,
     OutboxMessage,
     Tenant,
+)
+from sdfleet.store.rows import (
+    JOB_JSON_COLUMNS,
+    WORKER_JSON_COLUMNS,
+    api_key_from_row,
+    attempt_from_row,
+    dumps,
+    encode,
+    event_from_row,
+    job_from_row,
+    job_row,
+    loads,
+    model_from_row,
+    outbox_from_row,
+    output_from_row,
+    tenant_from_row,
+    worker_from_row,
 )
 from sdfleet.store.schema import (
     a1111_options,
@@ -84,185 +98,6 @@ from sdfleet.store.schema import (
 
 _FEATURE_MASK = 0xFFFF
 T = TypeVar("T")
-_dumps = json.dumps
-
-
-def _loads(value: str | None, default: Any) -> Any:
-    return json.loads(value) if value else default
-
-
-def _job(row: Row[Any]) -> Job:
-    m = row._mapping
-    return Job(
-        id=m["id"],
-        tenant=m["tenant"],
-        kind=JobKind(m["kind"]),
-        state=JobState(m["state"]),
-        spec=json.loads(m["spec"]),
-        priority=m["priority"],
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-        queued_at=m["queued_at"],
-        requirements=Requirements(
-            kind=JobKind(m["kind"]),
-            arch=m["req_arch"],
-            pixels=m["req_pixels"],
-            features=Feature(m["req_features"]),
-            model=m["req_model"],
-        ),
-        idempotency_key=m["idempotency_key"],
-        webhook_url=m["webhook_url"],
-        labels=_loads(m["labels"], {}),
-        lease_epoch=m["lease_epoch"],
-        lease_worker=m["lease_worker"],
-        lease_expires_at=m["lease_expires_at"],
-        failures=m["failures"],
-        interruptions=m["interruptions"],
-        stalled=bool(m["stalled"]),
-        cancel_requested=bool(m["cancel_requested"]),
-        started_at=m["started_at"],
-        finished_at=m["finished_at"],
-        progress_step=m["progress_step"],
-        progress_total=m["progress_total"],
-        wait_reason=m["wait_reason"],
-        error_code=m["error_code"],
-        error_message=m["error_message"],
-        engine_seconds=m["engine_seconds"],
-        cost_usd=m["cost_usd"],
-        result=_loads(m["result"], {}),
-        checkpoints=_loads(m["checkpoints"], []),
-        progress_info=_loads(m["progress_info"], {}),
-    )
-
-
-def _attempt(row: Row[Any]) -> Attempt:
-    m = row._mapping
-    return Attempt(
-        id=m["id"],
-        job_id=m["job_id"],
-        worker_id=m["worker_id"],
-        epoch=m["epoch"],
-        started_at=m["started_at"],
-        last_heartbeat_at=m["last_heartbeat_at"],
-        outcome=AttemptOutcome(m["outcome"]),
-        ended_at=m["ended_at"],
-        error_code=m["error_code"],
-        error_message=m["error_message"],
-        engine_seconds=m["engine_seconds"],
-        price_per_hour=m["price_per_hour"],
-        cost_usd=m["cost_usd"],
-        refunded=bool(m["refunded"]),
-        timings=_loads(m["timings"], {}),
-    )
-
-
-def _worker(row: Row[Any]) -> WorkerInfo:
-    m = row._mapping
-    return WorkerInfo(
-        id=m["id"],
-        name=m["name"],
-        tenant=m["tenant"],
-        state=WorkerState(m["state"]),
-        capabilities=Capabilities(
-            kinds=tuple(k for k in m["kinds"].split(",") if k),
-            archs=tuple(a for a in m["archs"].split(",") if a),
-            max_pixels=m["max_pixels"],
-            features=Feature(m["features"]),
-        ),
-        gpu_name=m["gpu_name"],
-        gpu_memory_mb=m["gpu_memory_mb"],
-        price_per_hour=m["price_per_hour"],
-        engine=m["engine"],
-        version=m["version"],
-        registered_at=m["registered_at"],
-        last_seen_at=m["last_seen_at"],
-        quarantined_until=m["quarantined_until"],
-        quarantine_reason=m["quarantine_reason"],
-        jobs_done=m["jobs_done"],
-        jobs_failed=m["jobs_failed"],
-        engine_seconds=m["engine_seconds"],
-        current_jobs=_loads(m["current_jobs"], []),
-        loaded_models=_loads(m["loaded_models"], []),
-        info=_loads(m["info"], {}),
-        cached_models=_loads(m["cached_models"], []),
-    )
-
-
-def _output(row: Row[Any]) -> Output:
-    m = row._mapping
-    return Output(
-        job_id=m["job_id"],
-        index=m["idx"],
-        blob_key=m["blob_key"],
-        content_type=m["content_type"],
-        size=m["size"],
-        seed=m["seed"],
-        infotext=m["infotext"],
-        created_at=m["created_at"],
-        sha256=m["sha256"],
-    )
-
-
-def _event(row: Row[Any]) -> Event:
-    m = row._mapping
-    return Event(
-        id=m["id"],
-        job_id=m["job_id"],
-        tenant=m["tenant"],
-        type=EventType(m["type"]),
-        data=json.loads(m["data"]),
-        created_at=m["created_at"],
-    )
-
-
-def job_row(job: Job) -> dict[str, Any]:
-    """The column values of a new job."""
-    req = job.requirements
-    return {
-        "id": job.id,
-        "tenant": job.tenant,
-        "kind": job.kind.value,
-        "state": job.state.value,
-        "priority": job.priority,
-        "spec": _dumps(job.spec),
-        "req_arch": req.arch,
-        "req_pixels": req.pixels,
-        "req_features": int(req.features),
-        "req_model": req.model,
-        "idempotency_key": job.idempotency_key,
-        "webhook_url": job.webhook_url,
-        "labels": _dumps(job.labels),
-        "lease_epoch": 0,
-        "failures": 0,
-        "interruptions": 0,
-        "stalled": False,
-        "cancel_requested": False,
-        "created_at": job.created_at,
-        "updated_at": job.updated_at,
-        "queued_at": job.created_at,
-        "progress_step": 0,
-        "progress_total": 0,
-        "engine_seconds": 0.0,
-        "cost_usd": 0.0,
-        "result": "{}",
-        "checkpoints": "[]",
-        "progress_info": "{}",
-    }
-
-
-_JSON_JOB_COLUMNS = ("spec", "labels", "result", "checkpoints", "progress_info")
-_JSON_WORKER_COLUMNS = ("current_jobs", "loaded_models", "info", "cached_models")
-
-
-def _encode(values: dict[str, Any], json_columns: Iterable[str]) -> dict[str, Any]:
-    out = dict(values)
-    for key in json_columns:
-        if key in out and not isinstance(out[key], str):
-            out[key] = _dumps(out[key])
-    for key, value in out.items():
-        if isinstance(value, JobState | AttemptOutcome | WorkerState | EventType):
-            out[key] = value.value
-    return out
 
 
 _COMPLETE_JOB = (
@@ -512,10 +347,10 @@ class SqlTx:
     # ---------------------------------------------------------------- tenants and keys
     def get_tenant(self, tenant_id: str) -> Tenant | None:
         row = (self.conn.execute(select(tenants).where(tenants.c.id == tenant_id))).first()
-        return _tenant(row) if row else None
+        return tenant_from_row(row) if row else None
 
     def list_tenants(self) -> list[Tenant]:
-        return [_tenant(r) for r in self.conn.execute(select(tenants).order_by(tenants.c.id))]
+        return [tenant_from_row(r) for r in self.conn.execute(select(tenants).order_by(tenants.c.id))]
 
     def insert_tenant(self, tenant: Tenant) -> None:
         """Insert a tenant unless one with its id exists (two replicas creating it at once: the
@@ -525,7 +360,7 @@ class SqlTx:
             "webhook_url": tenant.webhook_url,
             "webhook_secret": tenant.webhook_secret,
             "created_at": tenant.created_at,
-            "limits": _dumps(tenant.limits),
+            "limits": dumps(tenant.limits),
             "weight": tenant.weight,
         }
         dialect_insert = sqlite_insert if self.dialect.is_sqlite else postgresql_insert
@@ -539,7 +374,7 @@ class SqlTx:
         res = self.conn.execute(
             update(tenants)
             .where(tenants.c.id == tenant_id)
-            .values(limits=_dumps(dict(limits)), weight=weight, rate_tokens=None, gpu_tokens=None)
+            .values(limits=dumps(dict(limits)), weight=weight, rate_tokens=None, gpu_tokens=None)
         )
         return bool(res.rowcount)
 
@@ -597,7 +432,7 @@ class SqlTx:
                 jobs.c.id.in_(newest), jobs.c.state == JobState.SUCCEEDED.value
             )
         )
-        return [(r[0], r[1], _loads(r[2], {}), float(r[3] or 0.0)) for r in rows]
+        return [(r[0], r[1], loads(r[2], {}), float(r[3] or 0.0)) for r in rows]
 
     def update_tenant(self, tenant_id: str, **values: Any) -> None:
         self.conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(**values))
@@ -618,13 +453,13 @@ class SqlTx:
 
     def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
         row = (self.conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))).first()
-        return _api_key(row) if row else None
+        return api_key_from_row(row) if row else None
 
     def list_api_keys(self, tenant: str | None = None) -> list[ApiKeyRecord]:
         q = select(api_keys).order_by(api_keys.c.created_at)
         if tenant:
             q = q.where(api_keys.c.tenant == tenant)
-        return [_api_key(r) for r in self.conn.execute(q)]
+        return [api_key_from_row(r) for r in self.conn.execute(q)]
 
     def revoke_api_key(self, key_id: str, now: float) -> bool:
         res = self.conn.execute(
@@ -656,19 +491,19 @@ class SqlTx:
         rows = self.conn.execute(
             select(jobs).where(jobs.c.tenant == tenant, jobs.c.idempotency_key.in_(list(keys)))
         )
-        return {r._mapping["idempotency_key"]: _job(r) for r in rows}
+        return {r._mapping["idempotency_key"]: job_from_row(r) for r in rows}
 
     def get_job(self, job_id: str, *, lock: bool = False) -> Job | None:
         """One job; ``lock`` holds its row until the transaction ends (a no-op on SQLite, whose
         write transactions are serialized anyway)."""
         row = self.conn.execute(self.dialect.locked(select(jobs).where(jobs.c.id == job_id), lock)).first()
-        return _job(row) if row else None
+        return job_from_row(row) if row else None
 
     def get_jobs(self, job_ids: Sequence[str], *, lock: bool = False) -> list[Job]:
         if not job_ids:
             return []
         query = select(jobs).where(jobs.c.id.in_(sorted(job_ids))).order_by(jobs.c.id)
-        return [_job(r) for r in self.conn.execute(self.dialect.locked(query, lock))]
+        return [job_from_row(r) for r in self.conn.execute(self.dialect.locked(query, lock))]
 
     def list_jobs(
         self,
@@ -691,7 +526,7 @@ class SqlTx:
             q = q.where(jobs.c.id < before)
         if label is not None:  # in SQL, before the LIMIT, so pages are full
             q = q.where(self.dialect.json_text(jobs.c.labels, label[0]) == label[1])
-        return [_job(r) for r in self.conn.execute(q)]
+        return [job_from_row(r) for r in self.conn.execute(q)]
 
     def has_jumped(self, job_id: str) -> bool:
         """Whether the job was put at the head of the queue (stalled) before."""
@@ -711,7 +546,7 @@ class SqlTx:
             q = q.where(jobs.c.lease_epoch == expect_epoch)
         if expect_states:
             q = q.where(jobs.c.state.in_([s.value for s in expect_states]))
-        res = self.conn.execute(q.values(**_encode(values, _JSON_JOB_COLUMNS)))
+        res = self.conn.execute(q.values(**encode(values, JOB_JSON_COLUMNS)))
         return bool(res.rowcount)
 
     def claim_jobs(
@@ -760,7 +595,7 @@ class SqlTx:
                 c_window=max(affinity.window, limit),
             )
         stmt = _claim_statement(skip_locked=not self.dialect.is_sqlite, affinity=warm)
-        claimed = [_job(r) for r in self.conn.execute(stmt, params)]
+        claimed = [job_from_row(r) for r in self.conn.execute(stmt, params)]
         claimed.sort(key=lambda j: (not j.stalled, -j.priority, j.id))
         if claimed:
             served: dict[str, int] = {}
@@ -796,7 +631,7 @@ class SqlTx:
             .order_by(jobs.c.lease_expires_at)
             .limit(limit)
         )
-        return [_job(r) for r in self.conn.execute(self.dialect.lock_for_claim(query))]
+        return [job_from_row(r) for r in self.conn.execute(self.dialect.lock_for_claim(query))]
 
     def any_expired_lease(self, now: float) -> bool:
         row = (
@@ -885,10 +720,10 @@ class SqlTx:
                 "k_step": d.job.progress_total or d.job.progress_step,
                 "k_engine_total": d.job.engine_seconds,
                 "k_cost_total": d.job.cost_usd,
-                "k_result": _dumps(d.result),
+                "k_result": dumps(d.result),
                 "k_engine": d.engine_seconds,
                 "k_cost": d.cost,
-                "k_timings": _dumps(d.timings),
+                "k_timings": dumps(d.timings),
             }
             for d in done
         ]
@@ -899,7 +734,7 @@ class SqlTx:
         rows = self.conn.execute(
             select(jobs).where(jobs.c.state == JobState.RUNNING.value, jobs.c.lease_worker == worker_id)
         )
-        return [_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     def set_wait_reason(self, job_ids: Sequence[str], reason: str | None) -> None:
         for i in range(0, len(job_ids), 500):
@@ -1057,18 +892,18 @@ class SqlTx:
     # ---------------------------------------------------------------- attempts
     def insert_attempts(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
-            self.conn.execute(insert(attempts), [_encode(r, ("timings",)) for r in rows])
+            self.conn.execute(insert(attempts), [encode(r, ("timings",)) for r in rows])
 
     def end_attempt(self, job_id: str, epoch: int, **values: Any) -> None:
         self.conn.execute(
             update(attempts)
             .where(attempts.c.job_id == job_id, attempts.c.epoch == epoch)
-            .values(**_encode(values, ("timings",)))
+            .values(**encode(values, ("timings",)))
         )
 
     def list_attempts(self, job_id: str) -> list[Attempt]:
         rows = self.conn.execute(select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.id))
-        return [_attempt(r) for r in rows]
+        return [attempt_from_row(r) for r in rows]
 
     def failed_attempts_of_worker(self, worker_id: str, since: float) -> list[Attempt]:
         rows = self.conn.execute(
@@ -1079,7 +914,7 @@ class SqlTx:
                 attempts.c.refunded.is_(False),
             )
         )
-        return [_attempt(r) for r in rows]
+        return [attempt_from_row(r) for r in rows]
 
     def mark_attempts_refunded(self, attempt_ids: Sequence[int]) -> None:
         if attempt_ids:
@@ -1107,26 +942,26 @@ class SqlTx:
                 version=worker.version,
                 registered_at=worker.registered_at,
                 last_seen_at=worker.last_seen_at,
-                current_jobs=_dumps(worker.current_jobs),
-                loaded_models=_dumps(worker.loaded_models),
-                info=_dumps(worker.info),
-                cached_models=_dumps(worker.cached_models),
+                current_jobs=dumps(worker.current_jobs),
+                loaded_models=dumps(worker.loaded_models),
+                info=dumps(worker.info),
+                cached_models=dumps(worker.cached_models),
             )
         )
 
     def get_worker(self, worker_id: str) -> WorkerInfo | None:
         row = (self.conn.execute(select(workers).where(workers.c.id == worker_id))).first()
-        return _worker(row) if row else None
+        return worker_from_row(row) if row else None
 
     def list_workers(self, *, seen_since: float | None = None) -> list[WorkerInfo]:
         q = select(workers).order_by(workers.c.registered_at)
         if seen_since is not None:
             q = q.where(workers.c.last_seen_at >= seen_since)
-        return [_worker(r) for r in self.conn.execute(q)]
+        return [worker_from_row(r) for r in self.conn.execute(q)]
 
     def update_worker(self, worker_id: str, **values: Any) -> bool:
         res = self.conn.execute(
-            update(workers).where(workers.c.id == worker_id).values(**_encode(values, _JSON_WORKER_COLUMNS))
+            update(workers).where(workers.c.id == worker_id).values(**encode(values, WORKER_JSON_COLUMNS))
         )
         return bool(res.rowcount)
 
@@ -1168,7 +1003,7 @@ class SqlTx:
 
     def list_outputs(self, job_id: str) -> list[Output]:
         rows = self.conn.execute(select(outputs).where(outputs.c.job_id == job_id).order_by(outputs.c.idx))
-        return [_output(r) for r in rows]
+        return [output_from_row(r) for r in rows]
 
     def outputs_for_jobs(self, job_ids: Sequence[str]) -> dict[str, list[Output]]:
         result: dict[str, list[Output]] = {j: [] for j in job_ids}
@@ -1179,7 +1014,7 @@ class SqlTx:
                 .order_by(outputs.c.job_id, outputs.c.idx)
             )
             for r in rows:
-                result[r._mapping["job_id"]].append(_output(r))
+                result[r._mapping["job_id"]].append(output_from_row(r))
         return result
 
     def list_tenant_outputs(
@@ -1201,7 +1036,7 @@ class SqlTx:
                     and_(outputs.c.created_at == t, outputs.c.job_id == job_id, outputs.c.idx < idx),
                 )
             )
-        return [(_output(r), r._mapping["tenant"]) for r in self.conn.execute(q)]
+        return [(output_from_row(r), r._mapping["tenant"]) for r in self.conn.execute(q)]
 
     def delete_outputs(self, job_id: str) -> None:
         self.conn.execute(delete(outputs).where(outputs.c.job_id == job_id))
@@ -1213,7 +1048,7 @@ class SqlTx:
             self.conn.execute(
                 insert(events),
                 [
-                    {"job_id": j, "tenant": t, "type": ty.value, "data": _dumps(d), "created_at": c}
+                    {"job_id": j, "tenant": t, "type": ty.value, "data": dumps(d), "created_at": c}
                     for j, t, ty, d, c in rows
                 ],
             )
@@ -1225,7 +1060,7 @@ class SqlTx:
             .order_by(events.c.id)
             .limit(limit)
         )
-        return [_event(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     def prune_events(self, older_than: float) -> int:
         res = self.conn.execute(delete(events).where(events.c.created_at < older_than))
@@ -1270,7 +1105,7 @@ class SqlTx:
             .values(locked_until=lock_until)
             .returning(*webhook_outbox.c)
         )
-        return [_outbox(r) for r in rows]
+        return [outbox_from_row(r) for r in rows]
 
     def update_webhook(self, message_id: str, **values: Any) -> None:
         self.conn.execute(
@@ -1285,7 +1120,7 @@ class SqlTx:
             "source": model.source,
             "sha256": model.sha256,
             "size": model.size,
-            "trigger_words": _dumps(model.trigger_words),
+            "trigger_words": dumps(model.trigger_words),
             "default_weight": model.default_weight,
             "description": model.description,
             "resolution": model.resolution,
@@ -1298,13 +1133,13 @@ class SqlTx:
         if not names:
             return {}
         rows = self.conn.execute(select(models).where(models.c.name.in_(sorted(set(names)))))
-        return {r._mapping["name"]: _model(r) for r in rows}
+        return {r._mapping["name"]: model_from_row(r) for r in rows}
 
     def list_models(self, kind: ModelKind | None = None) -> list[ModelRecord]:
         query = select(models).order_by(models.c.kind, models.c.name)
         if kind is not None:
             query = query.where(models.c.kind == kind.value)
-        return [_model(r) for r in self.conn.execute(query)]
+        return [model_from_row(r) for r in self.conn.execute(query)]
 
     def delete_model(self, name: str) -> bool:
         return bool(self.conn.execute(delete(models).where(models.c.name == name)).rowcount)
@@ -1313,7 +1148,7 @@ class SqlTx:
         rows = self.conn.execute(
             select(webhook_outbox).where(webhook_outbox.c.job_id == job_id).order_by(webhook_outbox.c.id)
         )
-        return [_outbox(r) for r in rows]
+        return [outbox_from_row(r) for r in rows]
 
     # ================================================================ A1111-compatible API (issue 4)
     # Per-tenant A1111 settings and the task ids of A1111 requests; see sdfleet.api.routes.a1111.
@@ -1323,7 +1158,7 @@ class SqlTx:
         row = self.conn.execute(
             select(a1111_options.c.options).where(a1111_options.c.tenant == tenant)
         ).first()
-        value = _loads(row[0], {}) if row else {}
+        value = loads(row[0], {}) if row else {}
         return value if isinstance(value, dict) else {}
 
     def merge_a1111_options(self, tenant: str, updates: dict[str, Any], now: float) -> dict[str, Any]:
@@ -1331,17 +1166,17 @@ class SqlTx:
         row = self.conn.execute(
             self.dialect.locked(select(a1111_options.c.options).where(a1111_options.c.tenant == tenant), True)
         ).first()
-        current = _loads(row[0], {}) if row else {}
+        current = loads(row[0], {}) if row else {}
         merged = {**(current if isinstance(current, dict) else {}), **updates}
         if row is None:
             self.conn.execute(
-                insert(a1111_options).values(tenant=tenant, options=_dumps(merged), updated_at=now)
+                insert(a1111_options).values(tenant=tenant, options=dumps(merged), updated_at=now)
             )
         else:
             self.conn.execute(
                 update(a1111_options)
                 .where(a1111_options.c.tenant == tenant)
-                .values(options=_dumps(merged), updated_at=now)
+                .values(options=dumps(merged), updated_at=now)
             )
         return merged
 
@@ -1379,7 +1214,7 @@ class SqlTx:
             .join(a1111_tasks, a1111_tasks.c.job_id == jobs.c.id)
             .where(a1111_tasks.c.tenant == tenant, a1111_tasks.c.task_id == task_id)
         ).first()
-        return _job(row) if row else None
+        return job_from_row(row) if row else None
 
     def active_a1111_tasks(self, tenant: str, limit: int = 100) -> list[tuple[str, Job]]:
         """The tenant's unanswered A1111 requests whose jobs are queued or running, as (task id, job),
@@ -1395,69 +1230,7 @@ class SqlTx:
             .order_by(jobs.c.id)
             .limit(limit)
         )
-        return [(r._mapping["task_id"], _job(r)) for r in rows]
-
-
-def _tenant(row: Row[Any]) -> Tenant:
-    m = row._mapping
-    limits = _loads(m["limits"], {})
-    return Tenant(
-        id=m["id"],
-        webhook_url=m["webhook_url"],
-        webhook_secret=m["webhook_secret"],
-        created_at=m["created_at"],
-        limits=limits if isinstance(limits, dict) else {},
-        weight=m["weight"],
-    )
-
-
-def _model(row: Row[Any]) -> ModelRecord:
-    m = row._mapping
-    return ModelRecord(
-        name=m["name"],
-        kind=ModelKind(m["kind"]),
-        arch=m["arch"],
-        source=m["source"],
-        sha256=m["sha256"],
-        size=m["size"],
-        trigger_words=_loads(m["trigger_words"], []),
-        default_weight=m["default_weight"],
-        description=m["description"],
-        created_at=m["created_at"],
-        resolution=m["resolution"],
-    )
-
-
-def _api_key(row: Row[Any]) -> ApiKeyRecord:
-    m = row._mapping
-    return ApiKeyRecord(
-        id=m["id"],
-        tenant=m["tenant"],
-        name=m["name"],
-        key_hash=m["key_hash"],
-        prefix=m["prefix"],
-        scopes=tuple(m["scopes"].split(",")),
-        created_at=m["created_at"],
-        revoked_at=m["revoked_at"],
-    )
-
-
-def _outbox(row: Row[Any]) -> OutboxMessage:
-    m = row._mapping
-    return OutboxMessage(
-        message_id=m["message_id"],
-        job_id=m["job_id"],
-        tenant=m["tenant"],
-        url=m["url"],
-        event_type=m["event_type"],
-        payload=m["payload"],
-        next_attempt_at=m["next_attempt_at"],
-        created_at=m["created_at"],
-        attempts=m["attempts"],
-        state=m["state"],
-        last_error=m["last_error"],
-        delivered_at=m["delivered_at"],
-    )
+        return [(r._mapping["task_id"], job_from_row(r)) for r in rows]
 
 
 class SqlStore:
