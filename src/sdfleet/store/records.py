@@ -92,7 +92,7 @@ class CompletedJob:
 
 @dataclass(slots=True, frozen=True)
 class Affinity:
-    """What a cache-aware claim scores jobs against (see :func:`_claim_statement`).
+    """What a cache-aware claim scores jobs against (see :func:`sdfleet.store.claim.claim_statement`).
 
     ``loaded``/``cached``: registry names in the claiming worker's memory / on its disk;
     ``loaded_elsewhere``/``cached_elsewhere``: the same over the other live workers (a name counts
