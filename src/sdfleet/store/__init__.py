@@ -26,7 +26,8 @@ from sdfleet.store.records import (
     OutboxMessage,
     Tenant,
 )
-from sdfleet.store.sql import SqlStore, SqlTx
+from sdfleet.store.sql import SqlStore
+from sdfleet.store.tx import SqlTx
 
 __all__ = [
     "Affinity",

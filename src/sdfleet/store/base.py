@@ -2,16 +2,19 @@
 depend on. The records it returns beside the domain types are in :mod:`sdfleet.store.records`.
 
 There is one implementation, :class:`sdfleet.store.sql.SqlStore`, for SQLite and PostgreSQL; the
-protocol exists so the use cases depend on a contract, not on SQLAlchemy.
+protocol exists so the use cases depend on how transactions run, not on the engines. It is typed against the
+transaction class itself (:mod:`sdfleet.store.tx`, which imports only records, rows, claim and
+schema — never this module nor ``sql``): with one implementation, a mirror protocol of its ~60
+statements would be ceremony; the seam that matters is that only :mod:`sdfleet.jobs` holds a
+transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from sdfleet.store.sql import SqlTx
+from sdfleet.store.tx import SqlTx
 
 T = TypeVar("T")
 
