@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from sdfleet.config import Settings
+from sdfleet.store import SqlStore
 from sdfleet.store.migrate import upgrade
-from sdfleet.store.sql import SqlStore
 
 pytest_plugins = ["tests.services"]
 

@@ -412,8 +412,8 @@ def _local_worker_token(settings: Settings) -> str:
     async def ensure() -> str:
         from sdfleet.errors import AuthError
         from sdfleet.jobs.keys import KeyService
+        from sdfleet.store import SqlStore
         from sdfleet.store.migrate import ensure_schema
-        from sdfleet.store.sql import SqlStore
 
         store = SqlStore(settings.resolved_database_url())
         try:
@@ -444,8 +444,8 @@ def _local_worker_token(settings: Settings) -> str:
 @app.command()
 def migrate(database_url: DbOpt = None, data_dir: DataDirOpt = None) -> None:
     """Bring the database schema up to this version (run before starting replicas)."""
+    from sdfleet.store import SqlStore
     from sdfleet.store.migrate import current_revision, head_revision, upgrade
-    from sdfleet.store.sql import SqlStore
 
     settings = build_settings(database_url=database_url, data_dir=data_dir)
 
@@ -464,8 +464,8 @@ def migrate(database_url: DbOpt = None, data_dir: DataDirOpt = None) -> None:
 
 async def _with_keys(settings: Settings, fn: Any) -> Any:
     from sdfleet.jobs.keys import KeyService
+    from sdfleet.store import SqlStore
     from sdfleet.store.migrate import ensure_schema
-    from sdfleet.store.sql import SqlStore
 
     store = SqlStore(settings.resolved_database_url())
     try:
@@ -526,8 +526,8 @@ def keys_revoke(
 
 async def _with_jobs(settings: Settings, fn: Any) -> Any:
     from sdfleet.jobs.service import JobService
+    from sdfleet.store import SqlStore
     from sdfleet.store.migrate import ensure_schema
-    from sdfleet.store.sql import SqlStore
 
     store = SqlStore(settings.resolved_database_url())
     try:
@@ -618,8 +618,8 @@ def tenants_set(
 
 async def _with_models(settings: Settings, fn: Any) -> Any:
     from sdfleet.jobs.models import ModelService
+    from sdfleet.store import SqlStore
     from sdfleet.store.migrate import ensure_schema
-    from sdfleet.store.sql import SqlStore
 
     store = SqlStore(settings.resolved_database_url())
     try:

@@ -16,8 +16,8 @@ from PIL import Image
 
 from sdfleet.config import Settings
 from sdfleet.jobs.keys import KeyService
+from sdfleet.store import SqlStore
 from sdfleet.store.migrate import ensure_schema
-from sdfleet.store.sql import SqlStore
 from tests.browser.helpers import LiveServer, drop_file, expect, png_bytes, start_sdfleet
 
 pytestmark = pytest.mark.browser

@@ -33,9 +33,9 @@ from sdfleet.jobs.models import ModelService
 from sdfleet.jobs.notify import Notifier
 from sdfleet.jobs.service import JobService
 from sdfleet.jobs.webhooks import WebhookDispatcher
+from sdfleet.store import SqlStore
 from sdfleet.store.migrate import ensure_schema
 from sdfleet.store.pgnotify import PgBroadcast
-from sdfleet.store.sql import SqlStore
 
 log = logging.getLogger("sdfleet.api")
 

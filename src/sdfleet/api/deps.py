@@ -15,7 +15,7 @@ from sdfleet.jobs.metrics import Metrics
 from sdfleet.jobs.models import ModelService
 from sdfleet.jobs.notify import Notifier
 from sdfleet.jobs.service import JobService
-from sdfleet.store.base import JobStore
+from sdfleet.store import JobStore
 
 
 @dataclass(slots=True)

@@ -1,5 +1,5 @@
 """Warm sets for cache-aware claims: which registry models each live worker holds in memory or on
-disk, as the claim scoring of :func:`sdfleet.store.sql._affinity_claim_statement` needs them.
+disk, as the claim scoring of :func:`sdfleet.store.claim.claim_statement` needs them.
 
 Workers report their warm set on every claim and heartbeat (``loaded_models``, ``cached_models``);
 the orchestrator persists the last report on the worker row (throttled, like liveness). A claim

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from sdfleet.domain import new_id
 from sdfleet.errors import AuthError, NotFound, ValidationError
 from sdfleet.jobs.webhooks import new_webhook_secret
-from sdfleet.store.base import ApiKeyRecord, JobStore, Tenant
-from sdfleet.store.sql import SqlTx
+from sdfleet.store import ApiKeyRecord, JobStore, SqlTx, Tenant
 
 SCOPES = ("user", "admin", "worker", "metrics")
 _CACHE_SECONDS = 5.0

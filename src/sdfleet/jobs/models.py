@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from sdfleet.a1111 import extract_extra_networks
 from sdfleet.domain import GenerationSpec, ModelKind, ModelRecord
 from sdfleet.errors import Conflict, NotFound, ValidationError
-from sdfleet.store.base import JobStore
+from sdfleet.store import JobStore
 
 _NAME = re.compile(r"^[\w][\w .()+\-\[\]/]{0,199}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

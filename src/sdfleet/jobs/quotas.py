@@ -2,7 +2,7 @@
 
 A tenant's limits are the settings' defaults (:class:`sdfleet.config.Quotas`) with the overrides an
 admin set for that tenant. Two of them are token buckets kept in the tenant's row of the job store and
-debited in the submit's own transaction (:meth:`sdfleet.store.sql.SqlTx.debit_buckets`), so every
+debited in the submit's own transaction (:meth:`sdfleet.store.SqlTx.debit_buckets`), so every
 replica shares them:
 
 * ``rate``/``burst``: jobs per second on average, and at once (a batch costs its size);
@@ -24,7 +24,7 @@ from typing import Any
 
 from sdfleet.config import Quotas
 from sdfleet.domain import JobKind
-from sdfleet.store.base import Buckets
+from sdfleet.store import Buckets
 
 DAY_SECONDS = 86400.0
 LIMIT_NAMES = ("rate", "burst", "max_concurrent", "gpu_seconds_per_day", "max_job_gpu_seconds", "weight")

@@ -54,8 +54,7 @@ from sdfleet.jobs.quotas import (
 )
 from sdfleet.jobs.webhooks import new_webhook_secret
 from sdfleet.specs.training import LoraTrainSpec
-from sdfleet.store.base import Buckets, JobStore, OutboxMessage, Tenant
-from sdfleet.store.sql import Affinity, CompletedJob, LeaseAnswer, SqlTx
+from sdfleet.store import Affinity, Buckets, CompletedJob, JobStore, LeaseAnswer, OutboxMessage, SqlTx, Tenant
 
 log = logging.getLogger("sdfleet.jobs")
 

@@ -27,8 +27,7 @@ from sdfleet.errors import SdfleetError
 from sdfleet.jobs.metrics import Metrics
 from sdfleet.jobs.notify import Notifier
 from sdfleet.netguard import check_url_syntax, guarded_transport
-from sdfleet.store.base import JobStore, OutboxMessage
-from sdfleet.store.sql import SqlTx
+from sdfleet.store import JobStore, OutboxMessage, SqlTx
 
 log = logging.getLogger("sdfleet.webhooks")
 

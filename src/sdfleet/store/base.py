@@ -1,73 +1,22 @@
-"""The job store's contract: records it returns beside the domain types, and the protocols.
+"""The job store's contract: the :class:`JobStore` protocol the use cases in :mod:`sdfleet.jobs`
+depend on. The records it returns beside the domain types are in :mod:`sdfleet.store.records`.
 
 There is one implementation, :class:`sdfleet.store.sql.SqlStore`, for SQLite and PostgreSQL; the
-protocols exist so the use cases in :mod:`sdfleet.jobs` depend on a contract, not on SQLAlchemy.
+protocol exists so the use cases depend on how transactions run, not on the engines. It is typed against the
+transaction class itself (:mod:`sdfleet.store.tx`, which imports only records, rows, claim and
+schema — never this module nor ``sql``): with one implementation, a mirror protocol of its ~60
+statements would be ceremony; the seam that matters is that only :mod:`sdfleet.jobs` holds a
+transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from sdfleet.store.sql import SqlTx
+from sdfleet.store.tx import SqlTx
 
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class Tenant:
-    """An owner of jobs. Its webhook secret signs every webhook sent for its jobs."""
-
-    id: str
-    webhook_url: str | None
-    webhook_secret: str
-    created_at: float
-    limits: dict[str, Any] = field(default_factory=dict)  # an admin's overrides of the default quotas
-    weight: float | None = None  # fair-share weight (None: the default)
-
-
-@dataclass(slots=True, frozen=True)
-class Buckets:
-    """A tenant's two token buckets as stored (tokens ``None``: full) and its live job count."""
-
-    rate_tokens: float | None
-    rate_ts: float | None
-    gpu_tokens: float | None
-    gpu_ts: float | None
-
-
-@dataclass(slots=True)
-class ApiKeyRecord:
-    """A stored API key: only the SHA-256 of the secret is kept."""
-
-    id: str
-    tenant: str
-    name: str
-    key_hash: str
-    prefix: str
-    scopes: tuple[str, ...]
-    created_at: float
-    revoked_at: float | None = None
-
-
-@dataclass(slots=True)
-class OutboxMessage:
-    """A webhook delivery waiting in (or done from) the durable outbox."""
-
-    message_id: str
-    job_id: str
-    tenant: str
-    url: str
-    event_type: str
-    payload: str
-    next_attempt_at: float
-    created_at: float
-    attempts: int = 0
-    state: str = "pending"
-    last_error: str | None = None
-    delivered_at: float | None = None
 
 
 class JobStore(Protocol):

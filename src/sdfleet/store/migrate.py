@@ -10,7 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from sdfleet.errors import ConfigError
-from sdfleet.store.sql import SqlStore, SqlTx
+from sdfleet.store.sql import SqlStore
+from sdfleet.store.tx import SqlTx
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

@@ -49,7 +49,7 @@ tenants = Table(
     Column("gpu_tokens", Float, nullable=True),
     Column("gpu_ts", Float, nullable=True),
     Column("served_at", Float, nullable=True),
-    Column("share_used", Float, nullable=True),  # jobs handed out lately (decaying, see sql._claim_statement)
+    Column("share_used", Float, nullable=True),  # jobs handed out lately (decaying, see claim.py)
 )
 
 api_keys = Table(

@@ -22,8 +22,8 @@ import pytest
 from sdfleet.config import Settings
 from sdfleet.domain import Capabilities, Feature, GenerationSpec, JobKind, LoraRef
 from sdfleet.jobs.service import Completion, JobRequest, JobService, Registration
+from sdfleet.store import SqlStore
 from sdfleet.store.migrate import upgrade
-from sdfleet.store.sql import SqlStore
 from tests.conftest import FakeClock
 
 WORKERS, CHECKPOINTS, LORAS = 8, 4, 40

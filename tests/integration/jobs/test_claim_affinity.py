@@ -12,7 +12,7 @@ from sdfleet.config import Settings
 from sdfleet.domain import Capabilities, Feature, GenerationSpec, JobKind, LoraRef
 from sdfleet.jobs.affinity import WarmIndex, warm_names
 from sdfleet.jobs.service import JobRequest, JobService, Registration
-from sdfleet.store.sql import SqlStore
+from sdfleet.store import SqlStore
 from tests.conftest import FakeClock
 
 

@@ -18,7 +18,7 @@ from sdfleet.jobs.service import (
     Registration,
     output_key,
 )
-from sdfleet.store.sql import SqlStore
+from sdfleet.store import SqlStore
 from tests.conftest import FakeClock
 
 

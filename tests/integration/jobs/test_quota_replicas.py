@@ -17,8 +17,8 @@ from sdfleet.config import Quotas, Settings
 from sdfleet.domain import GenerationSpec, JobKind
 from sdfleet.errors import LimitExceeded, RateLimited
 from sdfleet.jobs.service import JobRequest, JobService
+from sdfleet.store import SqlStore
 from sdfleet.store.migrate import upgrade
-from sdfleet.store.sql import SqlStore
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.postgres

@@ -10,7 +10,7 @@ from sdfleet.config import Quotas, Settings
 from sdfleet.domain import Capabilities, GenerationSpec, JobKind, JobState
 from sdfleet.errors import LimitExceeded, RateLimited
 from sdfleet.jobs.service import Completion, JobRequest, JobService, Registration
-from sdfleet.store.sql import SqlStore, SqlTx
+from sdfleet.store import SqlStore, SqlTx
 from tests.conftest import FakeClock
 
 

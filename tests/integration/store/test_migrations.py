@@ -10,9 +10,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from sdfleet.errors import ConfigError
+from sdfleet.store import SqlStore, SqlTx
 from sdfleet.store.migrate import ensure_schema, head_revision, upgrade
 from sdfleet.store.schema import metadata
-from sdfleet.store.sql import SqlStore, SqlTx
 
 
 async def test_migrations_match_the_declared_schema(store: SqlStore) -> None:

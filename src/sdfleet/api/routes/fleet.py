@@ -12,7 +12,7 @@ from sdfleet.api.checked import CheckedRoute
 from sdfleet.api.deps import Admin, Ctx
 from sdfleet.domain import WorkerState
 from sdfleet.jobs.affinity import warm_names
-from sdfleet.store.sql import SqlTx
+from sdfleet.store import SqlTx
 from sdfleet.wire import FleetModelsView, ModelDemandView
 
 router = APIRouter(prefix="/v1/fleet", tags=["fleet"], route_class=CheckedRoute)

@@ -25,7 +25,7 @@ from sdfleet.errors import LimitExceeded, NotFound, ValidationError
 from sdfleet.jobs.inputs import BLOB_REF, ImageLimits, InputImages, check_image
 from sdfleet.netguard import check_url_syntax
 from sdfleet.specs.training import to_validation_error
-from sdfleet.store.sql import SqlTx
+from sdfleet.store import SqlTx
 from sdfleet.wire import AccountView, BatchView, JobBatchCreate, JobCreate, JobList, JobView, WebhookSettings
 
 router = APIRouter(tags=["jobs"], route_class=CheckedRoute)
