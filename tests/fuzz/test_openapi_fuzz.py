@@ -53,21 +53,6 @@ def _operations() -> list[tuple[str, str]]:
 
 OPERATIONS = _operations()
 
-SIGNED_BLOB_ROUTES = {("GET", "/v1/blobs/{key}"), ("PUT", "/v1/worker/blobs/{key}")}
-
-
-def _known_elsewhere(method: str, path: str, case: Any) -> bool:
-    """Cases left out for a 5xx another change of issue 14 fixes; remove each once that change is merged.
-
-    * A non-ASCII ``sig`` on the signed blob routes answers 500 (``hmac.compare_digest`` raises
-      ``TypeError: comparing strings with non-ASCII characters is not supported``): fixed by the signed-URL
-      helper's change (``sdfleet.blobs.signing``, "non-ASCII sig on /v1/blobs/{key} and PUT /v1/worker/blobs").
-    """
-    if (method, path) in SIGNED_BLOB_ROUTES:
-        sig = (case.query or {}).get("sig")
-        return isinstance(sig, str) and not sig.isascii()
-    return False
-
 
 def assert_error_envelope(path: str, response: Any) -> None:
     """A refusal is JSON in the envelope of its API: on ``/sdapi`` A1111's (``detail``: FastAPI's list for a
@@ -116,8 +101,6 @@ def test_no_server_errors_for_any_caller(
     )
     @given(case=strategy)
     def run(case: Any) -> None:
-        if _known_elsewhere(method, path, case):
-            return
         for name, headers in identities.headers.items():
             response = case.call(headers=headers, timeout=30)
             try:
