@@ -163,7 +163,6 @@ def test_rooms_import_only_what_the_table_allows() -> None:
     assert not wrong, "imports the rooms table forbids:\n" + "\n".join(wrong)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 in progress: routes reach the store through services")
 def test_only_create_app_builds_the_store() -> None:
     wrong = [
         f"{e.path}:{e.line}: imports {e.target}"

@@ -27,11 +27,14 @@ from sdfleet.blobs import BlobStore, UrlSigner, open_blob_store
 from sdfleet.config import Settings
 from sdfleet.domain import JobState, WorkerState
 from sdfleet.errors import ConfigError, SdfleetError
+from sdfleet.jobs.a1111 import A1111Service
 from sdfleet.jobs.keys import KeyService
 from sdfleet.jobs.metrics import Metrics
 from sdfleet.jobs.models import ModelService
 from sdfleet.jobs.notify import Notifier
+from sdfleet.jobs.queries import JobQueries
 from sdfleet.jobs.service import JobService
+from sdfleet.jobs.submit import JobPreparer
 from sdfleet.jobs.webhooks import WebhookDispatcher
 from sdfleet.store import SqlStore
 from sdfleet.store.migrate import ensure_schema
@@ -100,19 +103,25 @@ def create_app(
                 field="auth",
             )
         service = JobService(the_store, settings, clock=clock, notifier=notifier, metrics=metrics)
+        registry = ModelService(the_store, allow_pickle=settings.allow_pickle, clock=clock)
         ctx = AppContext(
             settings=settings,
-            store=the_store,
             blobs=the_blobs,
             jobs=service,
+            queries=JobQueries(the_store),
+            preparer=JobPreparer(settings, the_store, the_blobs, registry),
+            a1111=A1111Service(
+                the_store, clock=service.clock, retention_seconds=settings.event_retention_seconds
+            ),
             keys=keys,
-            models=ModelService(the_store, allow_pickle=settings.allow_pickle, clock=clock),
+            models=registry,
             notifier=notifier,
             metrics=metrics,
             signer=signer,
             open_mode=open_mode,
         )
         app.state.ctx = ctx
+        app.state.store = the_store  # for tests and operators' tools: routes reach it through services only
         dispatcher = WebhookDispatcher(the_store, settings, metrics=metrics, notifier=notifier, clock=clock)
         tasks: list[asyncio.Task[None]] = []
         if background:
@@ -174,10 +183,10 @@ def create_app(
 async def _refresh_gauges(ctx: AppContext) -> None:
     now = time.time()
     since = now - ctx.settings.worker_offline_after
-    by_state, workers = await ctx.store.read(
-        lambda tx: (tx.count_jobs_by_state(), tx.list_workers(seen_since=since))
-    )
+    stats = await ctx.queries.stats(seen_since=since)
     for state in JobState:
-        ctx.metrics.jobs_by_state.labels(state.value).set(by_state.get(state.value, 0))
+        ctx.metrics.jobs_by_state.labels(state.value).set(stats.by_state.get(state.value, 0))
     for wstate in WorkerState:
-        ctx.metrics.workers_online.labels(wstate.value).set(sum(1 for w in workers if w.state == wstate))
+        ctx.metrics.workers_online.labels(wstate.value).set(
+            sum(1 for w in stats.workers if w.state == wstate)
+        )

@@ -10,22 +10,27 @@ from fastapi import Depends, Request
 from sdfleet.api.auth import principal_for, require_scope
 from sdfleet.blobs import BlobStore, UrlSigner
 from sdfleet.config import Settings
+from sdfleet.jobs.a1111 import A1111Service
 from sdfleet.jobs.keys import KeyService, Principal
 from sdfleet.jobs.metrics import Metrics
 from sdfleet.jobs.models import ModelService
 from sdfleet.jobs.notify import Notifier
+from sdfleet.jobs.queries import JobQueries
 from sdfleet.jobs.service import JobService
-from sdfleet.store import JobStore
+from sdfleet.jobs.submit import JobPreparer
 
 
 @dataclass(slots=True)
 class AppContext:
-    """The composed services of one app instance (kept on ``app.state.ctx``)."""
+    """The composed services of one app instance (kept on ``app.state.ctx``). Routes reach the job store
+    only through these services (``jobs``, ``queries``, ``preparer``, ``a1111``, ``keys``, ``models``)."""
 
     settings: Settings
-    store: JobStore
     blobs: BlobStore
     jobs: JobService
+    queries: JobQueries
+    preparer: JobPreparer
+    a1111: A1111Service
     keys: KeyService
     models: ModelService
     notifier: Notifier

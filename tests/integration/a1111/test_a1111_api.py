@@ -22,7 +22,7 @@ from sdfleet.api.routes import a1111 as a1111_routes
 from sdfleet.config import Settings
 from sdfleet.domain import JobState
 from tests.integration.a1111.conftest import NO_WORKER_TIMEOUT, checkpoint_body, png_b64, title_of
-from tests.integration.api.conftest import create_key, ctx_of
+from tests.integration.api.conftest import create_key, store_of
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +236,7 @@ def test_each_basic_user_is_its_own_tenant(make_client: Any) -> None:
     # no worker here: the call times out (504) and its job, bob's, is canceled
     response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1}, auth=("bob", "builder"))
     assert response.status_code == 504 and response.json()["error"] == "RequestTimeout"
-    jobs = client.portal.call(ctx_of(client).store.read, lambda tx: tx.list_jobs(tenant="a1111-bob"))  # type: ignore[union-attr]
+    jobs = client.portal.call(store_of(client).read, lambda tx: tx.list_jobs(tenant="a1111-bob"))  # type: ignore[union-attr]
     assert [(j.labels["api"], j.state) for j in jobs] == [("a1111", JobState.CANCELED)]
 
 
@@ -352,7 +352,7 @@ def test_bad_input_is_an_a1111_error_and_stores_no_job(
     envelope = response.json()
     assert set(envelope) == {"error", "detail", "body", "errors"}
     assert detail in envelope["detail"]
-    jobs = client.portal.call(ctx_of(client).store.read, lambda tx: tx.list_jobs(tenant=None))  # type: ignore[union-attr]
+    jobs = client.portal.call(store_of(client).read, lambda tx: tx.list_jobs(tenant=None))  # type: ignore[union-attr]
     assert jobs == []
 
 

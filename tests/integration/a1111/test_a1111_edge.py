@@ -17,7 +17,7 @@ from PIL import Image
 from sdfleet.api.app import create_app
 from sdfleet.config import Settings
 from tests.integration.a1111.conftest import NO_WORKER_TIMEOUT, png_b64
-from tests.integration.api.conftest import ctx_of
+from tests.integration.api.conftest import store_of
 from tests.integration.api.test_edge_validation import bomb_png
 
 
@@ -46,7 +46,7 @@ def raw_post(client: TestClient, path: str, text: str) -> Any:
 
 
 def no_jobs(client: TestClient) -> bool:
-    jobs = client.portal.call(ctx_of(client).store.read, lambda tx: tx.list_jobs(tenant=None))  # type: ignore[union-attr]
+    jobs = client.portal.call(store_of(client).read, lambda tx: tx.list_jobs(tenant=None))  # type: ignore[union-attr]
     return jobs == []
 
 

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from sdfleet.api.app import create_app
 from sdfleet.api.deps import AppContext
 from sdfleet.config import Settings
+from sdfleet.store import JobStore
 
 MakeClient = Callable[..., TestClient]
 
@@ -49,6 +50,12 @@ def client(make_client: MakeClient) -> TestClient:
 def ctx_of(client: TestClient) -> AppContext:
     ctx: AppContext = client.app.state.ctx  # type: ignore[attr-defined]
     return ctx
+
+
+def store_of(client: TestClient) -> JobStore:
+    """The app's job store, for tests that look at rows no route shows (routes reach it through services)."""
+    store: JobStore = client.app.state.store  # type: ignore[attr-defined]
+    return store
 
 
 def create_key(client: TestClient, tenant: str, *scopes: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from sdfleet.cli import _local_worker_token
 from sdfleet.config import Settings
-from tests.integration.api.conftest import MakeClient, create_key, ctx_of, run_one_job_as_worker
+from tests.integration.api.conftest import MakeClient, create_key, ctx_of, run_one_job_as_worker, store_of
 
 TXT = {"params": {"prompt": "x", "width": 64, "height": 64}}
 
@@ -65,7 +65,7 @@ def test_a_key_created_by_another_process_closes_the_box_within_seconds(client: 
     from sdfleet.jobs.keys import _USER_KEYS_CACHE_SECONDS, KeyService
 
     assert client.get("/v1/jobs").status_code == 200
-    other = KeyService(ctx_of(client).store)  # like `sdfleet keys create` next to the running server
+    other = KeyService(store_of(client))  # like `sdfleet keys create` next to the running server
     client.portal.call(other.create, "alice", ["user"])  # type: ignore[union-attr]
     deadline = time.monotonic() + _USER_KEYS_CACHE_SECONDS + 1.0
     while client.get("/v1/jobs").status_code != 401:
@@ -77,7 +77,7 @@ def test_a1111_basic_users_jobs_are_not_readable_without_credentials(make_client
     client = make_client(a1111_api_auth="alice:wonder", a1111_request_timeout=0.2)
     r = client.post("/sdapi/v1/txt2img", json={"prompt": "secret", "steps": 1}, auth=("alice", "wonder"))
     assert r.status_code == 504  # no worker: it gave up, but the job is stored under alice's tenant
-    [job] = client.portal.call(ctx_of(client).store.read, lambda tx: tx.list_jobs(tenant="a1111-alice"))  # type: ignore[union-attr]
+    [job] = client.portal.call(store_of(client).read, lambda tx: tx.list_jobs(tenant="a1111-alice"))  # type: ignore[union-attr]
     for path in ("/v1/jobs", f"/v1/jobs/{job.id}", f"/v1/jobs/{job.id}/events", "/v1/admin/workers"):
         assert client.get(path).status_code == 401, path
     assert client.post(f"/v1/jobs/{job.id}/cancel", json={}).status_code == 401

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from sdfleet.store.sql import SqlTx
-from tests.integration.api.conftest import ctx_of
+from tests.integration.api.conftest import store_of
 
 TXT = {"kind": "txt2img", "params": {"prompt": "a red circle", "width": 64, "height": 64, "steps": 4}}
 POISONS = {
@@ -32,7 +32,7 @@ def _poison(client: TestClient, job_id: str, spec: str) -> None:
     def write(tx: SqlTx) -> None:
         tx.conn.execute(text("UPDATE jobs SET spec = :spec WHERE id = :id"), {"spec": spec, "id": job_id})
 
-    client.portal.call(ctx_of(client).store.write, write)  # type: ignore[union-attr]
+    client.portal.call(store_of(client).write, write)  # type: ignore[union-attr]
 
 
 def _job_row(client: TestClient, job_id: str) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def _job_row(client: TestClient, job_id: str) -> dict[str, Any]:
         ).one()
         return dict(row._mapping)
 
-    return client.portal.call(ctx_of(client).store.read, read)  # type: ignore[union-attr, no-any-return]
+    return client.portal.call(store_of(client).read, read)  # type: ignore[union-attr, no-any-return]
 
 
 @pytest.mark.parametrize("poison", list(POISONS))

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from sdfleet.config import Settings
-from tests.integration.api.conftest import MakeClient, ctx_of, run_one_job_as_worker
+from tests.integration.api.conftest import MakeClient, run_one_job_as_worker, store_of
 
 PARAMS: dict[str, Any] = {"prompt": "a red circle", "width": 64, "height": 64, "steps": 4}
 TXT: dict[str, Any] = {"kind": "txt2img", "params": PARAMS}
@@ -35,7 +35,7 @@ def raw_post(client: TestClient, body: bytes | Any, path: str = "/v1/jobs", **he
 
 
 def stored_jobs(client: TestClient) -> list[Any]:
-    return client.portal.call(ctx_of(client).store.read, lambda tx: tx.list_jobs(tenant=None))  # type: ignore[union-attr]
+    return client.portal.call(store_of(client).read, lambda tx: tx.list_jobs(tenant=None))  # type: ignore[union-attr]
 
 
 def stored_inputs(settings: Settings) -> list[Path]:

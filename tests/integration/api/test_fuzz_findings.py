@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tests.integration.api.conftest import ctx_of
+from tests.integration.api.conftest import store_of
 
 TXT: dict[str, Any] = {
     "kind": "txt2img",
@@ -21,7 +21,7 @@ def test_an_empty_idempotency_key_header_is_refused_not_stored(client: TestClien
         r = client.post("/v1/jobs", json=TXT, headers={"Idempotency-Key": ""})
         assert r.status_code == 422, r.text
         assert r.json()["error"]["field"] == "idempotency-key", r.text
-    stored = client.portal.call(ctx_of(client).store.read, lambda tx: tx.list_jobs(tenant=None))  # type: ignore[union-attr]
+    stored = client.portal.call(store_of(client).read, lambda tx: tx.list_jobs(tenant=None))  # type: ignore[union-attr]
     assert stored == []
     first = client.post("/v1/jobs", json=TXT, headers={"Idempotency-Key": "k"})
     again = client.post("/v1/jobs", json=TXT, headers={"Idempotency-Key": "k"})

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from sdfleet.config import Settings
 from sdfleet.domain import ModelKind, ModelRecord
-from tests.integration.api.conftest import MakeClient, create_key, ctx_of
+from tests.integration.api.conftest import MakeClient, create_key, store_of
 
 SHA = "a" * 64
 
@@ -189,10 +189,9 @@ def test_sources_and_training_provenance_are_for_admins_and_the_owner(make_clien
         description="trained by job job0123abcd on base",
         created_at=1.0,
     )
-    ctx = ctx_of(client)
 
     async def put() -> None:
-        await ctx.store.write(lambda tx: tx.upsert_model(trained))
+        await store_of(client).write(lambda tx: tx.upsert_model(trained))
 
     client.portal.call(put)  # type: ignore[union-attr]
 

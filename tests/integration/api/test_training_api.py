@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from sdfleet.api.deps import AppContext
-from tests.integration.api.conftest import MakeClient, ctx_of
+from tests.integration.api.conftest import MakeClient, ctx_of, store_of
 
 
 def png(colour: tuple[int, int, int] = (200, 20, 20)) -> bytes:
@@ -141,7 +141,7 @@ def store_checkpoint(
 
 def webhook_types(ctx: AppContext, client: TestClient, job_id: str) -> list[str]:
     async def read() -> list[str]:
-        return [m.event_type for m in await ctx.store.read(lambda tx: tx.list_webhooks(job_id))]
+        return [m.event_type for m in await store_of(client).read(lambda tx: tx.list_webhooks(job_id))]
 
     return list(client.portal.call(read))  # type: ignore[union-attr]
 
@@ -274,7 +274,7 @@ def test_checkpoints_retention_resume_and_registration(client: TestClient, tmp_p
 
 def _payloads(ctx: AppContext, client: TestClient, job_id: str, event_type: str) -> list[str]:
     async def read() -> list[str]:
-        rows = await ctx.store.read(lambda tx: tx.list_webhooks(job_id))
+        rows = await store_of(client).read(lambda tx: tx.list_webhooks(job_id))
         return [m.payload for m in rows if m.event_type == event_type]
 
     return list(client.portal.call(read))  # type: ignore[union-attr]

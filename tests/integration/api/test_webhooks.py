@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from sdfleet.jobs.webhooks import verify
-from tests.integration.api.conftest import MakeClient, create_key, ctx_of, run_one_job_as_worker
+from tests.integration.api.conftest import MakeClient, create_key, run_one_job_as_worker, store_of
 
 
 class Receiver:
@@ -87,10 +87,9 @@ def test_webhook_signed_retried_and_delivered(client: TestClient, receiver: Rece
         assert statuses_of_one[-1] == 200
     types = {json.loads(b)["type"] for s, _, b in receiver.calls if s == 200}
     assert {"job.queued", "job.started", "job.finished"} <= types
-    ctx = ctx_of(client)
 
     async def outbox() -> list[str]:
-        return [m.state for m in await ctx.store.read(lambda tx: tx.list_webhooks(job["id"]))]
+        return [m.state for m in await store_of(client).read(lambda tx: tx.list_webhooks(job["id"]))]
 
     assert set(client.portal.call(outbox)) == {"delivered"}  # type: ignore[union-attr]
 
@@ -108,10 +107,9 @@ def test_private_destinations_refused_by_default(make_client: MakeClient, receiv
     job = client.post(
         "/v1/jobs", json={"params": {"prompt": "x", "width": 64, "height": 64}, "webhook_url": receiver.url}
     ).json()
-    ctx = ctx_of(client)
 
     async def last_error() -> str | None:
-        msgs = await ctx.store.read(lambda tx: tx.list_webhooks(job["id"]))
+        msgs = await store_of(client).read(lambda tx: tx.list_webhooks(job["id"]))
         return msgs[0].last_error if msgs else None
 
     deadline = time.monotonic() + 10

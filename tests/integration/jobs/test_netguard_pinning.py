@@ -24,7 +24,7 @@ from sdfleet.errors import ModelUnavailable, ValidationError
 from sdfleet.models import ModelCache
 from sdfleet.netguard import guarded_transport
 from sdfleet.wire import ModelSource
-from tests.integration.api.conftest import MakeClient, ctx_of, make_client  # noqa: F401  (fixture)
+from tests.integration.api.conftest import MakeClient, ctx_of, make_client, store_of  # noqa: F401  (fixture)
 
 NAME = "rebind.sdfleet.test"
 PUBLIC = "8.8.8.8"  # what the name answers first (passes the check); later answers are loopback
@@ -180,10 +180,9 @@ def test_webhook_never_reaches_loopback_through_rebinding(
             "webhook_url": f"http://{NAME}:{server.port}/hook",
         },
     ).json()
-    ctx = ctx_of(client)
 
     async def attempted() -> bool:
-        msgs = await ctx.store.read(lambda tx: tx.list_webhooks(job["id"]))
+        msgs = await store_of(client).read(lambda tx: tx.list_webhooks(job["id"]))
         return bool(msgs) and msgs[0].attempts > 0
 
     deadline = time.monotonic() + 15

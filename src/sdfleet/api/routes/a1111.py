@@ -86,7 +86,6 @@ from sdfleet.a1111.mapping import (
 from sdfleet.api.auth import OPEN_PRINCIPAL, anonymous_allowed, principal_for, require_scope
 from sdfleet.api.checked import CheckedRoute
 from sdfleet.api.deps import AppContext, Ctx
-from sdfleet.api.submit import prepare_job
 from sdfleet.config import Limits, parse_basic_users
 from sdfleet.domain import Job, JobKind, JobState, ModelKind, ModelRecord
 from sdfleet.errors import (
@@ -223,23 +222,20 @@ async def img2img(
 
 
 async def _catalog(ctx: AppContext) -> Catalog:
-    checkpoints, vaes = await ctx.store.read(
-        lambda tx: (tx.list_models(ModelKind.CHECKPOINT), tx.list_models(ModelKind.VAE))
-    )
-    return Catalog(checkpoints=checkpoints, vaes=vaes)
+    return await ctx.a1111.catalog()
 
 
 async def _generate(
     kind: JobKind, body: ProcessingRequest, request: Request, ctx: AppContext, tenant: str
 ) -> dict[str, Any] | Response:
     check_request_sizes(body, ctx.settings.limits)
-    options = await ctx.store.read(lambda tx: tx.get_a1111_options(tenant))
+    options = await ctx.a1111.options(tenant)
     catalog = await _catalog(ctx)
     mapped = map_request(kind, body, options=options, catalog=catalog, rng=_RNG)
     labels = {"api": "a1111", "task_id": mapped.task_id}
     try:
-        prepared = await prepare_job(
-            ctx, tenant, JobCreate(kind=kind, params=mapped.spec, labels=labels), params_prefix=""
+        prepared = await ctx.preparer.prepare(
+            tenant, JobCreate(kind=kind, params=mapped.spec, labels=labels), params_prefix=""
         )
     except LimitExceeded as exc:
         if exc.field and exc.field.startswith(("init_images.", "mask")):  # the message names the image
@@ -253,9 +249,7 @@ async def _generate(
         raise
     [submitted] = await ctx.jobs.submit(tenant, [prepared])
     job = submitted.job
-    now = ctx.jobs.clock()
-    prune_before = now - ctx.settings.event_retention_seconds
-    await ctx.store.write(lambda tx: tx.record_a1111_task(tenant, mapped.task_id, job.id, now, prune_before))
+    await ctx.a1111.record_task(tenant, mapped.task_id, job.id)
     log.info(
         "a1111.submitted job_id=%s task_id=%s tenant=%s kind=%s model=%s images=%d notes=%d",
         job.id,
@@ -270,14 +264,12 @@ async def _generate(
     if not mapped.restore_afterwards and mapped.override_settings:
         kept, _ = validate_option_updates(mapped.override_settings, catalog, strict_checkpoint=False)
         if kept:
-            await ctx.store.write(lambda tx: tx.merge_a1111_options(tenant, kept, now))
+            await ctx.a1111.merge_options(tenant, kept)
     try:
         finished = await _wait_for(ctx, request, job.id, tenant)
     finally:
         with contextlib.suppress(Exception):
-            await asyncio.shield(
-                ctx.store.write(lambda tx: tx.finish_a1111_task(tenant, mapped.task_id, job.id))
-            )
+            await asyncio.shield(ctx.a1111.finish_task(tenant, mapped.task_id, job.id))
     if finished is None:
         return Response(status_code=CLIENT_GONE_STATUS)
     return await _answer(ctx, mapped, finished, catalog)
@@ -338,7 +330,7 @@ async def _answer(ctx: AppContext, mapped: MappedRequest, job: Job, catalog: Cat
         if job.error_code == "expired":
             raise ServiceUnavailable(message)
         raise EngineError(message, retryable=False)
-    outputs = sorted(await ctx.store.read(lambda tx: tx.list_outputs(job.id)), key=lambda o: o.index)
+    outputs = sorted(await ctx.queries.outputs(job.id), key=lambda o: o.index)
     images: list[str] = []
     if mapped.send_images:
         for output in outputs:
@@ -392,7 +384,7 @@ async def progress(ctx: Ctx, caller: Caller, skip_current_image: bool = False) -
     """Progress of the caller's own current request (idle values when it has none running or queued).
 
     ``current_image`` stays null: workers send no live previews."""
-    active = await ctx.store.read(lambda tx: tx.active_a1111_tasks(caller.tenant))
+    active = await ctx.a1111.active_tasks(caller.tenant)
     current = _current(active)
     if current is None:
         return ProgressResponse(progress=0.0, eta_relative=0.0, state=ProgressState())
@@ -429,7 +421,7 @@ async def progress(ctx: Ctx, caller: Caller, skip_current_image: bool = False) -
 
 
 async def _stop_running(ctx: AppContext, tenant: str, how: str) -> int:
-    active = await ctx.store.read(lambda tx: tx.active_a1111_tasks(tenant))
+    active = await ctx.a1111.active_tasks(tenant)
     running = [job for _, job in active if job.state == JobState.RUNNING]
     for job in running:
         await ctx.jobs.cancel(job.id, tenant)
@@ -459,7 +451,7 @@ async def internal_progress(
     job = None
     if body.id_task:
         task = body.id_task
-        job = await ctx.store.read(lambda tx: tx.get_a1111_task(caller.tenant, task))
+        job = await ctx.a1111.task_job(caller.tenant, task)
     if job is None:
         return InternalProgressResponse(
             active=False, queued=False, completed=False, id_live_preview=-1, textinfo="Waiting..."
@@ -551,7 +543,7 @@ def _user_comment(raw: object) -> str | None:
 @router.get("/sdapi/v1/options")
 async def get_options(ctx: Ctx, caller: Caller) -> dict[str, Any]:
     """The caller's A1111 settings: A1111's defaults overlaid with what this tenant set."""
-    stored = await ctx.store.read(lambda tx: tx.get_a1111_options(caller.tenant))
+    stored = await ctx.a1111.options(caller.tenant)
     options = effective_options(stored)
     title = options.get("sd_model_checkpoint")
     if title:
@@ -566,8 +558,7 @@ async def set_options(body: dict[str, Any], ctx: Ctx, caller: Caller) -> None:
     never anyone else's. Unknown settings and A1111's ``restrict_api`` ones are ignored."""
     accepted, ignored = validate_option_updates(body, await _catalog(ctx))
     if accepted:
-        now = ctx.jobs.clock()
-        await ctx.store.write(lambda tx: tx.merge_a1111_options(caller.tenant, accepted, now))
+        await ctx.a1111.merge_options(caller.tenant, accepted)
     log.info("a1111.options tenant=%s set=%s ignored=%s", caller.tenant, sorted(accepted), sorted(ignored))
 
 

@@ -50,7 +50,7 @@ def _worker_view(w: WorkerInfo, now: float, offline_after: float) -> dict[str, A
 async def list_workers(ctx: Ctx, _: Admin) -> dict[str, Any]:
     """Every registered worker with its state, current jobs, loaded models and counters."""
     now = time.time()
-    workers = await ctx.store.read(lambda tx: tx.list_workers())
+    workers = await ctx.queries.workers()
     return {"workers": [_worker_view(w, now, ctx.settings.worker_offline_after) for w in workers]}
 
 
@@ -86,13 +86,8 @@ async def stats(ctx: Ctx, _: Admin) -> dict[str, Any]:
     now = time.time()
     since = now - ctx.settings.worker_offline_after
     start = (now // 60 - (ACTIVITY_MINUTES - 1)) * 60
-    by_state, workers, activity = await ctx.store.read(
-        lambda tx: (
-            tx.count_jobs_by_state(),
-            tx.list_workers(seen_since=since),
-            tx.activity_by_minute(start, start + 60 * ACTIVITY_MINUTES),
-        )
-    )
+    found = await ctx.queries.stats(seen_since=since, activity=(start, start + 60 * ACTIVITY_MINUTES))
+    by_state, workers, activity = found.by_state, found.workers, found.activity
     return {
         "jobs": by_state,
         "workers_online": len(workers),

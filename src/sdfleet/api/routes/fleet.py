@@ -4,15 +4,11 @@ models to pre-load where."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from sdfleet.api.checked import CheckedRoute
 from sdfleet.api.deps import Admin, Ctx
-from sdfleet.domain import WorkerState
 from sdfleet.jobs.affinity import warm_names
-from sdfleet.store import SqlTx
 from sdfleet.wire import FleetModelsView, ModelDemandView
 
 router = APIRouter(prefix="/v1/fleet", tags=["fleet"], route_class=CheckedRoute)
@@ -26,14 +22,8 @@ async def fleet_models(ctx: Ctx, _: Admin) -> FleetModelsView:
     wait of jobs first handed out in the last 15 minutes. Models nobody uses or holds are left out."""
     now = ctx.jobs.clock()
     since = now - ctx.settings.worker_offline_after
-
-    def read(tx: SqlTx) -> tuple[dict[str, dict[str, float]], dict[str, list[float]], list[Any]]:
-        demand = tx.model_demand()
-        waits = tx.recent_model_waits(now - RECENT_WINDOW_SECONDS)
-        workers = [w for w in tx.list_workers(seen_since=since) if w.state == WorkerState.ACTIVE]
-        return demand, waits, workers
-
-    demand, waits, workers = await ctx.store.read(read)
+    found = await ctx.queries.demand(waits_since=now - RECENT_WINDOW_SECONDS, seen_since=since)
+    demand, waits, workers = found.demand, found.waits, found.workers
     loaded: dict[str, int] = {}
     cached: dict[str, int] = {}
     for w in workers:
@@ -43,7 +33,7 @@ async def fleet_models(ctx: Ctx, _: Admin) -> FleetModelsView:
         for name in warm_names(w.cached_models) - in_memory:
             cached[name] = cached.get(name, 0) + 1
     names = sorted(set(demand) | set(waits) | set(loaded) | set(cached))
-    kinds = await ctx.store.read(lambda tx: tx.get_models(names)) if names else {}
+    kinds = await ctx.queries.models(names)
     views = []
     for name in names:
         d = demand.get(name, {})

@@ -6,7 +6,6 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
-from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -18,14 +17,12 @@ from sdfleet.api.auth import principal_for, require_scope
 from sdfleet.api.checked import CheckedRoute, checked_json
 from sdfleet.api.deps import Ctx, User
 from sdfleet.api.schemas import binary_request_body, json_request_body
-from sdfleet.api.submit import prepare_job
 from sdfleet.api.views import job_view
-from sdfleet.domain import EventType, Job, JobKind, JobState, Output
+from sdfleet.domain import EventType, Job, JobKind, JobState
 from sdfleet.errors import LimitExceeded, NotFound, ValidationError
-from sdfleet.jobs.inputs import BLOB_REF, ImageLimits, InputImages, check_image
+from sdfleet.jobs.inputs import BLOB_REF, ImageLimits, check_image
 from sdfleet.netguard import check_url_syntax
 from sdfleet.specs.training import to_validation_error
-from sdfleet.store import SqlTx
 from sdfleet.wire import AccountView, BatchView, JobBatchCreate, JobCreate, JobList, JobView, WebhookSettings
 
 router = APIRouter(tags=["jobs"], route_class=CheckedRoute)
@@ -55,7 +52,7 @@ async def submit_jobs(
     raw: Any = await checked_json(request)  # strict: UTF-8, finite numbers, storable text, bounded depth
     if not isinstance(raw, dict):
         raise ValidationError("the body must be a JSON object", field="body")
-    inputs = InputImages(principal.tenant, ctx.blobs)
+    inputs = ctx.preparer.inputs(principal.tenant)
     try:
         if "jobs" in raw:
             if isinstance(raw["jobs"], list) and len(raw["jobs"]) > ctx.settings.limits.max_jobs_per_batch:
@@ -64,13 +61,12 @@ async def submit_jobs(
                 )
             batch = JobBatchCreate.model_validate(raw)
             requests = [
-                await prepare_job(ctx, principal.tenant, b, field_prefix=f"jobs.{i}.", inputs=inputs)
+                await ctx.preparer.prepare(principal.tenant, b, field_prefix=f"jobs.{i}.", inputs=inputs)
                 for i, b in enumerate(batch.jobs)
             ]
         else:
             requests = [
-                await prepare_job(
-                    ctx,
+                await ctx.preparer.prepare(
                     principal.tenant,
                     JobCreate.model_validate(raw),
                     idempotency_key=idempotency_key,
@@ -118,8 +114,7 @@ async def upload_input(request: Request, ctx: Ctx, principal: User) -> dict[str,
 async def get_job(job_id: str, request: Request, ctx: Ctx, principal: User) -> JobView:
     """One job with its progress, outputs (as URLs), error, timings and cost."""
     job = await ctx.jobs.get_job(job_id, principal.tenant_filter)
-    outputs = await ctx.store.read(lambda tx: tx.list_outputs(job.id))
-    return job_view(ctx, request, job, outputs)
+    return job_view(ctx, request, job, await ctx.queries.outputs(job.id))
 
 
 @router.get("/v1/jobs")
@@ -140,20 +135,16 @@ async def list_jobs(
         if not sep:
             raise ValidationError("label must be key:value", field="label")
         label_pair = (key, value)
-
-    def read(tx: SqlTx) -> tuple[list[Job], dict[str, list[Output]]]:
-        found = tx.list_jobs(
-            tenant=principal.tenant_filter,
-            states=state or (),
-            kind=kind,
-            label=label_pair,
-            before=cursor,
-            limit=limit,
-        )
-        return found, tx.outputs_for_jobs([j.id for j in found])
-
-    jobs, outputs = await ctx.store.read(read)
-    views = [job_view(ctx, request, j, outputs[j.id]) for j in jobs]
+    page = await ctx.queries.job_page(
+        tenant=principal.tenant_filter,
+        states=state or (),
+        kind=kind,
+        label=label_pair,
+        before=cursor,
+        limit=limit,
+    )
+    jobs = page.jobs
+    views = [job_view(ctx, request, j, page.outputs[j.id]) for j in jobs]
     return JobList(jobs=views, next_cursor=jobs[-1].id if len(jobs) == limit else None)
 
 
@@ -161,8 +152,7 @@ async def list_jobs(
 async def cancel_job(job_id: str, request: Request, ctx: Ctx, principal: User) -> JobView:
     """Cancel: a queued job at once, a running one at its worker's next heartbeat."""
     job = await ctx.jobs.cancel(job_id, principal.tenant_filter)
-    outputs = await ctx.store.read(lambda tx: tx.list_outputs(job.id))
-    return job_view(ctx, request, job, outputs)
+    return job_view(ctx, request, job, await ctx.queries.outputs(job.id))
 
 
 @router.get("/v1/jobs/{job_id}/outputs/{index}")
@@ -171,7 +161,7 @@ async def get_output(
 ) -> RedirectResponse:
     """Redirect to a (signed) URL of one output."""
     job = await ctx.jobs.get_job(job_id, principal.tenant_filter)
-    outputs = {o.index: o for o in await ctx.store.read(lambda tx: tx.list_outputs(job.id))}
+    outputs = {o.index: o for o in await ctx.queries.outputs(job.id)}
     if index not in outputs:
         raise NotFound(f"job {job_id} has no output {index}", field="index")
     url = ctx.absolute(request, ctx.blobs.get_url(outputs[index].blob_key, 3600))
@@ -205,7 +195,7 @@ async def job_events(
     after = int(last_event_id) if last_event_id and _EVENT_ID.fullmatch(last_event_id) else 0
     quiet_since = time.monotonic()
     while True:
-        events = await ctx.store.read(partial(SqlTx.events_after, job_id=job_id, after_id=after))
+        events = await ctx.queries.events_after(job_id, after)
         for ev in events:
             after = ev.id
             yield ServerSentEvent(
@@ -230,7 +220,7 @@ async def account(ctx: Ctx, principal: User) -> AccountView:
     """The caller's tenant: webhook settings and secret, usage (jobs, images, cost), and its quotas
     with what is left of each (``quota``)."""
     tenant = await ctx.jobs.ensure_tenant(principal.tenant)
-    usage = await ctx.store.read(lambda tx: tx.tenant_usage(principal.tenant))
+    usage = await ctx.queries.tenant_usage(principal.tenant)
     return AccountView(
         tenant=tenant.id,
         scopes=sorted(principal.scopes),

@@ -33,7 +33,7 @@ async def health() -> dict[str, str]:
 async def ready(ctx: Ctx) -> dict[str, str]:
     """The process can serve: its database answers."""
     try:
-        await ctx.store.ping()
+        await ctx.queries.ping()
     except Exception as exc:
         raise ServiceUnavailable(f"database not reachable: {type(exc).__name__}") from exc
     return {"status": "ready"}

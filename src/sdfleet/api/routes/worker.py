@@ -214,7 +214,7 @@ async def claim(body: ClaimRequest, request: Request, ctx: Ctx, principal: Worke
         await ctx.jobs.reject_claimed(body.worker_id, rejected)
     message = None
     if result.worker_state == WorkerState.QUARANTINED:
-        worker = await ctx.store.read(lambda tx: tx.get_worker(body.worker_id))
+        worker = await ctx.queries.worker(body.worker_id)
         message = f"quarantined: {worker.quarantine_reason if worker else ''}"
     rest = ClaimResponse(
         jobs=[], worker_state=result.worker_state.value, lease_seconds=result.lease_seconds, message=message
@@ -508,7 +508,7 @@ async def put_blob(
     overwritten (the same bytes again, a retry, are fine)."""
     verify_signed(ctx.signer, "PUT", key, exp, sig)
     target = attempt_key(key)
-    job = await ctx.store.read(lambda tx: tx.get_job(target.job_id)) if target is not None else None
+    job = await ctx.queries.get_job(target.job_id) if target is not None else None
     if not upload_allowed(target, job):
         raise StaleLease(f"{key} is not an upload of a job's current lease", field="key")
     size = await ctx.blobs.put_stream(

@@ -66,7 +66,7 @@ async def claimed_models(
     names = sorted({n for found in wanted.values() for n in found})
     if not names:
         return {}
-    records = await ctx.store.read(lambda tx: tx.get_models(names))
+    records = await ctx.queries.models(names)
     sources = {name: model_source(ctx, record) for name, record in records.items()}
     return {job_id: [sources[n] for n in found if n in sources] for job_id, found in wanted.items() if found}
 

@@ -1,0 +1,168 @@
+"""Validating a job before it is stored: limits, labels, kind, webhook URL, the models it names, its input
+images. Every API that creates jobs (the native ``/v1/jobs`` and the A1111 ``/sdapi/v1`` routes) goes
+through :meth:`JobPreparer.prepare`, so a job is held to the same rules whichever door it came in by."""
+
+from __future__ import annotations
+
+from sdfleet.blobs import BlobStore
+from sdfleet.config import Limits, Settings
+from sdfleet.domain import JobKind
+from sdfleet.errors import LimitExceeded, ValidationError
+from sdfleet.jobs.inputs import ImageLimits, InputImages, generation_inputs, training_inputs
+from sdfleet.jobs.models import ModelService, resolve_training
+from sdfleet.jobs.service import JobRequest
+from sdfleet.netguard import check_url_syntax
+from sdfleet.specs.training import LoraTrainSpec
+from sdfleet.store import JobStore
+from sdfleet.validation import check_text
+from sdfleet.wire import JobCreate
+
+
+def check_training_limits(spec: LoraTrainSpec, limits: Limits, prefix: str) -> None:
+    """This deployment's bounds on a training job (stricter than the trainer's own): 422 naming the field."""
+    checks: list[tuple[str, int, int]] = [
+        ("steps", spec.steps, limits.max_train_steps),
+        ("resolution", spec.resolution, limits.max_train_resolution),
+        ("images", len(spec.images), limits.max_train_images),
+        ("class_images", len(spec.class_images), limits.max_train_images),
+        ("rank", spec.rank, limits.max_train_rank),
+        ("batch_size", spec.batch_size, limits.max_train_batch_size),
+    ]
+    for name, value, limit in checks:
+        if value > limit:
+            raise LimitExceeded(f"{name} is {value}, the limit is {limit}", field=f"{prefix}{name}")
+    for name in ("instance_prompt", "class_prompt"):
+        text = getattr(spec, name) or ""
+        if len(text) > limits.max_prompt_chars:
+            raise LimitExceeded(
+                f"{name} has {len(text)} characters, the limit is {limits.max_prompt_chars}",
+                field=f"{prefix}{name}",
+            )
+
+
+def check_job_fields(body: JobCreate, limits: Limits, prefix: str, idempotency_key: str | None) -> None:
+    """The job's own bounded fields: labels (count, key and value length), the idempotency key (a header
+    has no JSON check of its own) — 422 naming the field."""
+    if len(body.labels) > limits.max_labels:
+        raise LimitExceeded(
+            f"labels has {len(body.labels)} entries, the limit is {limits.max_labels}",
+            field=f"{prefix}labels",
+        )
+    for key, value in body.labels.items():
+        if not key or len(key) > limits.max_label_key_chars:
+            raise LimitExceeded(
+                f"a label key must have 1 to {limits.max_label_key_chars} characters", field=f"{prefix}labels"
+            )
+        if len(value) > limits.max_label_value_chars:
+            raise LimitExceeded(
+                f"label {key!r} has {len(value)} characters, the limit is {limits.max_label_value_chars}",
+                field=f"{prefix}labels.{key}",
+            )
+    if idempotency_key is not None:
+        check_text(idempotency_key, "idempotency_key")
+
+
+class JobPreparer:
+    """Checks job bodies against this deployment's limits and registry and stores their input images;
+    built once by ``create_app``."""
+
+    def __init__(self, settings: Settings, store: JobStore, blobs: BlobStore, models: ModelService) -> None:
+        self._settings = settings
+        self._store = store
+        self._blobs = blobs
+        self._models = models
+
+    def inputs(self, tenant: str) -> InputImages:
+        """An empty set of input images for a batch of ``tenant``'s jobs (see :meth:`prepare`)."""
+        return InputImages(tenant, self._blobs)
+
+    async def _prepare_training(
+        self,
+        tenant: str,
+        body: JobCreate,
+        spec: LoraTrainSpec,
+        prefix: str,
+        params: str,
+        inputs: InputImages,
+    ) -> JobRequest:
+        """A ``train_lora`` job: limits, the base checkpoint and the LoRA's name in the registry, the
+        training images stored as inputs."""
+        check_training_limits(spec, self._settings.limits, params)
+        arch = await resolve_training(self._store, spec.base_model, spec.name, params, tenant)
+        if body.arch and arch and body.arch != arch:
+            raise ValidationError(
+                f"arch {body.arch} does not match the base model's ({arch})", field=f"{prefix}arch"
+            )
+        if spec.name is None:
+            raise ValidationError("a training job needs the name of the LoRA it makes", field=f"{params}name")
+        stored = await training_inputs(spec, inputs, ImageLimits.training(self._settings.limits), params)
+        return JobRequest(
+            kind=body.kind,
+            spec=stored,
+            priority=body.priority,
+            idempotency_key=body.idempotency_key,
+            webhook_url=body.webhook_url,
+            labels=body.labels,
+            arch=body.arch or arch,
+        )
+
+    async def prepare(
+        self,
+        tenant: str,
+        body: JobCreate,
+        *,
+        field_prefix: str = "",
+        params_prefix: str | None = None,
+        idempotency_key: str | None = None,
+        inputs: InputImages | None = None,
+    ) -> JobRequest:
+        """Check one job body and its input images; return the request to submit.
+
+        The images are checked here and written by ``inputs.store()``: pass the ``inputs`` of a whole batch and
+        store them once every job passed; without one, a job's own images are stored when it passes.
+        Errors name the offending field as ``{field_prefix}{name}`` for the job's own fields (``webhook_url``,
+        ``arch``) and ``{params_prefix}{name}`` for its parameters (default ``{field_prefix}params.``).
+        """
+        prefix = field_prefix
+        params = f"{prefix}params." if params_prefix is None else params_prefix
+        images = inputs if inputs is not None else InputImages(tenant, self._blobs)
+        check_job_fields(body, self._settings.limits, prefix, idempotency_key)
+        if body.webhook_url:
+            check_url_syntax(body.webhook_url, f"{prefix}webhook_url")
+        if isinstance(body.params, LoraTrainSpec):
+            request = await self._prepare_training(tenant, body, body.params, prefix, params, images)
+            request.idempotency_key = request.idempotency_key or idempotency_key
+            if inputs is None:
+                await images.store()
+            return request
+        gen = body.generation
+        try:
+            gen.check_limits(self._settings.limits)
+        except ValidationError as exc:
+            exc.field = f"{params}{exc.field}" if exc.field else exc.field
+            raise
+        if body.kind == JobKind.IMG2IMG and not gen.init_images:
+            raise ValidationError(
+                "img2img needs at least one image in init_images", field=f"{params}init_images"
+            )
+        if body.kind == JobKind.TXT2IMG and (gen.init_images or gen.mask):
+            raise ValidationError(
+                "txt2img takes no init_images or mask: use kind img2img", field=f"{params}init_images"
+            )
+        use = await self._models.resolve(gen, params)
+        if body.arch and use.arch and body.arch != use.arch:
+            raise ValidationError(
+                f"arch {body.arch} does not match the checkpoint's ({use.arch})", field=f"{prefix}arch"
+            )
+        spec = await generation_inputs(gen, images, ImageLimits.generation(self._settings.limits), params)
+        if inputs is None:
+            await images.store()
+        return JobRequest(
+            kind=body.kind,
+            spec=spec,
+            priority=body.priority,
+            idempotency_key=body.idempotency_key or idempotency_key,
+            webhook_url=body.webhook_url,
+            labels=body.labels,
+            arch=body.arch or use.arch,
+        )
