@@ -13,12 +13,17 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sdfleet.errors import ValidationError
 
 __all__ = [
     "INT64_MAX",
+    "body_checked",
+    "body_is_checked",
     "check_text",
     "check_tree",
     "field_path",
@@ -30,6 +35,25 @@ INT64_MAX = 2**63 - 1
 """The largest integer a request may carry anywhere (the store's integer columns are 64-bit)."""
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_BODY_CHECKED: ContextVar[bool] = ContextVar("sdfleet_body_checked", default=False)
+
+
+@contextmanager
+def body_checked() -> Iterator[None]:
+    """Mark the request being handled in this context as having a body that :func:`loads_json` decoded and
+    walked: body models (``wire.WorkerBody``) then skip their own walk of the same values, so a body is
+    checked once, not twice. Only code that ran :func:`loads_json` on the very bytes being validated may
+    enter it (``api.checked.CheckedRoute`` does)."""
+    token = _BODY_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _BODY_CHECKED.reset(token)
+
+
+def body_is_checked() -> bool:
+    """True inside :func:`body_checked`: the values being validated have passed :func:`check_tree`."""
+    return _BODY_CHECKED.get()
 
 
 def field_path(parts: tuple[str | int, ...] | list[str | int]) -> str:

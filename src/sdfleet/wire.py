@@ -21,6 +21,7 @@ from pydantic import (
 
 from sdfleet.domain import GENERATION_KINDS, GenerationSpec, JobKind
 from sdfleet.specs.training import LoraTrainSpec
+from sdfleet.validation import body_is_checked
 
 # ===================================================================== native jobs API
 
@@ -203,14 +204,19 @@ def _check_value(value: Any, depth: int = 0) -> None:
 
 class WorkerBody(BaseModel):
     """Base of the worker protocol's request bodies: unknown fields, NaN/Infinity, invalid text and
-    out-of-range numbers are refused, naming the field."""
+    out-of-range numbers are refused, naming the field.
+
+    The walk of every value is skipped inside :func:`sdfleet.validation.body_checked`: on the
+    orchestrator, ``CheckedRoute`` has already walked the whole decoded body with the same rules (and
+    named the field), so a worker request is checked once. Built anywhere else (the worker's client,
+    tests), a body walks its values itself."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     @field_validator("*", mode="after")
     @classmethod
     def _valid_everywhere(cls, value: Any) -> Any:
-        if not isinstance(value, BaseModel):
+        if not isinstance(value, BaseModel) and not body_is_checked():
             _check_value(value)
         return value
 

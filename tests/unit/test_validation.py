@@ -73,3 +73,23 @@ def test_error_bodies_can_always_be_rendered() -> None:
     """What A1111's 422 echoes (the input) may hold NaN or surrogates: made printable, never a 500."""
     safe = json_safe({"input": [math.nan, math.inf, "\ud800"], "loc": ("body", "cfg_scale")})
     assert safe == {"input": ["nan", "inf", "\\ud800"], "loc": ["body", "cfg_scale"]}
+
+
+def test_a_worker_body_walks_its_values_unless_the_route_already_did() -> None:
+    """One check per request: inside ``body_checked()`` (CheckedRoute walked the decoded body with the same
+    rules) a worker body skips its own walk; anywhere else (the worker's client) it still refuses bad text."""
+    from pydantic import ValidationError as PydanticValidationError
+
+    from sdfleet.validation import body_checked, body_is_checked
+    from sdfleet.wire import HeartbeatRequest
+
+    bad = {"worker_id": "w\x00", "loaded_models": ["a\x00b"]}
+    with pytest.raises(PydanticValidationError, match="NUL"):
+        HeartbeatRequest.model_validate(bad)
+    assert not body_is_checked()
+    with body_checked():
+        assert body_is_checked()
+        assert HeartbeatRequest.model_validate(bad).worker_id == "w\x00"  # not walked twice
+    assert not body_is_checked()  # the mark ends with the request
+    with pytest.raises(PydanticValidationError, match="NUL"):
+        HeartbeatRequest.model_validate(bad)

@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope
 
 from sdfleet.config import Limits
 from sdfleet.errors import ValidationError
-from sdfleet.validation import loads_json
+from sdfleet.validation import body_checked, loads_json
 
 _DEFAULT_LIMITS = Limits()
 
@@ -93,6 +93,8 @@ class CheckedRoute(APIRoute):
                 if body:
                     value = loads_json(body, max_depth=json_depth_limit(request))
                     request = _CheckedJsonRequest(request.scope, request.receive, body, value)
+                    with body_checked():  # the body models need not walk it again
+                        return await handler(request)
             return await handler(request)
 
         return checked
