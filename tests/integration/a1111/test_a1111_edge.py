@@ -25,7 +25,9 @@ from tests.integration.api.test_edge_validation import bomb_png
 def edge_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """One app for every refusal (none of them changes anything)."""
     settings = Settings(
-        data_dir=tmp_path_factory.mktemp("a1111-edge"), a1111_request_timeout=NO_WORKER_TIMEOUT
+        data_dir=tmp_path_factory.mktemp("a1111-edge"),
+        a1111_request_timeout=NO_WORKER_TIMEOUT,
+        allowed_hosts=["testserver"],  # FastAPI's TestClient sends Host: testserver
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client
