@@ -172,6 +172,37 @@ def test_only_create_app_builds_the_store() -> None:
     assert not wrong, "api/ must reach the store through jobs/ services:\n" + "\n".join(wrong)
 
 
+def store_reads_in(path: Path) -> list[int]:
+    """Lines where ``path`` reaches for a ``.store`` attribute of something (``ctx.store.read(…)``,
+    ``ctx.jobs.store``); a call of a method named so (``inputs.store()``, which writes images) is not one."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}  # ``inputs.store()`` is a verb
+    return [
+        n.lineno
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Attribute) and n.attr == "store" and id(n) not in called
+    ]
+
+
+def test_routes_hold_no_store() -> None:
+    """Routes call services: no module of api/ outside create_app's reads a ``.store`` attribute."""
+    wrong = [
+        f"{path.relative_to(SRC)}:{line}"
+        for module, path in sorted(MODULES.items())
+        if room(module) == "api" and str(path.relative_to(SRC)) != STORE_DOOR
+        for line in store_reads_in(path)
+    ]
+    assert not wrong, "api/ reaches a store around the services:\n" + "\n".join(wrong)
+
+
+def test_the_store_finder_sees_a_route_holding_the_store(tmp_path: Path) -> None:
+    route = tmp_path / "route.py"
+    route.write_text(
+        "async def f(ctx, inputs):\n    await inputs.store()\n    return await ctx.store.read(lambda tx: tx.list_workers())\n"
+    )
+    assert store_reads_in(route) == [3]
+
+
 def find_cycles(edges: list[Edge]) -> list[list[str]]:
     """Strongly connected components with more than one module (Tarjan, iterative)."""
     graph: dict[str, set[str]] = {}
