@@ -26,7 +26,7 @@ from sdfleet.errors import StaleLease
 from sdfleet.wire import ReleaseRequest, StopRequest
 from sdfleet.worker.client import Backoff, Unreachable, WorkerClient
 from sdfleet.worker.runner import Worker, run_worker
-from tests.support_live import Orchestrator, make_settings
+from tests.support.live import Orchestrator, make_settings
 
 WorkerFactory = Callable[..., Awaitable[Worker]]
 

@@ -1,4 +1,11 @@
-"""Helpers for tests that run real processes and real servers."""
+"""Helpers shared by every test layer: one package, one theme a module.
+
+- this module: :func:`free_port` and :func:`wait_until`, for tests that run real processes and servers;
+- :mod:`tests.support.clock`: :class:`FakeClock`, the hand-moved clock behind the ``clock`` fixture;
+- :mod:`tests.support.files`: a real HTTP file server for download tests;
+- :mod:`tests.support.live`: a live orchestrator and in-process workers;
+- :mod:`tests.support.services`: real PostgreSQL and S3 servers (a pytest plugin, see ``conftest.py``).
+"""
 
 from __future__ import annotations
 
