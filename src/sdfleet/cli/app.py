@@ -98,3 +98,17 @@ def _root(version: Annotated[bool, typer.Option("--version", help="Print the ver
     if version:
         typer.echo(f"sdfleet {__version__}")
         raise typer.Exit()
+
+
+async def with_store(settings: Settings, fn: Any) -> Any:
+    """Await ``fn(store)`` on the store of ``settings``, migrated to this version, and close the store
+    after (what every command that reads or writes the database does)."""
+    from sdfleet.store import SqlStore
+    from sdfleet.store.migrate import ensure_schema
+
+    store = SqlStore(settings.resolved_database_url())
+    try:
+        await ensure_schema(store, migrate=True)
+        return await fn(store)
+    finally:
+        await store.close()

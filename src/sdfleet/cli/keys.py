@@ -15,6 +15,7 @@ from sdfleet.cli.app import (
     build_settings,
     console,
     run,
+    with_store,
 )
 from sdfleet.config import Settings
 
@@ -23,15 +24,8 @@ keys_app = typer.Typer(help="Create, list and revoke API keys (stored hashed).",
 
 async def _with_keys(settings: Settings, fn: Any) -> Any:
     from sdfleet.jobs.keys import KeyService
-    from sdfleet.store import SqlStore
-    from sdfleet.store.migrate import ensure_schema
 
-    store = SqlStore(settings.resolved_database_url())
-    try:
-        await ensure_schema(store, migrate=True)
-        return await fn(KeyService(store))
-    finally:
-        await store.close()
+    return await with_store(settings, lambda store: fn(KeyService(store)))
 
 
 @keys_app.command("create")

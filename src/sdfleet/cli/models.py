@@ -16,6 +16,7 @@ from sdfleet.cli.app import (
     console,
     fail,
     run,
+    with_store,
 )
 from sdfleet.config import Settings
 
@@ -25,17 +26,12 @@ models_app = typer.Typer(
 
 
 async def with_models(settings: Settings, fn: Any) -> Any:
-    """Run ``fn(ModelService)`` on a migrated store of ``settings``, closing the store after."""
+    """Await ``fn(ModelService)`` on the migrated store of ``settings``."""
     from sdfleet.jobs.models import ModelService
-    from sdfleet.store import SqlStore
-    from sdfleet.store.migrate import ensure_schema
 
-    store = SqlStore(settings.resolved_database_url())
-    try:
-        await ensure_schema(store, migrate=True)
-        return await fn(ModelService(store, allow_pickle=settings.allow_pickle))
-    finally:
-        await store.close()
+    return await with_store(
+        settings, lambda store: fn(ModelService(store, allow_pickle=settings.allow_pickle))
+    )
 
 
 @models_app.command("add")

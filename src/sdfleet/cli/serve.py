@@ -30,6 +30,7 @@ from sdfleet.cli.app import (
     console,
     fail,
     run,
+    with_store,
 )
 from sdfleet.cli.models import with_models
 from sdfleet.config import Settings, WorkerSettings
@@ -319,28 +320,21 @@ def _local_worker_token(settings: Settings) -> str:
     path = settings.data_dir / "worker_token"
     kept = path.read_text().strip() if path.exists() else ""
 
-    async def ensure() -> str:
-        from sdfleet.errors import AuthError
-        from sdfleet.jobs.keys import KeyService
-        from sdfleet.store import SqlStore
-        from sdfleet.store.migrate import ensure_schema
+    from sdfleet.errors import AuthError
+    from sdfleet.jobs.keys import KeyService
 
-        store = SqlStore(settings.resolved_database_url())
-        try:
-            await ensure_schema(store, migrate=True)
-            keys = KeyService(store)
-            if kept:
-                try:
-                    if (await keys.verify(kept)).is_worker:
-                        return kept
-                except AuthError:
-                    pass
-            created = await keys.create("local", ["worker"], name="sdfleet up local workers")
-            return created.secret
-        finally:
-            await store.close()
+    async def ensure(store: Any) -> str:
+        keys = KeyService(store)
+        if kept:
+            try:
+                if (await keys.verify(kept)).is_worker:
+                    return kept
+            except AuthError:
+                pass
+        created = await keys.create("local", ["worker"], name="sdfleet up local workers")
+        return created.secret
 
-    secret: str = run(ensure())
+    secret: str = run(with_store(settings, ensure))
     if secret != kept:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

@@ -14,6 +14,7 @@ from sdfleet.cli.app import (
     DbOpt,
     build_settings,
     run,
+    with_store,
 )
 from sdfleet.config import Settings
 
@@ -25,15 +26,8 @@ tenants_app = typer.Typer(
 
 async def _with_jobs(settings: Settings, fn: Any) -> Any:
     from sdfleet.jobs.service import JobService
-    from sdfleet.store import SqlStore
-    from sdfleet.store.migrate import ensure_schema
 
-    store = SqlStore(settings.resolved_database_url())
-    try:
-        await ensure_schema(store, migrate=True)
-        return await fn(JobService(store, settings))
-    finally:
-        await store.close()
+    return await with_store(settings, lambda store: fn(JobService(store, settings)))
 
 
 def _limit_text(value: Any) -> str:
