@@ -1,5 +1,5 @@
 """Fixtures shared by every test layer: settings on a temp dir, a migrated store (SQLite and
-PostgreSQL), a clock, and the real servers of :mod:`tests.services`."""
+PostgreSQL), a clock, and the real servers of :mod:`tests.support.services`."""
 
 from __future__ import annotations
 
@@ -13,21 +13,9 @@ import pytest
 from sdfleet.config import Settings
 from sdfleet.store import SqlStore
 from sdfleet.store.migrate import upgrade
+from tests.support.clock import FakeClock
 
-pytest_plugins = ["tests.services"]
-
-
-class FakeClock:
-    """A clock tests move by hand, so lease tests never sleep."""
-
-    def __init__(self, start: float = 1_800_000_000.0):
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+pytest_plugins = ["tests.support.services"]
 
 
 @pytest.fixture

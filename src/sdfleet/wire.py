@@ -159,6 +159,15 @@ class WebhookSettings(BaseModel):
 # surrogates, no NULs) and free-form maps are small, shallow JSON. Anything else is a 422 naming the
 # field — except error text, which is clamped (a failure report must always land).
 
+LORA_CONTENT_TYPE = "application/vnd.safetensors"
+"""The content type of a trained LoRA a worker uploads (and the orchestrator checks before registering)."""
+
+EXIF_IFD = 0x8769
+"""The EXIF sub-IFD that holds ``UserComment``."""
+
+EXIF_USER_COMMENT = 0x9286
+"""The EXIF ``UserComment`` tag: a JPEG or WebP output's infotext (``UNICODE\\0`` + UTF-16-BE), as A1111 writes it."""
+
 INT32 = 2**31 - 1  # lease epochs, steps, counts: INTEGER columns
 INT63 = 2**63 - 1  # sizes: BIGINT columns
 MAX_SEED = 2**53  # output seeds (BIGINT, and exact in JSON)

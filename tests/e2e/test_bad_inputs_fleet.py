@@ -22,7 +22,7 @@ from sdfleet.domain import GenerationSpec, JobKind, JobState
 from sdfleet.engine.fake import FakeEngine
 from sdfleet.jobs.service import JobRequest, JobService
 from sdfleet.store.sql import SqlStore
-from tests.support_live import Orchestrator, WorkerPool, make_settings, wait_until
+from tests.support.live import Orchestrator, WorkerPool, make_settings, wait_until
 
 pytestmark = pytest.mark.slow  # 22-35 s on 2 shared cores
 

@@ -22,8 +22,8 @@ import pytest
 from sdfleet.config import WorkerSettings
 from sdfleet.engine.fake import FakeEngine
 from sdfleet.worker.runner import Worker
-from tests.services import S3Server
 from tests.support import free_port, wait_until
+from tests.support.services import S3Server
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.s3]
 

@@ -14,7 +14,7 @@ import pytest
 
 from sdfleet.config import Settings
 from tests.support import free_port, wait_until
-from tests.support_live import Orchestrator
+from tests.support.live import Orchestrator
 
 pytestmark = pytest.mark.slow
 

@@ -34,7 +34,7 @@ from sdfleet.testing.tiny_models import TinyModels
 from sdfleet.training.data import images_from_spec
 from sdfleet.training.trainer import LoraTrainer
 from tests.support import wait_until
-from tests.support_live import Orchestrator, make_settings
+from tests.support.live import Orchestrator, make_settings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -142,7 +142,7 @@ def start_worker(url: str, name: str, tmp: Path, tiny: TinyModels) -> subprocess
 def test_killed_training_worker_is_resumed_from_its_latest_checkpoint(
     tiny: TinyModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tests.support_live as live
+    import tests.support.live as live
 
     gates: list[Gate] = []
     real_create_app = live.create_app

@@ -19,7 +19,7 @@ from sdfleet.store.migrate import upgrade
 from sdfleet.store.sql import SqlStore
 from sdfleet.worker.client import Backoff, WorkerClient
 from sdfleet.worker.runner import Worker
-from tests.support_live import Orchestrator, make_settings
+from tests.support.live import Orchestrator, make_settings
 
 FUZZ_EXAMPLES = int(os.environ.get("SDFLEET_FUZZ_EXAMPLES", "15"))
 """Generated cases per operation and generation mode (valid, invalid); each is sent once per identity."""

@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import content_type_conformance, response
 from sdfleet.api.app import create_app
 from sdfleet.config import Settings
 from tests.fuzz.conftest import FUZZ_EXAMPLES, Identities
-from tests.support_live import Orchestrator
+from tests.support.live import Orchestrator
 
 pytestmark = [
     pytest.mark.fuzz,

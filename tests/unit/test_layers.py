@@ -30,13 +30,14 @@ LEAVES: dict[str, set[str]] = {
     "domain": {"errors", "validation"},
     "config": {"errors", "validation"},
     "netguard": {"errors"},
+    "filehash": set(),  # a file's sha256 and its .sha256 sidecar: the engine, the model cache and blobs share it
     "specs": {"domain", "errors", "validation"},
     "wire": {"domain", "errors", "specs", "validation"},
 }
 ALLOWED: dict[str, set[str]] = {
     **LEAVES,
     "a1111": {"domain", "errors", "specs", "validation"},
-    "blobs": {"errors"},
+    "blobs": {"errors", "filehash"},
     "store": {"domain", "errors", "specs"},
     "jobs": {
         "a1111",
@@ -63,8 +64,8 @@ ALLOWED: dict[str, set[str]] = {
         "validation",
         "wire",
     },
-    "engine": {"a1111", "domain", "errors", "specs"},
-    "models": {"domain", "errors", "netguard", "wire"},
+    "engine": {"a1111", "domain", "errors", "filehash", "specs"},
+    "models": {"domain", "errors", "filehash", "netguard", "wire"},
     "training": {"domain", "engine", "errors", "specs"},
     "worker": {"config", "domain", "engine", "errors", "models", "netguard", "specs", "training", "wire"},
     "demo": {"domain", "engine", "errors", "specs", "training"},

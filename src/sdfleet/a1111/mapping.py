@@ -1,5 +1,7 @@
-"""From an A1111 API request to a :class:`~sdfleet.domain.GenerationSpec`, and from the finished job back to
-A1111's ``info``. Pure: no I/O, no web framework; the caller passes in the tenant's settings, the registry
+"""From an A1111 API request to a :class:`~sdfleet.domain.GenerationSpec` (:func:`map_request`, the request
+size checks, the built-in scripts, infotext filling). The registry as A1111 names it lives in
+:mod:`~sdfleet.a1111.catalog`, the settings in :mod:`~sdfleet.a1111.options`, the finished job's ``info`` in
+:mod:`~sdfleet.a1111.info`. Pure: no I/O, no web framework; the caller passes in the tenant's settings, the registry
 entries a request may name, and a random source.
 
 What A1111 does, and so what :func:`map_request` does:
@@ -24,20 +26,27 @@ image, as A1111 answers).
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import string
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
 
 from sdfleet.a1111.api import Img2ImgRequest, ProcessingRequest, Txt2ImgRequest
-from sdfleet.a1111.errors import InfotextError, UnknownNameError
-from sdfleet.a1111.infotext import InfotextParams, parse_infotext
+from sdfleet.a1111.catalog import Catalog, checkpoint_title, model_name_of
+from sdfleet.a1111.errors import UnknownNameError
+from sdfleet.a1111.info import MappedRequest, OutputRecord, build_info
+from sdfleet.a1111.infotext import parse_infotext
+from sdfleet.a1111.options import (
+    MAX_OPTION_BYTES,
+    OPTION_DEFAULTS,
+    RESTRICTED_OPTIONS,
+    effective_options,
+    validate_option_updates,
+)
 from sdfleet.a1111.prompt import extract_extra_networks
 from sdfleet.a1111.samplers import (
     SAMPLERS,
@@ -48,10 +57,12 @@ from sdfleet.a1111.samplers import (
     sampler_by_name,
     scheduler_by_name,
 )
-from sdfleet.domain import GenerationSpec, JobKind, LimitsLike, ModelRecord
+from sdfleet.domain import GenerationSpec, JobKind, LimitsLike
 from sdfleet.errors import LimitExceeded, NotFound, ValidationError
-from sdfleet.validation import text_problem
 
+# Also re-exported, until the importers in api/routes/a1111.py and jobs/a1111.py name the modules that own
+# them: catalog (Catalog, checkpoint_title, model_name_of), options (MAX_OPTION_BYTES, OPTION_DEFAULTS,
+# RESTRICTED_OPTIONS, effective_options, validate_option_updates), info (MappedRequest, OutputRecord, build_info).
 __all__ = [
     "BUILTIN_SCRIPTS",
     "LATENT_UPSCALE_MODES",
@@ -71,6 +82,7 @@ __all__ = [
     "map_request",
     "model_name_of",
     "new_task_id",
+    "validate_option_updates",
 ]
 
 SEED_RANGE = 4294967294
@@ -88,122 +100,6 @@ LATENT_UPSCALE_MODES: tuple[str, ...] = (
 
 PIXEL_UPSCALERS: tuple[str, ...] = ("None", "Lanczos", "Nearest")
 """A1111's built-in pixel upscalers (no model file needed)."""
-
-OPTION_DEFAULTS: Mapping[str, Any] = MappingProxyType(
-    {
-        "sd_model_checkpoint": None,
-        "sd_checkpoint_hash": "",
-        "sd_checkpoints_limit": 1,
-        "sd_checkpoints_keep_in_cpu": True,
-        "sd_checkpoint_cache": 0,
-        "sd_unet": "Automatic",
-        "enable_quantization": False,
-        "emphasis": "Original",
-        "enable_batch_seeds": True,
-        "comma_padding_backtrack": 20,
-        "sdxl_clip_l_skip": False,
-        "CLIP_stop_at_last_layers": 1,
-        "upcast_attn": False,
-        "randn_source": "GPU",
-        "tiling": False,
-        "hires_fix_refiner_pass": "second pass",
-        "sd_vae_checkpoint_cache": 0,
-        "sd_vae": "Automatic",
-        "sd_vae_overrides_per_model_preferences": True,
-        "auto_vae_precision": True,
-        "sd_vae_encode_method": "Full",
-        "sd_vae_decode_method": "Full",
-        "inpainting_mask_weight": 1.0,
-        "initial_noise_multiplier": 1.0,
-        "img2img_extra_noise": 0.0,
-        "img2img_color_correction": False,
-        "img2img_fix_steps": False,
-        "img2img_background_color": "#ffffff",
-        "return_mask": False,
-        "return_mask_composite": False,
-        "overlay_inpaint": True,
-        "samples_save": True,
-        "samples_format": "png",
-        "samples_filename_pattern": "",
-        "grid_save": True,
-        "grid_format": "png",
-        "grid_only_if_multiple": True,
-        "return_grid": True,
-        "enable_pnginfo": True,
-        "save_txt": False,
-        "jpeg_quality": 80,
-        "webp_lossless": False,
-        "export_for_4chan": True,
-        "img_max_size_mp": 200.0,
-        "upscaler_for_img2img": None,
-        "face_restoration": False,
-        "face_restoration_model": "CodeFormer",
-        "code_former_weight": 0.5,
-        "api_enable_requests": True,
-        "api_forbid_local_requests": True,
-        "api_useragent": "",
-        "sd_lora": "None",
-        "lora_preferred_name": "Alias from file",
-        "lora_add_hashes_to_infotext": True,
-        "extra_networks_default_multiplier": 1.0,
-        "cross_attention_optimization": "Automatic",
-        "s_min_uncond": 0.0,
-        "token_merging_ratio": 0.0,
-        "token_merging_ratio_img2img": 0.0,
-        "token_merging_ratio_hr": 0.0,
-        "pad_cond_uncond": False,
-        "pad_cond_uncond_v0": False,
-        "persistent_cond_cache": True,
-        "batch_cond_uncond": True,
-        "fp8_storage": "Disable",
-        "cache_fp16_weight": False,
-        "use_old_emphasis_implementation": False,
-        "use_old_karras_scheduler_sigmas": False,
-        "no_dpmpp_sde_batch_determinism": False,
-        "use_old_hires_fix_width_height": False,
-        "use_old_scheduling": False,
-        "refiner_switch_by_sample_steps": False,
-        "live_previews_enable": True,
-        "live_previews_image_format": "png",
-        "show_progress_grid": True,
-        "show_progress_every_n_steps": 10,
-        "show_progress_type": "Approx NN",
-        "hide_samplers": [],
-        "eta_ddim": 0.0,
-        "eta_ancestral": 1.0,
-        "ddim_discretize": "uniform",
-        "s_churn": 0.0,
-        "s_tmin": 0.0,
-        "s_tmax": 0.0,
-        "s_noise": 1.0,
-        "sigma_min": 0.0,
-        "sigma_max": 0.0,
-        "rho": 0.0,
-        "eta_noise_seed_delta": 0,
-        "always_discard_next_to_last_sigma": False,
-        "sgm_noise_multiplier": False,
-        "uni_pc_variant": "bh1",
-        "uni_pc_skip_type": "time_uniform",
-        "uni_pc_order": 3,
-        "uni_pc_lower_order_final": True,
-        "sd_noise_schedule": "Default",
-        "enable_prompt_comments": True,
-        "infotext_skip_pasting": [],
-        "infotext_styles": "Apply if any",
-        "add_model_hash_to_info": True,
-        "add_model_name_to_info": True,
-        "add_user_name_to_info": False,
-        "add_version_to_infotext": True,
-        "disable_weights_auto_swap": True,
-        "quicksettings_list": ["sd_model_checkpoint"],
-        "disabled_extensions": [],
-        "disable_all_extensions": "none",
-    }
-)
-"""The A1111 1.10 settings ``GET /sdapi/v1/options`` reports, with A1111's defaults."""
-
-RESTRICTED_OPTIONS = frozenset({"api_enable_requests", "api_forbid_local_requests", "api_useragent"})
-"""Settings A1111 flags ``restrict_api``: silently ignored when set through the API."""
 
 _NOT_HONOURED = (
     "eta_noise_seed_delta",
@@ -315,198 +211,13 @@ _SCRIPTS_BY_NAME = {script.name: script for script in BUILTIN_SCRIPTS}
 
 _MASKED_CONTENT = {"fill": 0, "original": 1, "latent noise": 2, "latent nothing": 3}
 _OUTPUT_FORMATS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
-_TITLE_HASH = re.compile(r"^(?P<name>.*?)\s*\[(?P<hash>[0-9a-fA-F]{8,64})\]$")
 _URL = re.compile(r"^https?://", re.IGNORECASE)
-
-
-# ===================================================================== the registry, as A1111 names it
-
-
-def checkpoint_title(model: ModelRecord) -> str:
-    """A1111's checkpoint title: ``name [hash10]`` (just the name when the registry has no hash)."""
-    return f"{model.name} [{model.short_hash}]" if model.sha256 else model.name
-
-
-def model_name_of(model: ModelRecord) -> str:
-    """A1111's ``model_name``: the name with path separators replaced by ``_``."""
-    return model.name.replace("/", "_").replace("\\", "_")
-
-
-def _file_names(model: ModelRecord) -> tuple[str, str]:
-    """The source's file name and its stem (A1111 accepts both as checkpoint aliases)."""
-    base = re.split(r"[/\\]", model.source.split("?", 1)[0].rstrip("/"))[-1]
-    stem = base.rsplit(".", 1)[0] if "." in base else base
-    return base, stem
-
-
-@dataclass(frozen=True, slots=True)
-class Catalog:
-    """The registry entries a request may name: checkpoints and VAEs."""
-
-    checkpoints: Sequence[ModelRecord] = ()
-    vaes: Sequence[ModelRecord] = ()
-
-    def checkpoint(self, alias: str | None) -> ModelRecord | None:
-        """The checkpoint an A1111 alias names: the title ``name [hash]``, the registry name, A1111's
-        ``model_name``, the file name or its stem, the 10-digit short hash or the full sha256."""
-        if not alias or not alias.strip():
-            return None
-        wanted = alias.strip()
-        titled = _TITLE_HASH.match(wanted)
-        candidates = [wanted]
-        if titled:
-            candidates.append(titled.group("name"))
-        for key in candidates:
-            for model in self.checkpoints:
-                if key in (model.name, checkpoint_title(model), model_name_of(model), *_file_names(model)):
-                    return model
-            if key.lower().endswith((".safetensors", ".ckpt")):
-                stem = key.rsplit(".", 1)[0]
-                for model in self.checkpoints:
-                    if stem in (model.name, model_name_of(model)):
-                        return model
-        lowered = wanted.lower()
-        if re.fullmatch(r"[0-9a-f]{10}|[0-9a-f]{64}", lowered):
-            for model in self.checkpoints:
-                if model.sha256 and (model.sha256 == lowered or model.short_hash == lowered):
-                    return model
-        return None
-
-    def vae(self, name: str | None) -> ModelRecord | None:
-        """The VAE called ``name`` (registry name, file name or stem)."""
-        if not name:
-            return None
-        for model in self.vaes:
-            if name in (model.name, model_name_of(model), *_file_names(model)):
-                return model
-        return None
-
-
-# ===================================================================== the mapped request
-
-
-@dataclass(slots=True)
-class MappedRequest:
-    """An A1111 request turned into a job spec, with what ``info`` needs to answer it."""
-
-    kind: JobKind
-    spec: GenerationSpec
-    task_id: str
-    parameters: dict[str, Any]
-    prompt: str
-    negative_prompt: str
-    styles: list[str]
-    all_seeds: list[int]
-    all_subseeds: list[int]
-    denoising_strength: float
-    seed_resize_from: tuple[int, int]
-    send_images: bool
-    restore_afterwards: bool
-    override_settings: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class OutputRecord:
-    """What ``info`` needs of one stored output image."""
-
-    seed: int | None
-    infotext: str | None
 
 
 def new_task_id(kind: JobKind, rng: random.Random) -> str:
     """A1111's task id for a request without ``force_task_id``: ``task(txt2img-XXXXXXX)``."""
     suffix = "".join(rng.choices(string.ascii_uppercase + string.digits, k=7))
     return f"task({kind.value}-{suffix})"
-
-
-def effective_options(tenant_options: Mapping[str, Any]) -> dict[str, Any]:
-    """A1111's defaults overlaid with a tenant's settings (``GET /sdapi/v1/options``). A stored value that
-    is not a valid setting (a NaN, text that cannot be encoded, the wrong type — stored before these were
-    refused) falls back to the default, so one bad value never breaks the settings for good."""
-    merged = dict(OPTION_DEFAULTS)
-    for key, value in tenant_options.items():
-        if key not in OPTION_DEFAULTS:
-            continue
-        try:
-            _check_option_type(key, value)
-        except ValidationError:
-            continue
-        merged[key] = value
-    return merged
-
-
-MAX_OPTION_BYTES = 64 * 1024
-"""The largest value ``POST /sdapi/v1/options`` stores for one setting (JSON-encoded)."""
-
-
-def validate_option_updates(
-    updates: Mapping[str, Any], catalog: Catalog, *, strict_checkpoint: bool = True
-) -> tuple[dict[str, Any], list[str]]:
-    """The settings of a ``POST /sdapi/v1/options`` body (or of ``override_settings`` kept afterwards) that
-    are stored, and the keys that are ignored.
-
-    Settings A1111 does not have, and the ``restrict_api`` ones, are ignored (A1111 fails on the former and
-    skips the latter). A value must have the type of the setting's default. ``sd_model_checkpoint`` must name
-    a registered checkpoint (A1111: "model '…' not found") and is stored as its title; without
-    ``strict_checkpoint`` an unknown one is ignored instead, as A1111 drops an unknown checkpoint override.
-    """
-    accepted: dict[str, Any] = {}
-    ignored: list[str] = []
-    for key, value in updates.items():
-        if key not in OPTION_DEFAULTS or key in RESTRICTED_OPTIONS or key == "sd_checkpoint_hash":
-            ignored.append(key)
-            continue
-        if key == "sd_model_checkpoint" and value is not None:
-            found = catalog.checkpoint(str(value))
-            if found is None:
-                if strict_checkpoint:
-                    raise ValidationError(f"model {value!r} not found", field=key)
-                ignored.append(key)
-                continue
-            value = checkpoint_title(found)
-        _check_option_type(key, value)
-        accepted[key] = value
-    return accepted, ignored
-
-
-def _check_option_type(key: str, value: Any) -> None:
-    default = OPTION_DEFAULTS[key]
-    if default is None:
-        ok = value is None or isinstance(value, str)
-        kind = "a string or null"
-    elif isinstance(default, bool):
-        ok, kind = isinstance(value, bool), "true or false"
-    elif isinstance(default, int):
-        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    elif isinstance(default, float):
-        ok, kind = isinstance(value, int | float) and not isinstance(value, bool), "a number"
-    elif isinstance(default, list):
-        ok, kind = isinstance(value, list), "a list"
-    else:
-        ok, kind = isinstance(value, str), "a string"
-    if not ok:
-        raise ValidationError(f"setting {key} must be {kind}", field=key)
-    try:
-        encoded = json.dumps(value, allow_nan=False)
-    except ValueError as exc:
-        raise ValidationError(f"setting {key} must be a finite number", field=key) from exc
-    if len(encoded) > MAX_OPTION_BYTES:
-        raise ValidationError(f"setting {key} is larger than {MAX_OPTION_BYTES} bytes", field=key)
-    for text in _strings(value):
-        problem = text_problem(text)
-        if problem is not None:
-            raise ValidationError(f"setting {key} {problem}", field=key)
-
-
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list):
-        return [s for item in value for s in _strings(item)]
-    if isinstance(value, dict):
-        return [s for k, v in value.items() for s in (*_strings(k), *_strings(v))]
-    return []
 
 
 _NAME_FIELDS = (
@@ -1034,95 +745,3 @@ def _cast_setting(setting: str, value: Any) -> Any:
     except ValueError:
         return None
     return str(value)
-
-
-# ===================================================================== info
-
-
-def build_info(
-    mapped: MappedRequest,
-    outputs: Sequence[OutputRecord],
-    *,
-    job_timestamp: str,
-    version: str,
-    model: ModelRecord | None,
-    vae: ModelRecord | None,
-    extra: Mapping[str, Any],
-) -> dict[str, Any]:
-    """A1111's ``Processed.js()`` for a finished job, as a dict (the API sends ``json.dumps`` of it).
-
-    Seeds, model, VAE and version come from what the worker wrote into the images (their seeds and
-    infotexts); the request's values (and the registry's ``model``/``vae``) are the fallback. ``extra`` is
-    added under the key ``sdfleet`` together with the notes. Serialise it with ``json.dumps(…,
-    default=lambda _: None)`` as A1111 does (objects that cannot be serialised become null).
-    """
-    spec = mapped.spec
-    count = len(mapped.all_seeds)
-    first = _first_params(outputs)
-    seeds = [o.seed for o in outputs]
-    all_seeds = [s for s in seeds if s is not None] if outputs and None not in seeds else mapped.all_seeds
-    all_subseeds = mapped.all_subseeds
-    if first is not None and first.variation_seed is not None:
-        parsed = [_variation_seed(o.infotext) for o in outputs]
-        if None not in parsed:
-            all_subseeds = [s for s in parsed if s is not None]
-    model_name = first.model if first and first.model else (model.name if model else None)
-    model_hash = first.model_hash if first and first.model_hash else (model.short_hash if model else None)
-    vae_name = first.vae if first and first.vae else (vae.name if vae else None)
-    vae_hash = first.vae_hash if first and first.vae_hash else (vae.short_hash if vae else None)
-    clip_skip = first.clip_skip if first is not None else spec.clip_skip
-    info: dict[str, Any] = {
-        "prompt": mapped.prompt,
-        "all_prompts": [mapped.prompt] * count,
-        "negative_prompt": mapped.negative_prompt,
-        "all_negative_prompts": [mapped.negative_prompt] * count,
-        "seed": all_seeds[0] if all_seeds else spec.seed,
-        "all_seeds": all_seeds,
-        "subseed": all_subseeds[0] if all_subseeds else spec.subseed,
-        "all_subseeds": all_subseeds,
-        "subseed_strength": spec.subseed_strength,
-        "width": spec.width,
-        "height": spec.height,
-        "sampler_name": spec.sampler_name,
-        "cfg_scale": spec.cfg_scale,
-        "steps": spec.steps,
-        "batch_size": spec.batch_size,
-        "restore_faces": False,
-        "face_restoration_model": None,
-        "sd_model_name": model_name,
-        "sd_model_hash": model_hash or None,
-        "sd_vae_name": vae_name,
-        "sd_vae_hash": vae_hash or None,
-        "seed_resize_from_w": mapped.seed_resize_from[0],
-        "seed_resize_from_h": mapped.seed_resize_from[1],
-        "denoising_strength": mapped.denoising_strength,
-        "extra_generation_params": dict(first.extra) if first is not None else {},
-        "index_of_first_image": 0,
-        "infotexts": [o.infotext or "" for o in outputs],
-        "styles": mapped.styles,
-        "job_timestamp": job_timestamp,
-        "clip_skip": clip_skip,
-        "is_using_inpainting_conditioning": False if mapped.kind == JobKind.TXT2IMG else None,
-        "version": first.version if first and first.version else version,
-        "sdfleet": {**extra, "task_id": mapped.task_id, "notes": list(mapped.notes)},
-    }
-    return info
-
-
-def _first_params(outputs: Sequence[OutputRecord]) -> InfotextParams | None:
-    for output in outputs[:1]:
-        if output.infotext:
-            try:
-                return InfotextParams.from_infotext(output.infotext)
-            except InfotextError:
-                return None
-    return None
-
-
-def _variation_seed(infotext: str | None) -> int | None:
-    if not infotext:
-        return None
-    try:
-        return InfotextParams.from_infotext(infotext).variation_seed
-    except InfotextError:
-        return None

@@ -4,7 +4,6 @@ orchestrator, with HMAC-signed URLs."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import threading
 import time
@@ -14,6 +13,7 @@ from urllib.parse import quote
 
 from sdfleet.blobs.base import UrlSigner, check_key
 from sdfleet.errors import Conflict, NotFound, PayloadTooLarge
+from sdfleet.filehash import sha256_file
 
 
 class LocalBlobStore:
@@ -48,7 +48,7 @@ class LocalBlobStore:
             os.link(tmp, path)
             return True
         except FileExistsError:
-            if _digest(path) == _digest(tmp):
+            if sha256_file(path) == sha256_file(tmp):
                 return False
             raise Conflict(
                 "a blob is already stored at this key: it is never overwritten", field="key"
@@ -154,11 +154,3 @@ class LocalBlobStore:
 
     async def close(self) -> None:
         return None
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -3,7 +3,8 @@ disk budget (:class:`ModelCache`), and the name → file lookups the engine uses
 
 from __future__ import annotations
 
-from sdfleet.models.cache import CacheEntry, ModelCache, ModelResolver
+from sdfleet.models.cache import CacheEntry, ModelCache
+from sdfleet.models.resolver import ModelResolver
 from sdfleet.models.sources import Fetch, check_name, civitai_url, hf_url, plan_fetch
 
 __all__ = [

@@ -37,11 +37,9 @@ import json
 import logging
 import os
 import re
-import sys
-import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +48,8 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from sdfleet.errors import ModelUnavailable, ValidationError
+from sdfleet.filehash import hash_prefix, read_sidecar, sha256_file, sidecar_path, write_sidecar
+from sdfleet.models.progress import PROGRESS_MIN_BYTES, DownloadBars
 from sdfleet.models.sources import (
     KNOWN_SUFFIXES,
     PICKLE_SUFFIXES,
@@ -68,7 +68,6 @@ from sdfleet.wire import ModelSource
 log = logging.getLogger("sdfleet.models")
 
 GB = 1024**3
-PROGRESS_MIN_BYTES = 64 * 1024 * 1024
 PROGRESS_LOG_SECONDS = 30.0
 MAX_REDIRECTS = 8
 WRITE_BUFFER = 4 * 1024 * 1024
@@ -98,35 +97,6 @@ class CacheEntry:
     size: int
     last_used: float
     names: list[str] = field(default_factory=list)
-
-
-class ModelResolver:
-    """Name → local file, for the job about to run: what the engine's model lookups call.
-
-    The worker fills it with :meth:`use` right before each ``generate`` (one job at a time), so
-    a prefetch for a later job never changes what the running job sees."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._paths: dict[tuple[str, str], Path] = {}
-
-    def use(self, paths: Mapping[tuple[str, str], Path]) -> None:
-        """Serve ``{(kind, name): path}`` from now on (replacing what was there)."""
-        with self._lock:
-            self._paths = dict(paths)
-
-    def lookup(self, kind: str, name: str) -> Path | None:
-        with self._lock:
-            return self._paths.get((kind, name))
-
-    def checkpoint(self, name: str) -> Path | None:
-        return self.lookup("checkpoint", name)
-
-    def lora(self, name: str) -> Path | None:
-        return self.lookup("lora", name)
-
-    def vae(self, name: str) -> Path | None:
-        return self.lookup("vae", name)
 
 
 class ModelCache:
@@ -175,8 +145,7 @@ class ModelCache:
         self._local_names: dict[str, Path] = {}
         self._loaded = False
         self._real_root: Path | None = None
-        self._bars: Any = None  # a shared rich Progress while downloads show bars
-        self._bar_count = 0
+        self._bars = DownloadBars(progress)
 
     @classmethod
     def from_settings(cls, settings: Any, **kwargs: Any) -> ModelCache:
@@ -353,10 +322,10 @@ class ModelCache:
         check_suffix(path.suffix.lower(), allow_pickle=self.allow_pickle, what=path.name)
         if sha:
             key = (str(path), stat.st_size, stat.st_mtime_ns)
-            digest = self._local.get(key) or _read_sidecar(path, stat.st_size, stat.st_mtime_ns)
+            digest = self._local.get(key) or read_sidecar(path, stat.st_size, stat.st_mtime_ns)
             if digest is None:
                 started = time.monotonic()
-                digest = await asyncio.to_thread(_sha256_file, path)
+                digest = await asyncio.to_thread(sha256_file, path)
                 log.info("model.local.hashed name=%s seconds=%.2f", name, time.monotonic() - started)
             if digest != sha.lower():
                 self._local_names.pop(name, None)
@@ -450,7 +419,7 @@ class ModelCache:
         os.replace(part, final)
         stat = final.stat()
         with contextlib.suppress(OSError):
-            _sidecar(final).write_text(f"{sha} {stat.st_size} {stat.st_mtime_ns}\n", encoding="ascii")
+            write_sidecar(final, sha, stat.st_size, stat.st_mtime_ns)
         self._entries[sha] = CacheEntry(sha, suffix, stat.st_size, self.clock(), [name])
         self._save()
         self._make_room(0, keep={sha})
@@ -473,7 +442,7 @@ class ModelCache:
         if size is not None and have > size:
             _remove(part)
             have = 0
-        hasher = await asyncio.to_thread(_hash_prefix, part, have) if have else hashlib.sha256()
+        hasher = await asyncio.to_thread(hash_prefix, part, have) if have else hashlib.sha256()
         if size is not None and have == size and have > 0:
             return hasher.hexdigest(), plan.suffix
         wanted = dict(headers)
@@ -541,7 +510,7 @@ class ModelCache:
         hasher: Any,
         name: str,
     ) -> None:
-        bar = self._bar_start(name, total, have)
+        bar = self._bars.start(name, total, have)
         last_log = time.monotonic()
         buffer = bytearray()
         fh = await asyncio.to_thread(part.open, mode)
@@ -558,7 +527,7 @@ class ModelCache:
                     await asyncio.to_thread(fh.write, bytes(buffer))
                     buffer.clear()
                 if bar is not None:
-                    self._bars.update(bar, completed=have)
+                    self._bars.update(bar, have)
                 elif (
                     total
                     and total >= PROGRESS_MIN_BYTES
@@ -576,7 +545,7 @@ class ModelCache:
                 if buffer:  # what arrived before a cut is good data: keep it for the resume
                     await asyncio.to_thread(fh.write, bytes(buffer))
                 fh.close()
-            self._bar_stop(bar)
+            self._bars.stop(bar)
 
     async def _open(self, url: str, headers: dict[str, str], guarded: bool) -> httpx.Response:
         """GET ``url`` (streamed), following redirects by hand so every hop passes the guard and
@@ -603,44 +572,6 @@ class ModelCache:
                 continue
             return response
         raise ModelUnavailable(f"too many redirects fetching from {urlsplit(url).hostname}", retryable=False)
-
-    # ------------------------------------------------------------------ progress bars
-    def _bar_start(self, name: str, total: int | None, have: int) -> Any:
-        show = self.progress if self.progress is not None else sys.stderr.isatty()
-        if not show or not total or total < PROGRESS_MIN_BYTES:
-            return None
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        if self._bars is None:
-            self._bars = Progress(
-                TextColumn("{task.description}", markup=False),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self._bars.start()
-        self._bar_count += 1
-        return self._bars.add_task(name[:40], total=total, completed=have)
-
-    def _bar_stop(self, bar: Any) -> None:
-        if bar is None or self._bars is None:
-            return
-        self._bars.remove_task(bar)
-        self._bar_count -= 1
-        if self._bar_count <= 0:
-            self._bars.stop()
-            self._bars, self._bar_count = None, 0
 
     # ------------------------------------------------------------------ budget
     def _make_room(self, incoming: int, keep: set[str]) -> None:
@@ -678,7 +609,7 @@ class ModelCache:
 
     def _delete(self, entry: CacheEntry) -> None:
         path = self._blob_path(entry.sha256, entry.suffix)
-        for p in (path, _sidecar(path)):
+        for p in (path, sidecar_path(path)):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
         self._entries.pop(entry.sha256, None)
@@ -809,41 +740,6 @@ def _remove(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
-
-
-def _read_sidecar(path: Path, size: int, mtime_ns: int) -> str | None:
-    """The engine's ``<file>.sha256`` (``digest size mtime_ns``), if it matches the file."""
-    try:
-        fields = _sidecar(path).read_text(encoding="ascii").split()
-    except (OSError, UnicodeDecodeError):
-        return None
-    if len(fields) == 3 and fields[1] == str(size) and fields[2] == str(mtime_ns) and len(fields[0]) == 64:
-        return fields[0].lower()
-    return None
-
-
-def _sha256_file(path: Path) -> str:
-    digest: str = _hash_prefix(path, None).hexdigest()
-    return digest
-
-
-def _hash_prefix(path: Path, length: int | None) -> Any:
-    """A sha256 object fed with the first ``length`` bytes of ``path`` (all of it if None)."""
-    digest = hashlib.sha256()
-    remaining = length
-    with path.open("rb") as fh:
-        while remaining is None or remaining > 0:
-            block = fh.read(8 << 20 if remaining is None else min(8 << 20, remaining))
-            if not block:
-                break
-            digest.update(block)
-            if remaining is not None:
-                remaining -= len(block)
-    return digest
-
-
 def _range_start(content_range: str | None) -> int | None:
     match = re.match(r"^\s*bytes\s+(\d+)-\d+/(\d+|\*)\s*$", content_range or "")
     return int(match.group(1)) if match else None
@@ -862,4 +758,4 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme.lower(), parts.netloc.lower()
 
 
-__all__ = ["GB", "CacheEntry", "ModelCache", "ModelResolver", "RefreshUrl"]
+__all__ = ["GB", "CacheEntry", "ModelCache", "RefreshUrl"]

@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 from sdfleet.config import WorkerSettings
 from sdfleet.engine import Engine
 from sdfleet.errors import EngineError, Interrupted, ModelUnavailable, SdfleetError, ValidationError
-from sdfleet.models.cache import ModelCache, ModelResolver
+from sdfleet.models import ModelCache, ModelResolver
 from sdfleet.worker.client import WorkerClient
 from sdfleet.worker.held import HeldJob, WorkerStats
 from sdfleet.worker.outputs import Uploader

@@ -17,15 +17,13 @@ from PIL.PngImagePlugin import PngInfo
 
 from sdfleet.engine.base import GeneratedImage
 from sdfleet.errors import SdfleetError
-from sdfleet.wire import OutputItem, UploadRequest, UploadTarget
+from sdfleet.wire import EXIF_IFD, EXIF_USER_COMMENT, OutputItem, UploadRequest, UploadTarget
 from sdfleet.worker.client import WorkerClient
 from sdfleet.worker.held import HeldJob, WorkerStats
 
 log = logging.getLogger("sdfleet.worker")
 
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-_EXIF_IFD = 0x8769
-_USER_COMMENT = 0x9286
 
 
 @dataclass(slots=True)
@@ -54,7 +52,7 @@ def encode_image(
         image.save(buf, format="PNG", pnginfo=meta)
     else:
         exif = Image.Exif()
-        exif.get_ifd(_EXIF_IFD)[_USER_COMMENT] = b"UNICODE\x00" + infotext.encode("utf-16-be")
+        exif.get_ifd(EXIF_IFD)[EXIF_USER_COMMENT] = b"UNICODE\x00" + infotext.encode("utf-16-be")
         fmt = "JPEG" if content_type == "image/jpeg" else "WEBP"
         rgb = image.convert("RGB") if fmt == "JPEG" else image
         rgb.save(buf, format=fmt, quality=quality, exif=exif.tobytes())

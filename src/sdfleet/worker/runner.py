@@ -44,7 +44,7 @@ from sdfleet.config import WorkerSettings
 from sdfleet.domain import JobKind, WorkerState
 from sdfleet.engine import Engine, load_engine
 from sdfleet.errors import SdfleetError
-from sdfleet.models.cache import ModelCache, ModelResolver
+from sdfleet.models import ModelCache, ModelResolver
 from sdfleet.wire import (
     BeatItem,
     ClaimRequest,

@@ -38,14 +38,13 @@ from PIL import Image
 
 from sdfleet.errors import ModelUnavailable, SdfleetError, StaleLease, ValidationError
 from sdfleet.specs.training import LoraTrainSpec
-from sdfleet.wire import CheckpointReport, CheckpointUploadRequest, OutputItem
+from sdfleet.wire import LORA_CONTENT_TYPE, CheckpointReport, CheckpointUploadRequest, OutputItem
 from sdfleet.worker.context import Finish, RunContext
 from sdfleet.worker.held import HeldJob, Phase
 from sdfleet.worker.outputs import encode_png
 
 log = logging.getLogger("sdfleet.worker.training")
 
-LORA_CONTENT_TYPE = "application/vnd.safetensors"
 _EXT = {b"\x89PNG": ".png", b"\xff\xd8\xff": ".jpg", b"RIFF": ".webp"}
 
 
@@ -363,4 +362,4 @@ class TrainingRun:
                 )
 
 
-__all__ = ["LORA_CONTENT_TYPE", "TrainingRun"]
+__all__ = ["TrainingRun"]

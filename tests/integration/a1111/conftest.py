@@ -19,7 +19,7 @@ from PIL import Image
 from sdfleet.api.app import create_app
 from sdfleet.config import Settings
 from tests.integration.api.conftest import with_overrides
-from tests.support_live import Orchestrator, WorkerPool, make_settings
+from tests.support.live import Orchestrator, WorkerPool, make_settings
 
 BASIC_USERS = tuple(f"user{i}" for i in range(40))
 BASIC_PASSWORD = "secret"

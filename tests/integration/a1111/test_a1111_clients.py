@@ -14,7 +14,7 @@ from PIL import Image
 
 from sdfleet.engine.fake import FakeEngine
 from tests.integration.a1111.conftest import BASIC_PASSWORD, checkpoint_body, title_of
-from tests.support_live import Orchestrator, WorkerPool
+from tests.support.live import Orchestrator, WorkerPool
 
 webuiapi = pytest.importorskip("webuiapi")
 

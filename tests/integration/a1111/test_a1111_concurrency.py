@@ -16,7 +16,7 @@ from sdfleet.domain import GenerationSpec, JobKind
 from sdfleet.engine.base import GenerationResult, OnStep, ShouldStop
 from sdfleet.engine.fake import FakeEngine
 from tests.integration.a1111.conftest import checkpoint_body, decode_png, title_of
-from tests.support_live import WorkerPool
+from tests.support.live import WorkerPool
 
 LOAD_SECONDS = 1.0
 STEPS = 10

@@ -15,7 +15,7 @@ import pytest
 
 from sdfleet.engine.fake import FakeEngine
 from tests.integration.a1111.conftest import checkpoint_body, decode_png, png_b64, title_of
-from tests.support_live import Orchestrator, WorkerPool, wait_until
+from tests.support.live import Orchestrator, WorkerPool, wait_until
 
 INFO_KEYS = {
     "prompt",

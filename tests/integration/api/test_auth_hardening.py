@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from sdfleet.cli import _local_worker_token
+from sdfleet.cli.serve import _local_worker_token
 from sdfleet.config import Settings
 from tests.integration.api.conftest import MakeClient, create_key, ctx_of, run_one_job_as_worker, store_of
 

@@ -305,7 +305,7 @@ def test_cli_train_uploads_a_folder_with_caption_sidecars(tmp_path: Path) -> Non
     from typer.testing import CliRunner
 
     from sdfleet.cli import app
-    from tests.support_live import Orchestrator, make_settings
+    from tests.support.live import Orchestrator, make_settings
 
     folder = tmp_path / "pictures"
     folder.mkdir()
@@ -355,7 +355,7 @@ def test_checkpoints_on_s3_presigned_and_pruned(
 
     import httpx
 
-    from tests.services import S3Server
+    from tests.support.services import S3Server
 
     s3: S3Server = request.getfixturevalue("s3_server")
     os.environ.setdefault("AWS_ACCESS_KEY_ID", s3.access_key)

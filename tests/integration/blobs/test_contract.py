@@ -18,7 +18,7 @@ from sdfleet.blobs import BlobStore, LocalBlobStore, UrlSigner
 from sdfleet.blobs.s3 import S3BlobStore
 from sdfleet.config import Settings
 from sdfleet.errors import Conflict, NotFound, PayloadTooLarge, ValidationError
-from tests.services import S3Server
+from tests.support.services import S3Server
 
 
 @dataclass

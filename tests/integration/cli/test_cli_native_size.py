@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from sdfleet.cli import app
-from tests.support_live import Orchestrator, make_settings
+from tests.support.live import Orchestrator, make_settings
 
 
 @pytest.fixture

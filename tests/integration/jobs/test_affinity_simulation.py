@@ -24,7 +24,7 @@ from sdfleet.domain import Capabilities, Feature, GenerationSpec, JobKind, LoraR
 from sdfleet.jobs.service import Completion, JobRequest, JobService, Registration
 from sdfleet.store import SqlStore
 from sdfleet.store.migrate import upgrade
-from tests.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 WORKERS, CHECKPOINTS, LORAS = 8, 4, 40
 JOBS = int(os.environ.get("SIM_JOBS", "2000"))

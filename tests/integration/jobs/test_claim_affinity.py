@@ -13,7 +13,7 @@ from sdfleet.domain import Capabilities, Feature, GenerationSpec, JobKind, LoraR
 from sdfleet.jobs.affinity import WarmIndex, warm_names
 from sdfleet.jobs.service import JobRequest, JobService, Registration
 from sdfleet.store import SqlStore
-from tests.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from sdfleet.jobs.service import (
     output_key,
 )
 from sdfleet.store import SqlStore
-from tests.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 
 @pytest.fixture

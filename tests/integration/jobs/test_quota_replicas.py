@@ -19,7 +19,7 @@ from sdfleet.errors import LimitExceeded, RateLimited
 from sdfleet.jobs.service import JobRequest, JobService
 from sdfleet.store import SqlStore
 from sdfleet.store.migrate import upgrade
-from tests.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.postgres
 

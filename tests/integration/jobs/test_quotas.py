@@ -11,7 +11,7 @@ from sdfleet.domain import Capabilities, GenerationSpec, JobKind, JobState
 from sdfleet.errors import LimitExceeded, RateLimited
 from sdfleet.jobs.service import Completion, JobRequest, JobService, Registration
 from sdfleet.store import SqlStore, SqlTx
-from tests.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 
 def req(prompt: str = "a cat", *, priority: int = 0, steps: int = 20, size: int = 64) -> JobRequest:

@@ -22,7 +22,7 @@ from sdfleet.errors import ModelUnavailable
 from sdfleet.models import ModelCache
 from sdfleet.models.sources import check_name
 from sdfleet.wire import ModelSource
-from tests.support_files import FileServer
+from tests.support.files import FileServer
 
 KB = 1024
 
@@ -339,7 +339,7 @@ async def test_local_sources_are_used_in_place_after_their_hash_is_checked(tmp_p
 async def test_s3_sources_are_presigned_by_the_orchestrator(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    from tests.services import S3Server
+    from tests.support.services import S3Server
 
     s3: S3Server = request.getfixturevalue("s3_server")
     os.environ.setdefault("AWS_ACCESS_KEY_ID", s3.access_key)

@@ -9,7 +9,7 @@ from sdfleet.config import Settings
 from sdfleet.domain import Capabilities, GenerationSpec, JobKind
 from sdfleet.jobs.service import Completion, JobRequest, JobService, OutputReport, Registration
 from sdfleet.store import SqlStore
-from tests.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 PRICE = 3.6  # USD per hour: one engine second costs 0.001
 

@@ -19,7 +19,7 @@ from sdfleet.worker.generation import GenerationRun
 from sdfleet.worker.held import HeldJob
 from sdfleet.worker.kinds import default_kinds
 from sdfleet.worker.runner import Worker
-from tests.support_live import Orchestrator, make_settings, wait_until
+from tests.support.live import Orchestrator, make_settings, wait_until
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from sdfleet.errors import StaleLease
 from sdfleet.wire import ReleaseRequest, StopRequest
 from sdfleet.worker.client import Backoff, Unreachable, WorkerClient
 from sdfleet.worker.runner import Worker, run_worker
-from tests.support_live import Orchestrator, make_settings
+from tests.support.live import Orchestrator, make_settings, wait_until
 
 WorkerFactory = Callable[..., Awaitable[Worker]]
 
@@ -85,16 +85,6 @@ async def get_job(api: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-async def wait_until(
-    check: Callable[[], Awaitable[bool]], timeout: float = 8.0, what: str = "condition"
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def wait_state(

@@ -24,8 +24,8 @@ from sdfleet.engine.fake import FakeEngine
 from sdfleet.models import ModelCache, ModelResolver
 from sdfleet.worker.client import Backoff, WorkerClient
 from sdfleet.worker.runner import Worker
-from tests.support_files import FileServer
-from tests.support_live import Orchestrator, make_settings, wait_until
+from tests.support.files import FileServer
+from tests.support.live import Orchestrator, make_settings, wait_until
 
 
 @pytest.fixture

@@ -8,15 +8,10 @@ from typing import Any
 import pytest
 
 from sdfleet.a1111.api import Img2ImgRequest, Txt2ImgRequest
-from sdfleet.a1111.mapping import (
-    Catalog,
-    MappedRequest,
-    OutputRecord,
-    build_info,
-    checkpoint_title,
-    map_request,
-    validate_option_updates,
-)
+from sdfleet.a1111.catalog import Catalog, checkpoint_title
+from sdfleet.a1111.info import MappedRequest, OutputRecord, build_info
+from sdfleet.a1111.mapping import map_request
+from sdfleet.a1111.options import validate_option_updates
 from sdfleet.domain import JobKind, ModelKind, ModelRecord
 from sdfleet.errors import NotFound, ValidationError
 

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError as PydanticValidationError
 
 from sdfleet.a1111.api import Img2ImgRequest, ProcessingRequest, Txt2ImgRequest
+from sdfleet.a1111.catalog import Catalog
 from sdfleet.a1111.infotext import InfotextParams, format_infotext
-from sdfleet.a1111.mapping import Catalog, check_request_sizes, map_request
+from sdfleet.a1111.mapping import check_request_sizes, map_request
 from sdfleet.a1111.samplers import SAMPLERS
 from sdfleet.config import Limits
 from sdfleet.domain import GenerationSpec, JobKind, ModelKind, ModelRecord

@@ -30,6 +30,7 @@ from typing import Any
 
 from sdfleet.domain import ARCH_RESOLUTION
 from sdfleet.errors import ConfigError, ValidationError
+from sdfleet.filehash import read_sidecar, sha256_file, write_sidecar
 
 log = logging.getLogger("sdfleet.engine")
 
@@ -39,7 +40,6 @@ PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin"})
 SAFE_SUFFIXES = frozenset({".safetensors"})
 CONFIG_METADATA_KEY = "sdfleet.diffusers_config"
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
-_BLOCK = 1024 * 1024
 
 
 # ------------------------------------------------------------------------------------------------ hashes
@@ -61,7 +61,7 @@ class HashCache:
             cached = self._memory.get(key)
         if cached is not None:
             return cached
-        digest = self._read_sidecar(path, stat.st_size, stat.st_mtime_ns) or _sha256_of(path)
+        digest = self._read_sidecar(path, stat.st_size, stat.st_mtime_ns) or sha256_file(path)
         with self._lock:
             self._memory[key] = digest
         self._write_sidecar(path, digest, stat.st_size, stat.st_mtime_ns)
@@ -71,50 +71,25 @@ class HashCache:
         """A1111's "Model hash": the first 10 hex digits of the sha256."""
         return self.sha256(path)[:10]
 
-    def _sidecar(self, path: Path) -> Path:
-        return path.with_name(path.name + ".sha256")
-
     def _read_sidecar(self, path: Path, size: int, mtime_ns: int) -> str | None:
-        if not self.sidecars:
-            return None
-        try:
-            fields = self._sidecar(path).read_text(encoding="ascii").split()
-        except (OSError, UnicodeDecodeError):
-            return None
-        if (
-            len(fields) == 3
-            and fields[1] == str(size)
-            and fields[2] == str(mtime_ns)
-            and len(fields[0]) == 64
-        ):
-            return fields[0]
-        return None
+        return read_sidecar(path, size, mtime_ns) if self.sidecars else None
 
     def _write_sidecar(self, path: Path, digest: str, size: int, mtime_ns: int) -> None:
         if not self.sidecars:
             return
         try:
-            self._sidecar(path).write_text(f"{digest} {size} {mtime_ns}\n", encoding="ascii")
+            write_sidecar(path, digest, size, mtime_ns)
         except OSError:
             log.debug("hash.sidecar_unwritable path=%s", path)
-
-
-def _sha256_of(path: Path, offset: int = 0) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        while block := handle.read(_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def addnet_hash(path: Path) -> str:
     """A1111's LoRA hash: sha256 of a safetensors file after its header (whole file otherwise)."""
     if path.suffix.lower() != ".safetensors":
-        return _sha256_of(path)
+        return sha256_file(path)
     with path.open("rb") as handle:
         (length,) = struct.unpack("<Q", handle.read(8))
-    return _sha256_of(path, 8 + length)
+    return sha256_file(path, 8 + length)
 
 
 def folder_sha256(folder: Path, cache: HashCache) -> str:

@@ -21,18 +21,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import free_port
+
 
 def _unavailable(reason: str) -> None:
     """Skip — or fail, where the environment promises the services (CI sets the variable)."""
     if os.environ.get("SDFLEET_REQUIRE_SERVICES"):
         pytest.fail(f"required test service unavailable: {reason}")
     pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_port(port: int, timeout: float) -> bool:
@@ -56,7 +52,7 @@ def start_postgres() -> tuple[str, list[str]] | str:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
+    port = free_port()
     data = root / "data"
     subprocess.run(
         [
