@@ -36,16 +36,14 @@ from typing import Any
 from pydantic import ValidationError as PydanticValidationError
 
 from sdfleet.a1111.api import Img2ImgRequest, ProcessingRequest, Txt2ImgRequest
-from sdfleet.a1111.catalog import Catalog, checkpoint_title, model_name_of
+from sdfleet.a1111.catalog import Catalog
 from sdfleet.a1111.errors import UnknownNameError
-from sdfleet.a1111.info import MappedRequest, OutputRecord, build_info
+from sdfleet.a1111.info import MappedRequest
 from sdfleet.a1111.infotext import parse_infotext
 from sdfleet.a1111.options import (
-    MAX_OPTION_BYTES,
     OPTION_DEFAULTS,
     RESTRICTED_OPTIONS,
     effective_options,
-    validate_option_updates,
 )
 from sdfleet.a1111.prompt import extract_extra_networks
 from sdfleet.a1111.samplers import (
@@ -60,29 +58,15 @@ from sdfleet.a1111.samplers import (
 from sdfleet.domain import GenerationSpec, JobKind, LimitsLike
 from sdfleet.errors import LimitExceeded, NotFound, ValidationError
 
-# Also re-exported, until the importers in api/routes/a1111.py and jobs/a1111.py name the modules that own
-# them: catalog (Catalog, checkpoint_title, model_name_of), options (MAX_OPTION_BYTES, OPTION_DEFAULTS,
-# RESTRICTED_OPTIONS, effective_options, validate_option_updates), info (MappedRequest, OutputRecord, build_info).
 __all__ = [
     "BUILTIN_SCRIPTS",
     "LATENT_UPSCALE_MODES",
-    "MAX_OPTION_BYTES",
-    "OPTION_DEFAULTS",
     "PIXEL_UPSCALERS",
-    "RESTRICTED_OPTIONS",
     "SEED_RANGE",
     "BuiltinScript",
-    "Catalog",
-    "MappedRequest",
-    "OutputRecord",
-    "build_info",
     "check_request_sizes",
-    "checkpoint_title",
-    "effective_options",
     "map_request",
-    "model_name_of",
     "new_task_id",
-    "validate_option_updates",
 ]
 
 SEED_RANGE = 4294967294

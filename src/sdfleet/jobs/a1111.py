@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sdfleet.a1111.mapping import Catalog
+from sdfleet.a1111.catalog import Catalog
 from sdfleet.domain import Job, ModelKind
 from sdfleet.store import JobStore, SqlTx
 

@@ -68,21 +68,16 @@ from sdfleet.a1111.api import (
     Txt2ImgRequest,
     UpscalerItem,
 )
+from sdfleet.a1111.catalog import Catalog, checkpoint_title, model_name_of
+from sdfleet.a1111.info import MappedRequest, OutputRecord, build_info
 from sdfleet.a1111.mapping import (
     BUILTIN_SCRIPTS,
     LATENT_UPSCALE_MODES,
     PIXEL_UPSCALERS,
-    Catalog,
-    MappedRequest,
-    OutputRecord,
-    build_info,
     check_request_sizes,
-    checkpoint_title,
-    effective_options,
     map_request,
-    model_name_of,
-    validate_option_updates,
 )
+from sdfleet.a1111.options import effective_options, validate_option_updates
 from sdfleet.api.auth import OPEN_PRINCIPAL, anonymous_allowed, principal_for, require_scope
 from sdfleet.api.checked import CheckedRoute
 from sdfleet.api.deps import AppContext, Ctx
@@ -99,7 +94,7 @@ from sdfleet.errors import (
 from sdfleet.jobs.inputs import ImageLimits, decode_image
 from sdfleet.jobs.keys import Principal
 from sdfleet.jobs.models import may_see_provenance
-from sdfleet.wire import JobCreate
+from sdfleet.wire import EXIF_IFD, EXIF_USER_COMMENT, JobCreate
 
 log = logging.getLogger("sdfleet.a1111")
 
@@ -125,8 +120,6 @@ _IGNORED_INFO_KEYS = frozenset(
         "photoshop",
     }
 )
-_EXIF_IFD = 0x8769
-_USER_COMMENT = 0x9286
 
 
 # ===================================================================== authentication
@@ -508,7 +501,7 @@ def _read_image_info(value: str, limits: Limits) -> tuple[str, dict[str, Any]]:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             info = dict(image.info or {})
-            exif = image.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT) if "exif" in info else None
+            exif = image.getexif().get_ifd(EXIF_IFD).get(EXIF_USER_COMMENT) if "exif" in info else None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ValidationError("Invalid encoded image: it does not decode", field="image") from exc
     geninfo = info.pop("parameters", None)
