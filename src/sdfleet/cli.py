@@ -617,7 +617,7 @@ def tenants_set(
 
 
 async def _with_models(settings: Settings, fn: Any) -> Any:
-    from sdfleet.jobs.models import ModelService
+    from sdfleet.jobs.registry import ModelService
     from sdfleet.store import SqlStore
     from sdfleet.store.migrate import ensure_schema
 

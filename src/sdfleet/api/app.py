@@ -29,8 +29,8 @@ from sdfleet.domain import JobState, WorkerState
 from sdfleet.errors import ConfigError, SdfleetError
 from sdfleet.jobs.keys import KeyService
 from sdfleet.jobs.metrics import Metrics
-from sdfleet.jobs.models import ModelService
 from sdfleet.jobs.notify import Notifier
+from sdfleet.jobs.registry import ModelService
 from sdfleet.jobs.service import JobService
 from sdfleet.jobs.webhooks import WebhookDispatcher
 from sdfleet.store import SqlStore

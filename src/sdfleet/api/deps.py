@@ -12,8 +12,8 @@ from sdfleet.blobs import BlobStore, UrlSigner
 from sdfleet.config import Settings
 from sdfleet.jobs.keys import KeyService, Principal
 from sdfleet.jobs.metrics import Metrics
-from sdfleet.jobs.models import ModelService
 from sdfleet.jobs.notify import Notifier
+from sdfleet.jobs.registry import ModelService
 from sdfleet.jobs.service import JobService
 from sdfleet.store import JobStore
 

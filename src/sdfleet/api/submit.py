@@ -9,7 +9,7 @@ from sdfleet.config import Limits
 from sdfleet.domain import JobKind
 from sdfleet.errors import LimitExceeded, ValidationError
 from sdfleet.jobs.inputs import ImageLimits, InputImages, generation_inputs, training_inputs
-from sdfleet.jobs.models import resolve_training
+from sdfleet.jobs.registry import resolve_training
 from sdfleet.jobs.service import JobRequest
 from sdfleet.netguard import check_url_syntax
 from sdfleet.specs.training import LoraTrainSpec

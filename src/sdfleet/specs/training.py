@@ -23,6 +23,9 @@ from sdfleet.errors import ValidationError
 LrScheduler = Literal["constant", "constant_with_warmup", "cosine", "linear"]
 MixedPrecision = Literal["auto", "no", "fp16", "bf16"]
 
+LORA_CONTENT_TYPE = "application/vnd.safetensors"
+"""The content type of a trained LoRA (a training job's output 0), on the worker and the orchestrator."""
+
 MAX_IMAGES = 500
 MAX_CLASS_IMAGES = 1000
 MAX_STEPS = 100_000

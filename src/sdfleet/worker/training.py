@@ -37,7 +37,7 @@ from typing import Any
 from PIL import Image
 
 from sdfleet.errors import ModelUnavailable, SdfleetError, StaleLease, ValidationError
-from sdfleet.specs.training import LoraTrainSpec
+from sdfleet.specs.training import LORA_CONTENT_TYPE, LoraTrainSpec
 from sdfleet.wire import CheckpointReport, CheckpointUploadRequest, OutputItem
 from sdfleet.worker.context import Finish, RunContext
 from sdfleet.worker.held import HeldJob, Phase
@@ -45,7 +45,6 @@ from sdfleet.worker.outputs import encode_png
 
 log = logging.getLogger("sdfleet.worker.training")
 
-LORA_CONTENT_TYPE = "application/vnd.safetensors"
 _EXT = {b"\x89PNG": ".png", b"\xff\xd8\xff": ".jpg", b"RIFF": ".webp"}
 
 

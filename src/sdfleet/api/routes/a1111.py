@@ -99,7 +99,7 @@ from sdfleet.errors import (
 )
 from sdfleet.jobs.inputs import ImageLimits, decode_image
 from sdfleet.jobs.keys import Principal
-from sdfleet.jobs.models import may_see_provenance
+from sdfleet.jobs.registry import may_see_provenance
 from sdfleet.wire import JobCreate
 
 log = logging.getLogger("sdfleet.a1111")
