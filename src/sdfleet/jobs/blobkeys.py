@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 
 from sdfleet.domain import Job
+from sdfleet.errors import ValidationError
+from sdfleet.jobs.types import Completion
 from sdfleet.specs.training import LORA_CONTENT_TYPE
 
 OUTPUT_EXTENSIONS = {
@@ -33,6 +35,18 @@ def output_key(job: Job, epoch: int, index: int, content_type: str) -> str:
 def checkpoint_key(job: Job, epoch: int, step: int) -> str:
     """The blob key of one training checkpoint (the epoch in it: a zombie never overwrites a newer one)."""
     return f"checkpoints/{job.tenant}/{job.id}/{epoch}-{step:08d}.safetensors"
+
+
+def check_outputs(job: Job, c: Completion) -> None:
+    """Each output of a completion once, each at its own per-attempt key."""
+    seen: set[int] = set()
+    for o in c.outputs:
+        if o.index in seen:
+            raise ValidationError(f"output index {o.index} appears twice", field="outputs")
+        seen.add(o.index)
+        expected = output_key(job, c.epoch, o.index, o.content_type)
+        if o.blob_key != expected:
+            raise ValidationError(f"output {o.index} must be stored at {expected!r}", field="outputs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +79,7 @@ __all__ = [
     "OUTPUT_EXTENSIONS",
     "AttemptKey",
     "attempt_key",
+    "check_outputs",
     "checkpoint_key",
     "output_key",
 ]

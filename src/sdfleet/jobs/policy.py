@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sdfleet.config import Settings
 from sdfleet.domain import Job, JobState, Requirements, WorkerInfo
 from sdfleet.jobs.blobkeys import AttemptKey, attempt_key
+from sdfleet.jobs.types import Completion, CompletionResult
 
 UNSERVABLE_PREFIX = "no worker"
 """How every "nobody can serve this job" wait reason starts (so the reaper can tell its own)."""
@@ -71,6 +72,22 @@ def upload_allowed(key: AttemptKey | None, job: Job | None) -> bool:
     if key.kind == "outputs" and key.number >= job.images_expected:
         return False
     return writable(job, key.epoch)
+
+
+def completion_verdict(job: Job | None, c: Completion, worker_id: str) -> CompletionResult | None:
+    """Why a completion cannot be accepted (None: it can). A job whose lease ran out but that
+    nobody took since still has this epoch: its result is accepted rather than wasted."""
+    if job is None:
+        return CompletionResult(c.job_id, "stale", "no such job")
+    if job.lease_epoch != c.epoch or job.lease_worker != worker_id:
+        return CompletionResult(
+            c.job_id, "stale", f"lease epoch {c.epoch} is not current ({job.lease_epoch})"
+        )
+    if job.state == JobState.SUCCEEDED:
+        return CompletionResult(c.job_id, "duplicate", "already recorded")
+    if job.state not in (JobState.RUNNING, JobState.QUEUED):
+        return CompletionResult(c.job_id, "stale", f"job is {job.state.value}")
+    return None
 
 
 # ===================================================================== failures
@@ -313,6 +330,7 @@ __all__ = [
     "QuarantineVerdict",
     "attempt_key",
     "blamed_jobs",
+    "completion_verdict",
     "decide_failure",
     "decide_interruption",
     "failure_signature",

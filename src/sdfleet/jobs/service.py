@@ -15,7 +15,6 @@ the effects it gathered — wake-ups and metric counts — only after the commit
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,26 +32,28 @@ from sdfleet.domain import (
     WorkerState,
     new_id,
 )
-from sdfleet.errors import LimitExceeded, NotFound, ValidationError
+from sdfleet.errors import NotFound, ValidationError
 from sdfleet.jobs import policy
-from sdfleet.jobs.blobkeys import LORA_CONTENT_TYPE, OUTPUT_EXTENSIONS, checkpoint_key, output_key
+from sdfleet.jobs.blobkeys import (
+    LORA_CONTENT_TYPE,
+    OUTPUT_EXTENSIONS,
+    check_outputs,
+    checkpoint_key,
+    output_key,
+)
 from sdfleet.jobs.metrics import Metrics
 from sdfleet.jobs.notify import Notifier
-from sdfleet.jobs.policy import UNSERVABLE_PREFIX, JobPolicy
+from sdfleet.jobs.policy import UNSERVABLE_PREFIX, JobPolicy, completion_verdict
 from sdfleet.jobs.presence import Presence
 from sdfleet.jobs.quotas import (
-    DEFAULT,
-    Pricing,
     TenantLimits,
     charge_submit,
-    check_override,
-    effective_limits,
-    quota_view,
 )
 from sdfleet.jobs.reaper import Reaper
 from sdfleet.jobs.registry import named_models
+from sdfleet.jobs.tenants import Tenants
 from sdfleet.jobs.training import Checkpoints, register_lora
-from sdfleet.jobs.transitions import Effects, Transitions, Writer, held_job, load_worker
+from sdfleet.jobs.transitions import Effects, Transitions, Writer, end_held_attempt, load_worker
 from sdfleet.jobs.types import (
     Beat,
     BeatAnswer,
@@ -68,12 +69,9 @@ from sdfleet.jobs.types import (
     Submitted,
     requirements_of,
 )
-from sdfleet.jobs.webhooks import new_webhook_secret
-from sdfleet.store import Buckets, CompletedJob, JobStore, LeaseAnswer, SqlTx, Tenant
+from sdfleet.store import CompletedJob, JobStore, LeaseAnswer, SqlTx, Tenant
 
 log = logging.getLogger("sdfleet.jobs")
-
-PRICING_SECONDS = 60.0  # how long a replica prices jobs from one read of the recorded engine times
 
 
 class JobService:
@@ -104,39 +102,32 @@ class JobService:
         self._write = Writer(store, self.notifier, self.metrics)
         self.reaper = Reaper(settings, self.transitions, self._write, clock)
         self.checkpoints = Checkpoints(self.transitions, self._write, clock)
-        self._prices: tuple[float, Pricing] | None = None  # (refresh after, GPU-second prices)
+        self.tenants = Tenants(settings, self.transitions, self._write, clock)
 
-    # ================================================================ tenants
+    # ================================================================ tenants and quotas (jobs.tenants)
     async def ensure_tenant(self, tenant_id: str) -> Tenant:
         """The tenant row, created (with a new webhook secret) on first use."""
-        tenant = await self.store.read(lambda tx: tx.get_tenant(tenant_id))
-        if tenant is not None:
-            return tenant
-
-        def create(tx: SqlTx, fx: Effects) -> Tenant:
-            existing = tx.get_tenant(tenant_id)
-            if existing is not None:
-                return existing
-            row = Tenant(
-                id=tenant_id, webhook_url=None, webhook_secret=new_webhook_secret(), created_at=self.clock()
-            )
-            tx.insert_tenant(row)  # does nothing when another replica created it meanwhile
-            return tx.get_tenant(tenant_id) or row
-
-        self.transitions.forget_tenant(tenant_id)
-        return await self._write(create)
+        return await self.tenants.ensure(tenant_id)
 
     async def set_tenant_webhook(self, tenant_id: str, url: str | None) -> Tenant:
-        await self.ensure_tenant(tenant_id)
+        """Set (None: clear) the tenant's default webhook URL."""
+        return await self.tenants.set_webhook(tenant_id, url)
 
-        def update(tx: SqlTx, fx: Effects) -> Tenant:
-            tx.update_tenant(tenant_id, webhook_url=url)
-            tenant = tx.get_tenant(tenant_id)
-            assert tenant is not None
-            return tenant
+    async def estimate_gpu_seconds(self, kind: JobKind, spec: dict[str, Any], model: str | None) -> float:
+        """A job's estimated GPU seconds (what the daily budget and the largest-job limit charge)."""
+        return await self.tenants.estimate_gpu_seconds(kind, spec, model)
 
-        self.transitions.forget_tenant(tenant_id)
-        return await self._write(update)
+    async def quota_status(self, tenant_id: str) -> dict[str, Any]:
+        """A tenant's limits and what is left of each (``None``: unlimited)."""
+        return await self.tenants.quota_status(tenant_id)
+
+    async def list_tenants(self) -> list[tuple[Tenant, TenantLimits]]:
+        """Every tenant with its effective limits."""
+        return await self.tenants.list_all()
+
+    async def set_tenant_limits(self, tenant_id: str, changes: dict[str, Any]) -> TenantLimits:
+        """Change a tenant's limits (see :meth:`Tenants.set_limits`)."""
+        return await self.tenants.set_limits(tenant_id, changes)
 
     # ================================================================ submit / read / cancel
     async def submit(self, tenant: str, requests: Sequence[JobRequest]) -> list[Submitted]:
@@ -152,9 +143,9 @@ class JobService:
             raise ValidationError(
                 "the same idempotency_key appears twice in one batch", field="idempotency_key"
             )
-        row = await self.ensure_tenant(tenant)
-        limits = self._limits_of(row) if self.settings.quotas.enabled else None
-        gpu_costs = await self._gpu_costs(limits, requests)
+        row = await self.tenants.ensure(tenant)
+        limits = self.tenants.limits_of(row) if self.settings.quotas.enabled else None
+        gpu_costs = await self.tenants.gpu_costs(limits, requests)
         now = self.clock()
 
         def tx_fn(tx: SqlTx, fx: Effects) -> list[Submitted]:
@@ -195,94 +186,6 @@ class JobService:
             return out
 
         return await self._write(tx_fn)
-
-    # ================================================================ quotas and rate limits (jobs.quotas)
-    def _limits_of(self, tenant: Tenant) -> TenantLimits:
-        return effective_limits(self.settings.quotas, tenant.limits, tenant.weight)
-
-    async def _pricing(self) -> Pricing:
-        """GPU-second prices learned from recorded jobs, re-read by each replica every minute."""
-        now = time.monotonic()
-        if self._prices is not None and self._prices[0] > now:
-            return self._prices[1]
-        history = await self.store.read(lambda tx: tx.recent_engine_times())
-        pricing = Pricing.from_history(self.settings.quotas, history)
-        self._prices = (now + PRICING_SECONDS, pricing)
-        return pricing
-
-    async def estimate_gpu_seconds(self, kind: JobKind, spec: dict[str, Any], model: str | None) -> float:
-        """A job's estimated GPU seconds (what the daily budget and the largest-job limit charge)."""
-        return (await self._pricing()).estimate(kind, model, spec)
-
-    async def _gpu_costs(self, limits: TenantLimits | None, requests: Sequence[JobRequest]) -> list[float]:
-        """Each request's estimated GPU seconds when a GPU limit applies (else nothing to price);
-        a job over the largest-job limit is refused here, before anything is stored."""
-        if limits is None or not limits.needs_price:
-            return []
-        pricing = await self._pricing()
-        costs: list[float] = []
-        for i, req in enumerate(requests):
-            spec = req.spec.model_dump(mode="json")
-            cost = pricing.estimate(req.kind, requirements_of(req.kind, req.spec, req.arch).model, spec)
-            top = limits.max_job_gpu_seconds
-            if top is not None and cost > top:
-                where = f"jobs.{i}" if len(requests) > 1 else "params"
-                raise LimitExceeded(
-                    f"the job is estimated at {cost:.1f} GPU seconds, the largest allowed is {top:g}: "
-                    "make it smaller (size, steps, batch)",
-                    field=where,
-                    details={"limit": "max_job_gpu_seconds", "estimate": round(cost, 3), "allowed": top},
-                )
-            costs.append(cost)
-        return costs
-
-    async def quota_status(self, tenant_id: str) -> dict[str, Any]:
-        """A tenant's limits and what is left of each (``None``: unlimited)."""
-        await self.ensure_tenant(tenant_id)
-        now = self.clock()
-
-        def read(tx: SqlTx) -> tuple[Tenant | None, Buckets | None, int]:
-            return tx.get_tenant(tenant_id), tx.get_buckets(tenant_id), tx.count_live_jobs(tenant_id)
-
-        tenant, buckets, live = await self.store.read(read)
-        assert tenant is not None
-        return quota_view(self._limits_of(tenant), buckets, live, now, enforced=self.settings.quotas.enabled)
-
-    async def list_tenants(self) -> list[tuple[Tenant, TenantLimits]]:
-        tenants = await self.store.read(lambda tx: tx.list_tenants())
-        return [(t, self._limits_of(t)) for t in tenants]
-
-    async def set_tenant_limits(self, tenant_id: str, changes: dict[str, Any]) -> TenantLimits:
-        """Change a tenant's limits: a value sets it (``None``: unlimited), :data:`DEFAULT` goes back
-        to the settings' default. Creates the tenant when it does not exist yet; its buckets start
-        full. Takes effect at the tenant's next submit on every replica."""
-        for name, value in changes.items():
-            if value is not DEFAULT:
-                try:
-                    check_override(name, value)
-                except ValueError as exc:
-                    raise ValidationError(str(exc), field=name) from exc
-        await self.ensure_tenant(tenant_id)
-
-        def tx_fn(tx: SqlTx, fx: Effects) -> Tenant:
-            current = tx.get_tenant(tenant_id)
-            assert current is not None
-            overrides = dict(current.limits)
-            for name, value in changes.items():
-                if value is DEFAULT:
-                    overrides.pop(name, None)
-                else:
-                    overrides[name] = check_override(name, value)
-            weight = overrides.get("weight")
-            tx.set_tenant_limits(tenant_id, overrides, float(weight) if weight is not None else None)
-            fresh = tx.get_tenant(tenant_id)
-            assert fresh is not None
-            return fresh
-
-        tenant = await self._write(tx_fn)
-        self.transitions.forget_tenant(tenant_id)
-        log.info("quota.changed tenant=%s limits=%s", tenant_id, json.dumps(tenant.limits, sort_keys=True))
-        return self._limits_of(tenant)
 
     async def get_job(self, job_id: str, tenant: str | None) -> Job:
         """A job by id; ``tenant=None`` means an admin who sees every tenant's jobs."""
@@ -562,11 +465,11 @@ class JobService:
             done_jobs: list[Job] = []
             for c in completions:
                 job = jobs_by_id.get(c.job_id)
-                verdict = self._completion_verdict(job, c, worker_id)
+                verdict = completion_verdict(job, c, worker_id)
                 if verdict is not None or job is None:
                     results.append(verdict or CompletionResult(c.job_id, "stale", "no such job"))
                     continue
-                self._check_outputs(job, c)
+                check_outputs(job, c)
                 cost = c.engine_seconds * worker.price_per_hour / 3600.0
                 job.engine_seconds += c.engine_seconds
                 job.cost_usd += cost
@@ -633,33 +536,6 @@ class JobService:
 
         return await self._write(tx_fn)
 
-    @staticmethod
-    def _completion_verdict(job: Job | None, c: Completion, worker_id: str) -> CompletionResult | None:
-        """Why a completion cannot be accepted (None: it can). A job whose lease ran out but that
-        nobody took since still has this epoch: its result is accepted rather than wasted."""
-        if job is None:
-            return CompletionResult(c.job_id, "stale", "no such job")
-        if job.lease_epoch != c.epoch or job.lease_worker != worker_id:
-            return CompletionResult(
-                c.job_id, "stale", f"lease epoch {c.epoch} is not current ({job.lease_epoch})"
-            )
-        if job.state == JobState.SUCCEEDED:
-            return CompletionResult(c.job_id, "duplicate", "already recorded")
-        if job.state not in (JobState.RUNNING, JobState.QUEUED):
-            return CompletionResult(c.job_id, "stale", f"job is {job.state.value}")
-        return None
-
-    @staticmethod
-    def _check_outputs(job: Job, c: Completion) -> None:
-        seen: set[int] = set()
-        for o in c.outputs:
-            if o.index in seen:
-                raise ValidationError(f"output index {o.index} appears twice", field="outputs")
-            seen.add(o.index)
-            expected = output_key(job, c.epoch, o.index, o.content_type)
-            if o.blob_key != expected:
-                raise ValidationError(f"output {o.index} must be stored at {expected!r}", field="outputs")
-
     # ================================================================ fail / release
     async def fail(
         self,
@@ -678,7 +554,7 @@ class JobService:
         now = self.clock()
 
         def tx_fn(tx: SqlTx, fx: Effects) -> Job:
-            worker, job = self._end_held_attempt(
+            worker, job = end_held_attempt(
                 tx,
                 worker_id,
                 tenant,
@@ -690,56 +566,18 @@ class JobService:
                 error_code=code[:64],
                 error_message=message[:2000],
             )
-            attempts = tx.list_attempts(job.id)
-            decision = self.policy.after_failure(
-                worker_id=worker_id,
+            self.transitions.failed(
+                tx,
+                fx,
+                worker,
+                job,
+                epoch,
+                now,
                 code=code[:64],
                 message=message[:2000],
                 retryable=retryable,
-                failures=job.failures,
-                history=[
-                    policy.PastFailure(a.worker_id, a.error_code, a.error_message)
-                    for a in attempts
-                    if a.outcome == AttemptOutcome.FAILED and a.epoch != epoch
-                ],
+                engine_seconds=engine_seconds,
             )
-            if job.cancel_requested:
-                self.transitions.cancel(tx, fx, job, now)
-            elif decision.action == "requeue":
-                self.transitions.requeue(
-                    tx,
-                    fx,
-                    job,
-                    now,
-                    failures=job.failures + 1,
-                    stalled=False,
-                    reason=f"attempt failed on {worker.name}: {message}",
-                )
-            else:
-                tx.update_job(job.id, failures=job.failures + 1)
-                self.transitions.finish(
-                    tx, fx, job, JobState.FAILED, now, code=decision.code, message=decision.message
-                )
-            if decision.blames_worker:
-                tx.add_worker_counters(worker_id, failed=1, engine_seconds=engine_seconds)
-            else:
-                # the job's fault: neither this failure nor the same failure on other workers counts
-                # toward anyone's quarantine (the per-job ban stays: the attempts remain failed)
-                absolved = decision.absolve | {worker_id}
-                tx.mark_attempts_refunded(
-                    [a.id for a in attempts if a.outcome == AttemptOutcome.FAILED and a.worker_id in absolved]
-                )
-                tx.add_worker_counters(worker_id, engine_seconds=engine_seconds)
-                log.info(
-                    "job.failed_by_input job_id=%s worker_id=%s code=%s absolved=%d",
-                    job.id,
-                    worker_id,
-                    decision.code,
-                    len(absolved),
-                )
-            fx.count("failed_attempts")
-            if decision.blames_worker:
-                self.transitions.maybe_quarantine(tx, fx, worker, now)
             fresh = tx.get_job(job_id)
             assert fresh is not None
             return fresh
@@ -760,7 +598,7 @@ class JobService:
         now = self.clock()
 
         def tx_fn(tx: SqlTx, fx: Effects) -> Job:
-            worker, job = self._end_held_attempt(
+            worker, job = end_held_attempt(
                 tx,
                 worker_id,
                 tenant,
@@ -777,35 +615,6 @@ class JobService:
             return fresh
 
         return await self._write(tx_fn, Effects(jobs={job_id}))
-
-    def _end_held_attempt(
-        self,
-        tx: SqlTx,
-        worker_id: str,
-        tenant: str | None,
-        job_id: str,
-        epoch: int,
-        outcome: AttemptOutcome,
-        now: float,
-        engine_seconds: float,
-        **error: str,
-    ) -> tuple[WorkerInfo, Job]:
-        """Close the attempt of a job this worker holds (fenced by epoch) and charge its time."""
-        worker = load_worker(tx, worker_id, tenant)
-        job = held_job(tx, job_id, epoch, worker_id)
-        cost = engine_seconds * worker.price_per_hour / 3600.0
-        tx.end_attempt(
-            job.id,
-            epoch,
-            outcome=outcome,
-            ended_at=now,
-            engine_seconds=engine_seconds,
-            cost_usd=cost,
-            **error,
-        )
-        job.engine_seconds += engine_seconds
-        job.cost_usd += cost
-        return worker, job
 
     async def release_quarantine(self, worker_id: str) -> None:
         """Put a quarantined worker back to work now (an operator's call)."""

@@ -112,6 +112,35 @@ def held_job(tx: SqlTx, job_id: str, epoch: int, worker_id: str) -> Job:
     return job
 
 
+def end_held_attempt(
+    tx: SqlTx,
+    worker_id: str,
+    tenant: str | None,
+    job_id: str,
+    epoch: int,
+    outcome: AttemptOutcome,
+    now: float,
+    engine_seconds: float,
+    **error: str,
+) -> tuple[WorkerInfo, Job]:
+    """Close the attempt of a job this worker holds (fenced by epoch) and charge its time."""
+    worker = load_worker(tx, worker_id, tenant)
+    job = held_job(tx, job_id, epoch, worker_id)
+    cost = engine_seconds * worker.price_per_hour / 3600.0
+    tx.end_attempt(
+        job.id,
+        epoch,
+        outcome=outcome,
+        ended_at=now,
+        engine_seconds=engine_seconds,
+        cost_usd=cost,
+        **error,
+    )
+    job.engine_seconds += engine_seconds
+    job.cost_usd += cost
+    return worker, job
+
+
 class Transitions:
     """The state machine's writes, for one replica (it caches tenants' webhook URLs for a few
     seconds: every transition routes a webhook)."""
@@ -316,6 +345,76 @@ class Transitions:
         log.warning(
             "worker.quarantined worker_id=%s name=%s reason=%s", worker.id, worker.name, verdict.reason
         )
+
+    # ================================================================ a reported failure
+    def failed(
+        self,
+        tx: SqlTx,
+        fx: Effects,
+        worker: WorkerInfo,
+        job: Job,
+        epoch: int,
+        now: float,
+        *,
+        code: str,
+        message: str,
+        retryable: bool,
+        engine_seconds: float,
+    ) -> None:
+        """Apply the failure policy to a job whose attempt at ``epoch`` on ``worker`` just failed
+        (the attempt is closed): retry elsewhere within the budget or fail it; blame the worker
+        (toward quarantine) or absolve every worker it failed the same way on."""
+        worker_id = worker.id
+        attempts = tx.list_attempts(job.id)
+        decision = self.policy.after_failure(
+            worker_id=worker_id,
+            code=code,
+            message=message,
+            retryable=retryable,
+            failures=job.failures,
+            history=[
+                policy.PastFailure(a.worker_id, a.error_code, a.error_message)
+                for a in attempts
+                if a.outcome == AttemptOutcome.FAILED and a.epoch != epoch
+            ],
+        )
+        if job.cancel_requested:
+            self.cancel(tx, fx, job, now)
+        elif decision.action == "requeue":
+            self.requeue(
+                tx,
+                fx,
+                job,
+                now,
+                failures=job.failures + 1,
+                stalled=False,
+                reason=f"attempt failed on {worker.name}: {message}",
+            )
+        else:
+            tx.update_job(job.id, failures=job.failures + 1)
+            self.finish(
+                tx, fx, job, JobState.FAILED, now, code=decision.code, message=decision.message
+            )
+        if decision.blames_worker:
+            tx.add_worker_counters(worker_id, failed=1, engine_seconds=engine_seconds)
+        else:
+            # the job's fault: neither this failure nor the same failure on other workers counts
+            # toward anyone's quarantine (the per-job ban stays: the attempts remain failed)
+            absolved = decision.absolve | {worker_id}
+            tx.mark_attempts_refunded(
+                [a.id for a in attempts if a.outcome == AttemptOutcome.FAILED and a.worker_id in absolved]
+            )
+            tx.add_worker_counters(worker_id, engine_seconds=engine_seconds)
+            log.info(
+                "job.failed_by_input job_id=%s worker_id=%s code=%s absolved=%d",
+                job.id,
+                worker_id,
+                decision.code,
+                len(absolved),
+            )
+        fx.count("failed_attempts")
+        if decision.blames_worker:
+            self.maybe_quarantine(tx, fx, worker, now)
 
     # ================================================================ webhooks
     def queue_webhooks(
