@@ -27,7 +27,6 @@ from sdfleet.domain import (
     Job,
     JobKind,
     JobState,
-    Output,
     WorkerInfo,
     WorkerState,
     new_id,
@@ -37,13 +36,13 @@ from sdfleet.jobs import policy
 from sdfleet.jobs.blobkeys import (
     LORA_CONTENT_TYPE,
     OUTPUT_EXTENSIONS,
-    check_outputs,
     checkpoint_key,
     output_key,
 )
+from sdfleet.jobs.completion import record_completions
 from sdfleet.jobs.metrics import Metrics
 from sdfleet.jobs.notify import Notifier
-from sdfleet.jobs.policy import UNSERVABLE_PREFIX, JobPolicy, completion_verdict
+from sdfleet.jobs.policy import UNSERVABLE_PREFIX, JobPolicy
 from sdfleet.jobs.presence import Presence
 from sdfleet.jobs.quotas import (
     TenantLimits,
@@ -52,7 +51,7 @@ from sdfleet.jobs.quotas import (
 from sdfleet.jobs.reaper import Reaper
 from sdfleet.jobs.registry import named_models
 from sdfleet.jobs.tenants import Tenants
-from sdfleet.jobs.training import Checkpoints, register_lora
+from sdfleet.jobs.training import Checkpoints
 from sdfleet.jobs.transitions import Effects, Transitions, Writer, end_held_attempt, load_worker
 from sdfleet.jobs.types import (
     Beat,
@@ -62,14 +61,13 @@ from sdfleet.jobs.types import (
     Clock,
     Completion,
     CompletionResult,
-    EventRow,
     JobRequest,
     OutputReport,
     Registration,
     Submitted,
     requirements_of,
 )
-from sdfleet.store import CompletedJob, JobStore, LeaseAnswer, SqlTx, Tenant
+from sdfleet.store import JobStore, LeaseAnswer, SqlTx, Tenant
 
 log = logging.getLogger("sdfleet.jobs")
 
@@ -457,82 +455,7 @@ class JobService:
 
         def tx_fn(tx: SqlTx, fx: Effects) -> list[CompletionResult]:
             worker = load_worker(tx, worker_id, tenant)
-            jobs_by_id = {j.id: j for j in tx.get_jobs([c.job_id for c in completions], lock=True)}
-            results: list[CompletionResult] = []
-            finished: list[CompletedJob] = []
-            outputs: list[tuple[Output, str]] = []
-            events: list[EventRow] = []
-            done_jobs: list[Job] = []
-            for c in completions:
-                job = jobs_by_id.get(c.job_id)
-                verdict = completion_verdict(job, c, worker_id)
-                if verdict is not None or job is None:
-                    results.append(verdict or CompletionResult(c.job_id, "stale", "no such job"))
-                    continue
-                check_outputs(job, c)
-                cost = c.engine_seconds * worker.price_per_hour / 3600.0
-                job.engine_seconds += c.engine_seconds
-                job.cost_usd += cost
-                job.state = JobState.SUCCEEDED
-                job.finished_at = now
-                finished.append(
-                    CompletedJob(
-                        job=job,
-                        epoch=c.epoch,
-                        engine_seconds=c.engine_seconds,
-                        cost=cost,
-                        result={**c.result, "timings": c.timings},
-                        timings=c.timings,
-                    )
-                )
-                for o in c.outputs:
-                    outputs.append(
-                        (
-                            Output(
-                                job_id=job.id,
-                                index=o.index,
-                                blob_key=o.blob_key,
-                                content_type=o.content_type,
-                                size=o.size,
-                                seed=o.seed,
-                                infotext=o.infotext,
-                                created_at=now,
-                                sha256=o.sha256,
-                            ),
-                            job.tenant,
-                        )
-                    )
-                    events.append(
-                        (job.id, job.tenant, EventType.OUTPUT, {"index": o.index, "seed": o.seed}, now)
-                    )
-                events.append(
-                    (
-                        job.id,
-                        job.tenant,
-                        EventType.FINISHED,
-                        {"state": "succeeded", "images": len(c.outputs), "cost_usd": job.cost_usd},
-                        now,
-                    )
-                )
-                if job.kind == JobKind.TRAIN_LORA:
-                    finished[-1].result.update(register_lora(tx, job, c, now))
-                    job.result = finished[-1].result
-                done_jobs.append(job)
-                fx.jobs.add(job.id)
-                results.append(CompletionResult(job.id, "accepted"))
-                fx.count("completed")
-                fx.observe("job_latency", max(0.0, now - job.created_at))
-            if finished:
-                # the rows are locked (or the database is, on SQLite) and were checked above:
-                # one statement of each kind for the whole batch
-                tx.complete_jobs(finished, worker_id, now)
-                tx.insert_outputs_of(outputs)
-                tx.insert_events(events)
-                self.transitions.queue_webhooks(tx, fx, done_jobs, "job.finished", now)
-                tx.add_worker_counters(
-                    worker_id, done=len(finished), engine_seconds=sum(f.engine_seconds for f in finished)
-                )
-            return results
+            return record_completions(tx, fx, self.transitions, worker, completions, now)
 
         return await self._write(tx_fn)
 

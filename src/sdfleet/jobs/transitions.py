@@ -392,9 +392,7 @@ class Transitions:
             )
         else:
             tx.update_job(job.id, failures=job.failures + 1)
-            self.finish(
-                tx, fx, job, JobState.FAILED, now, code=decision.code, message=decision.message
-            )
+            self.finish(tx, fx, job, JobState.FAILED, now, code=decision.code, message=decision.message)
         if decision.blames_worker:
             tx.add_worker_counters(worker_id, failed=1, engine_seconds=engine_seconds)
         else:
