@@ -5,7 +5,9 @@ the use cases the routes call, composed from the room's collaborators:
 - :mod:`~sdfleet.jobs.policy` (the pure decisions: retry budget, interruption cap, quarantine,
   unservable), :mod:`~sdfleet.jobs.transitions` (the state machine's writes and :class:`Effects`);
 - :mod:`~sdfleet.jobs.presence` (worker liveness and warm sets), :mod:`~sdfleet.jobs.reaper`
-  (the periodic duties), :mod:`~sdfleet.jobs.training` (checkpoints, LoRA registration),
+  (the periodic duties), :mod:`~sdfleet.jobs.completion` (the one completion tail),
+  :mod:`~sdfleet.jobs.training` (checkpoints, LoRA registration), :mod:`~sdfleet.jobs.tenants`
+  (tenants, limits, prices),
   :mod:`~sdfleet.jobs.quotas` (limits and buckets).
 
 Every use case is one store transaction: the state change, the attempt record, the events and
