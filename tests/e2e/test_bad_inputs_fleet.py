@@ -20,7 +20,8 @@ import pytest
 
 from sdfleet.domain import GenerationSpec, JobKind, JobState
 from sdfleet.engine.fake import FakeEngine
-from sdfleet.jobs.service import JobRequest, JobService
+from sdfleet.jobs.service import JobService
+from sdfleet.jobs.types import JobRequest
 from sdfleet.store.sql import SqlStore
 from tests.support.live import Orchestrator, WorkerPool, make_settings, wait_until
 

@@ -30,9 +30,9 @@ from sdfleet.errors import ConfigError, SdfleetError
 from sdfleet.jobs.a1111 import A1111Service
 from sdfleet.jobs.keys import KeyService
 from sdfleet.jobs.metrics import Metrics
-from sdfleet.jobs.models import ModelService
 from sdfleet.jobs.notify import Notifier
 from sdfleet.jobs.queries import JobQueries
+from sdfleet.jobs.registry import ModelService
 from sdfleet.jobs.service import JobService
 from sdfleet.jobs.submit import JobPreparer
 from sdfleet.jobs.webhooks import WebhookDispatcher

@@ -13,9 +13,9 @@ from sdfleet.config import Settings
 from sdfleet.jobs.a1111 import A1111Service
 from sdfleet.jobs.keys import KeyService, Principal
 from sdfleet.jobs.metrics import Metrics
-from sdfleet.jobs.models import ModelService
 from sdfleet.jobs.notify import Notifier
 from sdfleet.jobs.queries import JobQueries
+from sdfleet.jobs.registry import ModelService
 from sdfleet.jobs.service import JobService
 from sdfleet.jobs.submit import JobPreparer
 

@@ -27,7 +27,7 @@ models_app = typer.Typer(
 
 async def with_models(settings: Settings, fn: Any) -> Any:
     """Await ``fn(ModelService)`` on the migrated store of ``settings``."""
-    from sdfleet.jobs.models import ModelService
+    from sdfleet.jobs.registry import ModelService
 
     return await with_store(
         settings, lambda store: fn(ModelService(store, allow_pickle=settings.allow_pickle))

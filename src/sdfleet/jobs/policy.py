@@ -1,8 +1,10 @@
 """The job system's decisions as pure functions (no database, no clock): who may write for a job,
-what a reported failure does to the job and to the worker, and when a worker is quarantined.
+what a reported failure or an interruption does to the job and to the worker, when a worker is
+quarantined, and why nobody can serve a job.
 
-:class:`sdfleet.jobs.service.JobService` reads what a decision needs inside its transaction, asks
-here, and applies the answer; the unit tests (``tests/unit/jobs/test_policy.py``) hold the rules.
+:class:`JobPolicy` holds the numbers (built once from the settings); the use cases read what a
+decision needs inside their transaction, ask here, and apply the answer. The unit tests
+(``tests/unit/jobs/test_policy.py``) hold the rules without a database.
 """
 
 from __future__ import annotations
@@ -11,7 +13,13 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sdfleet.domain import Job, JobState
+from sdfleet.config import Settings
+from sdfleet.domain import Job, JobState, Requirements, WorkerInfo
+from sdfleet.jobs.blobkeys import AttemptKey, attempt_key
+from sdfleet.jobs.types import Completion, CompletionResult
+
+UNSERVABLE_PREFIX = "no worker"
+"""How every "nobody can serve this job" wait reason starts (so the reaper can tell its own)."""
 
 INVALID_INPUT = "invalid_input"
 """The error code of a job whose input cannot be processed (an image that does not decode, a spec
@@ -56,31 +64,6 @@ def writable(job: Job | None, epoch: int) -> bool:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptKey:
-    """A blob key that belongs to one attempt of one job: ``outputs/<tenant>/<job>/<epoch>-<index>.<ext>``
-    or ``checkpoints/<tenant>/<job>/<epoch>-<step>.safetensors``."""
-
-    kind: str  # "outputs" | "checkpoints"
-    tenant: str
-    job_id: str
-    epoch: int
-    number: int  # output index or checkpoint step
-
-
-_ATTEMPT_KEY = re.compile(
-    r"^(?P<kind>outputs|checkpoints)/(?P<tenant>[^/]+)/(?P<job>[^/]+)/(?P<epoch>\d{1,18})-(?P<n>\d{1,18})\.[a-z0-9]{1,16}$"
-)
-
-
-def attempt_key(key: str) -> AttemptKey | None:
-    """Parse a per-attempt blob key (None: not one)."""
-    m = _ATTEMPT_KEY.match(key)
-    if m is None:
-        return None
-    return AttemptKey(m["kind"], m["tenant"], m["job"], int(m["epoch"]), int(m["n"]))
-
-
 def upload_allowed(key: AttemptKey | None, job: Job | None) -> bool:
     """Whether an upload to ``key`` may be stored now: a per-attempt key of this very job (its
     tenant, an output index it has), at the job's current, held, unfinished epoch."""
@@ -89,6 +72,22 @@ def upload_allowed(key: AttemptKey | None, job: Job | None) -> bool:
     if key.kind == "outputs" and key.number >= job.images_expected:
         return False
     return writable(job, key.epoch)
+
+
+def completion_verdict(job: Job | None, c: Completion, worker_id: str) -> CompletionResult | None:
+    """Why a completion cannot be accepted (None: it can). A job whose lease ran out but that
+    nobody took since still has this epoch: its result is accepted rather than wasted."""
+    if job is None:
+        return CompletionResult(c.job_id, "stale", "no such job")
+    if job.lease_epoch != c.epoch or job.lease_worker != worker_id:
+        return CompletionResult(
+            c.job_id, "stale", f"lease epoch {c.epoch} is not current ({job.lease_epoch})"
+        )
+    if job.state == JobState.SUCCEEDED:
+        return CompletionResult(c.job_id, "duplicate", "already recorded")
+    if job.state not in (JobState.RUNNING, JobState.QUEUED):
+        return CompletionResult(c.job_id, "stale", f"job is {job.state.value}")
+    return None
 
 
 # ===================================================================== failures
@@ -190,3 +189,155 @@ def blamed_jobs(failures: Iterable[CountedFailure]) -> set[str]:
 def should_quarantine(failures: Iterable[CountedFailure], threshold: int) -> bool:
     """Whether a worker's recent failures quarantine it: ``threshold`` distinct blamed jobs."""
     return len(blamed_jobs(failures)) >= threshold
+
+
+# ===================================================================== interruptions
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptionDecision:
+    """What an interruption does: ``requeue`` (with the new ``interruptions`` count) or ``fail``
+    (``too_many_interruptions``, with ``message``), or ``cancel`` when the client asked for it."""
+
+    action: str  # "requeue" | "fail" | "cancel"
+    interruptions: int
+    message: str = ""
+
+
+def decide_interruption(
+    *, interruptions: int, max_interruptions: int, cancel_requested: bool, reason: str
+) -> InterruptionDecision:
+    """The fate of a job that lost its worker through no fault of its own (``interruptions``: the
+    job's count before this one). Not a failure: it has its own cap."""
+    if cancel_requested:
+        return InterruptionDecision("cancel", interruptions)
+    count = interruptions + 1
+    if count > max_interruptions:
+        return InterruptionDecision("fail", count, f"interrupted {count} times; last: {reason}")
+    return InterruptionDecision("requeue", count)
+
+
+# ===================================================================== unservable jobs
+
+
+def why_unservable(req: Requirements, online: Sequence[WorkerInfo]) -> str | None:
+    """Why no online worker can take a job with ``req`` (None: one can)."""
+    if any(w.capabilities.accepts(req) for w in online):
+        return None
+    if not online:
+        return f"{UNSERVABLE_PREFIX} is online"
+    reasons = sorted({w.capabilities.why_not(req) or "" for w in online} - {""})
+    return f"{UNSERVABLE_PREFIX} online can take it ({req.describe()}): every worker " + "; ".join(reasons)
+
+
+# ===================================================================== the numbers
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineVerdict:
+    """A worker to quarantine: the distinct jobs it is blamed for, and the reason to record."""
+
+    jobs: frozenset[str]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobPolicy:
+    """The job system's limits, built once from the settings, and the decisions that use them."""
+
+    max_failures: int = 3
+    max_interruptions: int = 10
+    quarantine_failures: int = 3
+    quarantine_window: float = 600.0
+    quarantine_seconds: float = 3600.0
+    unservable_after: float = 600.0
+    same_failure_workers: int = SAME_FAILURE_WORKERS
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JobPolicy:
+        return cls(
+            max_failures=settings.max_failures,
+            max_interruptions=settings.max_interruptions,
+            quarantine_failures=settings.quarantine_failures,
+            quarantine_window=settings.quarantine_window,
+            quarantine_seconds=settings.quarantine_seconds,
+            unservable_after=settings.unservable_after,
+        )
+
+    def after_failure(
+        self,
+        *,
+        worker_id: str,
+        code: str,
+        message: str,
+        retryable: bool,
+        failures: int,
+        history: Sequence[PastFailure] = (),
+    ) -> FailureDecision:
+        """:func:`decide_failure` within this policy's retry budget."""
+        return decide_failure(
+            worker_id=worker_id,
+            code=code,
+            message=message,
+            retryable=retryable,
+            failures=failures,
+            max_failures=self.max_failures,
+            history=history,
+            same_failure_workers=self.same_failure_workers,
+        )
+
+    def after_interruption(
+        self, *, interruptions: int, cancel_requested: bool, reason: str
+    ) -> InterruptionDecision:
+        """:func:`decide_interruption` within this policy's interruption cap."""
+        return decide_interruption(
+            interruptions=interruptions,
+            max_interruptions=self.max_interruptions,
+            cancel_requested=cancel_requested,
+            reason=reason,
+        )
+
+    def quarantine_verdict(
+        self, failures: Sequence[CountedFailure], last_error: str | None
+    ) -> QuarantineVerdict | None:
+        """Whether a worker's failures within the window quarantine it (None: not yet)."""
+        if not should_quarantine(failures, self.quarantine_failures):
+            return None
+        distinct = blamed_jobs(failures)
+        reason = (
+            f"failed {len(distinct)} distinct jobs within {self.quarantine_window:.0f} s; "
+            f"last error: {last_error}"
+        )
+        return QuarantineVerdict(frozenset(distinct), reason)
+
+    def expires(self, waited: float) -> bool:
+        """Whether a job nobody can serve has waited long enough to expire."""
+        return waited > self.unservable_after
+
+
+__all__ = [
+    "INFRASTRUCTURE_CODES",
+    "INVALID_INPUT",
+    "SAME_FAILURE_WORKERS",
+    "UNSERVABLE_PREFIX",
+    "USER_ERROR_CODES",
+    "AttemptKey",
+    "CountedFailure",
+    "FailureDecision",
+    "InterruptionDecision",
+    "JobPolicy",
+    "PastFailure",
+    "QuarantineVerdict",
+    "attempt_key",
+    "blamed_jobs",
+    "completion_verdict",
+    "decide_failure",
+    "decide_interruption",
+    "failure_signature",
+    "holds",
+    "is_user_error",
+    "should_quarantine",
+    "upload_allowed",
+    "why_unservable",
+    "writable",
+]

@@ -17,6 +17,7 @@ settings' default rate until there is history.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ from typing import Any
 
 from sdfleet.config import Quotas
 from sdfleet.domain import JobKind
-from sdfleet.store import Buckets
+from sdfleet.errors import LimitExceeded, RateLimited
+from sdfleet.store import Buckets, SqlTx
 
 DAY_SECONDS = 86400.0
 LIMIT_NAMES = ("rate", "burst", "max_concurrent", "gpu_seconds_per_day", "max_job_gpu_seconds", "weight")
@@ -239,3 +241,81 @@ def quota_view(
         "max_job_gpu_seconds": limits.max_job_gpu_seconds,
         "weight": limits.weight,
     }
+
+
+log = logging.getLogger("sdfleet.jobs")
+
+
+def charge_submit(tx: SqlTx, tenant: str, limits: TenantLimits, jobs: int, gpu: float, now: float) -> None:
+    """Charge a submit of ``jobs`` new jobs (``gpu`` estimated GPU seconds) to the tenant's
+    buckets, all or nothing, in the submit's transaction — or refuse it (:class:`RateLimited`,
+    429; :class:`LimitExceeded`, 422, for what no wait can fix). The debit holds the tenant's row,
+    so the live-job count after it sees every earlier submit of the tenant on any replica."""
+    if limits.rate is not None and jobs > limits.burst:
+        raise LimitExceeded(
+            f"{jobs} jobs in one submit, this tenant's burst is {limits.burst:g}: split the batch",
+            field="jobs",
+            details={"limit": "burst", "allowed": limits.burst},
+        )
+    budget = limits.gpu_seconds_per_day
+    if budget is not None and gpu > budget:
+        raise LimitExceeded(
+            f"the submit is estimated at {gpu:.1f} GPU seconds, more than the daily budget of {budget:g}",
+            field="jobs",
+            details={"limit": "gpu_seconds_per_day", "estimate": round(gpu, 3), "allowed": budget},
+        )
+    rate = (limits.rate, limits.burst, float(jobs)) if limits.rate is not None else None
+    gpu_bucket = (budget / DAY_SECONDS, budget, gpu) if budget is not None else None
+    if rate is not None or gpu_bucket is not None:
+        if not tx.debit_buckets(tenant, now, rate=rate, gpu=gpu_bucket):
+            raise _refusal(tx, tenant, limits, jobs, gpu, now)
+    elif limits.max_concurrent is not None:
+        tx.lock_tenant(tenant)
+    top = limits.max_concurrent
+    if top is not None:
+        live = tx.count_live_jobs(tenant)
+        if live + jobs > top:
+            log.info("quota.refused tenant=%s limit=max_concurrent live=%d jobs=%d", tenant, live, jobs)
+            raise RateLimited(
+                f"tenant {tenant} has {live} jobs queued or running, the limit is {top}: "
+                f"{jobs} more must wait until some finish",
+                field="jobs",
+                details={"limit": "max_concurrent", "allowed": top, "live": live},
+                headers=rate_limit_headers(
+                    top, top - live, CONCURRENCY_RETRY_SECONDS, CONCURRENCY_RETRY_SECONDS
+                ),
+            )
+
+
+def _refusal(tx: SqlTx, tenant: str, limits: TenantLimits, jobs: int, gpu: float, now: float) -> RateLimited:
+    """Which bucket could not pay, and when it will."""
+    b = tx.get_buckets(tenant)
+    if b is not None and limits.rate is not None:
+        have = refilled(b.rate_tokens, b.rate_ts, limits.rate, limits.burst, now)
+        if have < jobs:
+            wait = seconds_until(have, jobs, limits.rate)
+            log.info("quota.refused tenant=%s limit=rate jobs=%d wait=%.2f", tenant, jobs, wait)
+            return RateLimited(
+                f"tenant {tenant} may submit {limits.rate:g} jobs per second (bursts of {limits.burst:g}): "
+                f"{jobs} more in {wait:.1f} s",
+                field="jobs",
+                details={"limit": "rate", "retry_after": round(wait, 3), "available": round(have, 3)},
+                headers=rate_limit_headers(
+                    limits.burst, have, seconds_until(have, limits.burst, limits.rate), wait
+                ),
+            )
+    budget = limits.gpu_seconds_per_day or 0.0
+    have = refilled(b.gpu_tokens, b.gpu_ts, budget / DAY_SECONDS, budget, now) if b else 0.0
+    wait = seconds_until(have, gpu, budget / DAY_SECONDS)
+    log.info("quota.refused tenant=%s limit=gpu_seconds_per_day gpu=%.2f wait=%.0f", tenant, gpu, wait)
+    return RateLimited(
+        f"tenant {tenant}'s GPU budget is {budget:g} s per day and {have:.1f} s are left now: "
+        f"this submit ({gpu:.1f} s) fits in {wait:.0f} s",
+        field="jobs",
+        details={
+            "limit": "gpu_seconds_per_day",
+            "retry_after": round(wait, 3),
+            "available": round(have, 3),
+        },
+        headers=rate_limit_headers(budget, have, seconds_until(have, budget, budget / DAY_SECONDS), wait),
+    )

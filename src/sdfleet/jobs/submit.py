@@ -9,8 +9,8 @@ from sdfleet.config import Limits, Settings
 from sdfleet.domain import JobKind
 from sdfleet.errors import LimitExceeded, ValidationError
 from sdfleet.jobs.inputs import ImageLimits, InputImages, generation_inputs, training_inputs
-from sdfleet.jobs.models import ModelService, resolve_training
-from sdfleet.jobs.service import JobRequest
+from sdfleet.jobs.registry import ModelService, resolve_training
+from sdfleet.jobs.types import JobRequest
 from sdfleet.netguard import check_url_syntax
 from sdfleet.specs.training import LoraTrainSpec
 from sdfleet.store import JobStore

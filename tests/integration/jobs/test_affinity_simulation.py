@@ -21,7 +21,8 @@ import pytest
 
 from sdfleet.config import Settings
 from sdfleet.domain import Capabilities, Feature, GenerationSpec, JobKind, LoraRef
-from sdfleet.jobs.service import Completion, JobRequest, JobService, Registration
+from sdfleet.jobs.service import JobService
+from sdfleet.jobs.types import Completion, JobRequest, Registration
 from sdfleet.store import SqlStore
 from sdfleet.store.migrate import upgrade
 from tests.support.clock import FakeClock

@@ -11,7 +11,8 @@ import pytest
 from sdfleet.config import Settings
 from sdfleet.domain import Capabilities, Feature, GenerationSpec, JobKind, LoraRef
 from sdfleet.jobs.affinity import WarmIndex, warm_names
-from sdfleet.jobs.service import JobRequest, JobService, Registration
+from sdfleet.jobs.service import JobService
+from sdfleet.jobs.types import JobRequest, Registration
 from sdfleet.store import SqlStore
 from tests.support.clock import FakeClock
 

@@ -9,15 +9,9 @@ import pytest
 from sdfleet.config import Settings
 from sdfleet.domain import Arch, Capabilities, Feature, GenerationSpec, JobKind, JobState, WorkerState
 from sdfleet.errors import NotFound, StaleLease, ValidationError
-from sdfleet.jobs.service import (
-    Beat,
-    Completion,
-    JobRequest,
-    JobService,
-    OutputReport,
-    Registration,
-    output_key,
-)
+from sdfleet.jobs.blobkeys import output_key
+from sdfleet.jobs.service import JobService
+from sdfleet.jobs.types import Beat, Completion, JobRequest, OutputReport, Registration
 from sdfleet.store import SqlStore
 from tests.support.clock import FakeClock
 

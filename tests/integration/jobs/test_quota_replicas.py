@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from sdfleet.config import Quotas, Settings
 from sdfleet.domain import GenerationSpec, JobKind
 from sdfleet.errors import LimitExceeded, RateLimited
-from sdfleet.jobs.service import JobRequest, JobService
+from sdfleet.jobs.service import JobService
+from sdfleet.jobs.types import JobRequest
 from sdfleet.store import SqlStore
 from sdfleet.store.migrate import upgrade
 from tests.support.clock import FakeClock

@@ -9,7 +9,8 @@ import pytest
 from sdfleet.config import Quotas, Settings
 from sdfleet.domain import Capabilities, GenerationSpec, JobKind, JobState
 from sdfleet.errors import LimitExceeded, RateLimited
-from sdfleet.jobs.service import Completion, JobRequest, JobService, Registration
+from sdfleet.jobs.service import JobService
+from sdfleet.jobs.types import Completion, JobRequest, Registration
 from sdfleet.store import SqlStore, SqlTx
 from tests.support.clock import FakeClock
 

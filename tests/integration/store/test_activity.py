@@ -7,7 +7,8 @@ import pytest
 
 from sdfleet.config import Settings
 from sdfleet.domain import Capabilities, GenerationSpec, JobKind
-from sdfleet.jobs.service import Completion, JobRequest, JobService, OutputReport, Registration
+from sdfleet.jobs.service import JobService
+from sdfleet.jobs.types import Completion, JobRequest, OutputReport, Registration
 from sdfleet.store import SqlStore
 from tests.support.clock import FakeClock
 

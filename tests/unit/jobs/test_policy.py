@@ -143,3 +143,77 @@ def test_quarantine_counts_distinct_blamed_jobs_only() -> None:
     refunded = [*three[:2], CountedFailure("j3", "engine_error", refunded=True)]
     assert not policy.should_quarantine(refunded, 3)
     assert policy.blamed_jobs(inputs) == {"j1", "j2"}
+
+
+# ===================================================================== JobPolicy: the numbers, built once
+
+
+def test_the_policy_is_built_once_from_the_settings_and_frozen() -> None:
+    from dataclasses import FrozenInstanceError
+
+    from sdfleet.config import Settings
+
+    p = policy.JobPolicy.from_settings(
+        Settings(max_failures=5, max_interruptions=2, quarantine_failures=4, unservable_after=30.0)
+    )
+    assert (p.max_failures, p.max_interruptions, p.quarantine_failures, p.unservable_after) == (5, 2, 4, 30.0)
+    with pytest.raises(FrozenInstanceError):
+        p.max_failures = 9  # type: ignore[misc]
+
+
+def test_the_retry_budget_requeues_until_the_last_allowed_failure() -> None:
+    p = policy.JobPolicy(max_failures=3)
+    fates = [
+        p.after_failure(worker_id=f"w{n}", code="oom", message="boom", retryable=True, failures=n).action
+        for n in range(4)
+    ]
+    assert fates == ["requeue", "requeue", "fail", "fail"]
+    last = p.after_failure(worker_id="w2", code="oom", message="boom", retryable=True, failures=2)
+    assert last.message == "boom (failed 3 times)" and last.blames_worker
+    assert (
+        policy.JobPolicy(max_failures=10)
+        .after_failure(worker_id="w", code="oom", message="boom", retryable=False, failures=0)
+        .message
+        == "boom (not retryable)"
+    )
+
+
+def test_the_interruption_cap_is_its_own_budget_and_a_cancel_wins() -> None:
+    p = policy.JobPolicy(max_interruptions=2, max_failures=1)
+    first = p.after_interruption(interruptions=0, cancel_requested=False, reason="lease expired")
+    assert (first.action, first.interruptions) == ("requeue", 1)
+    assert p.after_interruption(interruptions=1, cancel_requested=False, reason="x").action == "requeue"
+    over = p.after_interruption(interruptions=2, cancel_requested=False, reason="released by w")
+    assert (over.action, over.interruptions) == ("fail", 3)
+    assert over.message == "interrupted 3 times; last: released by w"
+    assert p.after_interruption(interruptions=5, cancel_requested=True, reason="x").action == "cancel"
+
+
+def test_the_quarantine_verdict_needs_the_threshold_of_distinct_blamed_jobs() -> None:
+    p = policy.JobPolicy(quarantine_failures=2, quarantine_window=600)
+    same_job = [CountedFailure("j1", "oom"), CountedFailure("j1", "oom")]
+    assert p.quarantine_verdict(same_job, "boom") is None
+    refunded = [CountedFailure("j1", "oom"), CountedFailure("j2", "oom", refunded=True)]
+    assert p.quarantine_verdict(refunded, "boom") is None
+    verdict = p.quarantine_verdict([CountedFailure("j1", "oom"), CountedFailure("j2", "nan")], "nan loss")
+    assert verdict is not None and verdict.jobs == {"j1", "j2"}
+    assert verdict.reason == "failed 2 distinct jobs within 600 s; last error: nan loss"
+
+
+def test_unservable_reasons_name_what_every_online_worker_lacks() -> None:
+    from sdfleet.domain import Capabilities, WorkerInfo, WorkerState
+
+    def online(caps: Capabilities) -> WorkerInfo:
+        return WorkerInfo("w", "w", "t", WorkerState.ACTIVE, caps, "", 0, 0.0, "", "", 0.0, 0.0)
+
+    sdxl = Requirements(kind=JobKind.TXT2IMG, arch="sdxl", pixels=1024 * 1024, features=Feature.NONE)
+    assert policy.why_unservable(sdxl, []) == "no worker is online"
+    assert policy.why_unservable(sdxl, [online(Capabilities())]) is None
+    why = policy.why_unservable(sdxl, [online(Capabilities(archs=("sd1",)))])
+    assert why is not None and why.startswith(
+        policy.UNSERVABLE_PREFIX + " online can take it (txt2img SDXL-capable"
+    )
+    assert "every worker" in why
+    assert policy.JobPolicy(unservable_after=60).expires(61) and not policy.JobPolicy(
+        unservable_after=60
+    ).expires(60)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sdfleet.errors import ModelUnavailable, ValidationError
-from sdfleet.jobs.models import named_models
+from sdfleet.jobs.registry import named_models
 from sdfleet.models.sources import check_name, civitai_url, hf_url, plan_fetch
 
 

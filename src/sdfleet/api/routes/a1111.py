@@ -93,7 +93,7 @@ from sdfleet.errors import (
 )
 from sdfleet.jobs.inputs import ImageLimits, decode_image
 from sdfleet.jobs.keys import Principal
-from sdfleet.jobs.models import may_see_provenance
+from sdfleet.jobs.registry import may_see_provenance
 from sdfleet.wire import EXIF_IFD, EXIF_USER_COMMENT, JobCreate
 
 log = logging.getLogger("sdfleet.a1111")

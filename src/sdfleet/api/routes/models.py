@@ -11,7 +11,7 @@ from sdfleet.api.checked import CheckedRoute
 from sdfleet.api.deps import Admin, Ctx, User
 from sdfleet.domain import ModelKind, ModelRecord
 from sdfleet.jobs.keys import Principal
-from sdfleet.jobs.models import may_see_provenance, public_description, trained_by
+from sdfleet.jobs.registry import may_see_provenance, public_description, trained_by
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=CheckedRoute)
 

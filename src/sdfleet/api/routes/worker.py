@@ -20,18 +20,11 @@ from sdfleet.blobs import verify_signed
 from sdfleet.blobs.signing import MAX_SIGNATURE_LENGTH
 from sdfleet.domain import UNREADABLE_SPEC, Capabilities, Feature, Job, JobKind, WorkerState
 from sdfleet.errors import LimitExceeded, SdfleetError, StaleLease, ValidationError
+from sdfleet.jobs.blobkeys import LORA_CONTENT_TYPE, attempt_key, checkpoint_key, output_key
 from sdfleet.jobs.inputs import BLOB_REF, input_refs
-from sdfleet.jobs.models import named_models
-from sdfleet.jobs.policy import attempt_key, upload_allowed
-from sdfleet.jobs.service import (
-    LORA_CONTENT_TYPE,
-    Beat,
-    Completion,
-    OutputReport,
-    Registration,
-    checkpoint_key,
-    output_key,
-)
+from sdfleet.jobs.policy import upload_allowed
+from sdfleet.jobs.registry import named_models
+from sdfleet.jobs.types import Beat, Completion, OutputReport, Registration
 from sdfleet.validation import check_tree
 from sdfleet.wire import (
     BeatAnswerView,

@@ -18,7 +18,7 @@ from fastapi import APIRouter
 from sdfleet.api.checked import CheckedRoute
 from sdfleet.api.deps import AppContext, Ctx, WorkerAuth
 from sdfleet.domain import ModelRecord
-from sdfleet.jobs.models import named_models
+from sdfleet.jobs.registry import named_models
 from sdfleet.wire import ModelSource, ModelUrlRequest
 
 router = APIRouter(prefix="/v1/worker/models", tags=["worker"], route_class=CheckedRoute)

@@ -1,0 +1,143 @@
+"""The job system's use-case types: what callers hand to :class:`sdfleet.jobs.service.JobService`
+(requests, registrations, beats, completions) and what it answers (submissions, claims, beat
+answers, completion results, recorded checkpoints). Plain dataclasses, no behaviour beyond
+:func:`requirements_of`, the requirements a request implies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sdfleet.domain import (
+    Capabilities,
+    EventType,
+    Feature,
+    GenerationSpec,
+    Job,
+    JobKind,
+    Requirements,
+    WorkerState,
+)
+from sdfleet.specs.training import LoraTrainSpec
+
+Clock = Callable[[], float]
+EventRow = tuple[str, str, EventType, dict[str, Any], float]
+"""One event to insert: (job id, tenant, type, data, at)."""
+
+
+@dataclass(slots=True)
+class JobRequest:
+    """A validated request to run one job."""
+
+    kind: JobKind
+    spec: GenerationSpec | LoraTrainSpec
+    priority: int = 0
+    idempotency_key: str | None = None
+    webhook_url: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    arch: str | None = None
+
+
+@dataclass(slots=True)
+class Submitted:
+    """The job a request produced, and whether it is new (False: an idempotent resubmit)."""
+
+    job: Job
+    created: bool
+
+
+@dataclass(slots=True)
+class Registration:
+    """What a worker tells about itself when it registers."""
+
+    name: str
+    capabilities: Capabilities
+    gpu_name: str = ""
+    gpu_memory_mb: int = 0
+    price_per_hour: float = 0.0
+    engine: str = ""
+    version: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Beat:
+    """A worker's word on one job it holds."""
+
+    job_id: str
+    epoch: int
+    step: int = 0
+    total: int = 0
+    info: dict[str, float] | None = None  # training: loss, it_per_s, eta_seconds
+
+
+@dataclass(slots=True)
+class BeatAnswer:
+    """What the orchestrator answers for one job in a heartbeat: continue, cancel, or lost."""
+
+    job_id: str
+    epoch: int
+    action: str
+
+
+@dataclass(slots=True)
+class OutputReport:
+    """One output a worker has stored (``blob_key``) or sends inline (``data``)."""
+
+    index: int
+    content_type: str
+    size: int
+    blob_key: str
+    seed: int | None = None
+    infotext: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(slots=True)
+class Completion:
+    """A worker's report that a job finished successfully."""
+
+    job_id: str
+    epoch: int
+    outputs: list[OutputReport]
+    engine_seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CompletionResult:
+    """``accepted`` (recorded now), ``duplicate`` (recorded before, by this same epoch) or ``stale``."""
+
+    job_id: str
+    status: str
+    message: str = ""
+
+
+@dataclass(slots=True)
+class ClaimResult:
+    """Jobs handed to a worker by one claim, with the lease they hold."""
+
+    jobs: list[Job]
+    lease_seconds: float
+    worker_state: WorkerState
+
+
+@dataclass(slots=True)
+class CheckpointRecorded:
+    """A checkpoint recorded on a job: the steps kept, the blob keys no longer kept (to delete)."""
+
+    job: Job
+    kept: list[int]
+    dropped: list[str]
+
+
+def requirements_of(kind: JobKind, spec: GenerationSpec | LoraTrainSpec, arch: str | None) -> Requirements:
+    """What a worker must offer to take the job (training: the kind, the base model's architecture and
+    resolution² × batch as pixels)."""
+    if isinstance(spec, LoraTrainSpec):
+        pixels = spec.resolution * spec.resolution * spec.batch_size
+        return Requirements(kind=kind, arch=arch, pixels=pixels, features=Feature.NONE, model=spec.base_model)
+    return Requirements.for_spec(kind, spec, arch)
