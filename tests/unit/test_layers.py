@@ -256,9 +256,13 @@ def test_no_import_cycles() -> None:
     cycles = find_cycles(EDGES)
     described = []
     for members in cycles:
-        inside = [
-            f"  {e.path}:{e.line} → {e.target}" for e in EDGES if e.source in members and e.target in members
-        ]
+        inside = sorted(
+            {
+                f"  {e.path}:{e.line} → {e.target}"
+                for e in EDGES
+                if e.source in members and e.target in members
+            }
+        )
         described.append(" ↔ ".join(members) + "\n" + "\n".join(inside))
     assert not cycles, "import cycles:\n" + "\n".join(described)
 
