@@ -137,20 +137,25 @@ def claim_statement(*, skip_locked: bool, affinity: bool) -> Update:
             t.join(lateral, true())
         )
     else:
-        # SQLite (no LATERAL; its immediate transactions need no row locks): the jobs whose id is
-        # among their tenant's first ones
+        # SQLite (no LATERAL; its immediate transactions need no row locks): each tenant's first jobs by
+        # row number
         k = jobs.alias("k")
-        ids = (
-            select(k.c.id)
-            .where(*_claimable(k), k.c.tenant == t.c.id)
-            .order_by(k.c.stalled.desc(), k.c.priority.desc(), k.c.id)
-            .limit(bindparam("c_window", type_=Integer))
-            .correlate(t)
+        # the ids ranked once over all claimable jobs, not once per job row: a correlated LIMIT subquery in
+        # the WHERE clause ran again for every job of the tenant (quadratic in the queue's depth)
+        ranked_ids = (
+            select(
+                k.c.id.label("id"),
+                func.row_number()
+                .over(partition_by=k.c.tenant, order_by=[k.c.stalled.desc(), k.c.priority.desc(), k.c.id])
+                .label("n"),
+            )
+            .where(*_claimable(k))
+            .subquery("n")
         )
         window = (
             select(*columns, t.c.weight, t.c.served_at, t.c.share_used)
-            .select_from(t.join(j, j.c.tenant == t.c.id))
-            .where(j.c.id.in_(ids.scalar_subquery()))
+            .select_from(t.join(j, j.c.tenant == t.c.id).join(ranked_ids, ranked_ids.c.id == j.c.id))
+            .where(ranked_ids.c.n <= bindparam("c_window", type_=Integer))
         )
     w = window.subquery("w")
     running = (
