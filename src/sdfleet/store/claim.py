@@ -138,10 +138,9 @@ def claim_statement(*, skip_locked: bool, affinity: bool) -> Update:
         )
     else:
         # SQLite (no LATERAL; its immediate transactions need no row locks): each tenant's first jobs by
-        # row number
+        # row number, ranked once over the claimable ids (a correlated LIMIT subquery per job row was
+        # quadratic in the queue's depth); the warmth columns are computed only for the window's rows
         k = jobs.alias("k")
-        # the ids ranked once over all claimable jobs, not once per job row: a correlated LIMIT subquery in
-        # the WHERE clause ran again for every job of the tenant (quadratic in the queue's depth)
         ranked_ids = (
             select(
                 k.c.id.label("id"),
