@@ -121,6 +121,8 @@ class ModelKind(StrEnum):
     EMBEDDING = "embedding"
     CONTROLNET = "controlnet"
     UPSCALER = "upscaler"
+    FACE_RESTORER = "face_restorer"  # GFPGAN / CodeFormer weights (run through spandrel)
+    FACE_DETECTOR = "face_detector"  # YuNet's ONNX file (OpenCV's FaceDetectorYN)
 
 
 ARCH_RESOLUTION: dict[str, int] = {"sd1": 512, "sd2": 768, "sdxl": 1024, "sdxl_refiner": 1024}
