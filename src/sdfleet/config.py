@@ -43,6 +43,10 @@ class Limits(BaseModel):
         description="Largest init image or mask (width × height), checked from its header before decoding",
     )
     max_input_frames: int = Field(default=4, ge=1, description="Most frames an input image may have")
+    max_upscale_pixels: int = Field(
+        default=8192 * 8192,
+        description="Largest result of an upscale job (width × height), checked at submit",
+    )
     max_input_images: int = Field(default=16, description="Most init images of one generation job")
     max_train_image_pixels: int = Field(
         default=7000 * 7000, description="Largest training image or /v1/inputs upload (width × height)"
@@ -344,6 +348,18 @@ class WorkerSettings(BaseSettings):
     allow_private_model_urls: bool = Field(
         default=False,
         description="Let model sources point at private, loopback or link-local addresses (trusted networks)",
+    )
+
+    gpu_work_on_cpu: bool = Field(
+        default=False,
+        description="Without a GPU, still take work meant for GPU-class workers (RRDB upscalers): slow, "
+        "but a one-box deployment with no GPU has no one else to give it to",
+    )
+    upscale_tile: int | None = Field(
+        default=None,
+        ge=32,
+        le=2048,
+        description="Upscaler tile side in px (default: from free device memory)",
     )
 
     # LoRA training jobs (train_lora; engines that can train advertise the kind)

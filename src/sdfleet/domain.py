@@ -23,6 +23,7 @@ class JobKind(StrEnum):
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"
     TRAIN_LORA = "train_lora"
+    UPSCALE = "upscale"  # the Extras tab: an upscaler model or a resize, face restoration
 
 
 GENERATION_KINDS = (JobKind.TXT2IMG.value, JobKind.IMG2IMG.value)
@@ -66,6 +67,7 @@ class Feature(IntFlag):
     REFINER = 8
     CONTROLNET = 16
     EMBEDDING = 32
+    GPU = 64  # work only a GPU-class worker should take (RRDB upscalers); CPU workers may opt in
 
     @classmethod
     def from_names(cls, names: list[str] | tuple[str, ...]) -> Feature:
@@ -144,6 +146,7 @@ class ModelRecord:
     description: str = ""
     created_at: float = 0.0
     resolution: int | None = None  # checkpoints: the side in px it was trained at, read at registration
+    scale: int | None = None  # upscalers: how many times bigger one pass makes an image, read at registration
 
     @property
     def native_resolution(self) -> int | None:
@@ -438,6 +441,8 @@ class Job:
         images (one per validation prompt)."""
         if self.kind == JobKind.TRAIN_LORA:
             return 1 + len(self.spec.get("validation_prompts") or [])
+        if self.kind == JobKind.UPSCALE:
+            return 1
         return int(self.spec.get("batch_size", 1)) * int(self.spec.get("n_iter", 1))
 
     @property

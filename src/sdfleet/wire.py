@@ -21,6 +21,7 @@ from pydantic import (
 
 from sdfleet.domain import GENERATION_KINDS, GenerationSpec, JobKind
 from sdfleet.specs.training import LoraTrainSpec
+from sdfleet.specs.upscale import UpscaleSpec
 from sdfleet.validation import body_is_checked
 
 # ===================================================================== native jobs API
@@ -32,9 +33,10 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: JobKind = JobKind.TXT2IMG
-    params: GenerationSpec | LoraTrainSpec = Field(
+    params: GenerationSpec | LoraTrainSpec | UpscaleSpec = Field(
         default_factory=GenerationSpec,
-        description="A GenerationSpec (txt2img, img2img) or, for kind train_lora, a LoraTrainSpec",
+        description="A GenerationSpec (txt2img, img2img); for kind train_lora a LoraTrainSpec; for kind "
+        "upscale an UpscaleSpec",
     )
     priority: int = Field(default=0, ge=-100, le=100)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
@@ -46,11 +48,13 @@ class JobCreate(BaseModel):
     @classmethod
     def _params_of_kind(
         cls, value: Any, handler: Any, info: ValidationInfo
-    ) -> GenerationSpec | LoraTrainSpec:
+    ) -> GenerationSpec | LoraTrainSpec | UpscaleSpec:
         """The kind (declared before params) says which spec the params are, so errors name the
         fields of that one spec only."""
         if info.data.get("kind") == JobKind.TRAIN_LORA:
             return value if isinstance(value, LoraTrainSpec) else LoraTrainSpec.model_validate(value)
+        if info.data.get("kind") == JobKind.UPSCALE:
+            return value if isinstance(value, UpscaleSpec) else UpscaleSpec.model_validate(value)
         return value if isinstance(value, GenerationSpec) else GenerationSpec.model_validate(value)
 
     @property

@@ -10,9 +10,9 @@ import torch
 from sdfleet.demo.data import random_scene
 from sdfleet.demo.train import (
     VAE_CONFIG,
-    _images_tensor,
     deterministic_posterior,
     fold_latent_normalisation,
+    images_tensor,
 )
 
 
@@ -22,7 +22,7 @@ def test_folding_the_latent_normalisation_into_the_vae_changes_no_picture() -> N
     torch.manual_seed(0)
     vae = AutoencoderKL(**VAE_CONFIG).eval()
     rng = random.Random(3)
-    pictures = _images_tensor([random_scene(rng) for _ in range(16)])
+    pictures = images_tensor([random_scene(rng) for _ in range(16)])
     with torch.no_grad():
         before = vae.encode(pictures).latent_dist
         decoded = vae.decode(before.mean).sample

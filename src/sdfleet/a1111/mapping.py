@@ -57,6 +57,7 @@ from sdfleet.a1111.samplers import (
 )
 from sdfleet.domain import GenerationSpec, JobKind, LimitsLike
 from sdfleet.errors import LimitExceeded, NotFound, ValidationError
+from sdfleet.specs.upscale import PIXEL_UPSCALERS
 
 __all__ = [
     "BUILTIN_SCRIPTS",
@@ -82,8 +83,6 @@ LATENT_UPSCALE_MODES: tuple[str, ...] = (
 )
 """A1111's ``shared.latent_upscale_modes``: the hires-fix upscalers that work on latents."""
 
-PIXEL_UPSCALERS: tuple[str, ...] = ("None", "Lanczos", "Nearest")
-"""A1111's built-in pixel upscalers (no model file needed)."""
 
 _NOT_HONOURED = (
     "eta_noise_seed_delta",

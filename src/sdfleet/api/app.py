@@ -22,7 +22,18 @@ from sdfleet.api.deps import AppContext
 from sdfleet.api.errors import BodyLimitMiddleware, install_error_handlers
 from sdfleet.api.guard import RequestGuardMiddleware
 from sdfleet.api.ratelimit import AddressRateLimitMiddleware
-from sdfleet.api.routes import a1111, admin, fleet, jobs, models, system, ui, worker, worker_models
+from sdfleet.api.routes import (
+    a1111,
+    a1111_extras,
+    admin,
+    fleet,
+    jobs,
+    models,
+    system,
+    ui,
+    worker,
+    worker_models,
+)
 from sdfleet.blobs import BlobStore, UrlSigner, open_blob_store
 from sdfleet.config import Settings
 from sdfleet.domain import JobState, WorkerState
@@ -175,6 +186,7 @@ def create_app(
         system.router,
         ui.router,
         a1111.router,
+        a1111_extras.router,
     ):
         app.include_router(router)
     return app

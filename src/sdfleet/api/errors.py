@@ -98,7 +98,11 @@ def install_error_handlers(app: FastAPI) -> None:
         limited = exc.headers if isinstance(exc, RateLimited) else None  # Retry-After, RateLimit-*
         if is_a1111_path(request.url.path):
             headers = _a1111_auth_headers(request) if isinstance(exc, AuthError) else limited
-            return a1111_envelope(exc.status, type(exc).__name__, exc.message, headers=headers)
+            # A1111's body has no field of its own: the message names it (unless it already does)
+            message = (
+                f"{exc.field}: {exc.message}" if exc.field and exc.field not in exc.message else exc.message
+            )
+            return a1111_envelope(exc.status, type(exc).__name__, message, headers=headers)
         return envelope(exc.status, exc.code, exc.message, exc.field, exc.details or None, limited)
 
     @app.exception_handler(RequestValidationError)

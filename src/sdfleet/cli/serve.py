@@ -236,6 +236,8 @@ def up(
         wenv = {**env, "SDFLEET_WORKER_TOKEN": token}
         if gpus:
             wenv["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+        else:  # one box, no GPU: its workers are the only ones there are, so they take GPU-class work too
+            wenv.setdefault("SDFLEET_WORKER_GPU_WORK_ON_CPU", "true")
         argv = [
             *exe,
             "worker",

@@ -113,6 +113,39 @@ def train(
     console.print(f"wrote [bold]{path}[/] in {record['timings']['total_seconds'] / 60:.1f} min")
 
 
+@demo_app.command("refit-vae")
+def refit_vae(
+    checkpoint: Annotated[Path, typer.Option(help="The demo checkpoint whose denoiser is kept.")] = Path(
+        "sdfleet-demo.safetensors"
+    ),
+    out: Annotated[Path, typer.Option(help="Where to write the checkpoint with the new autoencoder.")] = Path(
+        "sdfleet-demo-refit.safetensors"
+    ),
+    seed: Annotated[int, typer.Option(help="Everything follows from it.")] = 0,
+    steps: Annotated[int, typer.Option(help="Autoencoder steps.")] = 1200,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: all cores).")] = None,
+) -> None:
+    """Give a trained demo model the current autoencoder architecture, fitted to its latent space, keeping
+    its denoiser and text encoder (about 20 min on one core; see sdfleet.demo.refit)."""
+    from sdfleet.demo.refit import refit_vae as run
+    from sdfleet.demo.refit import swap_vae
+    from sdfleet.demo.train import TrainConfig, reconstruction_accuracy
+
+    config = TrainConfig(seed=seed, vae_steps=steps, vae_batch=12, threads=threads)
+    with _progress() as bar:
+        task = bar.add_task("autoencoder", total=steps, info="")
+
+        def progress(stage: str, step: int, total: int, loss: float) -> None:
+            bar.update(task, completed=step, info=f"loss {loss:.4f}")
+            if not console.is_terminal and (step % 100 == 0 or step == total):
+                console.print(f"{stage} {step}/{total} loss {loss:.4f}")
+
+        vae = run(checkpoint, config, progress)
+    console.print(f"reconstruction (held-out pictures read right): {reconstruction_accuracy(vae)}")
+    swap_vae(checkpoint, vae, out)
+    console.print(f"wrote {out}")
+
+
 @demo_app.command("eval")
 def evaluate(
     model: Annotated[

@@ -62,6 +62,9 @@ VAE_CONFIG: dict[str, Any] = {
     "latent_channels": 4,
     "layers_per_block": 1,
     "sample_size": RESOLUTION,
+    # not diffusers' 32: with 32 channels that is one group per channel (instance norm), and the decoder then
+    # learns a spike that steers the statistics and shows as a blot (see sdfleet.demo.refit)
+    "norm_num_groups": 8,
 }
 UNET_CONFIG: dict[str, Any] = {
     "sample_size": RESOLUTION // 4,
@@ -119,19 +122,22 @@ class TrainConfig:
 ProgressFn = Callable[[str, int, int, float], None]
 
 
-def _images_tensor(scenes: list[Any]) -> torch.Tensor:
+def images_tensor(scenes: list[Any]) -> torch.Tensor:
+    """Render ``scenes`` as one batch in [-1, 1], NCHW."""
     arrays = np.stack([np.asarray(render(s), dtype=np.float32) for s in scenes])
     return torch.from_numpy(arrays).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
-def _lr_factor(step: int, total: int, warmup: int) -> float:
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to a tenth at ``total``."""
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _grad(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def image_grad(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The vertical and horizontal differences of neighbouring pixels (the edge term of the VAE's loss)."""
     return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
 
 
@@ -144,12 +150,12 @@ def train_vae(config: TrainConfig, progress: ProgressFn) -> Any:
     vae.train()
     for step in range(config.vae_steps):
         for group in optimiser.param_groups:
-            group["lr"] = config.vae_lr * _lr_factor(step, config.vae_steps, 100)
-        x = _images_tensor([random_scene(rng) for _ in range(config.vae_batch)])
+            group["lr"] = config.vae_lr * lr_factor(step, config.vae_steps, 100)
+        x = images_tensor([random_scene(rng) for _ in range(config.vae_batch)])
         posterior = vae.encode(x).latent_dist
         rec = vae.decode(posterior.sample()).sample
-        gy, gx = _grad(rec)
-        ty, tx = _grad(x)
+        gy, gx = image_grad(rec)
+        ty, tx = image_grad(x)
         loss = (
             F.l1_loss(rec, x)
             + F.mse_loss(rec, x)
@@ -214,7 +220,7 @@ def reconstruction_accuracy(vae: Any, count: int = 120, seed: int = 7) -> dict[s
     from sdfleet.demo.data import held_out_set
 
     pairs = held_out_set(max(1, count // 12), seed)
-    x = _images_tensor([s for s, _ in pairs])
+    x = images_tensor([s for s, _ in pairs])
     rec = vae.decode(vae.encode(x).latent_dist.mean).sample
     pixels = ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
     hits = {"colour": 0, "background": 0, "shape": 0}
@@ -244,7 +250,7 @@ def encode_latents(
     chunk = 64
     for start in range(0, len(pairs), chunk):
         part = pairs[start : start + chunk]
-        means.append(vae.encode(_images_tensor([s for s, _ in part])).latent_dist.mean.clone())
+        means.append(vae.encode(images_tensor([s for s, _ in part])).latent_dist.mean.clone())
         tokens = tokenizer(
             [c for _, c in part], padding="max_length", max_length=77, truncation=True, return_tensors="pt"
         )
@@ -321,7 +327,7 @@ def train_denoiser(
     n = mean.shape[0]
     for step in range(config.unet_steps):
         for group in optimiser.param_groups:
-            group["lr"] = config.lr * _lr_factor(step, config.unet_steps, config.warmup)
+            group["lr"] = config.lr * lr_factor(step, config.unet_steps, config.warmup)
         index = torch.randint(0, n, (config.batch,), generator=generator)
         z = mean[index]
         tokens = ids[index].clone()

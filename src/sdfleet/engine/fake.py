@@ -100,7 +100,8 @@ class FakeEngine:
     # ------------------------------------------------------------------ Engine protocol
     def capabilities(self) -> EngineCapabilities:
         return EngineCapabilities(
-            kinds=(JobKind.TXT2IMG.value, JobKind.IMG2IMG.value),
+            # upscale jobs run the real extras pipeline (torch); only SD generation is faked
+            kinds=(JobKind.TXT2IMG.value, JobKind.IMG2IMG.value, JobKind.UPSCALE.value),
             archs=("sd1", "sd2", "sdxl"),
             max_pixels=self.max_pixels,
             features=("lora", "inpaint", "hires"),

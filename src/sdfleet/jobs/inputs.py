@@ -166,6 +166,21 @@ class InputImages:
         self._refs[(value, limits)] = ref
         return ref
 
+    async def sized_ref(self, value: str, field: str, limits: ImageLimits) -> tuple[str, int, int]:
+        """Like :meth:`ref` (a stored input is fetched and checked too), with the image's width and height."""
+        if value.startswith(BLOB_REF):
+            ref = await self._stored(value, field, limits, False)
+            image = await asyncio.to_thread(
+                check_image, await self.blobs.get(ref[len(BLOB_REF) :]), field, limits
+            )
+        else:
+            image = await asyncio.to_thread(decode_image, value, field, limits)
+            key = image.key(self.tenant)
+            self._pending.setdefault(key, image)
+            ref = BLOB_REF + key
+        self._refs[(value, limits)] = ref
+        return ref, image.width, image.height
+
     async def _stored(self, value: str, field: str, limits: ImageLimits, check: bool) -> str:
         key = value[len(BLOB_REF) :]
         if not key.startswith(f"inputs/{self.tenant}/") or ".." in key or await self.blobs.size(key) is None:
@@ -230,9 +245,10 @@ async def generation_inputs(
 def input_refs(params: dict[str, Any]) -> list[str]:
     """Every ``blob:`` reference in a job's params."""
     refs = [v for v in params.get("init_images") or [] if isinstance(v, str) and v.startswith(BLOB_REF)]
-    mask = params.get("mask")
-    if isinstance(mask, str) and mask.startswith(BLOB_REF):
-        refs.append(mask)
+    for key in ("mask", "image"):  # an inpainting mask; an upscale job's image
+        value = params.get(key)
+        if isinstance(value, str) and value.startswith(BLOB_REF):
+            refs.append(value)
     for name in ("images", "class_images"):  # training jobs
         for image in params.get(name) or []:
             ref = image.get("ref") if isinstance(image, dict) else None

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from sdfleet.a1111 import extract_extra_networks
 from sdfleet.domain import GenerationSpec, ModelKind, ModelRecord
 from sdfleet.errors import Conflict, NotFound, ValidationError
+from sdfleet.specs.upscale import UpscaleSpec, is_pixel_upscaler
 from sdfleet.store import JobStore
 
 _NAME = re.compile(r"^[\w][\w .()+\-\[\]/]{0,199}$")
@@ -24,6 +25,10 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 REMOTE_SCHEMES = ("http", "https", "hf", "civitai", "s3")
 ARCHS = ("sd1", "sd2", "sdxl")
+_FAMILY = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,15}$")
+"""An upscaler's or face model's ``arch``: its network family (``esrgan``, ``srvgg``, or the name spandrel
+gives one), read from the file at registration."""
+NET_KINDS = (ModelKind.UPSCALER, ModelKind.FACE_RESTORER, ModelKind.FACE_DETECTOR)
 
 
 def sha256_file(path: Path, on_progress: Callable[[int], None] | None = None) -> str:
@@ -97,8 +102,20 @@ class ModelService:
             raise ValidationError(
                 "name: letters, digits, space and . _ - ( ) [ ] + / (no '..' or ':')", field="name"
             )
-        if model.arch is not None and model.arch not in ARCHS:
+        if model.kind in NET_KINDS:
+            if model.arch is not None and not _FAMILY.match(model.arch):
+                raise ValidationError(
+                    "arch of an upscaler or face model is its network family: 1–16 of a-z 0-9 _ . -",
+                    field="arch",
+                )
+        elif model.arch is not None and model.arch not in ARCHS:
             raise ValidationError(f"arch must be one of {', '.join(ARCHS)}", field="arch")
+        if model.scale is not None and model.kind != ModelKind.UPSCALER:
+            raise ValidationError("only upscalers have a scale", field="scale")
+        if model.kind == ModelKind.UPSCALER and is_pixel_upscaler(model.name):
+            raise ValidationError(
+                f"{model.name!r} is the name of a built-in resize: choose another name", field="name"
+            )
         check_source(model.source, allow_pickle=self.allow_pickle)
         if model.sha256 is not None:
             model.sha256 = model.sha256.lower()
@@ -176,6 +193,55 @@ class ModelService:
         return ModelUse(arch=arch, names=tuple(dict.fromkeys(w[0] for w in wanted)))
 
 
+LIGHT_UPSCALERS = frozenset({"srvgg"})
+"""Upscaler families cheap enough for CPU workers (Real-ESRGAN Compact); every other family — and one
+whose family is not known — needs a GPU-class worker (``Feature.GPU``)."""
+FACE_FIELDS = (("gfpgan_visibility", "gfpgan"), ("codeformer_visibility", "codeformer"))
+
+
+@dataclass(slots=True, frozen=True)
+class UpscaleUse:
+    """What an upscale job needs from the registry: a GPU-class worker or not, the face restorers its
+    visibilities use (none registered: none), and which requested restorers are missing."""
+
+    needs_gpu: bool
+    face_restorers: tuple[str, ...]
+    missing_restorers: tuple[str, ...]
+
+
+async def resolve_upscale(store: JobStore, spec: UpscaleSpec, field_prefix: str = "params.") -> UpscaleUse:
+    """Check an upscale job's upscalers (a built-in resize, or a registered ``upscaler``: 422 naming the
+    field otherwise) and find the face restorers its visibilities ask for (a registered
+    ``face_restorer`` of family ``gfpgan`` / ``codeformer``; the first by name)."""
+    fields = [("upscaler_1", spec.upscaler_1)]
+    if spec.extras_upscaler_2_visibility > 0:
+        fields.append(("upscaler_2", spec.upscaler_2))
+    wanted = [(f, n) for f, n in fields if not is_pixel_upscaler(n)]
+    found = await store.read(lambda tx: tx.get_models([n for _, n in wanted])) if wanted else {}
+    needs_gpu = False
+    for field, name in wanted:
+        model = found.get(name)
+        if model is None:
+            raise ValidationError(
+                f"no upscaler named {name!r}: a registered upscaler or one of None, Lanczos, Nearest",
+                field=field_prefix + field,
+            )
+        if model.kind != ModelKind.UPSCALER:
+            raise ValidationError(
+                f"{name!r} is a {model.kind.value}, not an upscaler", field=field_prefix + field
+            )
+        needs_gpu = needs_gpu or model.arch not in LIGHT_UPSCALERS
+    asked = [family for field, family in FACE_FIELDS if getattr(spec, field) > 0]
+    restorers: list[str] = []
+    missing: list[str] = []
+    if asked:
+        faces = await store.read(lambda tx: tx.list_models(ModelKind.FACE_RESTORER))
+        for family in asked:
+            match = sorted(m.name for m in faces if m.arch == family)
+            (restorers if match else missing).append(match[0] if match else family)
+    return UpscaleUse(needs_gpu=needs_gpu, face_restorers=tuple(restorers), missing_restorers=tuple(missing))
+
+
 async def resolve_training(
     store: JobStore, base_model: str, name: str | None, field_prefix: str, tenant: str
 ) -> str | None:
@@ -213,6 +279,14 @@ def named_models(params: Mapping[str, Any]) -> list[str]:
         value = params.get(key)
         if isinstance(value, str) and value:
             names.append(value)
+    # an upscale job's upscaler models (not the built-in resizes); upscaler 2 only when it is blended in
+    upscalers = [params.get("upscaler_1")]
+    if float(params.get("extras_upscaler_2_visibility") or 0) > 0:
+        upscalers.append(params.get("upscaler_2"))
+    names += [u for u in upscalers if isinstance(u, str) and u and not is_pixel_upscaler(u)]
+    for name in params.get("face_restorers") or ():
+        if isinstance(name, str):
+            names.append(name)
     for lora in params.get("loras") or ():
         if isinstance(lora, Mapping) and isinstance(lora.get("name"), str):
             names.append(lora["name"])

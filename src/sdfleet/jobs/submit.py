@@ -9,10 +9,11 @@ from sdfleet.config import Limits, Settings
 from sdfleet.domain import JobKind
 from sdfleet.errors import LimitExceeded, ValidationError
 from sdfleet.jobs.inputs import ImageLimits, InputImages, generation_inputs, training_inputs
-from sdfleet.jobs.registry import ModelService, resolve_training
+from sdfleet.jobs.registry import ModelService, resolve_training, resolve_upscale
 from sdfleet.jobs.types import JobRequest
 from sdfleet.netguard import check_url_syntax
 from sdfleet.specs.training import LoraTrainSpec
+from sdfleet.specs.upscale import UpscaleSpec
 from sdfleet.store import JobStore
 from sdfleet.validation import check_text
 from sdfleet.wire import JobCreate
@@ -106,6 +107,43 @@ class JobPreparer:
             arch=body.arch or arch,
         )
 
+    async def _prepare_upscale(
+        self, body: JobCreate, spec: UpscaleSpec, prefix: str, params: str, inputs: InputImages
+    ) -> JobRequest:
+        """An ``upscale`` job: its upscalers in the registry, the face restorers it can use, the image stored
+        as an input, and the result's size within ``max_upscale_pixels`` — all before it is stored."""
+        limits = self._settings.limits
+        if body.arch:
+            raise ValidationError("an upscale job has no SD architecture", field=f"{prefix}arch")
+        use = await resolve_upscale(self._store, spec, params)
+        ref, width, height = await inputs.sized_ref(
+            spec.image, f"{params}image", ImageLimits.generation(limits)
+        )
+        spec = spec.model_copy(
+            update={
+                "image": ref,
+                "input_width": width,
+                "input_height": height,
+                "needs_gpu": use.needs_gpu,
+                "face_restorers": list(use.face_restorers),
+            }
+        )
+        out_w, out_h = spec.output_size()
+        if out_w * out_h > limits.max_upscale_pixels:
+            field = "upscaling_resize" if spec.resize_mode == "scale_by" else "upscaling_resize_w"
+            raise LimitExceeded(
+                f"the result would be {out_w}×{out_h} pixels, the limit is {limits.max_upscale_pixels} pixels",
+                field=f"{params}{field}",
+            )
+        return JobRequest(
+            kind=body.kind,
+            spec=spec,
+            priority=body.priority,
+            idempotency_key=body.idempotency_key,
+            webhook_url=body.webhook_url,
+            labels=body.labels,
+        )
+
     async def prepare(
         self,
         tenant: str,
@@ -129,8 +167,11 @@ class JobPreparer:
         check_job_fields(body, self._settings.limits, prefix, idempotency_key)
         if body.webhook_url:
             check_url_syntax(body.webhook_url, f"{prefix}webhook_url")
-        if isinstance(body.params, LoraTrainSpec):
-            request = await self._prepare_training(tenant, body, body.params, prefix, params, images)
+        if isinstance(body.params, LoraTrainSpec | UpscaleSpec):
+            if isinstance(body.params, LoraTrainSpec):
+                request = await self._prepare_training(tenant, body, body.params, prefix, params, images)
+            else:
+                request = await self._prepare_upscale(body, body.params, prefix, params, images)
             request.idempotency_key = request.idempotency_key or idempotency_key
             if inputs is None:
                 await images.store()

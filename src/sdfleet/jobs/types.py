@@ -21,6 +21,10 @@ from sdfleet.domain import (
     WorkerState,
 )
 from sdfleet.specs.training import LoraTrainSpec
+from sdfleet.specs.upscale import UpscaleSpec
+
+JobSpec = GenerationSpec | LoraTrainSpec | UpscaleSpec
+"""The parameters of a job of any kind."""
 
 Clock = Callable[[], float]
 EventRow = tuple[str, str, EventType, dict[str, Any], float]
@@ -32,7 +36,7 @@ class JobRequest:
     """A validated request to run one job."""
 
     kind: JobKind
-    spec: GenerationSpec | LoraTrainSpec
+    spec: JobSpec
     priority: int = 0
     idempotency_key: str | None = None
     webhook_url: str | None = None
@@ -134,10 +138,19 @@ class CheckpointRecorded:
     dropped: list[str]
 
 
-def requirements_of(kind: JobKind, spec: GenerationSpec | LoraTrainSpec, arch: str | None) -> Requirements:
+def requirements_of(kind: JobKind, spec: JobSpec, arch: str | None) -> Requirements:
     """What a worker must offer to take the job (training: the kind, the base model's architecture and
-    resolution² × batch as pixels)."""
+    resolution² × batch as pixels; upscale: the output's pixels, a GPU-class worker for heavy nets, the
+    first upscaler model as the model to be warm for)."""
     if isinstance(spec, LoraTrainSpec):
         pixels = spec.resolution * spec.resolution * spec.batch_size
         return Requirements(kind=kind, arch=arch, pixels=pixels, features=Feature.NONE, model=spec.base_model)
+    if isinstance(spec, UpscaleSpec):
+        # pixels 0: upscalers run tile by tile, so a device's memory does not bound the output's size (the
+        # edge's max_upscale_pixels does)
+        features = Feature.GPU if spec.needs_gpu else Feature.NONE
+        models = spec.model_names
+        return Requirements(
+            kind=kind, arch=None, pixels=0, features=features, model=models[0] if models else None
+        )
     return Requirements.for_spec(kind, spec, arch)

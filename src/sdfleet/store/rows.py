@@ -249,6 +249,7 @@ def model_from_row(row: Row[Any]) -> ModelRecord:
         description=m["description"],
         created_at=m["created_at"],
         resolution=m["resolution"],
+        scale=m["scale"],
     )
 
 

@@ -239,6 +239,7 @@ models = Table(
     Column("description", Text, nullable=False, server_default=""),
     Column("created_at", Float, nullable=False),
     Column("resolution", Integer, nullable=True),
+    Column("scale", Integer, nullable=True),
     Index("ix_models_kind_name", "kind", "name"),
 )
 

@@ -230,6 +230,7 @@ class FleetStatements:
             "default_weight": model.default_weight,
             "description": model.description,
             "resolution": model.resolution,
+            "scale": model.scale,
         }
         done = self.conn.execute(update(models).where(models.c.name == model.name).values(**values))
         if not done.rowcount:

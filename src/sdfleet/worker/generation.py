@@ -4,7 +4,6 @@ spec (with its prefetched input images), waits for its models, runs the engine, 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -13,8 +12,8 @@ from sdfleet.domain import GenerationSpec, JobKind
 from sdfleet.engine.base import GenerationResult, StepInfo
 from sdfleet.errors import ModelUnavailable, SdfleetError
 from sdfleet.worker.context import Finish, RunContext
+from sdfleet.worker.deliver import deliver_images
 from sdfleet.worker.held import HeldJob, Phase
-from sdfleet.worker.outputs import CONTENT_TYPES, encode_all
 
 log = logging.getLogger("sdfleet.worker")
 
@@ -99,44 +98,9 @@ class GenerationRun:
 
     async def finish(self) -> None:
         """Encode the images, upload them (or send them inline) and complete the job."""
-        ctx, job, result = self.ctx, self.job, self.result
-        assert result is not None
-        uploader, reporter = ctx.uploader, ctx.reporter
-        async with reporter.finishing(job):
-            spec_format = str(job.claim.params.get("output_format", "png"))
-            default_type = CONTENT_TYPES.get(spec_format, "image/png")
-            quality = int(job.claim.params.get("output_quality", 95))
-            targets = {t.index: t for t in job.claim.uploads}
-            types = {t.index: t.content_type for t in job.claim.uploads}
-            t0 = time.monotonic()
-            outputs = await asyncio.to_thread(encode_all, result.images, types, default_type, quality)
-            t1 = time.monotonic()
-            job.timings["encode"] = t1 - t0
-            items = await uploader.items(job, outputs, targets, inline=uploader.inline_allowed)
-            job.timings["upload"] = time.monotonic() - t1
-            if job.should_stop():
-                await reporter.after_stop(job, None)
-                return
-            info = {k: v for k, v in result.info.items() if isinstance(v, str | int | float)}
-            try:
-                status = await reporter.complete(job, items, {"info": info}, images=len(items))
-            except SdfleetError as exc:
-                if not (exc.field or "").startswith("outputs.data_b64") or not any(i.data_b64 for i in items):
-                    raise
-                # this server takes no (or smaller) inline outputs: upload from now on
-                log.warning("worker.inline_refused worker_id=%s error=%s", ctx.worker_id, exc)
-                uploader.inline_allowed = False
-                items = await uploader.items(job, outputs, targets, inline=False)
-                status = await reporter.complete(job, items, {"info": info}, images=len(items))
-            if status is not None:
-                log.info(
-                    "job.completed job_id=%s epoch=%d images=%d engine_seconds=%.3f status=%s",
-                    job.id,
-                    job.epoch,
-                    len(items),
-                    job.engine_seconds,
-                    status,
-                )
+        assert self.result is not None
+        info = {k: v for k, v in self.result.info.items() if isinstance(v, str | int | float)}
+        await deliver_images(self.ctx, self.job, self.result.images, info)
 
 
 __all__ = ["GenerationRun", "with_inputs"]

@@ -4,20 +4,27 @@ A new kind (upscale, annotate, …) plugs in by adding its factory here (or pass
 
 from __future__ import annotations
 
+import importlib.util
+
 from sdfleet.domain import JobKind
 from sdfleet.worker.context import Finish, RunContext, RunFactory
 from sdfleet.worker.generation import GenerationRun
 from sdfleet.worker.held import HeldJob
 from sdfleet.worker.training import TrainingRun
+from sdfleet.worker.upscale import UpscaleKind
 
 
 def default_kinds() -> dict[str, RunFactory]:
-    """The job kinds this worker runs out of the box: generation and LoRA training."""
-    return {
+    """The job kinds this worker runs out of the box: generation, LoRA training, and upscaling where torch
+    is installed (the extras pipeline runs real nets whichever engine makes the pictures)."""
+    kinds: dict[str, RunFactory] = {
         JobKind.TXT2IMG.value: GenerationRun,
         JobKind.IMG2IMG.value: GenerationRun,
         JobKind.TRAIN_LORA.value: TrainingRun,
     }
+    if importlib.util.find_spec("torch") is not None:
+        kinds[JobKind.UPSCALE.value] = UpscaleKind()
+    return kinds
 
 
 class UnknownKind:

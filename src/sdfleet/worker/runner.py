@@ -214,6 +214,11 @@ class Worker:
             )
 
     # ------------------------------------------------------------------ registration
+    def _features(self, engine_features: tuple[str, ...] | list[str], device: str) -> list[str]:
+        """The engine's features, plus ``gpu`` on a GPU (or where this worker opts into GPU-class work)."""
+        gpu = device.startswith(("cuda", "mps", "xpu")) or self.settings.gpu_work_on_cpu
+        return [*engine_features, *(["gpu"] if gpu and "gpu" not in engine_features else [])]
+
     async def _register(self) -> bool:
         caps = self.engine.capabilities()
         body = RegisterRequest(
@@ -231,7 +236,7 @@ class Worker:
                 ],
                 archs=list(caps.archs),
                 max_pixels=min(caps.max_pixels, self.settings.max_pixels),
-                features=list(caps.features),
+                features=self._features(caps.features, caps.device),
             ),
             info={
                 "device": caps.device,

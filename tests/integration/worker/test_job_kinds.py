@@ -102,7 +102,7 @@ async def test_a_kind_missing_from_the_registry_is_not_offered(
         response = await api.get("/v1/admin/workers")
         assert response.status_code == 200, response.text
         (view,) = response.json()["workers"]
-        assert view["capabilities"]["kinds"] == ["txt2img"]
+        assert view["capabilities"]["kinds"] == ["txt2img", "upscale"]
     finally:
         await worker.stop()
         await task

@@ -81,13 +81,13 @@ from sdfleet.a1111.options import effective_options, validate_option_updates
 from sdfleet.api.auth import OPEN_PRINCIPAL, anonymous_allowed, principal_for, require_scope
 from sdfleet.api.checked import CheckedRoute
 from sdfleet.api.deps import AppContext, Ctx
+from sdfleet.api.routes.waiting import CLIENT_GONE_STATUS, wait_for_jobs
 from sdfleet.config import Limits, parse_basic_users
 from sdfleet.domain import Job, JobKind, JobState, ModelKind, ModelRecord
 from sdfleet.errors import (
     AuthError,
     EngineError,
     LimitExceeded,
-    RequestTimeout,
     ServiceUnavailable,
     ValidationError,
 )
@@ -98,7 +98,6 @@ from sdfleet.wire import EXIF_IFD, EXIF_USER_COMMENT, JobCreate
 
 log = logging.getLogger("sdfleet.a1111")
 
-CLIENT_GONE_STATUS = 499
 _RNG = random.SystemRandom()
 _BASIC_TENANT = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 _IGNORED_INFO_KEYS = frozenset(
@@ -259,61 +258,13 @@ async def _generate(
         if kept:
             await ctx.a1111.merge_options(tenant, kept)
     try:
-        finished = await _wait_for(ctx, request, job.id, tenant)
+        done = await wait_for_jobs(ctx, request, [job.id], tenant)
     finally:
         with contextlib.suppress(Exception):
             await asyncio.shield(ctx.a1111.finish_task(tenant, mapped.task_id, job.id))
-    if finished is None:
+    if done is None:
         return Response(status_code=CLIENT_GONE_STATUS)
-    return await _answer(ctx, mapped, finished, catalog)
-
-
-async def _wait_for(ctx: AppContext, request: Request, job_id: str, tenant: str) -> Job | None:
-    """Wait until the job ends; None when the client went away (the job is then canceled). Past
-    ``a1111_request_timeout`` the job is canceled and the call answers 504."""
-    timeout = ctx.settings.a1111_request_timeout
-    deadline = time.monotonic() + timeout
-    poll = max(0.05, ctx.settings.poll_seconds)
-    gone = asyncio.ensure_future(_disconnected(request))
-    try:
-        while True:
-            job = await ctx.jobs.get_job(job_id, tenant)
-            if job.state.terminal:
-                return job
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                await ctx.jobs.cancel(job_id, tenant)
-                log.warning("a1111.timeout job_id=%s seconds=%.1f", job_id, timeout)
-                raise RequestTimeout(
-                    f"the job did not finish within {timeout:g} seconds and was canceled", field="job_id"
-                )
-            news = asyncio.ensure_future(ctx.notifier.wait_for_job(job_id, min(poll, remaining)))
-            await asyncio.wait({news, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if gone.done():
-                await _cancel_quietly(news)
-                await ctx.jobs.cancel(job_id, tenant)
-                log.info("a1111.client_gone job_id=%s", job_id)
-                return None
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await asyncio.shield(ctx.jobs.cancel(job_id, tenant))
-        raise
-    finally:
-        await _cancel_quietly(gone)
-
-
-async def _disconnected(request: Request) -> None:
-    """Return when the client hangs up. The body has been read by now, so the next ASGI message is the
-    disconnect (the server holds it back until then): no polling."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _cancel_quietly(task: asyncio.Future[None]) -> None:
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return await _answer(ctx, mapped, done[0], catalog)
 
 
 async def _answer(ctx: AppContext, mapped: MappedRequest, job: Job, catalog: Catalog) -> dict[str, Any]:
@@ -595,9 +546,20 @@ async def schedulers(_: Caller) -> list[dict[str, object]]:
 
 
 @router.get("/sdapi/v1/upscalers")
-async def upscalers(_: Caller) -> list[UpscalerItem]:
-    """The pixel upscalers the hires fix can use (A1111's built-in ones)."""
-    return [UpscalerItem(name=name, scale=4) for name in PIXEL_UPSCALERS]
+async def upscalers(ctx: Ctx, caller: Caller) -> list[UpscalerItem]:
+    """A1111's built-in resizes, then every registered upscaler model (by name: what ``upscaler_1``,
+    ``upscaler_2`` and ``hr_upscaler`` take), with the factor of one pass of its net."""
+    [registered] = await ctx.queries.models_of_kind(ModelKind.UPSCALER)
+    return [UpscalerItem(name=name, scale=4) for name in PIXEL_UPSCALERS] + [
+        UpscalerItem(
+            name=m.name,
+            model_name=m.arch,
+            model_path=_filename(m, caller),
+            model_url=None,
+            scale=float(m.scale) if m.scale else None,
+        )
+        for m in sorted(registered, key=lambda m: m.name.lower())
+    ]
 
 
 @router.get("/sdapi/v1/latent-upscale-modes")

@@ -34,6 +34,9 @@ class ModelCreate(BaseModel):
     resolution: int | None = Field(
         default=None, ge=8, le=16384, description="Checkpoints: the side in pixels it was trained at."
     )
+    scale: int | None = Field(
+        default=None, ge=1, le=16, description="Upscalers: how many times bigger one pass makes an image."
+    )
 
 
 class TrainedByView(BaseModel):
@@ -61,6 +64,7 @@ class ModelView(BaseModel):
     resolution: int | None = Field(
         default=None, description="The side in pixels the checkpoint was trained at (checkpoints only)."
     )
+    scale: int | None = Field(default=None, description="Upscalers: the factor of one pass of the net.")
 
     trained_by: TrainedByView | None = Field(
         default=None, description="The tenant and job that trained it (admins and the owner only)."
@@ -72,6 +76,7 @@ def _view(m: ModelRecord, caller: Principal) -> ModelView:
     origin = trained_by(m) if privileged else None
     return ModelView(
         resolution=m.native_resolution,
+        scale=m.scale,
         name=m.name,
         kind=m.kind.value,
         arch=m.arch,

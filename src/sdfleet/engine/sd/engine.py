@@ -195,7 +195,13 @@ class DiffusersEngine:
             archs = (default_arch(self.default_model),)
         return EngineCapabilities(
             # train_lora: sdfleet.training (the worker runs the trainer; it loads its own copy of the model)
-            kinds=(JobKind.TXT2IMG.value, JobKind.IMG2IMG.value, JobKind.TRAIN_LORA.value),
+            # upscale: sdfleet.engine.upscale, on this engine's device
+            kinds=(
+                JobKind.TXT2IMG.value,
+                JobKind.IMG2IMG.value,
+                JobKind.TRAIN_LORA.value,
+                JobKind.UPSCALE.value,
+            ),
             archs=archs,
             max_pixels=max_pixels,
             features=("lora", "inpaint", "hires", "refiner", "embedding"),
