@@ -110,11 +110,6 @@ def _stray_share(images: list[Image.Image]) -> tuple[float, float]:
     return float(np.mean(counts)), float(np.mean([c >= 3 for c in counts]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14: the shipped autoencoder draws a magenta/cyan blot at objects' top-left corners "
-    "(its decoder; a decoder-only refinement halves it, not yet shipped)",
-)
 def test_the_autoencoder_round_trip_draws_no_blot() -> None:
     import random
 
@@ -135,7 +130,6 @@ def test_the_autoencoder_round_trip_draws_no_blot() -> None:
     assert mean <= 1.0 and share <= 0.1, f"{mean:.1f} stray pixels a picture, {share:.0%} with a blot"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: the blot comes from the autoencoder (see above)")
 def test_generated_pictures_have_no_blot(draw: Callable[..., Image.Image]) -> None:
     images = [draw(p, s) for p in BLOT_PROMPTS for s in SEEDS[:3]]
     mean, share = _stray_share(images)

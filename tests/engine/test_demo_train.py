@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,3 +49,28 @@ def test_every_caption_style_reaches_training(style: int) -> None:
     captions = {c for _, c in training_set(2000, seed=0)}
     scenes = [s for s, _ in training_set(2000, seed=0)]
     assert any(caption(s, style) in captions for s in scenes)
+
+
+def test_a_refitted_autoencoder_keeps_the_denoiser_bit_for_bit(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    from sdfleet.demo.model import DEMO_CHECKPOINT
+    from sdfleet.demo.refit import refit_vae, swap_vae
+    from sdfleet.demo.train import TrainConfig
+
+    steps: list[int] = []
+    vae = refit_vae(
+        DEMO_CHECKPOINT, TrainConfig(vae_steps=2, vae_batch=2), lambda _s, step, _t, _l: steps.append(step)
+    )
+    assert steps == [1, 2]
+    assert vae.config.norm_num_groups == VAE_CONFIG["norm_num_groups"] and vae.config.scaling_factor == 1.0
+    assert (
+        float(vae.quant_conv.bias[vae.config.latent_channels :].max()) == -30.0
+    )  # a deterministic posterior
+    out = swap_vae(DEMO_CHECKPOINT, vae, tmp_path / "refit.safetensors")
+    with safe_open(str(DEMO_CHECKPOINT), "pt") as old, safe_open(str(out), "pt") as new:
+        assert set(old.keys()) == set(new.keys())
+        for key in old.keys():  # noqa: SIM118
+            if not key.startswith("first_stage_model."):
+                assert torch.equal(old.get_tensor(key), new.get_tensor(key)), key
+    assert "DDIMScheduler" in (tmp_path / "refit" / "model_index.json").read_text()

@@ -34,6 +34,7 @@ from sdfleet.demo.train import (
     ProgressFn,
     StableDiffusionPipeline,
     TrainConfig,
+    assemble,
     deterministic_posterior,
     image_grad,
     images_tensor,
@@ -116,8 +117,9 @@ def load_pipeline(checkpoint: Path) -> Any:
 def swap_vae(checkpoint: Path, vae: Any, out: Path) -> Path:
     """Write ``checkpoint`` with ``vae`` as its autoencoder to ``out`` (fp16 single file, configs in its
     metadata and as the folder beside it); the denoiser and text encoder are copied unchanged."""
-    pipe = load_pipeline(checkpoint)
-    pipe = StableDiffusionPipeline(**{**pipe.components, "vae": vae})
+    loaded = load_pipeline(checkpoint)
+    # assembled as the trainer does (its DDIM schedule), not with the scheduler a single-file load defaults to
+    pipe = assemble(vae, loaded.unet, loaded.text_encoder, loaded.tokenizer)
     save_checkpoint(pipe, out)
     write_config_folder(pipe, out.parent / out.stem)
     log.info("demo.vae_swapped checkpoint=%s out=%s", checkpoint, out)
