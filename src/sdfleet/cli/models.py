@@ -1,4 +1,4 @@
-"""``sdfleet models``: the model registry (checkpoints, LoRAs, VAEs, embeddings)."""
+"""``sdfleet models``: the model registry (checkpoints, LoRAs, VAEs, embeddings, upscalers, face models)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from sdfleet.cli.app import (
 from sdfleet.config import Settings
 
 models_app = typer.Typer(
-    help="The model registry: checkpoints, LoRAs, VAEs, embeddings.", no_args_is_help=True
+    help="The model registry: checkpoints, LoRAs, VAEs, embeddings, upscalers, face models.",
+    no_args_is_help=True,
 )
 
 
@@ -44,9 +45,15 @@ def models_add(
         ),
     ],
     kind: Annotated[
-        str, typer.Option(help="checkpoint, lora, vae, embedding, controlnet, upscaler")
+        str,
+        typer.Option(
+            help="checkpoint, lora, vae, embedding, controlnet, upscaler, face_restorer, face_detector"
+        ),
     ] = "checkpoint",
-    arch: Annotated[str | None, typer.Option(help="sd1, sd2 or sdxl")] = None,
+    arch: Annotated[
+        str | None,
+        typer.Option(help="sd1, sd2 or sdxl; an upscaler's net family (read from a local file if not given)"),
+    ] = None,
     sha256: Annotated[str | None, typer.Option(help="Required for remote sources.")] = None,
     size: Annotated[int | None, typer.Option(help="Bytes; required for remote sources.")] = None,
     trigger_word: Annotated[list[str], typer.Option(help="Repeatable.")] = [],  # noqa: B006
@@ -74,6 +81,10 @@ def models_add(
 
         # only what the file itself says (its embedded configs); the architecture's usual size is the default
         resolution = native_resolution(Path(source))
+    scale: int | None = None
+    if model_kind == ModelKind.UPSCALER and Path(source).is_absolute():
+        net_arch, scale = upscaler_shape(Path(source))
+        arch = arch or net_arch
     record = ModelRecord(
         name=name,
         kind=model_kind,
@@ -85,6 +96,7 @@ def models_add(
         default_weight=default_weight,
         description=description,
         resolution=resolution,
+        scale=scale,
     )
     with console.status(f"registering {name} (hashing local files)…"):
         added = run(with_models(settings, lambda ms: ms.add(record)))
@@ -92,6 +104,64 @@ def models_add(
         f"registered [bold]{added.name}[/] ({added.kind.value}, {added.arch or 'any arch'}) "
         f"sha256 {added.sha256} ({added.size:,} bytes)"
     )
+
+
+def upscaler_shape(path: Path) -> tuple[str, int]:
+    """An upscaler file's net family and scale, from its header (the two built-in families), else through
+    spandrel when it is installed; exits with the reason when it is neither."""
+    from sdfleet.engine.sd.checkpoints import read_header
+    from sdfleet.engine.upscale.detect import detect_net
+    from sdfleet.errors import SdfleetError
+
+    if path.suffix.lower() != ".safetensors":
+        raise fail(
+            f"{path.name}: upscalers register as .safetensors; convert it first: sdfleet models convert {path}"
+        )
+    try:
+        info = detect_net(read_header(path).shapes)
+        return info.family, info.scale
+    except SdfleetError as exc:
+        from sdfleet.engine.upscale.loader import load_upscaler, spandrel_installed
+
+        if not spandrel_installed():
+            raise fail(f"{path.name}: {exc.message}") from None
+        try:
+            net = load_upscaler(path, device="cpu", use_spandrel=True)
+        except SdfleetError as inner:
+            raise fail(f"{path.name}: {inner.message}") from None
+        return net.family[:16], net.scale
+
+
+def upscaler_name(path: Path) -> str:
+    """The registry name ``sdfleet up --upscaler`` gives a file: A1111's display name for Real-ESRGAN's own
+    files (``RealESRGAN_x4plus`` → ``R-ESRGAN 4x+``), else the file's stem (``4x-UltraSharp``)."""
+    from sdfleet.engine.upscale.detect import a1111_name
+
+    return a1111_name(path.stem) or path.stem
+
+
+@models_app.command("convert")
+def models_convert(
+    source: Annotated[Path, typer.Argument(help="A pickle file: .pth, .pt, .ckpt or .bin.")],
+    target: Annotated[
+        Path | None, typer.Argument(help="The .safetensors file to write (default: beside the source).")
+    ] = None,
+) -> None:
+    """Convert a pickled model to .safetensors, loading it with torch's weights-only unpickler (tensors and
+    plain containers only: a file that needs code to load is refused, and nothing in it runs)."""
+    from sdfleet.engine.upscale.loader import convert_pickle
+    from sdfleet.errors import SdfleetError
+
+    out = target or source.with_suffix(".safetensors")
+    if out.exists():
+        raise fail(f"{out} exists; remove it or name another target")
+    try:
+        with console.status(f"converting {source.name} (weights only)…"):
+            info = convert_pickle(source, out)
+    except SdfleetError as exc:
+        raise fail(exc.message) from None
+    what = f"an upscaler: {info.family} ×{info.scale}" if info else "not an upscaler sdfleet knows by itself"
+    console.print(f"wrote [bold]{out}[/] ({what})")
 
 
 @models_app.command("list")
@@ -107,7 +177,8 @@ def models_list(
     records = run(with_models(settings, lambda ms: ms.list(ModelKind(kind) if kind else None)))
     table = Table("name", "kind", "arch", "hash", "size", "source")
     for m in records:
-        table.add_row(m.name, m.kind.value, m.arch or "", m.short_hash, f"{m.size or 0:,}", m.source)
+        arch = (m.arch or "") + (f" ×{m.scale}" if m.scale else "")
+        table.add_row(m.name, m.kind.value, arch, m.short_hash, f"{m.size or 0:,}", m.source)
     Console().print(table)
 
 

@@ -177,6 +177,13 @@ def up(
     data_dir: DataDirOpt = None,
     engine: EngineOpt = "diffusers",
     model: ModelOpt = None,
+    upscaler: Annotated[
+        list[Path],
+        typer.Option(
+            help="An upscaler file (.safetensors, ESRGAN or Real-ESRGAN Compact) to register; repeatable. "
+            "Real-ESRGAN's own files get A1111's names (RealESRGAN_x4plus → 'R-ESRGAN 4x+')."
+        ),
+    ] = [],  # noqa: B006
     fake_step_seconds: Annotated[
         float,
         typer.Option(envvar="SDFLEET_WORKER_FAKE_STEP_SECONDS", help="Time per step of the fake engine."),
@@ -229,6 +236,8 @@ def up(
     token = _local_worker_token(settings)  # in every auth mode: keyless calls end once keys exist
     if model and engine == "diffusers":
         _register_default_model(settings, Path(model))
+    for path in upscaler:
+        _register_upscaler(settings, path.expanduser().resolve())
     exe = [sys.executable, "-m", "sdfleet"]
     orchestrator = Child("orchestrator", [*exe, "serve"], env)
     worker_children = []
@@ -313,6 +322,32 @@ def _register_default_model(settings: Settings, model: Path) -> None:
         return await ms.add(record, hash_local=is_file)
 
     with console.status(f"registering {name} ({arch})…"):
+        run(with_models(settings, add))
+
+
+def _register_upscaler(settings: Settings, path: Path) -> None:
+    """Put an `up --upscaler` file in the registry (family and scale read from it)."""
+    from sdfleet.cli.models import upscaler_name, upscaler_shape
+    from sdfleet.domain import ModelKind, ModelRecord
+
+    if not path.is_file():
+        raise fail(f"--upscaler {path}: no such file")
+    arch, scale = upscaler_shape(path)
+    record = ModelRecord(
+        name=upscaler_name(path),
+        kind=ModelKind.UPSCALER,
+        arch=arch,
+        scale=scale,
+        source=str(path),
+        sha256=None,
+        size=None,
+        description="served by sdfleet up --upscaler",
+    )
+
+    async def add(ms: Any) -> Any:
+        return await ms.add(record, hash_local=True)
+
+    with console.status(f"registering upscaler {record.name} ({arch} ×{scale})…"):
         run(with_models(settings, add))
 
 

@@ -7,7 +7,9 @@ Nothing here downloads anything. :func:`build_tiny_models` makes, under one fold
   layout users download (the diffusers→single-file converter is :func:`write_single_file`);
 - LoRA files for the SD 1.x model in the kohya format (``lora_unet_…``/``lora_te_…``, ``alpha``) and in
   the diffusers/peft format (``unet.….lora_A.weight``), random but strong enough to change the image;
-- a textual-inversion embedding in A1111's ``emb_params`` format.
+- a textual-inversion embedding in A1111's ``emb_params`` format;
+- two upscalers, ×4: an ESRGAN (RRDBNet, BasicSR key layout) and a Real-ESRGAN Compact (SRVGG) under
+  ``upscalers/`` (:func:`write_tiny_upscaler`; ESRGAN's original layout with ``layout="old"``).
 
 The tokenizer is the real CLIP BPE tokenizer (see :mod:`sdfleet.engine.sd.tokenizer`). Single files we
 write carry their components' diffusers configs in the safetensors metadata (key
@@ -257,6 +259,8 @@ class TinyModels:
     sd1_inpaint_file: Path
     vae_dir: Path
     refiner_file: Path
+    rrdb_file: Path
+    srvgg_file: Path
 
     @property
     def loras(self) -> dict[str, Path]:
@@ -274,10 +278,57 @@ class TinyModels:
         return {"tinyvae": self.vae_dir}
 
 
+def write_tiny_upscaler(
+    path: Path, family: Literal["esrgan", "srvgg"], *, scale: int = 4, layout: str = "new", seed: int = 0
+) -> Path:
+    """Write a tiny random upscaler of ``family`` (features 8; one RRDB block of growth 4, or two Compact
+    convolutions) to ``path``, in ESRGAN's ``old`` or BasicSR's ``new`` key layout. Its weights are small so
+    that a Compact net stays close to its nearest-neighbour skip and an ESRGAN's output is not flat."""
+    from sdfleet.engine.upscale.detect import NetInfo
+    from sdfleet.engine.upscale.nets import build_net
+
+    info = NetInfo(family=family, scale=scale, features=8, growth=4, blocks=1, convs=2)
+    torch.manual_seed(seed)
+    net = build_net(info)
+    state = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
+    if family == "srvgg":
+        last = f"body.{2 * info.convs + 2}."
+        state = {k: v * 0.1 if k.startswith(last) else v for k, v in state.items()}
+    else:
+        state["conv_last.bias"] = torch.full_like(state["conv_last.bias"], 0.5)
+    if family == "esrgan" and layout == "old":
+        state = _esrgan_old_keys(state, scale)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    return path
+
+
+def _esrgan_old_keys(state: dict[str, torch.Tensor], scale: int) -> dict[str, torch.Tensor]:
+    """BasicSR's RRDBNet keys as ESRGAN's original ones (the layout of 4x-UltraSharp and most community files)."""
+    ups = scale.bit_length() - 1
+    tops = {"conv_first": 0}
+    for n in range(1, ups + 1):
+        tops[f"conv_up{n}"] = 3 * n
+    tops["conv_hr"] = 3 * ups + 2
+    tops["conv_last"] = 3 * ups + 4
+    blocks = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("body."))
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        head, _, kind = key.rpartition(".")
+        if head.startswith("body."):
+            _, block, rdb, conv = head.split(".")
+            out[f"model.1.sub.{block}.RDB{rdb[3:]}.conv{conv[4:]}.0.{kind}"] = value
+        elif head == "conv_body":
+            out[f"model.1.sub.{blocks}.{kind}"] = value
+        else:
+            out[f"model.{tops[head]}.{kind}"] = value
+    return out
+
+
 def build_tiny_models(root: Path, seed: int = 0) -> TinyModels:
     """Build and save under ``root``: the tiny SD 1.x and SDXL models (folders and single files), a tiny
     SD 1.x inpainting model and a tiny SDXL refiner (single files), two LoRAs, an embedding and a second
-    VAE (folder)."""
+    VAE (folder), and a tiny ESRGAN and Compact upscaler."""
     root.mkdir(parents=True, exist_ok=True)
     sd1 = build_tiny_sd1(root / "_work_sd1", seed)
     sdxl = build_tiny_sdxl(root / "_work_sdxl", seed + 1)
@@ -295,6 +346,8 @@ def build_tiny_models(root: Path, seed: int = 0) -> TinyModels:
     write_single_file(
         build_tiny_refiner(root / "_work_sdxl", seed + 3), root / "tiny-sdxl-refiner.safetensors"
     )
+    rrdb = write_tiny_upscaler(root / "upscalers" / "tiny-rrdb-x4.safetensors", "esrgan", seed=seed + 20)
+    srvgg = write_tiny_upscaler(root / "upscalers" / "tiny-srvgg-x4.safetensors", "srvgg", seed=seed + 21)
     return TinyModels(
         root=root,
         sd1_dir=root / "tiny-sd1",
@@ -307,6 +360,8 @@ def build_tiny_models(root: Path, seed: int = 0) -> TinyModels:
         sd1_inpaint_file=root / "tiny-sd1-inpainting.safetensors",
         vae_dir=root / "vae" / "tinyvae",
         refiner_file=root / "tiny-sdxl-refiner.safetensors",
+        rrdb_file=rrdb,
+        srvgg_file=srvgg,
     )
 
 
@@ -320,7 +375,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     models = build_tiny_models(args.directory, args.seed)
-    for name in ("sd1_file", "sd1_dir", "sdxl_file", "sdxl_dir", "refiner_file", "sd1_inpaint_file"):
+    for name in (
+        "sd1_file",
+        "sd1_dir",
+        "sdxl_file",
+        "sdxl_dir",
+        "refiner_file",
+        "sd1_inpaint_file",
+        "rrdb_file",
+        "srvgg_file",
+    ):
         print(f"{name:18} {getattr(models, name)}")
     for kind, table in (("lora", models.loras), ("embedding", models.embeddings), ("vae", models.vaes)):
         for key, path in table.items():

@@ -37,6 +37,10 @@ class EncodedOutput:
     infotext: str
 
 
+FAST_PNG_PIXELS = 4 * 1024 * 1024
+"""Above this many pixels PNGs are written at zlib level 1 (large upscales)."""
+
+
 def encode_image(
     image: Image.Image, infotext: str, content_type: str = "image/png", quality: int = 95
 ) -> bytes:
@@ -49,7 +53,9 @@ def encode_image(
         for key, value in image.info.items():
             if isinstance(key, str) and isinstance(value, str) and key != "parameters":
                 meta.add_text(key, value)
-        image.save(buf, format="PNG", pnginfo=meta)
+        # zlib's default level spends seconds on a 16-megapixel upscale for a few percent of size
+        level = 1 if image.width * image.height > FAST_PNG_PIXELS else 6
+        image.save(buf, format="PNG", pnginfo=meta, compress_level=level)
     else:
         exif = Image.Exif()
         exif.get_ifd(EXIF_IFD)[EXIF_USER_COMMENT] = b"UNICODE\x00" + infotext.encode("utf-16-be")

@@ -118,6 +118,7 @@ class UpscaleRun:
                 restorers=restorers,
                 pool=self.pool,
                 device=device,
+                tile=ctx.settings.upscale_tile,
                 should_stop=job.should_stop,
                 on_progress=on_progress,
             )

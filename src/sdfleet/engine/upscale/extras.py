@@ -47,7 +47,7 @@ class NetPool:
 
     def get(self, path: Path, device: str) -> Any:
         """The net of ``path`` on ``device``, loaded now if it is not loaded yet."""
-        from sdfleet.engine.upscale.loader import load_upscaler  # type: ignore[import-not-found]  # lands next
+        from sdfleet.engine.upscale.loader import load_upscaler
 
         key = (str(path), device)
         with self._lock:
