@@ -150,6 +150,7 @@ def test_upscale_one_image_by_two_with_a_before_after_split(extras: Any, server:
     with page.expect_download() as download:
         card.locator(".extras-download").click()
     saved = download.value.path()
+    assert download.value.suggested_filename == "red-128x96.png"
     assert Image.open(saved).size == (128, 96)
     card.get_by_role("button", name="Send to img2img").click()
     expect(page.locator("#tab-generate")).to_be_visible()
@@ -205,7 +206,7 @@ def test_bad_input_is_named_at_its_field(extras: Any, server: LiveServer) -> Non
     page.click("#extras-submit")
     error = form.locator("[data-field=upscaling_resize] .field-error")
     expect(error).to_contain_text("Scale factor")
-    expect(error).to_contain_text("1 to 16")
+    expect(error).to_contain_text("between 1 and 16")
     assert len(upscale_jobs(server)) == before
 
     # Typing a good value clears the mark.

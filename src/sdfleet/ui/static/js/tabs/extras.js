@@ -9,13 +9,12 @@ import { pairSliders, setSelect, fieldElement, markInvalid, clearInvalid } from 
 import { watchJob, isTerminal } from "../watch.js";
 import { compareView } from "../compare.js";
 import { openLightbox } from "../lightbox.js";
-import { download, outputFilename } from "../images.js";
+import { download } from "../images.js";
 import { duration, usd, truncate } from "../format.js";
 import { showError, toast } from "../toast.js";
 
 const STORAGE = "sdfleet.extras";
 const MAX_CARDS = 24;
-const MAX_FACTOR = 16; // UpscaleSpec.upscaling_resize
 const IMAGE_TYPES = { png: "image/png", jpg: "image/jpeg", jpeg: "image/jpeg", webp: "image/webp" };
 const SETTINGS = [
   "upscaling_resize",
@@ -91,14 +90,14 @@ function updateSizeNote() {
   const note = $("#extras-size");
   const how =
     settings.upscaler_1.toLowerCase() === "none"
-      ? "Upscaler 1 is None: images keep their size"
+      ? "Upscaler 1 is None: each image keeps its size"
       : scaleTo
-        ? `To ${settings.upscaling_resize_w}×${settings.upscaling_resize_h}${settings.upscaling_crop ? ", cropped to fit" : ", covering the box"}`
-        : `×${Number.isFinite(settings.upscaling_resize) ? settings.upscaling_resize : "?"}`;
+        ? `Each image ${settings.upscaling_crop ? "to exactly" : "scaled to cover"} ${settings.upscaling_resize_w}×${settings.upscaling_resize_h}`
+        : `Each image ×${Number.isFinite(settings.upscaling_resize) ? settings.upscaling_resize : "?"}`;
   const first = chosen[0];
   const out = first ? outputSizeFor(first.width, first.height, settings) : null;
   note.textContent = first && out
-    ? `${how} — ${chosen.length > 1 ? `the first image, ` : ""}${sizeText([first.width, first.height])} → ${sizeText(out)}`
+    ? `${how} — ${truncate(first.name, 40)}: ${sizeText([first.width, first.height])} → ${sizeText(out)}${chosen.length > 1 ? `, and ${chosen.length - 1} more` : ""}`
     : `${how}.`;
   for (const item of chosen) {
     const size = outputSizeFor(item.width, item.height, settings);
@@ -265,10 +264,14 @@ function problem(settings) {
   const visible = (el) => !el.closest("[hidden]") && !el.disabled;
   for (const el of form.elements) {
     if (el.type !== "number" || !visible(el)) continue;
-    if (el.value === "") return [el.name, `${labelOf(el)}: enter a number.`];
-    if (!el.checkValidity()) {
-      const range = el.name === "upscaling_resize" ? ` (1 to ${MAX_FACTOR})` : ` (${el.min} to ${el.max})`;
-      return [el.name, `${labelOf(el)}: ${el.validationMessage}${el.validity.rangeOverflow || el.validity.rangeUnderflow ? range : ""}`];
+    // any value in range will do (the arrows' step is only a convenience)
+    const value = Number(el.value);
+    if (el.value === "" || el.validity.badInput || !Number.isFinite(value)) return [el.name, `${labelOf(el)}: enter a number.`];
+    if (value < Number(el.min) || value > Number(el.max)) {
+      return [el.name, `${labelOf(el)}: must be between ${el.min} and ${el.max}${el.name === "upscaling_resize" ? " (×1 to ×16)" : ""}.`];
+    }
+    if (el.step === "1" || el.name === "upscaling_resize_w" || el.name === "upscaling_resize_h") {
+      if (!Number.isInteger(value)) return [el.name, `${labelOf(el)}: a whole number of pixels.`];
     }
   }
   if (!settings.upscaler_1) return ["upscaler_1", "Choose an upscaler."];
@@ -476,7 +479,8 @@ class ExtrasCard {
       live.worker ? ` · on ${live.worker}` : "",
       job.cost_usd ? ` · ${usd(job.cost_usd)}` : "",
     );
-    const filename = outputFilename(job.id, output).replace(/^sdfleet-/, `${this.source.name.replace(/^.*\//, "").replace(/\.[^.]*$/, "")}-upscaled-`);
+    const ext = (output.content_type || "image/png").split("/")[1].replace("jpeg", "jpg");
+    const filename = `${this.source.name.replace(/^.*\//, "").replace(/\.[^.]*$/, "") || "image"}-${w}x${hgt}.${ext}`;
     const item = { url: output.url, title: `${this.source.name} · ${w}×${hgt}`, infotext: output.infotext, job, output };
     render(
       this.actions,
