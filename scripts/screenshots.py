@@ -249,7 +249,10 @@ def extras(page: Page, client: httpx.Client, out: Path, kind: str) -> None:
     page.locator(".extras-card .compare").first.evaluate(
         "(el) => { const r = el.querySelector('.compare-range'); r.value = 42; r.dispatchEvent(new Event('input')); }"
     )
-    page.evaluate("window.scrollTo(0, 0)")
+    if kind == "narrow":  # the results come below the form: show the newest one
+        page.locator(".extras-card").first.evaluate("(el) => window.scrollTo(0, el.offsetTop - 104)")
+    else:
+        page.evaluate("window.scrollTo(0, 0)")
     shoot(page, out, "extras", kind)
 
 

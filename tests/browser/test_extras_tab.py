@@ -226,4 +226,21 @@ def test_bad_input_is_named_at_its_field(extras: Any, server: LiveServer) -> Non
 
     # Face restoration is off, and says why, while the server has no face restorer.
     expect(form.locator("input[name=gfpgan_visibility]")).to_be_disabled()
-    expect(page.locator("#extras-faces-note")).to_contain_text("No face restorer is registered")
+    expect(page.locator("#extras-faces-note")).to_contain_text("This server has no face restorer")
+
+
+def test_generate_offers_the_registered_upscalers_for_the_hires_fix(page: Any) -> None:
+    """The hires fix's upscaler picker lists the registered nets beside the latent modes and resizes, and
+    "Restore faces" is off, saying why, while no face restorer is registered."""
+    form = page.locator("#gen-form")
+    picker = form.locator("select[name=hr_upscaler]")
+    expect(picker.locator(f"optgroup[label='Upscaler models'] option[value='{RRDB}']")).to_have_count(1)
+    expect(picker.locator(f"optgroup[label='Upscaler models'] option[value='{SRVGG}']")).to_have_count(1)
+    expect(picker.locator("optgroup[label='Latent'] option[value='Latent']")).to_have_count(1)
+    expect(picker.locator("optgroup[label='Resize'] option[value='Lanczos']")).to_have_count(1)
+    expect(picker).to_have_value("Latent")  # the API's default stays the default
+    form.locator("input[name=enable_hr]").check()  # opens the hires settings
+    picker.select_option(RRDB)
+    expect(picker).to_have_value(RRDB)
+    expect(form.locator("input[name=restore_faces]")).to_be_disabled()
+    expect(page.locator("#restore-faces-note")).to_have_text("no face restorer registered")

@@ -14,7 +14,7 @@ import { duration, usd, truncate } from "../format.js";
 import { showError, toast } from "../toast.js";
 
 const STORAGE = "sdfleet.extras";
-const MAX_CARDS = 24;
+const MAX_CARDS = 60; // the newest results shown (older ones stay in Queue and Gallery)
 const IMAGE_TYPES = { png: "image/png", jpg: "image/jpeg", jpeg: "image/jpeg", webp: "image/webp" };
 const SETTINGS = [
   "upscaling_resize",
@@ -162,7 +162,7 @@ function showFaceRestorers() {
   const missing = [!gfpgan && "GFPGAN", !codeformer && "CodeFormer"].filter(Boolean);
   note.hidden = !missing.length;
   note.textContent = !faces.length
-    ? `No face restorer is registered on this server (GET /sdapi/v1/face-restorers lists none), so faces cannot be restored. An admin can add a GFPGAN or CodeFormer model: ${FACE_HINT}.`
+    ? `This server has no face restorer (its face-restorers list is empty), so faces are not restored. An admin can register a GFPGAN or CodeFormer model: ${FACE_HINT}.`
     : `No ${missing.join(" or ")} face restorer is registered: ${FACE_HINT}.`;
 }
 
@@ -334,7 +334,7 @@ export async function submit(event) {
     const { jobs } = await api("v1/jobs", { method: "POST", body });
     $("#extras-empty")?.remove();
     jobs.forEach((job, i) => addCard(job, batch[i]));
-    for (const job of jobs) emit("job-submitted", job);
+    emit("job-submitted", jobs[0]); // once: the badge and the quota meter re-read the lists
     // the originals stay as the cards' "before"; the list empties for the next batch
     chosen.length = 0;
     showFiles();
