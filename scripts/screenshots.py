@@ -245,9 +245,10 @@ def extras(page: Page, client: httpx.Client, out: Path, kind: str) -> None:
     page.select_option("#extras-form select[name=upscaler_1]", nets[0]["name"])
     page.fill("#extras-form input[name=upscaling_resize]", "4")
     page.click("#extras-submit")
-    page.locator(".extras-card[data-state=succeeded] .compare").nth(1).wait_for(timeout=60_000)
-    page.locator(".extras-card .compare").first.evaluate(
-        "(el) => { const r = el.querySelector('.compare-range'); r.value = 42; r.dispatchEvent(new Event('input')); }"
+    # the two new results, each with a before/after split (results of earlier visits have none)
+    page.locator(".extras-card[data-state=succeeded] .compare-range").nth(1).wait_for(timeout=60_000)
+    page.locator(".extras-card .compare-range").first.evaluate(
+        "(r) => { r.value = 42; r.dispatchEvent(new Event('input')); }"
     )
     if kind == "narrow":  # the results come below the form: show the newest one
         page.locator(".extras-card").first.evaluate("(el) => window.scrollTo(0, el.offsetTop - 104)")

@@ -188,6 +188,16 @@ def test_a_folder_of_two_images_runs_as_two_jobs(extras: Any, server: LiveServer
     assert len(jobs) == before + 2
     assert {j["labels"]["file"] for j in jobs[:2]} == {"shots/wide.png", "shots/square.png"}
     assert all(j["params"]["upscaler_1"] == SRVGG for j in jobs[:2])
+    names = page.locator(".extras-card .run-prompt").all_inner_texts()
+    assert names.index("shots/wide.png") < names.index("shots/square.png")  # in the order chosen
+
+    # Back later: the results are still listed (without their originals, which stayed in that visit).
+    page.reload()
+    page.click("#tabbtn-extras")
+    card = page.locator(".extras-card", has=page.locator(".run-prompt", has_text="square.png")).first
+    expect(card.locator(".compare.result-only .compare-after")).to_have_js_property("naturalWidth", 64)
+    expect(card.locator(".compare-before")).to_have_count(0)
+    expect(card.get_by_role("button", name="Send to img2img")).to_be_visible()
 
 
 def test_bad_input_is_named_at_its_field(extras: Any, server: LiveServer) -> None:

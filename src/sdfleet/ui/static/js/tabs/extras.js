@@ -332,8 +332,7 @@ export async function submit(event) {
     label.textContent = "Submitting…";
     const body = { jobs: batch.map((item, i) => jobBody(settings, item, refs[i])) };
     const { jobs } = await api("v1/jobs", { method: "POST", body });
-    $("#extras-empty")?.remove();
-    jobs.forEach((job, i) => addCard(job, batch[i]));
+    for (let i = jobs.length - 1; i >= 0; i -= 1) addCard(jobs[i], batch[i]); // the first image on top
     emit("job-submitted", jobs[0]); // once: the badge and the quota meter re-read the lists
     // the originals stay as the cards' "before"; the list empties for the next batch
     chosen.length = 0;
@@ -354,11 +353,36 @@ export async function submit(event) {
 
 // ------------------------------------------------------------------ result cards
 
-function addCard(job, source) {
+/** Show a job: new ones on top; `older` ones (from an earlier visit) below what is there. */
+function addCard(job, source, { older = false } = {}) {
   const card = new ExtrasCard(job, source);
-  cards.unshift(card);
-  results.prepend(card.element);
+  $("#extras-empty")?.remove();
+  if (older) {
+    cards.push(card);
+    results.append(card.element);
+  } else {
+    cards.unshift(card);
+    results.prepend(card.element);
+  }
   while (cards.length > MAX_CARDS) cards.pop().destroy();
+}
+
+let recentShown = false;
+
+/** My latest upscale jobs, from an earlier visit: their results (the originals stayed in that browser tab). */
+async function showRecent() {
+  if (recentShown) return;
+  recentShown = true;
+  try {
+    const { jobs } = await api("v1/jobs", { query: { kind: "upscale", limit: 4 } });
+    for (const job of jobs) {
+      if (cards.some((c) => c.job.id === job.id)) continue;
+      addCard(job, { name: job.labels?.file || `Upscale with ${job.params.upscaler_1}`, url: null }, { older: true });
+    }
+  } catch (err) {
+    recentShown = false;
+    if (err.status !== 401) showError(err, "Recent upscales");
+  }
 }
 
 class ExtrasCard {
@@ -372,7 +396,11 @@ class ExtrasCard {
     this.status = h("span.run-status", "Queued");
     this.badge = h("span.state-badge.queued", "queued");
     this.cancelButton = h("button.secondary.small", { type: "button", onclick: () => this.cancel() }, icon("stop"), h("span", "Cancel"));
-    const placeholder = h("div.tile.placeholder.extras-placeholder", { style: { aspectRatio: `${this.expected[0]} / ${this.expected[1]}` } }, h("img.extras-ghost", { src: source.url, alt: "" }));
+    const placeholder = h(
+      "div.tile.placeholder.extras-placeholder",
+      { style: { aspectRatio: `${this.expected[0]} / ${this.expected[1]}` } },
+      source.url ? h("img.extras-ghost", { src: source.url, alt: "" }) : null,
+    );
     placeholder.style.setProperty("--ratio", String(this.expected[0] / this.expected[1]));
     this.body = h("div.extras-body", placeholder);
     this.actions = h("div.extras-actions");
@@ -461,7 +489,10 @@ class ExtrasCard {
     const took = job.finished_at && job.started_at ? job.finished_at - job.started_at : null;
     const info = job.result?.info || {};
     const [w, hgt] = info.width && info.height ? [info.width, info.height] : this.expected;
-    const compare = compareView({ before: this.source.url, after: output.url, width: w, height: hgt, label: this.source.name });
+    // the original is at hand for what was chosen in this visit: a before/after split; else the result alone
+    const compare = this.source.url
+      ? compareView({ before: this.source.url, after: output.url, width: w, height: hgt, label: this.source.name })
+      : resultOnly(output.url, w, hgt, this.source.name);
     this.compare = compare;
     const size = h("span.extras-out-size", `${w}×${hgt}`);
     compare.afterImg.addEventListener("load", () => {
@@ -484,7 +515,7 @@ class ExtrasCard {
     const item = { url: output.url, title: `${this.source.name} · ${w}×${hgt}`, infotext: output.infotext, job, output };
     render(
       this.actions,
-      compare.toggle,
+      compare.toggle || null,
       h(
         "a.secondary.small.extras-download",
         {
@@ -510,8 +541,20 @@ class ExtrasCard {
   destroy() {
     this.unwatch();
     this.element.remove();
-    if (!chosen.some((c) => c.url === this.source.url)) URL.revokeObjectURL(this.source.url);
+    if (this.source.url && !chosen.some((c) => c.url === this.source.url)) URL.revokeObjectURL(this.source.url);
   }
+}
+
+/** A result without its original (chosen in an earlier visit): the picture alone, in the same frame. */
+function resultOnly(url, width, height, label) {
+  const afterImg = h("img.compare-after", { src: url, alt: `${label}, upscaled`, decoding: "async" });
+  const element = h("div.compare.result-only", { style: { aspectRatio: `${width} / ${height}` }, title: "The original was chosen in an earlier visit: only the result is shown" }, afterImg);
+  element.style.setProperty("--ratio", String(width / height));
+  afterImg.addEventListener("load", () => {
+    element.style.aspectRatio = `${afterImg.naturalWidth} / ${afterImg.naturalHeight}`;
+    element.style.setProperty("--ratio", String(afterImg.naturalWidth / afterImg.naturalHeight));
+  });
+  return { element, afterImg, toggle: null };
 }
 
 // ------------------------------------------------------------------ persistence
@@ -578,5 +621,9 @@ export function initExtras() {
   form.addEventListener("submit", submit);
   onCatalog(fillPickers);
   updateSizeNote();
-  return { submit };
+  window.addEventListener("sdfleet:key-changed", () => {
+    recentShown = false;
+    if (!$("#tab-extras").hidden) showRecent();
+  });
+  return { submit, shown: showRecent };
 }
