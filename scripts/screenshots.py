@@ -239,7 +239,8 @@ def extras(page: Page, client: httpx.Client, out: Path, kind: str) -> None:
     done = client.get("/v1/jobs", params={"state": "succeeded", "kind": "txt2img", "limit": 50}).json()[
         "jobs"
     ]
-    for job, name in ((done[-2], "fox.png"), (done[-1], "lighthouse.png")):
+    for job in (done[-2], done[-1]):
+        name = "-".join(job["params"]["prompt"].split(",")[0].split()[:4]) + ".png"  # a-bowl-of-ramen.png
         drop_png(page, small_png(client.get(job["outputs"][0]["url"]).content, 128), "#extras-drop", name)
     page.locator("#extras-files li").nth(1).wait_for()
     page.select_option("#extras-form select[name=upscaler_1]", nets[0]["name"])
