@@ -68,6 +68,7 @@ class Feature(IntFlag):
     CONTROLNET = 16
     EMBEDDING = 32
     GPU = 64  # work only a GPU-class worker should take (RRDB upscalers); CPU workers may opt in
+    FACES = 128  # face restoration: the worker can load GFPGAN/CodeFormer (spandrel is installed)
 
     @classmethod
     def from_names(cls, names: list[str] | tuple[str, ...]) -> Feature:

@@ -125,7 +125,8 @@ class JobPreparer:
                 "input_width": width,
                 "input_height": height,
                 "needs_gpu": use.needs_gpu,
-                "face_restorers": list(use.face_restorers),
+                "face_restorers": use.face_restorers,
+                "face_detector": use.face_detector,
             }
         )
         out_w, out_h = spec.output_size()

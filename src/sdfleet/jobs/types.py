@@ -149,6 +149,8 @@ def requirements_of(kind: JobKind, spec: JobSpec, arch: str | None) -> Requireme
         # pixels 0: upscalers run tile by tile, so a device's memory does not bound the output's size (the
         # edge's max_upscale_pixels does)
         features = Feature.GPU if spec.needs_gpu else Feature.NONE
+        if spec.face_restorers:
+            features |= Feature.FACES
         models = spec.model_names
         return Requirements(
             kind=kind, arch=None, pixels=0, features=features, model=models[0] if models else None
