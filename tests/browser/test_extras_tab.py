@@ -239,9 +239,10 @@ def test_bad_input_is_named_at_its_field(extras: Any, server: LiveServer) -> Non
     expect(page.locator("#extras-faces-note")).to_contain_text("This server has no face restorer")
 
 
-def test_generate_offers_the_registered_upscalers_for_the_hires_fix(page: Any) -> None:
-    """The hires fix's upscaler picker lists the registered nets beside the latent modes and resizes, and
-    "Restore faces" is off, saying why, while no face restorer is registered."""
+def test_generate_offers_the_registered_upscalers_for_the_hires_fix(page: Any, server: LiveServer) -> None:
+    """The hires fix's upscaler picker lists the registered nets beside the latent modes and resizes, a
+    generation's hires pass runs with one, and "Restore faces" is off, saying why, while no face restorer
+    is registered (and is not sent)."""
     form = page.locator("#gen-form")
     picker = form.locator("select[name=hr_upscaler]")
     expect(picker.locator(f"optgroup[label='Upscaler models'] option[value='{RRDB}']")).to_have_count(1)
@@ -249,8 +250,49 @@ def test_generate_offers_the_registered_upscalers_for_the_hires_fix(page: Any) -
     expect(picker.locator("optgroup[label='Latent'] option[value='Latent']")).to_have_count(1)
     expect(picker.locator("optgroup[label='Resize'] option[value='Lanczos']")).to_have_count(1)
     expect(picker).to_have_value("Latent")  # the API's default stays the default
-    form.locator("input[name=enable_hr]").check()  # opens the hires settings
-    picker.select_option(RRDB)
-    expect(picker).to_have_value(RRDB)
     expect(form.locator("input[name=restore_faces]")).to_be_disabled()
     expect(page.locator("#restore-faces-note")).to_have_text("no face restorer registered")
+
+    prompt = "a small blue square on a yellow background"
+    form.locator("textarea[name=prompt]").fill(prompt)
+    for name, value in {"steps": "2", "width": "64", "height": "64"}.items():
+        form.locator(f"input[name={name}]").fill(value)
+    form.locator("input[name=enable_hr]").check()  # opens the hires settings
+    picker.select_option(SRVGG)
+    form.locator("input[name=hr_scale]").fill("2")
+    form.locator("input[name=hr_second_pass_steps]").fill("1")
+    page.click("#gen-submit")
+    card = page.locator(".run-card", has=page.locator(".run-prompt", has_text=prompt)).first
+    expect(card.locator(".state-badge")).to_have_text("succeeded", timeout=DONE)
+    expect(card.locator(".tile img")).to_have_js_property("naturalWidth", 128)
+    job = server.client.get("/v1/jobs", params={"kind": "txt2img", "limit": 1}).json()["jobs"][0]
+    assert job["params"]["hr_upscaler"] == SRVGG and job["params"]["enable_hr"] is True
+    assert "restore_faces" not in job["params"]
+
+
+def test_face_restoration_follows_the_registered_restorers(
+    chromium: Any, server: LiveServer, tmp_path: Path
+) -> None:
+    """With a GFPGAN face restorer registered, its visibility can be set (CodeFormer's still cannot, and
+    the note says so), and Generate's "Restore faces" is offered. Registered for this test only."""
+    stand_in = tmp_path / "GFPGANv1.4.safetensors"
+    stand_in.write_bytes(b"stand-in weights: never loaded, the page only lists the model")
+    model = {"name": "gfpgan-standin", "kind": "face_restorer", "arch": "gfpgan", "source": str(stand_in)}
+    server.client.post("/v1/models", json=model).raise_for_status()
+    context = chromium.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        page.goto(f"{server.url}/ui/#extras")
+        form = page.locator("#extras-form")
+        expect(form.locator("input[name=gfpgan_visibility]")).to_be_enabled()
+        expect(form.locator("input[name=upscale_first]")).to_be_enabled()
+        expect(form.locator("input[name=codeformer_visibility]")).to_be_disabled()
+        expect(page.locator("#extras-faces-note")).to_contain_text(
+            "No CodeFormer face restorer is registered"
+        )
+        page.click("#tabbtn-generate")
+        expect(page.locator("#gen-form input[name=restore_faces]")).to_be_enabled()
+        expect(page.locator("#restore-faces-note")).to_have_text("")
+    finally:
+        context.close()
+        server.client.delete("/v1/models/gfpgan-standin").raise_for_status()
