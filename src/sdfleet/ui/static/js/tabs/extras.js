@@ -6,7 +6,7 @@ import { $, $$, h, icon, render, debounce, dropZone } from "../dom.js";
 import { emit } from "../bus.js";
 import { catalog, onCatalog } from "../catalog.js";
 import { pairSliders, setSelect, fieldElement, markInvalid, clearInvalid } from "../form.js";
-import { watchJob, isTerminal } from "../watch.js";
+import { watchJob } from "../watch.js";
 import { compareView } from "../compare.js";
 import { openLightbox } from "../lightbox.js";
 import { download } from "../images.js";
@@ -532,10 +532,6 @@ class ExtrasCard {
       h("button.secondary.small", { type: "button", onclick: () => emit("use-image", { url: output.url }) }, icon("send"), h("span", "Send to img2img")),
       h("button.secondary.small", { type: "button", onclick: () => openLightbox([item], 0) }, icon("expand"), h("span", "Open")),
     );
-  }
-
-  get finished() {
-    return isTerminal(this.live?.state || this.job.state);
   }
 
   destroy() {
