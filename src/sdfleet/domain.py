@@ -233,6 +233,11 @@ class GenerationSpec(BaseModel):
     # SDXL refiner
     refiner_checkpoint: str | None = None
     refiner_switch_at: float = Field(default=0.8, ge=0.0, le=1.0)
+    # face restoration after generation (A1111's restore_faces): the registered restorer it uses (the
+    # server picks one when none is named) and CodeFormer's fidelity weight (A1111's code_former_weight)
+    restore_faces: bool = False
+    face_restorer: str | None = None
+    face_restorer_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     output_format: Literal["png", "jpeg", "webp"] = "png"
     output_quality: int = Field(default=95, ge=1, le=100)
     preview_every: int = Field(
@@ -270,6 +275,8 @@ class GenerationSpec(BaseModel):
             value |= Feature.HIRES
         if self.refiner_checkpoint:
             value |= Feature.REFINER
+        if self.restore_faces and self.face_restorer:
+            value |= Feature.FACES
         return value
 
     def _check_sizes(self, limits: LimitsLike) -> None:
@@ -288,7 +295,15 @@ class GenerationSpec(BaseModel):
                     f"styles.{index} has {len(style)} characters, the limit is {limits.max_style_chars}",
                     field=f"styles.{index}",
                 )
-        names = ("sampler_name", "scheduler", "model", "vae", "hr_upscaler", "refiner_checkpoint")
+        names = (
+            "sampler_name",
+            "scheduler",
+            "model",
+            "vae",
+            "hr_upscaler",
+            "refiner_checkpoint",
+            "face_restorer",
+        )
         for name in names:
             value = getattr(self, name)
             if value is not None and len(value) > limits.max_name_chars:

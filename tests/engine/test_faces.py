@@ -132,3 +132,24 @@ def test_extras_restore_faces_through_the_pool_and_say_what_is_missing(
         picture, spec, upscalers={}, restorers={"gfpgan-1.4": restorer_file}, pool=pool, device="cpu"
     )
     assert result.info["faces"] == 1 and "codeformer" in result.info["note_faces"]
+
+
+def test_a_generations_faces_are_restored_and_the_infotext_says_so(
+    astronaut: np.ndarray, tmp_path: Path
+) -> None:
+    from sdfleet.engine.base import GeneratedImage
+    from sdfleet.engine.faces.extras import restore_generated
+
+    restorer_file = tmp_path / "codeformer.safetensors"
+    restorer_file.write_bytes(b"stand-in")
+    pool = NetPool()
+    brighten = Brighten()
+    brighten.family = "codeformer"
+    pool.get(restorer_file, "cpu", load=lambda _p, _d: brighten)
+    picture = GeneratedImage(
+        Image.fromarray(astronaut), seed=1, subseed=1, infotext="a woman\nSteps: 20, Seed: 1"
+    )
+    [out], faces = restore_generated([picture], restorer_file, pool=pool, device="cpu", weight=0.7)
+    assert faces == 1 and out.seed == 1
+    assert out.infotext == "a woman\nSteps: 20, Seed: 1, Face restoration: CodeFormer"
+    assert np.asarray(out.image).astype(np.int64).sum() > astronaut.astype(np.int64).sum()

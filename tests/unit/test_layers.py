@@ -69,7 +69,9 @@ ALLOWED: dict[str, set[str]] = {
     "training": {"domain", "engine", "errors", "specs"},
     "worker": {"config", "domain", "engine", "errors", "models", "netguard", "specs", "training", "wire"},
     "demo": {"domain", "engine", "errors", "specs", "training"},
-    "testing": {"domain", "engine", "errors", "specs", "training"},
+    # test fixtures for tests, benchmarks and demos: tiny models (engine) and a live orchestrator in a thread
+    # (testing/server.py: api, config) — nothing in the product imports testing
+    "testing": {"api", "config", "domain", "engine", "errors", "specs", "training"},
     "bench": {"errors"},  # the load generator talks to the public HTTP API only
     "ui": set(),
     # composition roots: they wire everything together

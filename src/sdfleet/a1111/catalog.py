@@ -37,6 +37,7 @@ class Catalog:
     checkpoints: Sequence[ModelRecord] = ()
     vaes: Sequence[ModelRecord] = ()
     upscalers: Sequence[ModelRecord] = ()
+    face_restorers: Sequence[ModelRecord] = ()
 
     def checkpoint(self, alias: str | None) -> ModelRecord | None:
         """The checkpoint an A1111 alias names: the title ``name [hash]``, the registry name, A1111's
@@ -74,6 +75,11 @@ class Catalog:
             if a1111_name(_file_names(model)[1]) == name:
                 return model
         return None
+
+    def face_restorer(self, family: str) -> ModelRecord | None:
+        """The face restorer of ``family`` (``codeformer``, ``gfpgan``), else any registered one; first by name."""
+        ranked = sorted(self.face_restorers, key=lambda m: (m.arch != family, m.name))
+        return ranked[0] if ranked else None
 
     def vae(self, name: str | None) -> ModelRecord | None:
         """The VAE called ``name`` (registry name, file name or stem)."""

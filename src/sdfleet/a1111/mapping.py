@@ -320,6 +320,8 @@ def map_request(
         values["refiner_checkpoint"] = found.name
         values["refiner_switch_at"] = _float(request.refiner_switch_at, 0.8)
     _note_unsupported(request, settings, notes)
+    if request.restore_faces:
+        values.update(_faces(settings, catalog, notes))
 
     denoising = _float(request.denoising_strength, 0.75)
     if isinstance(request, Txt2ImgRequest):
@@ -511,9 +513,28 @@ def _eta(value: float | None, sampler: str, settings: Mapping[str, Any]) -> floa
         return None
 
 
+def _faces(settings: Mapping[str, Any], catalog: Catalog, notes: list[str]) -> dict[str, Any]:
+    """``restore_faces``: the registered restorer of the family A1111's ``face_restoration_model`` setting
+    names (CodeFormer by default; any registered one otherwise), at ``code_former_weight``."""
+    family = str(settings.get("face_restoration_model") or "CodeFormer").lower()
+    found = catalog.face_restorer(family)
+    if found is None:
+        notes.append(
+            "restore_faces: no face restorer is registered (sdfleet models add NAME FILE --kind face_restorer); "
+            "faces were not restored"
+        )
+        return {}
+    if found.arch != family:
+        notes.append(f"restore_faces: no {family} restorer is registered; used {found.name} ({found.arch})")
+    weight = _float(settings.get("code_former_weight"), 0.5)
+    return {
+        "restore_faces": True,
+        "face_restorer": found.name,
+        "face_restorer_weight": min(1.0, max(0.0, weight)),
+    }
+
+
 def _note_unsupported(request: ProcessingRequest, settings: Mapping[str, Any], notes: list[str]) -> None:
-    if request.restore_faces:
-        notes.append("restore_faces is not supported; faces were not restored")
     if request.tiling:
         notes.append("tiling is not supported; the image does not tile")
     for name in ("s_min_uncond", "s_churn", "s_tmax", "s_tmin", "s_noise"):

@@ -28,6 +28,7 @@ class A1111Service:
                 checkpoints=tx.list_models(ModelKind.CHECKPOINT),
                 vaes=tx.list_models(ModelKind.VAE),
                 upscalers=tx.list_models(ModelKind.UPSCALER),
+                face_restorers=tx.list_models(ModelKind.FACE_RESTORER),
             )
 
         return await self._store.read(read)

@@ -147,6 +147,16 @@ class ModelService:
     async def list(self, kind: ModelKind | None = None) -> list[ModelRecord]:
         return await self.store.read(lambda tx: tx.list_models(kind))
 
+    async def face_restorer(self, family: str | None = None) -> str | None:
+        """The registered face restorer a job that names none uses: of ``family`` if one is registered
+        (A1111's ``face_restoration_model``), else CodeFormer, else GFPGAN, else any; first by name."""
+        restorers = await self.list(ModelKind.FACE_RESTORER)
+        for wanted in (family, "codeformer", "gfpgan", None):
+            found = sorted(m.name for m in restorers if wanted is None or m.arch == wanted)
+            if found:
+                return found[0]
+        return None
+
     async def remove(self, name: str) -> None:
         if not await self.store.write(lambda tx: tx.delete_model(name)):
             raise NotFound(f"no model {name!r} in the registry", field="name")
@@ -163,6 +173,8 @@ class ModelService:
             wanted.append((spec.vae, ModelKind.VAE, "vae"))
         if spec.enable_hr and spec.hr_upscaler and not is_builtin_hires_upscaler(spec.hr_upscaler):
             wanted.append((spec.hr_upscaler, ModelKind.UPSCALER, "hr_upscaler"))
+        if spec.restore_faces and spec.face_restorer:
+            wanted.append((spec.face_restorer, ModelKind.FACE_RESTORER, "face_restorer"))
         for i, lora in enumerate(spec.loras):
             wanted.append((lora.name, ModelKind.LORA, f"loras.{i}.name"))
         for field in ("prompt", "negative_prompt"):
@@ -187,7 +199,7 @@ class ModelService:
         if arch is not None:
             for name, kind, field in wanted:
                 other = found[name].arch
-                if kind == ModelKind.UPSCALER:  # an upscaler's arch is its net family: any checkpoint
+                if kind in NET_KINDS:  # an upscaler's or face model's arch is its net family: any checkpoint
                     continue
                 if other is not None and other != arch and field != "refiner_checkpoint":
                     raise ValidationError(
@@ -302,6 +314,9 @@ def named_models(params: Mapping[str, Any]) -> list[str]:
     if float(params.get("extras_upscaler_2_visibility") or 0) > 0:
         upscalers.append(params.get("upscaler_2"))
     names += [u for u in upscalers if isinstance(u, str) and u and not is_pixel_upscaler(u)]
+    restorer = params.get("face_restorer")  # a generation's face restorer
+    if params.get("restore_faces") and isinstance(restorer, str) and restorer:
+        names.append(restorer)
     hires = params.get("hr_upscaler")  # a hires fix's registered upscaler
     if params.get("enable_hr") and isinstance(hires, str) and hires and not is_builtin_hires_upscaler(hires):
         names.append(hires)

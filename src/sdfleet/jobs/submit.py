@@ -263,6 +263,8 @@ class JobPreparer:
             raise ValidationError(
                 f"arch {body.arch} does not match the checkpoint's ({use.arch})", field=f"{prefix}arch"
             )
+        if gen.restore_faces and not gen.face_restorer:
+            gen = gen.model_copy(update={"face_restorer": await self._models.face_restorer()})
         spec = await generation_inputs(gen, images, ImageLimits.generation(self._settings.limits), params)
         if inputs is None:
             await images.store()

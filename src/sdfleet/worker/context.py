@@ -10,12 +10,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 from sdfleet.config import WorkerSettings
 from sdfleet.engine import Engine
+from sdfleet.engine.pool import NetPool
 from sdfleet.errors import EngineError, Interrupted, ModelUnavailable, SdfleetError, ValidationError
 from sdfleet.models import ModelCache, ModelResolver
 from sdfleet.worker.client import WorkerClient
@@ -61,6 +62,8 @@ class RunContext:
     reporter: Reporter
     uploader: Uploader
     spawn: Callable[[Awaitable[None]], None]
+    nets: NetPool = field(default_factory=NetPool)
+    """The upscaler and face nets loaded on this worker, shared by the kinds across jobs."""
 
     async def run_engine(
         self,

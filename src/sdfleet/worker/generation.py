@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
-from sdfleet.domain import GenerationSpec, JobKind
+from sdfleet.domain import GenerationSpec, JobKind, ModelKind
 from sdfleet.engine.base import GenerationResult, StepInfo
-from sdfleet.errors import ModelUnavailable, SdfleetError
+from sdfleet.errors import EngineError, ModelUnavailable, SdfleetError
 from sdfleet.worker.context import Finish, RunContext
 from sdfleet.worker.deliver import deliver_images
 from sdfleet.worker.held import HeldJob, Phase
@@ -88,6 +89,9 @@ class GenerationRun:
             job, "generate", lambda: ctx.engine.generate(kind, spec, on_step, job.should_stop)
         )
         report = reporter.after_run(job, error, "generate")
+        if report is None and result is not None and spec.restore_faces:
+            result, error = await self._restore_faces(spec, models, result)
+            report = reporter.after_run(job, error, "restore faces")
         if report is not None:
             ctx.spawn(report)
             return None
@@ -95,6 +99,40 @@ class GenerationRun:
         job.phase = Phase.FINISHING
         self.result = result
         return self.finish
+
+    async def _restore_faces(
+        self, spec: GenerationSpec, models: dict[tuple[str, str], Path], result: GenerationResult
+    ) -> tuple[GenerationResult | None, BaseException | None]:
+        """``restore_faces``: the images' faces restored on the engine's device by the job's restorer (none
+        registered: the images as they are, and a note saying so)."""
+        path = models.get((ModelKind.FACE_RESTORER.value, spec.face_restorer or ""))
+        if path is None:
+            result.info["note_faces"] = (
+                "restore_faces: no face restorer is registered (sdfleet models add NAME FILE --kind "
+                "face_restorer); faces were not restored"
+            )
+            return result, None
+        from sdfleet.engine.faces.extras import restore_generated
+
+        detectors = [p for (kind, _), p in sorted(models.items()) if kind == ModelKind.FACE_DETECTOR.value]
+        ctx, job = self.ctx, self.job
+
+        def work() -> GenerationResult:
+            images, faces = restore_generated(
+                result.images,
+                path,
+                pool=ctx.nets,
+                device=ctx.engine.capabilities().device,
+                weight=spec.face_restorer_weight,
+                detector=detectors[0] if detectors else None,
+                should_stop=job.should_stop,
+            )
+            return GenerationResult(images=images, info={**result.info, "faces": faces})
+
+        restored, error = await ctx.run_engine(job, "restore faces", work, keep=(ModelUnavailable,))
+        if isinstance(error, ModelUnavailable):  # this worker cannot load the restorer: another may
+            error = EngineError(f"face restorer unavailable: {error}", retryable=error.retryable)
+        return restored, error
 
     async def finish(self) -> None:
         """Encode the images, upload them (or send them inline) and complete the job."""

@@ -30,14 +30,11 @@ log = logging.getLogger("sdfleet.worker")
 
 
 class UpscaleKind:
-    """The :data:`~sdfleet.worker.context.RunFactory` of ``upscale`` jobs, holding the nets loaded on this
-    worker (at most ``keep`` of them) across jobs."""
-
-    def __init__(self, keep: int = 2) -> None:
-        self.pool = NetPool(keep=keep)
+    """The :data:`~sdfleet.worker.context.RunFactory` of ``upscale`` jobs; the nets stay loaded between jobs
+    in the worker's :attr:`~sdfleet.worker.context.RunContext.nets`."""
 
     def __call__(self, ctx: RunContext, job: HeldJob) -> UpscaleRun:
-        return UpscaleRun(ctx, job, self.pool)
+        return UpscaleRun(ctx, job, ctx.nets)
 
 
 def _decode(value: str) -> bytes:

@@ -252,3 +252,39 @@ def test_hires_upscaler_names_a_registered_net_by_any_name_a1111_knows() -> None
             catalog=catalog,
             rng=random.Random(0),
         )
+
+
+def test_restore_faces_uses_the_registered_restorer_of_the_settings_family() -> None:
+    def restorer(name: str, family: str) -> ModelRecord:
+        return ModelRecord(
+            name=name,
+            kind=ModelKind.FACE_RESTORER,
+            arch=family,
+            source=f"/m/{name}.safetensors",
+            sha256="c" * 64,
+            size=1,
+        )
+
+    catalog = Catalog(
+        checkpoints=[DREAMY], face_restorers=[restorer("gfp", "gfpgan"), restorer("cf", "codeformer")]
+    )
+
+    def mapped(options: dict[str, Any], cat: Catalog = catalog) -> MappedRequest:
+        return map_request(
+            JobKind.TXT2IMG,
+            Txt2ImgRequest.model_validate({"restore_faces": True}),
+            options=options,
+            catalog=cat,
+            rng=random.Random(0),
+        )
+
+    default = mapped({})
+    assert (default.spec.restore_faces, default.spec.face_restorer, default.spec.face_restorer_weight) == (
+        True,
+        "cf",
+        0.5,
+    )
+    chosen = mapped({"face_restoration_model": "GFPGAN", "code_former_weight": 0.8})
+    assert (chosen.spec.face_restorer, chosen.spec.face_restorer_weight) == ("gfp", 0.8)
+    none = mapped({}, Catalog(checkpoints=[DREAMY]))
+    assert not none.spec.restore_faces and any("no face restorer is registered" in n for n in none.notes)

@@ -94,6 +94,7 @@ from sdfleet.errors import (
 from sdfleet.jobs.inputs import ImageLimits, decode_image
 from sdfleet.jobs.keys import Principal
 from sdfleet.jobs.registry import may_see_provenance
+from sdfleet.specs.upscale import A1111_NAMES
 from sdfleet.wire import EXIF_IFD, EXIF_USER_COMMENT, JobCreate
 
 log = logging.getLogger("sdfleet.a1111")
@@ -621,16 +622,31 @@ async def hypernetworks(_: Caller) -> list[HypernetworkItem]:
     return []
 
 
+FACE_FAMILIES = {"codeformer": "CodeFormer", "gfpgan": "GFPGAN"}
+
+
 @router.get("/sdapi/v1/face-restorers")
-async def face_restorers(_: Caller) -> list[FaceRestorerItem]:
-    """Face restoration is not supported: always empty."""
-    return []
+async def face_restorers(ctx: Ctx, caller: Caller) -> list[FaceRestorerItem]:
+    """The registered face restorers, by the names A1111's ``face_restoration_model`` takes (CodeFormer,
+    GFPGAN; another family by its registry name). Empty: no restorer is registered, so ``restore_faces``
+    and the Extras visibilities restore nothing (and say so)."""
+    [registered] = await ctx.queries.models_of_kind(ModelKind.FACE_RESTORER)
+    seen: dict[str, FaceRestorerItem] = {}
+    for m in sorted(registered, key=lambda m: m.name.lower()):
+        name = FACE_FAMILIES.get(m.arch or "", m.name)
+        seen.setdefault(name, FaceRestorerItem(name=name, cmd_dir=_filename(m, caller)))
+    return list(seen.values())
 
 
 @router.get("/sdapi/v1/realesrgan-models")
-async def realesrgan_models(_: Caller) -> list[RealesrganItem]:
-    """No RealESRGAN models: always empty."""
-    return []
+async def realesrgan_models(ctx: Ctx, caller: Caller) -> list[RealesrganItem]:
+    """The registered upscalers that are Real-ESRGAN's own models (by A1111's names: ``R-ESRGAN 4x+``…)."""
+    [registered] = await ctx.queries.models_of_kind(ModelKind.UPSCALER)
+    return [
+        RealesrganItem(name=m.name, path=_filename(m, caller), scale=m.scale)
+        for m in sorted(registered, key=lambda m: m.name.lower())
+        if m.name in A1111_NAMES
+    ]
 
 
 @router.get("/sdapi/v1/prompt-styles")

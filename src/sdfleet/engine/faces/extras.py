@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from sdfleet.engine.base import GeneratedImage
 from sdfleet.engine.faces.align import alignment, crop, paste
 from sdfleet.engine.faces.detect import FaceDetector, load_detector
 from sdfleet.engine.faces.restore import FaceRestorer, load_restorer
@@ -45,6 +47,44 @@ def restore_faces(
         restored = restorer.restore(crop(out, matrix), weight=weight)
         out = paste(out, restored, matrix, visibility)
     return out, len(faces)
+
+
+FAMILY_NAMES = {"codeformer": "CodeFormer", "gfpgan": "GFPGAN", "restoreformer": "RestoreFormer"}
+
+
+def restore_generated(
+    images: list[GeneratedImage],
+    restorer_file: Path,
+    *,
+    pool: NetPool,
+    device: str,
+    weight: float = 0.5,
+    detector: Path | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> tuple[list[GeneratedImage], int]:
+    """A generation's ``restore_faces``: each image's faces restored, its infotext saying so (A1111's
+    ``Face restoration: CodeFormer``). Returns the images and the faces found in all of them."""
+    restorer: FaceRestorer = pool.get(restorer_file, device, load=load_restorer)
+    found_detector = load_detector(detector)
+    label = FAMILY_NAMES.get(restorer.family, restorer.family)
+    out, total = [], 0
+    for generated in images:
+        rgb, faces = restore_faces(
+            np.asarray(generated.image.convert("RGB")),
+            found_detector,
+            restorer,
+            weight=weight,
+            should_stop=should_stop,
+        )
+        total += faces
+        out.append(
+            replace(
+                generated,
+                image=Image.fromarray(rgb, mode="RGB"),
+                infotext=f"{generated.infotext}, Face restoration: {label}",
+            )
+        )
+    return out, total
 
 
 def restore_for_extras(
@@ -86,4 +126,11 @@ def restore_for_extras(
     return Image.fromarray(rgb, mode="RGB"), faces, notes
 
 
-__all__ = ["FACE_STEPS", "MIN_FACE", "restore_faces", "restore_for_extras"]
+__all__ = [
+    "FACE_STEPS",
+    "FAMILY_NAMES",
+    "MIN_FACE",
+    "restore_faces",
+    "restore_for_extras",
+    "restore_generated",
+]
