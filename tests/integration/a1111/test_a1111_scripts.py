@@ -5,7 +5,9 @@ argument before anything runs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from PIL import Image, ImageChops
 
 from sdfleet.engine.fake import FakeEngine, render
 from tests.integration.a1111.conftest import checkpoint_body, decode_png, png_b64
-from tests.support.live import WorkerPool
+from tests.support.live import WorkerPool, wait_until
 
 BASE: dict[str, Any] = {"steps": 2, "width": 64, "height": 64, "seed": 7, "sampler_name": "Euler"}
 
@@ -340,3 +342,28 @@ async def test_bad_script_args_are_a_422_naming_the_argument(
     # nothing was submitted: the tenant has no request in flight
     progress = (await api.get("/sdapi/v1/progress")).json()
     assert progress["current_task"] is None
+
+
+async def test_interrupt_stops_every_job_of_a_script_and_answers_what_was_drawn(
+    api: httpx.AsyncClient, workers: WorkerPool
+) -> None:
+    await workers.start(FakeEngine(step_seconds=0.05))
+    # 6 cells of 20 steps (a second each) on one worker
+    args = [1, "1-6", [], 0, "", [], 0, "", [], True, True]
+    body = {**BASE, "steps": 20, "prompt": "x", "script_name": "x/y/z plot", "script_args": args}
+    started = time.monotonic()
+    call = asyncio.create_task(api.post("/sdapi/v1/txt2img", json=body))
+
+    async def running() -> bool:
+        return (await api.get("/sdapi/v1/progress")).json()["progress"] > 0.01
+
+    await wait_until(running, what="the first cell running")
+    assert (await api.get("/sdapi/v1/progress")).json()["current_task"].startswith("task(")
+    assert (await api.post("/sdapi/v1/interrupt")).json() == {}
+    response = await call
+    assert response.status_code == 200, response.text
+    info = json.loads(response.json()["info"])
+    assert info["sdfleet"]["interrupted"] is True and len(info["sdfleet"]["job_ids"]) == 6
+    assert len(info["all_seeds"]) <= 2  # the queued cells never ran
+    assert time.monotonic() - started < 4
+    assert (await api.get("/sdapi/v1/progress")).json()["current_task"] is None

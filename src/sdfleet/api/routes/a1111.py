@@ -82,7 +82,7 @@ from sdfleet.a1111.scripts import selectable_scripts
 from sdfleet.api.auth import OPEN_PRINCIPAL, anonymous_allowed, principal_for, require_scope
 from sdfleet.api.checked import CheckedRoute
 from sdfleet.api.deps import AppContext, Ctx
-from sdfleet.api.routes.a1111_scripts import run_script
+from sdfleet.api.routes.a1111_scripts import SCRIPT_REQUEST_LABEL, run_script
 from sdfleet.api.routes.waiting import CLIENT_GONE_STATUS, wait_for_jobs
 from sdfleet.config import Limits, parse_basic_users
 from sdfleet.domain import Job, JobKind, JobState, ModelKind, ModelRecord
@@ -371,6 +371,13 @@ async def progress(ctx: Ctx, caller: Caller, skip_current_image: bool = False) -
 async def _stop_running(ctx: AppContext, tenant: str, how: str) -> int:
     active = await ctx.a1111.active_tasks(tenant)
     running = [job for _, job in active if job.state == JobState.RUNNING]
+    # a script's request is a batch of jobs: stopping it stops its queued jobs too
+    scripts = {job.labels[SCRIPT_REQUEST_LABEL] for job in running if SCRIPT_REQUEST_LABEL in job.labels}
+    running += [
+        job
+        for _, job in active
+        if job.state == JobState.QUEUED and job.labels.get(SCRIPT_REQUEST_LABEL) in scripts
+    ]
     for job in running:
         await ctx.jobs.cancel(job.id, tenant)
     log.info("a1111.%s tenant=%s jobs=%d", how, tenant, len(running))

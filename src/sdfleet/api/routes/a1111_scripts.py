@@ -37,7 +37,7 @@ from sdfleet.a1111.grids import (
     image_grid,
 )
 from sdfleet.a1111.info import MappedRequest, OutputRecord, build_info
-from sdfleet.a1111.mapping import map_request
+from sdfleet.a1111.mapping import check_request_sizes, map_request
 from sdfleet.a1111.options import effective_options
 from sdfleet.a1111.script_args import Variant, read_script_args
 from sdfleet.a1111.scripts import (
@@ -62,6 +62,9 @@ from sdfleet.wire import JobCreate
 log = logging.getLogger("sdfleet.a1111")
 
 _RNG = random.SystemRandom()
+
+SCRIPT_REQUEST_LABEL = "script_request"
+"""The label every job of one script call carries (the call's task id): ``/interrupt`` stops them together."""
 
 
 class ClientGone(Exception):
@@ -117,19 +120,20 @@ class ScriptRun:
         """Map, submit (all or none) and wait for one job per variant; they answer in order."""
         offset = self.rounds * 10_000
         self.rounds += 1
+        requests = [self.variant_request(v, offset + i) for i, v in enumerate(variants)]
+        for one in requests:  # a line of Prompts from file or an S/R value may make a prompt too long
+            check_request_sizes(one, self.ctx.settings.limits)
         mapped = [
-            map_request(
-                self.kind,
-                self.variant_request(v, offset + i),
-                options=self.options,
-                catalog=self.catalog,
-                rng=_RNG,
-            )
-            for i, v in enumerate(variants)
+            map_request(self.kind, one, options=self.options, catalog=self.catalog, rng=_RNG)
+            for one in requests
         ]
         ctx, tenant = self.ctx, self.tenant
         inputs = ctx.preparer.inputs(tenant)
-        labels = {"api": "a1111", "script": self.body.script_name or ""}
+        labels = {
+            "api": "a1111",
+            "script": self.body.script_name or "",
+            SCRIPT_REQUEST_LABEL: self.base.task_id,
+        }
         prepared = []
         for m in mapped:
             body = JobCreate(kind=self.kind, params=m.spec, labels={**labels, "task_id": m.task_id})
@@ -253,7 +257,7 @@ async def _prompt_matrix(run: ScriptRun, args: list[Any]) -> Outcome:
     results = await run.run(plan.variants)
     pictures = [p for r in results for p in r.pictures]
     grids: list[Grid] = []
-    if pictures:
+    if len(pictures) == len(plan.variants):  # an interrupted matrix has no grid
         colours, max_mp = run.colours(), _max_megapixels(run)
 
         def draw() -> Image.Image | None:
