@@ -1,7 +1,8 @@
 """A1111's grids, drawn with PIL as A1111's ``modules/images.py`` draws them: :func:`image_grid` (images in
 rows and columns, each centred in its cell), :func:`draw_grid_annotations` (labels above the columns and left
-of the rows, inactive ones grey and struck through, optional margins between cells), and
-:func:`draw_prompt_matrix` (the prompt matrix's labels). Pure: images in, an image out."""
+of the rows, inactive ones grey and struck through, optional margins between cells),
+:func:`draw_prompt_matrix` (the prompt matrix's labels), and :func:`split_grid`/:func:`combine_grid`
+(overlapping tiles and their blend back into one image). Pure: images in, images out."""
 
 from __future__ import annotations
 
@@ -14,10 +15,15 @@ from PIL import Image, ImageColor, ImageDraw, ImageFont
 __all__ = [
     "GridAnnotation",
     "GridColours",
+    "Tile",
+    "TileGrid",
+    "TileRow",
+    "combine_grid",
     "draw_grid_annotations",
     "draw_prompt_matrix",
     "grid_fits",
     "image_grid",
+    "split_grid",
 ]
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
@@ -192,3 +198,86 @@ def draw_prompt_matrix(
         for pos in range(1 << len(vertical))
     ]
     return draw_grid_annotations(image, width, height, hor_texts, ver_texts, margin, colours)
+
+
+@dataclass(slots=True)
+class Tile:
+    """One tile of a :class:`TileGrid`: its left edge, width and image."""
+
+    x: int
+    width: int
+    image: Image.Image
+
+
+@dataclass(slots=True)
+class TileRow:
+    """One row of tiles: its top edge, height and tiles."""
+
+    y: int
+    height: int
+    tiles: list[Tile]
+
+
+@dataclass(slots=True)
+class TileGrid:
+    """A1111's ``images.Grid``: an image cut into overlapping tiles (:func:`split_grid`)."""
+
+    rows: list[TileRow]
+    tile_w: int
+    tile_h: int
+    image_w: int
+    image_h: int
+    overlap: int
+
+
+def split_grid(image: Image.Image, tile_w: int, tile_h: int, overlap: int) -> TileGrid:
+    """A1111's ``split_grid``: tiles of ``tile_w`` × ``tile_h`` spread evenly over the image, neighbours
+    overlapping by at least ``overlap`` pixels (the last row and column flush with the far edges)."""
+    width, height = image.size
+    cols = max(1, math.ceil((width - overlap) / (tile_w - overlap)))
+    rows = max(1, math.ceil((height - overlap) / (tile_h - overlap)))
+    dx = (width - tile_w) / (cols - 1) if cols > 1 else 0
+    dy = (height - tile_h) / (rows - 1) if rows > 1 else 0
+    grid = TileGrid([], tile_w, tile_h, width, height, overlap)
+    for row in range(rows):
+        y = int(row * dy)
+        if y + tile_h >= height:
+            y = height - tile_h
+        tiles = []
+        for col in range(cols):
+            x = int(col * dx)
+            if x + tile_w >= width:
+                x = width - tile_w
+            tiles.append(Tile(x, tile_w, image.crop((x, y, x + tile_w, y + tile_h))))
+        grid.rows.append(TileRow(y, tile_h, tiles))
+    return grid
+
+
+def _ramp(length: int, across: int, horizontal: bool) -> Image.Image:
+    """A1111's overlap mask: 0 → 255 over ``length`` pixels (``int(i * 255 / length)``)."""
+    ramp = Image.new("L", (length, 1) if horizontal else (1, length))
+    ramp.putdata([int(i * 255 / length) for i in range(length)])
+    return ramp.resize((length, across) if horizontal else (across, length), Image.Resampling.NEAREST)
+
+
+def combine_grid(grid: TileGrid) -> Image.Image:
+    """A1111's ``combine_grid``: the tiles pasted back, each overlap blended linearly into its neighbour."""
+    combined = Image.new("RGB", (grid.image_w, grid.image_h))
+    overlap = grid.overlap
+    mask_w = _ramp(overlap, grid.tile_h, horizontal=True) if overlap else None
+    mask_h = _ramp(overlap, grid.image_w, horizontal=False) if overlap else None
+    for row in grid.rows:
+        line = Image.new("RGB", (grid.image_w, row.height))
+        for tile in row.tiles:
+            image = tile.image.convert("RGB")
+            if tile.x == 0 or mask_w is None:
+                line.paste(image, (tile.x, 0))
+                continue
+            line.paste(image.crop((0, 0, overlap, row.height)), (tile.x, 0), mask=mask_w)
+            line.paste(image.crop((overlap, 0, tile.width, row.height)), (tile.x + overlap, 0))
+        if row.y == 0 or mask_h is None:
+            combined.paste(line, (0, row.y))
+            continue
+        combined.paste(line.crop((0, 0, line.width, overlap)), (0, row.y), mask=mask_h)
+        combined.paste(line.crop((0, overlap, line.width, row.height)), (0, row.y + overlap))
+    return combined

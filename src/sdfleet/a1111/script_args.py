@@ -103,6 +103,8 @@ def _check(index: int, spec: ArgSpec, value: Any) -> Any:
             return []
         if not isinstance(value, list) or not all(isinstance(v, str | int | float) for v in value):
             raise arg_error(index, f"{spec.label} must be a list of strings")
+        if spec.choices and any(str(v) not in spec.choices for v in value):
+            raise arg_error(index, f"{spec.label} takes only {', '.join(spec.choices)}")
         return [str(v) for v in value]
     return None  # an upload: the API cannot send one (A1111 reads the textbox instead)
 

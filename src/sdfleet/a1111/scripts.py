@@ -1,7 +1,8 @@
 """A1111's selectable scripts (``script_name`` + ``script_args``) that run here as batches of ordinary
 generation jobs: their table for ``/sdapi/v1/scripts`` and ``/sdapi/v1/script-info``
 (:data:`SELECTABLE_SCRIPTS`, each with its ``ui()`` arguments in order), and the plans of Prompt matrix,
-Prompts from file or textbox and Loopback (X/Y/Z plot is :mod:`sdfleet.a1111.xyz`). Pure: the route maps each
+Prompts from file or textbox and Loopback (X/Y/Z plot is :mod:`sdfleet.a1111.xyz`, Poor man's outpainting
+:mod:`sdfleet.a1111.outpaint`). Pure: the route maps each
 :class:`~sdfleet.a1111.script_args.Variant` to a job, waits for them all and draws the grid
 (:mod:`sdfleet.a1111.grids`).
 
@@ -19,6 +20,7 @@ from typing import Any
 
 from sdfleet.a1111.catalog import Catalog
 from sdfleet.a1111.errors import UnknownNameError
+from sdfleet.a1111.outpaint import poor_mans_arg_specs
 from sdfleet.a1111.samplers import resolve_sampler
 from sdfleet.a1111.script_args import ArgSpec, Variant, arg_error
 from sdfleet.a1111.xyz import xyz_arg_specs
@@ -26,6 +28,7 @@ from sdfleet.errors import ValidationError
 
 __all__ = [
     "LOOPBACK",
+    "POOR_MANS_OUTPAINTING",
     "PROMPTS_FROM_FILE",
     "PROMPT_MATRIX",
     "SEED_RANGE",
@@ -99,11 +102,18 @@ def _prompts_from_file_specs(_: bool) -> tuple[ArgSpec, ...]:
 
 
 LOOPBACK = SelectableScript("Loopback", False, True, _loopback_specs)
+POOR_MANS_OUTPAINTING = SelectableScript("Poor man's outpainting", False, True, poor_mans_arg_specs)
 PROMPT_MATRIX = SelectableScript("Prompt matrix", True, True, _prompt_matrix_specs)
 PROMPTS_FROM_FILE = SelectableScript("Prompts from file or textbox", True, True, _prompts_from_file_specs)
 XYZ_PLOT = SelectableScript("X/Y/Z plot", True, True, xyz_arg_specs)
 
-SELECTABLE_SCRIPTS: tuple[SelectableScript, ...] = (LOOPBACK, PROMPT_MATRIX, PROMPTS_FROM_FILE, XYZ_PLOT)
+SELECTABLE_SCRIPTS: tuple[SelectableScript, ...] = (
+    LOOPBACK,
+    POOR_MANS_OUTPAINTING,
+    PROMPT_MATRIX,
+    PROMPTS_FROM_FILE,
+    XYZ_PLOT,
+)
 """The selectable scripts this server runs, in A1111's order (its ``scripts/`` folder's file names)."""
 
 

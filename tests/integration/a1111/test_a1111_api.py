@@ -109,10 +109,11 @@ def test_the_other_routes_clients_probe(shared_client: TestClient) -> None:
     scripts = client.get("/sdapi/v1/scripts").json()
     selectable = ["prompt matrix", "prompts from file or textbox", "x/y/z plot"]
     assert scripts["txt2img"] == [*selectable, "refiner", "seed", "sampler", "comments"]
-    assert scripts["img2img"][:4] == ["loopback", *selectable]
+    img2img_only = ["loopback", "poor man's outpainting"]
+    assert scripts["img2img"][:5] == [*img2img_only, *selectable]
     info = client.get("/sdapi/v1/script-info").json()
     assert {(s["name"], s["is_img2img"]) for s in info} >= {("seed", False), ("seed", True)}
-    assert all(s["is_alwayson"] == (s["name"] not in (*selectable, "loopback")) for s in info)
+    assert all(s["is_alwayson"] == (s["name"] not in (*selectable, *img2img_only)) for s in info)
     memory = client.get("/sdapi/v1/memory").json()
     assert set(memory) == {"ram", "cuda"} and memory["ram"]["total"] > memory["ram"]["used"] > 0
     assert "error" in memory["cuda"]
@@ -315,10 +316,10 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ),
     (
         "a selectable script this server does not run",
-        "txt2img",
-        {"script_name": "Poor man's outpainting"},
+        "img2img",
+        {"script_name": "Outpainting mk2", "init_images": [png_b64()]},
         422,
-        "Script 'Poor man's outpainting' not found",
+        "Script 'Outpainting mk2' not found",
     ),
     (
         "an img2img script on txt2img",

@@ -37,6 +37,7 @@ async def test_scripts_and_script_info_list_the_selectable_scripts(api: httpx.As
     scripts = (await api.get("/sdapi/v1/scripts")).json()
     assert scripts["txt2img"][:3] == ["prompt matrix", "prompts from file or textbox", "x/y/z plot"]
     assert "loopback" in scripts["img2img"] and "loopback" not in scripts["txt2img"]
+    assert "poor man's outpainting" in scripts["img2img"] and "sd upscale" not in scripts["img2img"]
     info = (await api.get("/sdapi/v1/script-info")).json()
     by_name = {(s["name"], s["is_img2img"]): s for s in info}
     xyz = by_name[("x/y/z plot", False)]
@@ -236,6 +237,40 @@ async def test_loopback_feeds_each_output_to_the_next_pass(
     assert len(images) == 3 and info["all_seeds"] == [8, 10]
 
 
+async def test_poor_mans_outpainting_inpaints_the_border_tiles_and_blends_them_back(
+    api: httpx.AsyncClient, workers: WorkerPool
+) -> None:
+    await workers.start(FakeEngine(step_seconds=0.0), count=2)
+    colour = (20, 200, 40)
+    images, info = await _call(
+        api,
+        "img2img",
+        init_images=[png_b64(colour)],
+        prompt="grass",
+        script_name="poor man's outpainting",
+        script_args=[32, 4, 1, ["left", "right", "up", "down"]],
+    )
+    # 64 px + 32 on each side → a 128 px canvas, 3 × 3 tiles of 64 overlapping by 32; the middle one is
+    # the original image, untouched: 8 jobs, one combined image
+    assert len(images) == 1 and images[0].size == (128, 128)
+    assert len(info["sdfleet"]["job_ids"]) == 8 and info["all_seeds"] == [7]
+    out = images[0].convert("RGB")
+    assert out.getpixel((64, 64)) == colour  # the original, kept by the mask
+    for corner in ((2, 2), (125, 2), (2, 125), (125, 125)):
+        assert out.getpixel(corner) not in ((0, 0, 0), colour), corner  # drawn, not the empty canvas
+    # one side only: the canvas grows to the right (64 + 32 → 128: 64 new pixels), tiles at x 0, 32 and 64,
+    # of which the last two reach into the new part
+    images, info = await _call(
+        api,
+        "img2img",
+        init_images=[png_b64(colour)],
+        script_name="Poor man's outpainting",
+        script_args=[32, 4, 0, ["right"]],
+    )
+    assert images[0].size == (128, 64) and len(info["sdfleet"]["job_ids"]) == 2
+    assert images[0].convert("RGB").getpixel((10, 32)) == colour
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field", "words"),
     [
@@ -329,6 +364,22 @@ async def test_loopback_feeds_each_output_to_the_next_pass(
             {"script_name": "loopback", "script_args": [0], "init_images": [png_b64()]},
             "script_args.0",
             "between 1 and 32",
+        ),
+        (
+            "img2img",
+            {"script_name": "poor man's outpainting", "script_args": [64], "init_images": [png_b64()]},
+            "script_args.0",
+            "must be less than the width and height",
+        ),
+        (
+            "img2img",
+            {
+                "script_name": "poor man's outpainting",
+                "script_args": [8, 4, 0, ["left", "sideways"]],
+                "init_images": [png_b64()],
+            },
+            "script_args.3",
+            "takes only left, right, up, down",
         ),
     ],
 )

@@ -11,7 +11,16 @@ import pytest
 from PIL import Image, ImageChops
 
 from sdfleet.a1111.catalog import Catalog
-from sdfleet.a1111.grids import GridAnnotation, GridColours, draw_grid_annotations, grid_fits, image_grid
+from sdfleet.a1111.grids import (
+    GridAnnotation,
+    GridColours,
+    combine_grid,
+    draw_grid_annotations,
+    grid_fits,
+    image_grid,
+    split_grid,
+)
+from sdfleet.a1111.outpaint import plan_poor_mans_outpainting
 from sdfleet.a1111.script_args import read_script_args
 from sdfleet.a1111.scripts import (
     LOOPBACK,
@@ -286,3 +295,39 @@ def test_grids_place_each_image_in_its_cell_and_labels_take_room_only_when_prese
     cell = labelled.crop((15 + 26, pad_top, 15 + 46, pad_top + 10))
     assert ImageChops.difference(cell, images[1]).getbbox() is None
     assert grid_fits(images, 0.0006) and not grid_fits(images, 0.0005)
+
+
+def test_split_and_combine_grid_give_back_the_image_and_blend_overlaps() -> None:
+    image = Image.effect_mandelbrot((200, 120), (-2, -1, 1, 1), 50).convert("RGB")
+    grid = split_grid(image, 64, 64, 16)
+    assert [len(r.tiles) for r in grid.rows] == [4, 4, 4]  # ceil((200 - 16) / 48), ceil((120 - 16) / 48)
+    assert grid.rows[-1].y == 120 - 64 and grid.rows[0].tiles[-1].x == 200 - 64
+    assert ImageChops.difference(combine_grid(grid), image).getbbox() is None
+    # a changed tile is blended linearly across the overlap into its left neighbour
+    for row in grid.rows:
+        for tile in row.tiles:
+            tile.image = Image.new("RGB", (64, 64), (0, 0, 0) if tile.x == 0 else (255, 255, 255))
+    combined = combine_grid(grid)
+    second = grid.rows[0].tiles[1].x
+    ramp = [combined.getpixel((second + i, 5))[0] for i in (0, 8, 15)]
+    assert ramp == [int(i * 255 / 16) for i in (0, 8, 15)]
+
+
+def test_poor_mans_outpainting_plans_the_border_tiles_with_a1111s_masks() -> None:
+    init = Image.new("RGB", (64, 64), (10, 20, 30))
+    plan = plan_poor_mans_outpainting(init, 64, 64, [32, 4, 2, ["left", "right", "up", "down"]], max_jobs=100)
+    assert (plan.grid.image_w, plan.grid.image_h) == (128, 128)
+    assert plan.work == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1), (2, 2)]
+    assert (plan.mask_blur, plan.inpainting_fill) == (8, 2)
+    corner, mask = plan.tile(0).image, plan.masks[0]
+    assert corner.getpixel((0, 0)) == (0, 0, 0) and corner.getpixel((63, 63)) == (10, 20, 30)
+    # white (repaint) outside the original, black over it less twice the blur
+    assert mask.getpixel((0, 0)) == 255 and mask.getpixel((39, 39)) == 255 and mask.getpixel((41, 41)) == 0
+    right_only = plan_poor_mans_outpainting(init, 64, 64, [32, 4, 0, ["right"]], max_jobs=100)
+    assert (right_only.grid.image_w, right_only.grid.image_h) == (128, 64) and len(right_only.work) == 2
+    with pytest.raises(ValidationError, match="must be less than"):
+        plan_poor_mans_outpainting(init, 64, 64, [64, 4, 0, ["left"]], max_jobs=100)
+    with pytest.raises(ValidationError, match="8 tiles, the limit is 4"):
+        plan_poor_mans_outpainting(
+            init, 64, 64, [32, 4, 0, list(("left", "right", "up", "down"))], max_jobs=4
+        )

@@ -31,6 +31,7 @@ from sdfleet.a1111.catalog import Catalog
 from sdfleet.a1111.grids import (
     GridAnnotation,
     GridColours,
+    combine_grid,
     draw_grid_annotations,
     draw_prompt_matrix,
     grid_fits,
@@ -39,9 +40,11 @@ from sdfleet.a1111.grids import (
 from sdfleet.a1111.info import MappedRequest, OutputRecord, build_info
 from sdfleet.a1111.mapping import check_request_sizes, map_request
 from sdfleet.a1111.options import effective_options
+from sdfleet.a1111.outpaint import plan_poor_mans_outpainting
 from sdfleet.a1111.script_args import Variant, read_script_args
 from sdfleet.a1111.scripts import (
     LOOPBACK,
+    POOR_MANS_OUTPAINTING,
     PROMPT_MATRIX,
     PROMPTS_FROM_FILE,
     XYZ_PLOT,
@@ -55,7 +58,7 @@ from sdfleet.api.deps import AppContext
 from sdfleet.api.routes.waiting import CLIENT_GONE_STATUS, wait_for_jobs
 from sdfleet.domain import Job, JobKind, JobState
 from sdfleet.errors import EngineError, LimitExceeded, ServiceUnavailable, ValidationError
-from sdfleet.jobs.inputs import InputImages
+from sdfleet.jobs.inputs import ImageLimits, InputImages, decode_image
 from sdfleet.jobs.types import JobRequest
 from sdfleet.wire import JobCreate
 
@@ -220,6 +223,8 @@ async def run_script(
             outcome = await _xyz(run, args, is_img2img)
         elif script is LOOPBACK:
             outcome = await _loopback(run, args)
+        elif script is POOR_MANS_OUTPAINTING:
+            outcome = await _poor_mans_outpainting(run, args)
         else:  # pragma: no cover - every listed script has a runner
             raise ValidationError(f"Script '{body.script_name}' not found", field="script_name")
     except ClientGone:
@@ -396,7 +401,60 @@ async def _loopback(run: ScriptRun, args: list[Any]) -> Outcome:
     return Outcome(grids, shown, results)
 
 
+async def _poor_mans_outpainting(run: ScriptRun, args: list[Any]) -> Outcome:
+    base, body = run.base, run.body
+    assert isinstance(body, Img2ImgRequest)
+    init = _init_image(run, (body.init_images or [""])[0])
+    width, height = base.spec.width, base.spec.height
+    limit = run.ctx.settings.limits.max_jobs_per_batch
+    plan = await asyncio.to_thread(plan_poor_mans_outpainting, init, width, height, args, max_jobs=limit)
+    variants = []
+    for index in range(len(plan.work)):
+        tile, mask = plan.tile(index).image, plan.masks[index]
+        fields: dict[str, Any] = {
+            "init_images": [_encode(tile, "")],
+            "mask": _encode(mask, ""),
+            "mask_blur": plan.mask_blur,
+            "inpainting_fill": plan.inpainting_fill,
+            "inpaint_full_res": False,
+            "seed": base.spec.seed + index,
+            "batch_size": 1,
+            "n_iter": 1,
+        }
+        variants.append(Variant(fields=fields))
+    results = await run.run(variants)
+    drawn = [r.pictures[0] if r.pictures else None for r in results]
+
+    def combine() -> bytes:
+        for index, picture in enumerate(drawn):  # a tile that was not drawn stays black, as in A1111
+            tile = plan.tile(index)
+            tile.image = _open(picture.data) if picture else Image.new("RGB", (tile.width, height))
+        first = next((p for p in drawn if p is not None), None)
+        return base64.b64decode(_encode(combine_grid(plan.grid), first.infotext or "" if first else ""))
+
+    data = await asyncio.to_thread(combine)
+    first = next((p for p in drawn if p is not None), None)
+    picture = Picture(
+        data=data,
+        seed=first.seed if first else base.spec.seed,
+        infotext=first.infotext if first else None,
+        prompt=base.prompt,
+        negative_prompt=base.negative_prompt,
+    )
+    return Outcome([], [picture], results)
+
+
 # ===================================================================== helpers
+
+
+def _init_image(run: ScriptRun, value: str) -> Image.Image:
+    limits = ImageLimits.generation(run.ctx.settings.limits)
+    try:
+        return _open(decode_image(value, "init_images.0", limits).data)
+    except LimitExceeded:
+        raise
+    except (ValidationError, OSError, ValueError) as exc:
+        raise ValidationError(f"Invalid encoded image (init_images.0): {exc}", field="init_images.0") from exc
 
 
 async def _prepare(ctx: AppContext, tenant: str, body: JobCreate, inputs: InputImages) -> JobRequest:
