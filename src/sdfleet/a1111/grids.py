@@ -56,12 +56,10 @@ class GridColours:
         return colour[0], colour[1], colour[2]
 
 
-def grid_fits(images: Sequence[Image.Image], max_megapixels: float) -> bool:
-    """A1111's ``check_grid_size``: the grid of these images stays under ``img_max_size_mp`` megapixels."""
-    if not images:
-        return False
-    pixels = sum(image.width * image.height for image in images)
-    return pixels <= max_megapixels * 1_000_000
+def grid_fits(sizes: Sequence[tuple[int, int]], max_pixels: float) -> bool:
+    """A1111's ``check_grid_size``: the images of a grid (their sizes) hold at most ``max_pixels`` pixels
+    together (A1111: ``img_max_size_mp`` megapixels)."""
+    return bool(sizes) and sum(width * height for width, height in sizes) <= max_pixels
 
 
 def image_grid(images: Sequence[Image.Image], rows: int, colours: GridColours | None = None) -> Image.Image:

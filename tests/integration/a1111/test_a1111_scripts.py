@@ -98,6 +98,27 @@ async def test_prompt_matrix_runs_each_combination_with_the_grid_first(
     assert images[0].width == 64 * 2 + 4  # one row: no row labels, a 4 px margin between the columns
 
 
+async def test_grid_settings_of_the_tenant_take_effect(api: httpx.AsyncClient, workers: WorkerPool) -> None:
+    await workers.start(FakeEngine(step_seconds=0.0))
+    options = {"grid_background_color": "#ff0000", "grid_text_active_color": "#0000ff"}
+    assert (await api.post("/sdapi/v1/options", json=options)).status_code == 200
+    images, _ = await _call(api, "txt2img", prompt="a|b", script_name="prompt matrix")
+    assert images[0].convert("RGB").getpixel((1, 1)) == (255, 0, 0)  # the label row's background
+    grid = images[0].convert("RGB")
+    label_row = [grid.getpixel((x, y)) for x in range(grid.width) for y in range(grid.height - 64)]
+    assert any(b > r and b > g for r, g, b in label_row)  # the active label's text is blue
+    # a grid over img_max_size_mp megapixels is not drawn (2 × 64² = 8192 px > 0.005 MP)
+    assert (await api.post("/sdapi/v1/options", json={"img_max_size_mp": 0.005})).status_code == 200
+    images, info = await _call(api, "txt2img", prompt="a|b", script_name="prompt matrix")
+    assert len(images) == 2 and info["index_of_first_image"] == 0
+    # Loopback's grid follows return_grid
+    assert (await api.post("/sdapi/v1/options", json={"return_grid": False})).status_code == 200
+    images, _ = await _call(
+        api, "img2img", init_images=[png_b64()], script_name="loopback", script_args=[2, 0.5]
+    )
+    assert len(images) == 2
+
+
 async def test_prompts_from_file_runs_one_job_per_line_with_its_options(
     api: httpx.AsyncClient, workers: WorkerPool
 ) -> None:

@@ -263,12 +263,12 @@ async def _prompt_matrix(run: ScriptRun, args: list[Any]) -> Outcome:
     pictures = [p for r in results for p in r.pictures]
     grids: list[Grid] = []
     if len(pictures) == len(plan.variants):  # an interrupted matrix has no grid
-        colours, max_mp = run.colours(), _max_megapixels(run)
+        colours, max_pixels = run.colours(), _grid_pixels(run)
 
         def draw() -> Image.Image | None:
-            images = [_open(p.data) for p in pictures]
-            if not grid_fits(images, max_mp):
+            if not grid_fits([_size(p.data) for p in pictures], max_pixels):
                 return None
+            images = [_open(p.data) for p in pictures]
             grid = image_grid(images, rows=plan.rows, colours=colours)
             width, height = images[0].size
             return draw_prompt_matrix(grid, width, height, plan.parts, plan.margin, colours)
@@ -326,13 +326,13 @@ async def _xyz(run: ScriptRun, args: list[Any], is_img2img: bool) -> Outcome:
     pictures = [c for c in cells if c is not None]
     grids: list[Grid] = []
     if pictures:
-        colours, max_mp = run.colours(), _max_megapixels(run)
+        colours, max_pixels = run.colours(), _grid_pixels(run)
 
         def draw() -> list[Image.Image]:
-            first = _open(pictures[0].data)
-            images = [_open(c.data) if c else Image.new("RGB", first.size) for c in cells]
-            if not grid_fits(images, max_mp):
+            first = _size(pictures[0].data)
+            if not grid_fits([_size(c.data) if c else first for c in cells], max_pixels):
                 return []
+            images = [_open(c.data) if c else Image.new("RGB", first) for c in cells]
             subs = []
             for iz in range(nz):
                 block = images[iz * nx * ny : (iz + 1) * nx * ny]
@@ -391,7 +391,8 @@ async def _loopback(run: ScriptRun, args: list[Any]) -> Outcome:
             current[chain] = [base64.b64encode(d.pictures[0].data).decode()]
     shown = history[0] if chains == 1 else [h[-1] for h in history if h]
     grids: list[Grid] = []
-    if len(shown) > 1 and run.settings.get("return_grid", True):
+    fits = grid_fits([_size(p.data) for p in shown], _grid_pixels(run))
+    if len(shown) > 1 and run.settings.get("return_grid", True) and fits:
         colours = run.colours()
         grid = await asyncio.to_thread(
             lambda: image_grid([_open(p.data) for p in shown], rows=1, colours=colours)
@@ -482,9 +483,18 @@ def _raise_failure(job: Job) -> None:
     raise EngineError(message, retryable=False)
 
 
-def _max_megapixels(run: ScriptRun) -> float:
+def _grid_pixels(run: ScriptRun) -> float:
+    """The largest grid drawn: the caller's ``img_max_size_mp``, within the deployment's
+    ``max_upscale_pixels`` (the orchestrator draws it in its own memory)."""
     value = run.settings.get("img_max_size_mp", 200)
-    return float(value) if isinstance(value, int | float) else 200.0
+    asked = float(value) * 1_000_000 if isinstance(value, int | float) else 200e6
+    return min(asked, float(run.ctx.settings.limits.max_upscale_pixels))
+
+
+def _size(data: bytes) -> tuple[int, int]:
+    """An image's size from its header (nothing decoded)."""
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size
 
 
 def _open(data: bytes) -> Image.Image:
