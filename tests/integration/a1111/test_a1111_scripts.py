@@ -152,6 +152,17 @@ async def test_prompts_from_file_runs_one_job_per_line_with_its_options(
     )
     assert [t.splitlines()[0] for t in info["infotexts"]] == ["photo one", "photo two"]
     assert len(set(info["all_seeds"])) == 2
+    # the request's own settings: per call, or kept for the tenant when restore-afterwards is off
+    images, info = await _call(
+        api,
+        "txt2img",
+        script_name="prompts from file or textbox",
+        script_args=[False, False, "start", "one"],
+        override_settings={"CLIP_stop_at_last_layers": 2},
+        override_settings_restore_afterwards=False,
+    )
+    assert "Clip skip: 2" in info["infotexts"][0]
+    assert (await api.get("/sdapi/v1/options")).json()["CLIP_stop_at_last_layers"] == 2
 
 
 async def test_xyz_plot_runs_a_job_per_cell_with_the_labelled_grid_first(

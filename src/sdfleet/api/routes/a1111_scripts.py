@@ -39,7 +39,7 @@ from sdfleet.a1111.grids import (
 )
 from sdfleet.a1111.info import MappedRequest, OutputRecord, build_info
 from sdfleet.a1111.mapping import check_request_sizes, map_request
-from sdfleet.a1111.options import effective_options
+from sdfleet.a1111.options import effective_options, validate_option_updates
 from sdfleet.a1111.outpaint import plan_poor_mans_outpainting
 from sdfleet.a1111.script_args import Variant, read_script_args
 from sdfleet.a1111.scripts import (
@@ -229,6 +229,10 @@ async def run_script(
             raise ValidationError(f"Script '{body.script_name}' not found", field="script_name")
     except ClientGone:
         return Response(status_code=CLIENT_GONE_STATUS)
+    if not base.restore_afterwards and base.override_settings:  # as for a call without a script
+        kept, _ = validate_option_updates(base.override_settings, catalog, strict_checkpoint=False)
+        if kept:
+            await ctx.a1111.merge_options(tenant, kept)
     return _answer(run, outcome)
 
 
