@@ -256,8 +256,11 @@ AXES: tuple[Axis, ...] = (
     Axis("RNG source", "str", _override("randn_source"), choices=True),
     Axis("FP8 mode", "str", _override("fp8_storage"), choices=True),
     Axis("Size", "str", _size),
+    # sdfleet's own, after A1111's so that A1111's indices stay as they are
+    Axis("Width", "int", _field("width")),
+    Axis("Height", "int", _field("height")),
 )
-"""A1111 1.10's ``axis_options``, in its order."""
+"""A1111 1.10's ``axis_options``, in its order, then Width and Height (sdfleet's: A1111 has only Size)."""
 
 
 def axes_for(is_img2img: bool) -> tuple[Axis, ...]:

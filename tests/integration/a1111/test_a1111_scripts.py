@@ -215,13 +215,19 @@ async def test_xyz_plot_runs_a_job_per_cell_with_the_labelled_grid_first(
     models = [_params(t).split("Model: ")[1].split(",")[0] for t in info["infotexts"][1:]]
     assert models == ["xyz-alpha", "xyz-alpha", "xyz-beta", "xyz-beta"]
     # Size on X (by index), CFG Scale by a range with a step on Y
-    size_axis = [len(_axis_labels(False)) - 1, "32x48, 64x32", [], 6, "3-5 (+2)", []]
+    size_axis = [len(_axis_labels(False)) - 3, "32x48, 64x32", [], 6, "3-5 (+2)", []]
     images, info = await _call(
         api, "txt2img", script_name="x/y/z plot", script_args=[*size_axis, 0, "", [], False, True]
     )
     assert [i.size for i in images[1:]] == [(32, 48), (64, 32), (32, 48), (64, 32)]
     cfg = [_params(t).split("CFG scale: ")[1].split(",")[0] for t in info["infotexts"][1:]]
     assert cfg == ["3", "3", "5", "5"]
+    # Width and Height (after A1111's axes)
+    args = ["Width", "32, 48", [], "Height", "40", []]
+    images, info = await _call(
+        api, "txt2img", script_name="x/y/z plot", script_args=[*args, 0, "", [], False, True]
+    )
+    assert [i.size for i in images[1:]] == [(32, 40), (48, 40)]
 
 
 def _axis_labels(is_img2img: bool) -> list[str]:

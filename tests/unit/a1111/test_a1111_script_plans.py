@@ -222,7 +222,8 @@ def test_the_axis_lists_differ_per_tab_as_a1111s() -> None:
         "Image CFG Scale",
         "Prompt S/R",
     ]
-    assert txt2img[-1] == img2img[-1] == "Size" and "Denoising" in txt2img
+    assert txt2img[-3:] == img2img[-3:] == ["Size", "Width", "Height"] and "Denoising" in txt2img
+    assert len(txt2img) == 45 and len(img2img) == 44  # A1111 1.10's 43 and 42, then Width and Height
 
 
 def test_plan_xyz_applies_x_then_y_then_z_and_varies_seeds() -> None:
