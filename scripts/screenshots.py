@@ -6,7 +6,9 @@ the way a person would and writes ``docs/screenshots/<tab>-<desktop|narrow>.png`
 
     python scripts/screenshots.py [--out docs/screenshots] [--chromium /usr/bin/chromium]
 
-Needs ``pip install playwright`` and ``apt-get install chromium`` (never ``playwright install``).
+Needs ``pip install playwright`` and ``apt-get install chromium`` (never ``playwright install``). The
+Extras tab's shots need torch (a tiny random Real-ESRGAN Compact net is registered as the upscaler, which
+the fake engine's workers run); without it they are skipped. ``--tabs extras,generate`` writes only those.
 """
 
 from __future__ import annotations
@@ -149,6 +151,23 @@ def prepare(client: httpx.Client, tmp: Path) -> None:
         for i, prompt in enumerate(PROMPTS)
     ]
     client.post("/v1/jobs", json={"jobs": jobs}).raise_for_status()
+    try:  # the Extras tab's upscaler: a tiny random Compact net (needs torch)
+        from sdfleet.testing.tiny_models import write_tiny_upscaler
+
+        net = write_tiny_upscaler(tmp / "tiny-srvgg-x4.safetensors", "srvgg")
+    except ImportError:
+        print("torch is not installed: no upscaler, no Extras screenshots")
+    else:
+        client.post(
+            "/v1/models",
+            json={
+                "name": "tiny-srvgg-x4",
+                "kind": "upscaler",
+                "arch": "srvgg",
+                "scale": 4,
+                "source": str(net),
+            },
+        ).raise_for_status()
     slow = client.post(
         "/v1/jobs", json={"params": {"prompt": "a job someone changed their mind about", "steps": 150}}
     )
@@ -168,26 +187,75 @@ def new_page(browser: Browser, url: str, size: tuple[int, int]) -> Page:
     return page
 
 
+ONLY: set[str] = set()  # --tabs: the shots to write (empty: all)
+
+
 def shoot(page: Page, out: Path, name: str, kind: str) -> None:
+    if ONLY and name not in ONLY:
+        return
     page.wait_for_timeout(400)  # let transitions settle
     path = out / f"{name}-{kind}.png"
     page.screenshot(path=str(path))
     print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
 
 
-def drop_png(page: Page, data: bytes) -> None:
+def drop_png(page: Page, data: bytes, zone: str = "#png-drop", name: str = "lighthouse.png") -> None:
     page.evaluate(
-        """(b64) => {
+        """([b64, selector, name]) => {
             const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
             const transfer = new DataTransfer();
-            transfer.items.add(new File([bytes], "lighthouse.png", { type: "image/png" }));
-            const zone = document.querySelector("#png-drop");
+            transfer.items.add(new File([bytes], name, { type: "image/png" }));
+            const zone = document.querySelector(selector);
             for (const type of ["dragover", "drop"]) {
                 zone.dispatchEvent(new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: transfer }));
             }
         }""",
-        base64.b64encode(data).decode(),
+        [base64.b64encode(data).decode(), zone, name],
     )
+
+
+def small_png(data: bytes, side: int) -> bytes:
+    """A PNG shrunk to ``side`` pixels wide (an upscaler's input)."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    image = image.resize((side, round(side * image.height / image.width)), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def extras(page: Page, client: httpx.Client, out: Path, kind: str) -> None:
+    """Extras: two small images upscaled ×4 by the tiny net, the newest shown with its before/after split."""
+    nets = client.get("/v1/models", params={"kind": "upscaler"}).json()["models"]
+    if not nets:
+        return
+    page.click("#tabbtn-extras")
+    page.locator(f"#extras-form select[name=upscaler_1] option[value='{nets[0]['name']}']").wait_for(
+        state="attached"
+    )
+    done = client.get("/v1/jobs", params={"state": "succeeded", "kind": "txt2img", "limit": 50}).json()[
+        "jobs"
+    ]
+    for job in (done[-2], done[-1]):
+        name = "-".join(job["params"]["prompt"].split(",")[0].split()[:4]) + ".png"  # a-bowl-of-ramen.png
+        drop_png(page, small_png(client.get(job["outputs"][0]["url"]).content, 128), "#extras-drop", name)
+    page.locator("#extras-files li").nth(1).wait_for()
+    page.select_option("#extras-form select[name=upscaler_1]", nets[0]["name"])
+    page.fill("#extras-form input[name=upscaling_resize]", "4")
+    page.click("#extras-submit")
+    # the two new results, each with a before/after split (results of earlier visits have none)
+    page.locator(".extras-card[data-state=succeeded] .compare-range").nth(1).wait_for(timeout=60_000)
+    page.locator(".extras-card .compare-range").first.evaluate(
+        "(r) => { r.value = 42; r.dispatchEvent(new Event('input')); }"
+    )
+    if kind == "narrow":  # the results come below the form: show the newest one
+        page.locator(".extras-card").first.evaluate("(el) => window.scrollTo(0, el.offsetTop - 104)")
+    else:
+        page.evaluate("window.scrollTo(0, 0)")
+    shoot(page, out, "extras", kind)
 
 
 def tour(browser: Browser, client: httpx.Client, out: Path, kind: str) -> None:
@@ -244,6 +312,8 @@ def tour(browser: Browser, client: httpx.Client, out: Path, kind: str) -> None:
     page.locator("#png-params").wait_for()
     shoot(page, out, "pnginfo", kind)
 
+    extras(page, client, out, kind)
+
     # X/Y/Z: two samplers × three CFG scales over the Generate settings.
     page.click("#tabbtn-generate")
     page.fill("input[name=steps]", "10")
@@ -276,7 +346,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--tabs", default="", help="comma-separated shots to write (default: all)")
     args = parser.parse_args()
+    ONLY.update(t.strip() for t in args.tabs.split(",") if t.strip())
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sdfleet-shots-") as tmp, sdfleet_up(Path(tmp)) as client:
         prepare(client, Path(tmp))

@@ -24,6 +24,11 @@ class JobKind(StrEnum):
     IMG2IMG = "img2img"
     TRAIN_LORA = "train_lora"
     UPSCALE = "upscale"  # the Extras tab: an upscaler model or a resize, face restoration
+    SD_UPSCALE = "sd_upscale"  # A1111's SD upscale script: a parent whose child jobs do the work
+
+
+PARENT_KINDS = frozenset({JobKind.SD_UPSCALE})
+"""Kinds no worker runs: the job system runs them as child jobs (:mod:`sdfleet.jobs.fanout`)."""
 
 
 GENERATION_KINDS = (JobKind.TXT2IMG.value, JobKind.IMG2IMG.value)
@@ -34,6 +39,7 @@ class JobState(StrEnum):
 
     QUEUED = "queued"
     RUNNING = "running"
+    WAITING = "waiting"  # a parent job, waiting for its child jobs
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
@@ -68,6 +74,7 @@ class Feature(IntFlag):
     CONTROLNET = 16
     EMBEDDING = 32
     GPU = 64  # work only a GPU-class worker should take (RRDB upscalers); CPU workers may opt in
+    FACES = 128  # face restoration: the worker can load GFPGAN/CodeFormer (spandrel is installed)
 
     @classmethod
     def from_names(cls, names: list[str] | tuple[str, ...]) -> Feature:
@@ -434,6 +441,10 @@ class Job:
     """Training jobs: the kept checkpoints, oldest first (``step``, ``key``, ``size``, ``epoch``, ``at``)."""
     progress_info: dict[str, Any] = field(default_factory=dict)
     """Progress beyond step/total from the last heartbeat (training: ``loss``, ``it_per_s``, ``eta_seconds``)."""
+    parent_id: str | None = None
+    """The parent job this one is a child of (its tiles, its stages), if any."""
+    stage: int = 0
+    """A parent job's stage: which of its rounds of child jobs it is waiting for."""
 
     @property
     def images_expected(self) -> int:
@@ -441,7 +452,7 @@ class Job:
         images (one per validation prompt)."""
         if self.kind == JobKind.TRAIN_LORA:
             return 1 + len(self.spec.get("validation_prompts") or [])
-        if self.kind == JobKind.UPSCALE:
+        if self.kind in (JobKind.UPSCALE, JobKind.SD_UPSCALE):
             return 1
         return int(self.spec.get("batch_size", 1)) * int(self.spec.get("n_iter", 1))
 

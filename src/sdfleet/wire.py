@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from sdfleet.domain import GENERATION_KINDS, GenerationSpec, JobKind
+from sdfleet.specs.sdupscale import SdUpscaleSpec
 from sdfleet.specs.training import LoraTrainSpec
 from sdfleet.specs.upscale import UpscaleSpec
 from sdfleet.validation import body_is_checked
@@ -33,10 +34,10 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: JobKind = JobKind.TXT2IMG
-    params: GenerationSpec | LoraTrainSpec | UpscaleSpec = Field(
+    params: GenerationSpec | LoraTrainSpec | UpscaleSpec | SdUpscaleSpec = Field(
         default_factory=GenerationSpec,
         description="A GenerationSpec (txt2img, img2img); for kind train_lora a LoraTrainSpec; for kind "
-        "upscale an UpscaleSpec",
+        "upscale an UpscaleSpec; for kind sd_upscale an SdUpscaleSpec",
     )
     priority: int = Field(default=0, ge=-100, le=100)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
@@ -48,13 +49,15 @@ class JobCreate(BaseModel):
     @classmethod
     def _params_of_kind(
         cls, value: Any, handler: Any, info: ValidationInfo
-    ) -> GenerationSpec | LoraTrainSpec | UpscaleSpec:
+    ) -> GenerationSpec | LoraTrainSpec | UpscaleSpec | SdUpscaleSpec:
         """The kind (declared before params) says which spec the params are, so errors name the
         fields of that one spec only."""
         if info.data.get("kind") == JobKind.TRAIN_LORA:
             return value if isinstance(value, LoraTrainSpec) else LoraTrainSpec.model_validate(value)
         if info.data.get("kind") == JobKind.UPSCALE:
             return value if isinstance(value, UpscaleSpec) else UpscaleSpec.model_validate(value)
+        if info.data.get("kind") == JobKind.SD_UPSCALE:
+            return value if isinstance(value, SdUpscaleSpec) else SdUpscaleSpec.model_validate(value)
         return value if isinstance(value, GenerationSpec) else GenerationSpec.model_validate(value)
 
     @property
@@ -129,6 +132,8 @@ class JobView(BaseModel):
     idempotency_key: str | None = None
     created: bool | None = None
     checkpoints: list[CheckpointView] = Field(default_factory=list)
+    parent_id: str | None = Field(default=None, description="The parent job this one is a child of")
+    stage: int = Field(default=0, description="A parent's current stage of child jobs")
 
 
 class JobList(BaseModel):

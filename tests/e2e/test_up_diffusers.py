@@ -111,3 +111,42 @@ def test_up_with_no_model_serves_the_demo_model(tmp_path: Path) -> None:
         assert all(image.size == (64, 64) for image in images)
         assert parse_infotext(images[0].info["parameters"])["Model"] == "sdfleet-demo"
         assert sum(read_picture(image).colour == "red" for image in images) >= 2
+
+
+def test_up_registers_upscalers_under_a1111s_names(tmp_path: Path, tiny_models: Any) -> None:
+    """``sdfleet up --upscaler FILE``: a Real-ESRGAN file answers to A1111's name, the hires fix runs it
+    through the real engine, and the Extras endpoint upscales with it on the local (CPU) worker."""
+    import base64
+    import shutil
+
+    net = tmp_path / "RealESRGAN_x4plus.safetensors"
+    shutil.copy(tiny_models.rrdb_file, net)
+    with sdfleet_up(
+        tmp_path / "data", "--model", str(tiny_models.sd1_file), "--upscaler", str(net)
+    ) as client:
+        upscalers = {u["name"]: u for u in client.get("/sdapi/v1/upscalers").json()}
+        assert upscalers["R-ESRGAN 4x+"]["scale"] == 4
+        body = {
+            "prompt": "a red circle",
+            "steps": 2,
+            "width": 32,
+            "height": 32,
+            "seed": 7,
+            "enable_hr": True,
+            "hr_scale": 2,
+            "hr_upscaler": "R-ESRGAN 4x+",
+            "hr_second_pass_steps": 2,
+            "denoising_strength": 0.5,
+        }
+        r = client.post("/sdapi/v1/txt2img", json=body, timeout=180)
+        assert r.status_code == 200, r.text
+        image = Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0])))
+        assert image.size == (64, 64)
+        assert parse_infotext(image.info["parameters"])["Hires upscaler"] == "R-ESRGAN 4x+"
+        r = client.post(
+            "/sdapi/v1/extra-single-image",
+            json={"image": r.json()["images"][0], "upscaler_1": "R-ESRGAN 4x+", "upscaling_resize": 4},
+            timeout=180,
+        )
+        assert r.status_code == 200, r.text
+        assert Image.open(io.BytesIO(base64.b64decode(r.json()["image"]))).size == (256, 256)

@@ -59,6 +59,7 @@ def engine(tiny: TinyModels) -> DiffusersEngine:
         },
         loras=tiny.loras,
         vaes=tiny.vaes,
+        upscalers={"R-ESRGAN General 4xV3": tiny.srvgg_file, "4x-UltraSharp": tiny.rrdb_file},
         embeddings=tiny.embeddings,
         device="cpu",
     )

@@ -99,7 +99,21 @@ def test_unknown_hires_upscaler_is_refused_naming_the_field(run: Run) -> None:
     with pytest.raises(ValidationError) as err:
         run(spec(enable_hr=True, hr_upscaler="R-ESRGAN 4x+"))
     assert err.value.field == "hr_upscaler"
-    assert "Lanczos" in err.value.message
+    assert "Lanczos" in err.value.message and "registered upscaler" in err.value.message
+
+
+@pytest.mark.parametrize("upscaler", ["R-ESRGAN General 4xV3", "4x-UltraSharp"])
+def test_hires_fix_with_a_registered_upscaler_net(run: Run, upscaler: str) -> None:
+    """A1111's hires fix with a model upscaler: the first pass decoded, brought up by the net (one ×4 pass,
+    then Lanczos down to the ×1.5 target), encoded, and the second pass run on it. The net changes the
+    picture against a Lanczos resize of the same first pass."""
+    hires = dict(enable_hr=True, hr_scale=1.5, hr_second_pass_steps=2, hr_denoising_strength=0.5)
+    result = run(spec(hr_upscaler=upscaler, **hires))
+    assert result.images[0].image.size == (48, 48)
+    assert f"Hires upscaler: {upscaler}" in result.images[0].infotext
+    lanczos = run(spec(hr_upscaler="Lanczos", **hires))
+    ours = np.asarray(result.images[0].image, dtype=np.int16)
+    assert np.abs(ours - np.asarray(lanczos.images[0].image, dtype=np.int16)).max() > 0
 
 
 @pytest.mark.parametrize(

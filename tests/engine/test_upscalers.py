@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from sdfleet.engine.pool import NetPool
 from sdfleet.engine.sd.checkpoints import read_header
 from sdfleet.engine.upscale.detect import ESRGAN, SRVGG, a1111_name, detect_net
-from sdfleet.engine.upscale.extras import NetPool, run_extras
+from sdfleet.engine.upscale.extras import run_extras
 from sdfleet.engine.upscale.loader import convert_pickle, load_upscaler
 from sdfleet.engine.upscale.tiles import Precision, run_tiled
 from sdfleet.errors import ValidationError

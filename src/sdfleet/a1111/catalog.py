@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sdfleet.domain import ModelRecord
+from sdfleet.specs.upscale import a1111_name
 
 _TITLE_HASH = re.compile(r"^(?P<name>.*?)\s*\[(?P<hash>[0-9a-fA-F]{8,64})\]$")
 
@@ -31,10 +32,11 @@ def _file_names(model: ModelRecord) -> tuple[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class Catalog:
-    """The registry entries a request may name: checkpoints and VAEs."""
+    """The registry entries a request may name: checkpoints, VAEs and upscalers."""
 
     checkpoints: Sequence[ModelRecord] = ()
     vaes: Sequence[ModelRecord] = ()
+    upscalers: Sequence[ModelRecord] = ()
 
     def checkpoint(self, alias: str | None) -> ModelRecord | None:
         """The checkpoint an A1111 alias names: the title ``name [hash]``, the registry name, A1111's
@@ -60,6 +62,17 @@ class Catalog:
             for model in self.checkpoints:
                 if model.sha256 and (model.sha256 == lowered or model.short_hash == lowered):
                     return model
+        return None
+
+    def upscaler(self, name: str) -> ModelRecord | None:
+        """The upscaler a request names: its registry name, file name or stem, or the A1111 display name
+        of the Real-ESRGAN file it is (``R-ESRGAN 4x+`` finds a registered ``RealESRGAN_x4plus.safetensors``)."""
+        for model in self.upscalers:
+            if name in (model.name, model_name_of(model), *_file_names(model)):
+                return model
+        for model in self.upscalers:
+            if a1111_name(_file_names(model)[1]) == name:
+                return model
         return None
 
     def vae(self, name: str | None) -> ModelRecord | None:

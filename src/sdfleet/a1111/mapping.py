@@ -57,7 +57,7 @@ from sdfleet.a1111.samplers import (
 )
 from sdfleet.domain import GenerationSpec, JobKind, LimitsLike
 from sdfleet.errors import LimitExceeded, NotFound, ValidationError
-from sdfleet.specs.upscale import PIXEL_UPSCALERS
+from sdfleet.specs.upscale import LATENT_UPSCALE_MODES, PIXEL_UPSCALERS, is_builtin_hires_upscaler
 
 __all__ = [
     "BUILTIN_SCRIPTS",
@@ -72,16 +72,6 @@ __all__ = [
 
 SEED_RANGE = 4294967294
 """A1111 draws a random seed with ``random.randrange(4294967294)``."""
-
-LATENT_UPSCALE_MODES: tuple[str, ...] = (
-    "Latent",
-    "Latent (antialiased)",
-    "Latent (bicubic)",
-    "Latent (bicubic antialiased)",
-    "Latent (nearest)",
-    "Latent (nearest-exact)",
-)
-"""A1111's ``shared.latent_upscale_modes``: the hires-fix upscalers that work on latents."""
 
 
 _NOT_HONOURED = (
@@ -333,7 +323,7 @@ def map_request(
 
     denoising = _float(request.denoising_strength, 0.75)
     if isinstance(request, Txt2ImgRequest):
-        _hires(request, values, denoising, notes)
+        _hires(request, values, denoising, notes, catalog)
     elif isinstance(request, Img2ImgRequest):
         batch_size = _img2img(request, values, batch_size, notes)
         values["denoising_strength"] = denoising
@@ -539,7 +529,9 @@ def _note_unsupported(request: ProcessingRequest, settings: Mapping[str, Any], n
         notes.append("settings without effect on this server: " + ", ".join(changed))
 
 
-def _hires(request: Txt2ImgRequest, values: dict[str, Any], denoising: float, notes: list[str]) -> None:
+def _hires(
+    request: Txt2ImgRequest, values: dict[str, Any], denoising: float, notes: list[str], catalog: Catalog
+) -> None:
     if not request.enable_hr:
         return
     values["enable_hr"] = True
@@ -550,8 +542,11 @@ def _hires(request: Txt2ImgRequest, values: dict[str, Any], denoising: float, no
         resize_x, resize_y = width, height
         values["width"], values["height"] = first_w or width, first_h or height
     upscaler = request.hr_upscaler or "Latent"
-    if upscaler not in LATENT_UPSCALE_MODES and upscaler not in PIXEL_UPSCALERS:
-        raise ValidationError(f"could not find upscaler named {upscaler}", field="hr_upscaler")
+    if not is_builtin_hires_upscaler(upscaler):  # a registered net, by any name A1111 would know it by
+        found = catalog.upscaler(upscaler)
+        if found is None:
+            raise ValidationError(f"could not find upscaler named {upscaler}", field="hr_upscaler")
+        upscaler = found.name
     values.update(
         hr_scale=_float(request.hr_scale, 2.0),
         hr_upscaler=upscaler,

@@ -113,7 +113,9 @@ def create_app(
                 "`sdfleet keys create --scope admin`, or bind 127.0.0.1",
                 field="auth",
             )
-        service = JobService(the_store, settings, clock=clock, notifier=notifier, metrics=metrics)
+        service = JobService(
+            the_store, settings, clock=clock, notifier=notifier, metrics=metrics, blobs=the_blobs
+        )
         registry = ModelService(the_store, allow_pickle=settings.allow_pickle, clock=clock)
         ctx = AppContext(
             settings=settings,

@@ -60,6 +60,8 @@ def job_view(
         result=json_safe(job.result),
         idempotency_key=job.idempotency_key,
         created=created,
+        parent_id=job.parent_id,
+        stage=job.stage,
         checkpoints=[
             CheckpointView(
                 step=int(c["step"]), size=int(c.get("size") or 0), created_at=float(c.get("at") or 0)

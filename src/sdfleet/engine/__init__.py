@@ -81,6 +81,7 @@ def load_engine(
             models=_bind(lookup, "checkpoint"),
             loras=_bind(lookup, "lora"),
             vaes=_bind(lookup, "vae"),
+            upscalers=_bind(lookup, "upscaler"),
             device=device,
             allow_pickle=allow_pickle,
             memory_budget_bytes=budget,

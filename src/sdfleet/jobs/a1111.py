@@ -25,7 +25,9 @@ class A1111Service:
 
         def read(tx: SqlTx) -> Catalog:
             return Catalog(
-                checkpoints=tx.list_models(ModelKind.CHECKPOINT), vaes=tx.list_models(ModelKind.VAE)
+                checkpoints=tx.list_models(ModelKind.CHECKPOINT),
+                vaes=tx.list_models(ModelKind.VAE),
+                upscalers=tx.list_models(ModelKind.UPSCALER),
             )
 
         return await self._store.read(read)

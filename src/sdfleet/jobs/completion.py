@@ -86,6 +86,8 @@ def record_completions(
             job.result = finished[-1].result
         done_jobs.append(job)
         fx.jobs.add(job.id)
+        if job.parent_id:
+            fx.parents.add(job.parent_id)
         results.append(CompletionResult(job.id, "accepted"))
         fx.count("completed")
         fx.observe("job_latency", max(0.0, now - job.created_at))

@@ -75,12 +75,20 @@ class JobQueries:
         label: tuple[str, str] | None = None,
         before: str | None = None,
         limit: int = 50,
+        parent: str | None = None,
     ) -> JobPage:
-        """A page of jobs (``tenant`` None: every tenant's) with their outputs, in one read."""
+        """A page of jobs (``tenant`` None: every tenant's) with their outputs, in one read: the children
+        of ``parent``, or the jobs that have no parent."""
 
         def read(tx: SqlTx) -> JobPage:
             found = tx.list_jobs(
-                tenant=tenant, states=states, kind=kind, label=label, before=before, limit=limit
+                tenant=tenant,
+                states=states,
+                kind=kind,
+                label=label,
+                before=before,
+                limit=limit,
+                parent=parent,
             )
             return JobPage(jobs=found, outputs=tx.outputs_for_jobs([j.id for j in found]))
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from sdfleet.a1111 import extract_extra_networks
 from sdfleet.domain import GenerationSpec, ModelKind, ModelRecord
 from sdfleet.errors import Conflict, NotFound, ValidationError
-from sdfleet.specs.upscale import UpscaleSpec, is_pixel_upscaler
+from sdfleet.specs.upscale import UpscaleSpec, is_builtin_hires_upscaler, is_pixel_upscaler
 from sdfleet.store import JobStore
 
 _NAME = re.compile(r"^[\w][\w .()+\-\[\]/]{0,199}$")
@@ -161,6 +161,8 @@ class ModelService:
             wanted.append((spec.refiner_checkpoint, ModelKind.CHECKPOINT, "refiner_checkpoint"))
         if spec.vae:
             wanted.append((spec.vae, ModelKind.VAE, "vae"))
+        if spec.enable_hr and spec.hr_upscaler and not is_builtin_hires_upscaler(spec.hr_upscaler):
+            wanted.append((spec.hr_upscaler, ModelKind.UPSCALER, "hr_upscaler"))
         for i, lora in enumerate(spec.loras):
             wanted.append((lora.name, ModelKind.LORA, f"loras.{i}.name"))
         for field in ("prompt", "negative_prompt"):
@@ -183,8 +185,10 @@ class ModelService:
             if model.kind == ModelKind.CHECKPOINT and field == "model":
                 arch = model.arch
         if arch is not None:
-            for name, _kind, field in wanted:
+            for name, kind, field in wanted:
                 other = found[name].arch
+                if kind == ModelKind.UPSCALER:  # an upscaler's arch is its net family: any checkpoint
+                    continue
                 if other is not None and other != arch and field != "refiner_checkpoint":
                     raise ValidationError(
                         f"{name!r} is made for {other.upper()}, the checkpoint is {arch.upper()}",
@@ -205,8 +209,11 @@ class UpscaleUse:
     visibilities use (none registered: none), and which requested restorers are missing."""
 
     needs_gpu: bool
-    face_restorers: tuple[str, ...]
+    face_restorers: dict[str, str]
+    """Family (``gfpgan``, ``codeformer``) → the registered restorer's name."""
     missing_restorers: tuple[str, ...]
+    face_detector: str | None = None
+    """A registered face detector (the first by name) when the job restores faces."""
 
 
 async def resolve_upscale(store: JobStore, spec: UpscaleSpec, field_prefix: str = "params.") -> UpscaleUse:
@@ -232,14 +239,25 @@ async def resolve_upscale(store: JobStore, spec: UpscaleSpec, field_prefix: str 
             )
         needs_gpu = needs_gpu or model.arch not in LIGHT_UPSCALERS
     asked = [family for field, family in FACE_FIELDS if getattr(spec, field) > 0]
-    restorers: list[str] = []
+    restorers: dict[str, str] = {}
     missing: list[str] = []
+    detector: str | None = None
     if asked:
         faces = await store.read(lambda tx: tx.list_models(ModelKind.FACE_RESTORER))
+        detectors = await store.read(lambda tx: tx.list_models(ModelKind.FACE_DETECTOR))
+        detector = min((d.name for d in detectors), default=None)
         for family in asked:
             match = sorted(m.name for m in faces if m.arch == family)
-            (restorers if match else missing).append(match[0] if match else family)
-    return UpscaleUse(needs_gpu=needs_gpu, face_restorers=tuple(restorers), missing_restorers=tuple(missing))
+            if match:
+                restorers[family] = match[0]
+            else:
+                missing.append(family)
+    return UpscaleUse(
+        needs_gpu=needs_gpu,
+        face_restorers=restorers if restorers else {},
+        missing_restorers=tuple(missing),
+        face_detector=detector if restorers else None,
+    )
 
 
 async def resolve_training(
@@ -284,9 +302,15 @@ def named_models(params: Mapping[str, Any]) -> list[str]:
     if float(params.get("extras_upscaler_2_visibility") or 0) > 0:
         upscalers.append(params.get("upscaler_2"))
     names += [u for u in upscalers if isinstance(u, str) and u and not is_pixel_upscaler(u)]
-    for name in params.get("face_restorers") or ():
+    hires = params.get("hr_upscaler")  # a hires fix's registered upscaler
+    if params.get("enable_hr") and isinstance(hires, str) and hires and not is_builtin_hires_upscaler(hires):
+        names.append(hires)
+    restorers = params.get("face_restorers")
+    for name in restorers.values() if isinstance(restorers, Mapping) else ():
         if isinstance(name, str):
             names.append(name)
+    if isinstance(params.get("face_detector"), str) and params["face_detector"]:
+        names.append(params["face_detector"])
     for lora in params.get("loras") or ():
         if isinstance(lora, Mapping) and isinstance(lora.get("name"), str):
             names.append(lora["name"])

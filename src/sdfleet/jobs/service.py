@@ -22,8 +22,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from sdfleet.blobs import BlobStore
 from sdfleet.config import Settings
 from sdfleet.domain import (
+    PARENT_KINDS,
     AttemptOutcome,
     EventType,
     Job,
@@ -36,6 +38,7 @@ from sdfleet.domain import (
 from sdfleet.errors import NotFound, ValidationError
 from sdfleet.jobs import policy
 from sdfleet.jobs.completion import record_completions
+from sdfleet.jobs.fanout import FanOut, Plan, child_jobs, insert_children
 from sdfleet.jobs.metrics import Metrics
 from sdfleet.jobs.notify import Notifier
 from sdfleet.jobs.policy import JobPolicy
@@ -46,6 +49,7 @@ from sdfleet.jobs.quotas import (
 )
 from sdfleet.jobs.reaper import Reaper
 from sdfleet.jobs.registry import named_models
+from sdfleet.jobs.sd_upscale import SdUpscalePlan
 from sdfleet.jobs.tenants import Tenants
 from sdfleet.jobs.training import Checkpoints
 from sdfleet.jobs.transitions import Effects, Transitions, Writer, end_held_attempt, load_worker
@@ -83,6 +87,7 @@ class JobService:
         clock: Clock = time.time,
         notifier: Notifier | None = None,
         metrics: Metrics | None = None,
+        blobs: BlobStore | None = None,
     ):
         self.store = store
         self.settings = settings
@@ -96,6 +101,11 @@ class JobService:
         self.reaper = Reaper(settings, self.transitions, self._write, clock)
         self.checkpoints = Checkpoints(self.transitions, self._write, clock)
         self.tenants = Tenants(settings, self.transitions, self._write, clock)
+        self.fanout: FanOut | None = None
+        if blobs is not None:  # parents read their children's outputs and store their own
+            plans: dict[JobKind, Plan] = {JobKind.SD_UPSCALE: SdUpscalePlan()}
+            self.fanout = FanOut(store, blobs, self._write, self.transitions, plans, clock)
+            self._write.on_parents = self.fanout.soon
 
     # ================================================================ tenants and quotas (jobs.tenants)
     async def ensure_tenant(self, tenant_id: str) -> Tenant:
@@ -136,6 +146,10 @@ class JobService:
             raise ValidationError(
                 "the same idempotency_key appears twice in one batch", field="idempotency_key"
             )
+        if self.fanout is None and any(r.kind in PARENT_KINDS for r in requests):
+            raise ValidationError(
+                "this orchestrator runs no parent jobs (it has no blob store)", field="kind"
+            )
         row = await self.tenants.ensure(tenant)
         limits = self.tenants.limits_of(row) if self.settings.quotas.enabled else None
         gpu_costs = await self.tenants.gpu_costs(limits, requests)
@@ -170,9 +184,18 @@ class JobService:
                 out.append(Submitted(job, created=True))
             if new_jobs and limits is not None:
                 charge_submit(tx, tenant, limits, len(new_jobs), charge, now)
+            parents = [j for j in new_jobs if j.kind in PARENT_KINDS]
+            for parent in parents:  # stored waiting; their first stage's children are queued with them
+                parent.state = JobState.WAITING
+                assert self.fanout is not None
+                parent.progress_total = self.fanout.plans[parent.kind].expected(parent)
             uses = {j.id: [n for n in named_models(j.spec) if n != j.requirements.model] for j in new_jobs}
             tx.insert_jobs(new_jobs, {k: v for k, v in uses.items() if v})
             tx.insert_events([(j.id, tenant, EventType.QUEUED, {"state": "queued"}, now) for j in new_jobs])
+            for parent in parents:
+                assert self.fanout is not None
+                kids = child_jobs(parent, self.fanout.plans[parent.kind].first(parent), 0, now)
+                insert_children(tx, fx, kids, now)
             self.transitions.queue_webhooks(tx, fx, new_jobs, "job.queued", now, only_explicit=True)
             fx.work = len(new_jobs)
             fx.count("submitted", len(new_jobs))
@@ -198,6 +221,9 @@ class JobService:
             if job.state.terminal:
                 return job
             if job.state == JobState.QUEUED:
+                self.transitions.cancel(tx, fx, job, now)
+            elif job.state == JobState.WAITING and self.fanout is not None:  # a parent: its children too
+                self.fanout.cancel_children(tx, fx, job, now)
                 self.transitions.cancel(tx, fx, job, now)
             else:
                 tx.update_job(job.id, cancel_requested=True, updated_at=now)
@@ -583,6 +609,8 @@ class JobService:
     async def reap(self) -> None:
         """One pass of every periodic duty. Safe to run on every replica at once."""
         await self.reaper.reap()
+        if self.fanout is not None:
+            await self.fanout.advance_waiting()
 
 
 __all__ = ["JobService"]

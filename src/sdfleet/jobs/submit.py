@@ -12,6 +12,7 @@ from sdfleet.jobs.inputs import ImageLimits, InputImages, generation_inputs, tra
 from sdfleet.jobs.registry import ModelService, resolve_training, resolve_upscale
 from sdfleet.jobs.types import JobRequest
 from sdfleet.netguard import check_url_syntax
+from sdfleet.specs.sdupscale import MAX_TILES, SdUpscaleSpec
 from sdfleet.specs.training import LoraTrainSpec
 from sdfleet.specs.upscale import UpscaleSpec
 from sdfleet.store import JobStore
@@ -125,7 +126,8 @@ class JobPreparer:
                 "input_width": width,
                 "input_height": height,
                 "needs_gpu": use.needs_gpu,
-                "face_restorers": list(use.face_restorers),
+                "face_restorers": use.face_restorers,
+                "face_detector": use.face_detector,
             }
         )
         out_w, out_h = spec.output_size()
@@ -142,6 +144,70 @@ class JobPreparer:
             idempotency_key=body.idempotency_key,
             webhook_url=body.webhook_url,
             labels=body.labels,
+        )
+
+    async def _prepare_sd_upscale(
+        self, body: JobCreate, spec: SdUpscaleSpec, prefix: str, params: str, inputs: InputImages
+    ) -> JobRequest:
+        """An ``sd_upscale`` parent: its tiles' img2img settings within the limits and the registry, its
+        upscaler registered (or a resize), the picture stored, the result and the tile count bounded."""
+        limits = self._settings.limits
+        gen = spec.generation
+        gen_prefix = f"{params}generation."
+        try:
+            gen.check_limits(limits)
+        except ValidationError as exc:
+            exc.field = f"{gen_prefix}{exc.field}" if exc.field else exc.field
+            raise
+        for name, value in (("batch_size", gen.batch_size), ("n_iter", gen.n_iter)):
+            if value != 1:
+                raise ValidationError("SD upscale redraws each tile once: 1", field=f"{gen_prefix}{name}")
+        if gen.init_images or gen.mask or gen.enable_hr:
+            raise ValidationError(
+                "the picture goes in image; tiles take no init_images, mask or hires fix",
+                field=f"{gen_prefix}init_images",
+            )
+        use = await self._models.resolve(gen, gen_prefix)
+        try:
+            upscale = await resolve_upscale(
+                self._store, UpscaleSpec(image="-", upscaler_1=spec.upscaler), params
+            )
+        except ValidationError as exc:
+            exc.field = f"{params}upscaler"
+            raise
+        ref, width, height = await inputs.sized_ref(
+            spec.image, f"{params}image", ImageLimits.generation(limits)
+        )
+        spec = spec.model_copy(
+            update={
+                "image": ref,
+                "input_width": width,
+                "input_height": height,
+                "needs_gpu": upscale.needs_gpu,
+                "arch": body.arch or use.arch,
+            }
+        )
+        out_w, out_h = spec.upscaled_size()
+        if out_w * out_h > limits.max_upscale_pixels:
+            raise LimitExceeded(
+                f"the result would be {out_w}×{out_h} pixels, the limit is {limits.max_upscale_pixels} pixels",
+                field=f"{params}scale",
+            )
+        tiles = len(spec.grid().boxes)
+        if tiles > MAX_TILES:
+            raise LimitExceeded(
+                f"{tiles} tiles of {spec.tile_size()[0]}×{spec.tile_size()[1]}, the limit is {MAX_TILES}: "
+                "a larger tile (generation.width/height) or a smaller scale",
+                field=f"{params}scale",
+            )
+        return JobRequest(
+            kind=body.kind,
+            spec=spec,
+            priority=body.priority,
+            idempotency_key=body.idempotency_key,
+            webhook_url=body.webhook_url,
+            labels=body.labels,
+            arch=spec.arch,
         )
 
     async def prepare(
@@ -167,9 +233,11 @@ class JobPreparer:
         check_job_fields(body, self._settings.limits, prefix, idempotency_key)
         if body.webhook_url:
             check_url_syntax(body.webhook_url, f"{prefix}webhook_url")
-        if isinstance(body.params, LoraTrainSpec | UpscaleSpec):
+        if isinstance(body.params, LoraTrainSpec | UpscaleSpec | SdUpscaleSpec):
             if isinstance(body.params, LoraTrainSpec):
                 request = await self._prepare_training(tenant, body, body.params, prefix, params, images)
+            elif isinstance(body.params, SdUpscaleSpec):
+                request = await self._prepare_sd_upscale(body, body.params, prefix, params, images)
             else:
                 request = await self._prepare_upscale(body, body.params, prefix, params, images)
             request.idempotency_key = request.idempotency_key or idempotency_key

@@ -51,6 +51,7 @@ class Effects:
     all_work: bool = False  # wake every waiting claim (a worker came back to work)
     webhooks: bool = False
     jobs: set[str] = field(default_factory=set)
+    parents: set[str] = field(default_factory=set)  # parent jobs whose children changed: advance them
     counts: Counter[CountedMetric] = field(default_factory=Counter)
     samples: list[tuple[ObservedMetric, float]] = field(default_factory=list)
 
@@ -286,6 +287,8 @@ class Transitions:
         )
         self.queue_webhooks(tx, fx, [job], "job.finished", now)
         fx.jobs.add(job.id)
+        if job.parent_id:
+            fx.parents.add(job.parent_id)
         if state == JobState.FAILED:
             fx.count("failed_jobs")
         elif state == JobState.CANCELED:
@@ -472,9 +475,13 @@ class Writer:
         self.store = store
         self.notifier = notifier
         self.metrics = metrics
+        self.on_parents: Callable[[set[str]], None] | None = None
+        """Called after a commit with the parent jobs whose children changed (the fan-out advances them)."""
 
     async def __call__(self, fn: Callable[[SqlTx, Effects], T], fx: Effects | None = None) -> T:
         effects = fx if fx is not None else Effects()
         result = await self.store.write(lambda tx: fn(tx, effects))
         apply_effects(effects, self.notifier, self.metrics)
+        if effects.parents and self.on_parents is not None:
+            self.on_parents(effects.parents)
         return result

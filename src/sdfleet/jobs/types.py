@@ -20,10 +20,11 @@ from sdfleet.domain import (
     Requirements,
     WorkerState,
 )
+from sdfleet.specs.sdupscale import SdUpscaleSpec
 from sdfleet.specs.training import LoraTrainSpec
 from sdfleet.specs.upscale import UpscaleSpec
 
-JobSpec = GenerationSpec | LoraTrainSpec | UpscaleSpec
+JobSpec = GenerationSpec | LoraTrainSpec | UpscaleSpec | SdUpscaleSpec
 """The parameters of a job of any kind."""
 
 Clock = Callable[[], float]
@@ -149,8 +150,14 @@ def requirements_of(kind: JobKind, spec: JobSpec, arch: str | None) -> Requireme
         # pixels 0: upscalers run tile by tile, so a device's memory does not bound the output's size (the
         # edge's max_upscale_pixels does)
         features = Feature.GPU if spec.needs_gpu else Feature.NONE
+        if spec.face_restorers:
+            features |= Feature.FACES
         models = spec.model_names
         return Requirements(
             kind=kind, arch=None, pixels=0, features=features, model=models[0] if models else None
+        )
+    if isinstance(spec, SdUpscaleSpec):  # a parent: no worker takes it, its children say what they need
+        return Requirements(
+            kind=kind, arch=arch, pixels=0, features=Feature.NONE, model=spec.generation.model
         )
     return Requirements.for_spec(kind, spec, arch)

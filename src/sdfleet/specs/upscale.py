@@ -22,6 +22,40 @@ PIXEL_UPSCALERS = ("None", "Lanczos", "Nearest")
 """A1111's built-in upscalers that are a plain resize (``None``: no upscaler; the Lanczos resize to the
 exact size still happens)."""
 
+LATENT_UPSCALE_MODES: tuple[str, ...] = (
+    "Latent",
+    "Latent (antialiased)",
+    "Latent (bicubic)",
+    "Latent (bicubic antialiased)",
+    "Latent (nearest)",
+    "Latent (nearest-exact)",
+)
+"""A1111's ``shared.latent_upscale_modes``: the hires-fix upscalers that work on latents."""
+
+A1111_NAMES: dict[str, tuple[str, ...]] = {
+    "R-ESRGAN 4x+": ("realesrgan_x4plus", "realesrgan-x4plus"),
+    "R-ESRGAN 4x+ Anime6B": ("realesrgan_x4plus_anime_6b", "realesrgan-x4plus-anime"),
+    "R-ESRGAN 2x+": ("realesrgan_x2plus",),
+    "R-ESRGAN General 4xV3": ("realesr-general-x4v3",),
+    "R-ESRGAN General WDN 4xV3": ("realesr-general-wdn-x4v3",),
+    "R-ESRGAN AnimeVideo": ("realesr-animevideov3",),
+    "ESRGAN_4x": ("esrgan_x4", "esrgan_4x", "rrdb_esrgan_x4"),
+}
+"""A1111's display names of the Real-ESRGAN models it downloads, by the file stems they ship under, so a file
+registered under its own name still answers to the name A1111 clients send (``hr_upscaler: "R-ESRGAN 4x+"``).
+Community ESRGAN models (``4x-UltraSharp``) keep their file stem, as A1111 lists them."""
+
+
+def a1111_name(stem: str) -> str | None:
+    """A1111's display name for a Real-ESRGAN file called ``stem`` (``RealESRGAN_x4plus`` → ``R-ESRGAN 4x+``),
+    or None for a file A1111 lists under its own name."""
+    key = stem.lower()
+    for display, stems in A1111_NAMES.items():
+        if key in stems:
+            return display
+    return None
+
+
 MAX_FACTOR = 16.0
 MAX_MODEL_PASSES = 3
 """A1111 applies a model at most three times on the way to the target size."""
@@ -30,6 +64,11 @@ MAX_MODEL_PASSES = 3
 def is_pixel_upscaler(name: str) -> bool:
     """Whether ``name`` is one of A1111's built-in resizes (case-insensitive, as A1111 looks them up)."""
     return name.lower() in {p.lower() for p in PIXEL_UPSCALERS}
+
+
+def is_builtin_hires_upscaler(name: str) -> bool:
+    """Whether a hires fix's ``hr_upscaler`` is built in (a latent mode or a resize), not a registry model."""
+    return name in LATENT_UPSCALE_MODES or is_pixel_upscaler(name)
 
 
 def model_target(width: int, height: int, factor: float) -> tuple[int, int]:
@@ -90,10 +129,15 @@ class UpscaleSpec(BaseModel):
     input_width: int = Field(default=0, ge=0, description="Set by the server: the input's width")
     input_height: int = Field(default=0, ge=0, description="Set by the server: the input's height")
     needs_gpu: bool = Field(default=False, description="Set by the server: an upscaler is GPU-class")
-    face_restorers: list[str] = Field(
-        default_factory=list,
+    face_restorers: dict[Literal["gfpgan", "codeformer"], str] = Field(
+        default_factory=dict,
         max_length=2,
-        description="Set by the server: the registered face restorers the visibilities use (GFPGAN, CodeFormer)",
+        description="Set by the server: family → the registered face restorer the visibilities use",
+    )
+    face_detector: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Set by the server: a registered face detector (YuNet); OpenCV's Haar cascade otherwise",
     )
 
     @field_validator("image", "upscaler_1", "upscaler_2")
@@ -151,11 +195,15 @@ def extras_output_size(
 
 
 __all__ = [
+    "A1111_NAMES",
+    "LATENT_UPSCALE_MODES",
     "MAX_FACTOR",
     "PIXEL_UPSCALERS",
     "UpscaleSpec",
+    "a1111_name",
     "extras_factor",
     "extras_output_size",
+    "is_builtin_hires_upscaler",
     "is_pixel_upscaler",
     "model_passes",
     "model_target",

@@ -89,6 +89,8 @@ def job_from_row(row: Row[Any]) -> Job:
         result=loads(m["result"], {}),
         checkpoints=loads(m["checkpoints"], []),
         progress_info=loads(m["progress_info"], {}),
+        parent_id=m["parent_id"],
+        stage=m["stage"],
     )
 
 
@@ -198,12 +200,14 @@ def job_row(job: Job) -> dict[str, Any]:
         "updated_at": job.updated_at,
         "queued_at": job.created_at,
         "progress_step": 0,
-        "progress_total": 0,
+        "progress_total": job.progress_total,
         "engine_seconds": 0.0,
         "cost_usd": 0.0,
         "result": "{}",
         "checkpoints": "[]",
         "progress_info": "{}",
+        "parent_id": job.parent_id,
+        "stage": job.stage,
     }
 
 

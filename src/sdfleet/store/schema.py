@@ -105,12 +105,16 @@ jobs = Table(
     Column("progress_info", Text, nullable=False, server_default="{}"),
     # the job was put at the head of the queue once (stalled): it never is again
     Column("jumped", Boolean, nullable=False, server_default=text("false")),
+    # fan-out: a child job's parent; a parent's stage (the round of children it waits for)
+    Column("parent_id", String(40), nullable=True),
+    Column("stage", Integer, nullable=False, server_default=text("0")),
     UniqueConstraint("tenant", "idempotency_key"),
     Index("ix_jobs_claim", "state", text("stalled DESC"), text("priority DESC"), "id"),
     # fair-share claims read each tenant's queue in claim order; quotas count its live jobs
     Index("ix_jobs_tenant_claim", "tenant", "state", text("stalled DESC"), text("priority DESC"), "id"),
     Index("ix_jobs_lease", "state", "lease_expires_at"),
     Index("ix_jobs_tenant_id", "tenant", "id"),
+    Index("ix_jobs_parent", "parent_id"),
 )
 
 attempts = Table(

@@ -99,8 +99,15 @@ class JobStatements:
         label: tuple[str, str] | None = None,
         before: str | None = None,
         limit: int = 50,
+        parent: str | bool | None = False,
     ) -> list[Job]:
+        """A page of jobs, newest first: ``parent`` an id lists its children, None the jobs without a
+        parent, False every job."""
         q = select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+        if isinstance(parent, str):
+            q = q.where(jobs.c.parent_id == parent)
+        elif parent is None:
+            q = q.where(jobs.c.parent_id.is_(None))
         if tenant is not None:
             q = q.where(jobs.c.tenant == tenant)
         if states:
@@ -112,6 +119,16 @@ class JobStatements:
         if label is not None:  # in SQL, before the LIMIT, so pages are full
             q = q.where(self.dialect.json_text(jobs.c.labels, label[0]) == label[1])
         return [job_from_row(r) for r in self.conn.execute(q)]
+
+    def children_of(self, parent_id: str, *, lock: bool = False) -> list[Job]:
+        """A parent job's children, oldest first."""
+        query = select(jobs).where(jobs.c.parent_id == parent_id).order_by(jobs.c.id)
+        return [job_from_row(r) for r in self.conn.execute(self.dialect.locked(query, lock))]
+
+    def waiting_parents(self, limit: int = 200) -> list[Job]:
+        """Parent jobs waiting for children (the reaper advances those whose children are all done)."""
+        query = select(jobs).where(jobs.c.state == JobState.WAITING.value).order_by(jobs.c.id).limit(limit)
+        return [job_from_row(r) for r in self.conn.execute(query)]
 
     def has_jumped(self, job_id: str) -> bool:
         """Whether the job was put at the head of the queue (stalled) before."""

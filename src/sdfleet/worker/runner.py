@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import importlib.util
 import logging
 import os
 import signal
@@ -215,9 +216,13 @@ class Worker:
 
     # ------------------------------------------------------------------ registration
     def _features(self, engine_features: tuple[str, ...] | list[str], device: str) -> list[str]:
-        """The engine's features, plus ``gpu`` on a GPU (or where this worker opts into GPU-class work)."""
+        """The engine's features, plus ``gpu`` on a GPU (or where this worker opts into GPU-class work) and
+        ``faces`` where face restorers can load (spandrel is installed)."""
         gpu = device.startswith(("cuda", "mps", "xpu")) or self.settings.gpu_work_on_cpu
-        return [*engine_features, *(["gpu"] if gpu and "gpu" not in engine_features else [])]
+        extra = ["gpu"] if gpu else []
+        if importlib.util.find_spec("spandrel") is not None:  # face restorers load through it
+            extra.append("faces")
+        return [*engine_features, *(f for f in extra if f not in engine_features)]
 
     async def _register(self) -> bool:
         caps = self.engine.capabilities()

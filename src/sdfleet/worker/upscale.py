@@ -18,7 +18,8 @@ from PIL.Image import Image
 
 from sdfleet.domain import ModelKind
 from sdfleet.engine.base import GeneratedImage, open_input_image
-from sdfleet.engine.upscale.extras import ExtrasResult, NetPool, run_extras
+from sdfleet.engine.pool import NetPool
+from sdfleet.engine.upscale.extras import ExtrasResult, run_extras
 from sdfleet.errors import ModelUnavailable, SdfleetError
 from sdfleet.specs.upscale import UpscaleSpec
 from sdfleet.worker.context import Finish, RunContext
@@ -93,6 +94,7 @@ class UpscaleRun:
         ctx.cache.touch(job.pinned)
         upscalers = _paths(models, ModelKind.UPSCALER)
         restorers = _paths(models, ModelKind.FACE_RESTORER)
+        detectors = _paths(models, ModelKind.FACE_DETECTOR)
         device = ctx.engine.capabilities().device
         job.phase = Phase.RUNNING
         job.total = 1
@@ -118,6 +120,7 @@ class UpscaleRun:
                 restorers=restorers,
                 pool=self.pool,
                 device=device,
+                detector=detectors.get(spec.face_detector) if spec.face_detector else None,
                 tile=ctx.settings.upscale_tile,
                 should_stop=job.should_stop,
                 on_progress=on_progress,

@@ -222,3 +222,33 @@ def test_info_reports_what_the_worker_wrote_and_falls_back_to_the_request() -> N
     empty = build_info(mapped, [], job_timestamp="0", version="sdfleet x", model=DREAMY, vae=None, extra={})
     assert empty["all_seeds"] == [5, 6] and empty["infotexts"] == []
     assert (empty["sd_model_name"], empty["sd_model_hash"]) == ("sd15/dreamy", "0123456789")
+
+
+def test_hires_upscaler_names_a_registered_net_by_any_name_a1111_knows() -> None:
+    net = ModelRecord(
+        name="realesrgan",
+        kind=ModelKind.UPSCALER,
+        arch="esrgan",
+        scale=4,
+        source="/models/RealESRGAN_x4plus.safetensors",
+        sha256="d" * 64,
+        size=1,
+    )
+    catalog = Catalog(checkpoints=[DREAMY, OTHER], vaes=[VAE], upscalers=[net])
+    for alias in ("realesrgan", "RealESRGAN_x4plus", "RealESRGAN_x4plus.safetensors", "R-ESRGAN 4x+"):
+        mapped = map_request(
+            JobKind.TXT2IMG,
+            Txt2ImgRequest.model_validate({"enable_hr": True, "hr_upscaler": alias}),
+            options={},
+            catalog=catalog,
+            rng=random.Random(0),
+        )
+        assert mapped.spec.hr_upscaler == "realesrgan", alias
+    with pytest.raises(ValidationError, match="could not find upscaler named R-ESRGAN 2x\\+"):
+        map_request(
+            JobKind.TXT2IMG,
+            Txt2ImgRequest.model_validate({"enable_hr": True, "hr_upscaler": "R-ESRGAN 2x+"}),
+            options={},
+            catalog=catalog,
+            rng=random.Random(0),
+        )

@@ -127,8 +127,13 @@ async def list_jobs(
     label: Annotated[str | None, Query(description="key:value", max_length=400)] = None,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    parent: Annotated[
+        str | None,
+        Query(max_length=64, description="List this job's child jobs (else: jobs without a parent)"),
+    ] = None,
 ) -> JobList:
-    """The caller's jobs, newest first; pass ``next_cursor`` back as ``cursor`` for more."""
+    """The caller's jobs, newest first; pass ``next_cursor`` back as ``cursor`` for more. Child jobs (a
+    parent's tiles or stages) are listed with ``parent=ID``."""
     label_pair = None
     if label is not None:
         key, sep, value = label.partition(":")
@@ -142,6 +147,7 @@ async def list_jobs(
         label=label_pair,
         before=cursor,
         limit=limit,
+        parent=parent,
     )
     jobs = page.jobs
     views = [job_view(ctx, request, j, page.outputs[j.id]) for j in jobs]

@@ -36,7 +36,8 @@ from sdfleet.engine.base import (
     ShouldStop,
     StepInfo,
 )
-from sdfleet.engine.sd import conditioning, images, samplers, seeds
+from sdfleet.engine.pool import NetPool
+from sdfleet.engine.sd import conditioning, hires, images, samplers, seeds
 from sdfleet.engine.sd.checkpoints import SDXL, SDXL_REFINER, HashCache, default_arch
 from sdfleet.engine.sd.conditioning import PassConds
 from sdfleet.engine.sd.images import ImageRef, ImageResolver, InpaintPlan
@@ -55,27 +56,9 @@ from sdfleet.errors import ConfigError, EngineError, Interrupted, SdfleetError, 
 
 log = logging.getLogger("sdfleet.engine")
 
-LATENT_UPSCALERS: Mapping[str, tuple[str, bool]] = {
-    "Latent": ("bilinear", False),
-    "Latent (antialiased)": ("bilinear", True),
-    "Latent (bicubic)": ("bicubic", False),
-    "Latent (bicubic antialiased)": ("bicubic", True),
-    "Latent (nearest)": ("nearest", False),
-    "Latent (nearest-exact)": ("nearest-exact", False),
-}
-PIXEL_UPSCALERS: Mapping[str, Image.Resampling] = {
-    "Lanczos": Image.Resampling.LANCZOS,
-    "Nearest": Image.Resampling.NEAREST,
-    "None": Image.Resampling.LANCZOS,
-}
 MASKED_CONTENT = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
 REFINER_AESTHETIC = (6.0, 2.5)
 VERSION = f"sdfleet {__version__}"
-
-
-def supported_upscalers() -> list[str]:
-    """Hires-fix upscaler names this engine runs."""
-    return [*LATENT_UPSCALERS, *PIXEL_UPSCALERS]
 
 
 @dataclass(slots=True)
@@ -151,6 +134,7 @@ class DiffusersEngine:
         models: Lookup | None = None,
         loras: Lookup | None = None,
         vaes: Lookup | None = None,
+        upscalers: Lookup | None = None,
         embeddings: Mapping[str, Path] | None = None,
         allow_pickle: bool = False,
         memory_budget_bytes: int | None = None,
@@ -171,6 +155,8 @@ class DiffusersEngine:
         self.models = models
         self.loras = loras
         self.vaes = vaes
+        self.upscalers = upscalers
+        self.nets = NetPool(keep=1)  # hires fix's upscaler nets
         self.embedding_files = dict(embeddings or {})
         self.resolve_image: ImageResolver = image_resolver or images.default_resolver
         self._embeddings: dict[str, tuple[int, Embedding]] = {}
@@ -254,12 +240,7 @@ class DiffusersEngine:
         choice = samplers.resolve(spec.sampler_name, spec.scheduler)
         hr_upscaler = None
         if kind == JobKind.TXT2IMG and spec.enable_hr:
-            hr_upscaler = spec.hr_upscaler or "Latent"
-            if hr_upscaler not in LATENT_UPSCALERS and hr_upscaler not in PIXEL_UPSCALERS:
-                raise ValidationError(
-                    f"unknown hires upscaler {hr_upscaler!r}; supported: {', '.join(supported_upscalers())}",
-                    field="hr_upscaler",
-                )
+            hr_upscaler = hires.check_upscaler(spec.hr_upscaler or "Latent", self.upscalers)
         if kind == JobKind.IMG2IMG and not spec.init_images:
             raise ValidationError("img2img needs at least one init image", field="init_images")
         model = self.store.get(self._checkpoint_path(spec.model, "model"), spec.model)
@@ -524,26 +505,20 @@ class DiffusersEngine:
     ) -> tuple[torch.Tensor, set[str]]:
         spec, model = job.spec, job.model
         target_w, target_h = spec.output_size()
-        scale = max(target_w / spec.width, target_h / spec.height)
-        cover_w, cover_h = round(spec.width * scale), round(spec.height * scale)
-        upscaler = job.hr_upscaler or "Latent"
         shape = self._latent_shape(model, target_w, target_h)
-        if upscaler in LATENT_UPSCALERS:
-            mode, antialias = LATENT_UPSCALERS[upscaler]
-            factor = spec.width / latents.shape[-1]
-            size = (round(cover_h / factor), round(cover_w / factor))
-            kwargs: dict[str, Any] = {"antialias": antialias} if mode in ("bilinear", "bicubic") else {}
-            up = F.interpolate(latents.float(), size=size, mode=mode, **kwargs).to(latents.dtype)
-            top, left = (size[0] - shape[1]) // 2, (size[1] - shape[2]) // 2
-            init = up[:, :, top : top + shape[1], left : left + shape[2]]
-        else:
-            resample = PIXEL_UPSCALERS[upscaler]
-            pics = []
-            for pic in self._decode(job, latents):
-                big = pic.resize((cover_w, cover_h), resample)
-                left, top = (cover_w - target_w) // 2, (cover_h - target_h) // 2
-                pics.append(big.crop((left, top, left + target_w, top + target_h)))
-            init = self._encode(job, pics)
+        init = hires.upscale_latents(
+            job.hr_upscaler or "Latent",
+            latents,
+            first=(spec.width, spec.height),
+            target=(target_w, target_h),
+            shape=shape,
+            decode=lambda lat: self._decode(job, lat),
+            encode=lambda pics: self._encode(job, pics),
+            upscalers=self.upscalers,
+            nets=self.nets,
+            device=str(self.device),
+            should_stop=progress.should_stop,
+        )
         hr_steps = spec.hr_second_pass_steps or spec.steps
         gens = seeds.generators(batch.seeds)
         noise = seeds.initial_noise(batch, shape, gens).to(self.device, self.dtype)

@@ -19,23 +19,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sdfleet.errors import ValidationError
+from sdfleet.specs.upscale import A1111_NAMES, a1111_name
 
 ESRGAN = "esrgan"
 SRVGG = "srvgg"
 FAMILIES = (ESRGAN, SRVGG)
-
-A1111_NAMES: dict[str, tuple[str, ...]] = {
-    "R-ESRGAN 4x+": ("realesrgan_x4plus", "realesrgan-x4plus"),
-    "R-ESRGAN 4x+ Anime6B": ("realesrgan_x4plus_anime_6b", "realesrgan-x4plus-anime"),
-    "R-ESRGAN 2x+": ("realesrgan_x2plus",),
-    "R-ESRGAN General 4xV3": ("realesr-general-x4v3",),
-    "R-ESRGAN General WDN 4xV3": ("realesr-general-wdn-x4v3",),
-    "R-ESRGAN AnimeVideo": ("realesr-animevideov3",),
-    "ESRGAN_4x": ("esrgan_x4", "esrgan_4x", "rrdb_esrgan_x4"),
-}
-"""A1111's display names of the Real-ESRGAN models it downloads, by the file stems they ship under, so a file
-registered under its own name still answers to the name A1111 clients send (``hr_upscaler: "R-ESRGAN 4x+"``).
-Community ESRGAN models (``4x-UltraSharp``) keep their file stem, as A1111 lists them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,16 +160,6 @@ def detect_net(shapes: Mapping[str, Sequence[int]]) -> NetInfo:
         "(pip install 'sdfleet[spandrel]')",
         field="model",
     )
-
-
-def a1111_name(stem: str) -> str | None:
-    """A1111's display name for a Real-ESRGAN file called ``stem`` (``RealESRGAN_x4plus`` → ``R-ESRGAN 4x+``),
-    or None for a file A1111 lists under its own name."""
-    key = stem.lower()
-    for display, stems in A1111_NAMES.items():
-        if key in stems:
-            return display
-    return None
 
 
 __all__ = [

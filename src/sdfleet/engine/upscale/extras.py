@@ -8,8 +8,6 @@ the nets loaded between jobs. Nothing here imports torch until a net is loaded."
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 
 from PIL import Image
 
+from sdfleet.engine.pool import NetPool
 from sdfleet.errors import Interrupted, ModelUnavailable
 from sdfleet.specs.upscale import UpscaleSpec, extras_factor, is_pixel_upscaler, model_target
 
@@ -36,43 +35,10 @@ class ExtrasResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class NetPool:
-    """The upscaler nets loaded on this worker, least recently used first out, at most ``keep`` of them.
-    Thread-safe: the worker runs one job at a time on the engine, but loads may race a heartbeat."""
-
-    def __init__(self, keep: int = 2) -> None:
-        self.keep = max(1, keep)
-        self._nets: OrderedDict[tuple[str, str], Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, path: Path, device: str) -> Any:
-        """The net of ``path`` on ``device``, loaded now if it is not loaded yet."""
-        from sdfleet.engine.upscale.loader import load_upscaler
-
-        key = (str(path), device)
-        with self._lock:
-            net = self._nets.get(key)
-            if net is not None:
-                self._nets.move_to_end(key)
-                return net
-        net = load_upscaler(path, device=device)
-        with self._lock:
-            self._nets[key] = net
-            while len(self._nets) > self.keep:
-                dropped, _ = self._nets.popitem(last=False)
-                log.info("upscale.unloaded path=%s device=%s", dropped[0], dropped[1])
-        return net
-
-    def loaded(self) -> list[str]:
-        """The files of the loaded nets."""
-        with self._lock:
-            return [path for path, _ in self._nets]
-
-
 _RESAMPLE = {"lanczos": Image.Resampling.LANCZOS, "nearest": Image.Resampling.NEAREST}
 
 
-def _upscale_once(
+def upscale_to_factor(
     image: Image.Image,
     name: str,
     factor: float,
@@ -80,9 +46,9 @@ def _upscale_once(
     nets: Mapping[str, Path],
     pool: NetPool,
     device: str,
-    tile: int | None,
-    should_stop: ShouldStop,
-    on_tile: OnProgress | None,
+    tile: int | None = None,
+    should_stop: ShouldStop = lambda: False,
+    on_tile: OnProgress | None = None,
 ) -> Image.Image:
     """One upscaler to ``factor`` × the size (A1111's ``Upscaler.upscale``): the target is floored to ÷8; a
     net runs up to three times until the target is reached or the size stops changing, and a Lanczos
@@ -134,9 +100,9 @@ def _upscale(
         (spec.upscaling_resize_w, spec.upscaling_resize_h),
     )
     run = dict(nets=nets, pool=pool, device=device, tile=tile, should_stop=should_stop, on_tile=on_tile)
-    first = _upscale_once(image, spec.upscaler_1, factor, **run)  # type: ignore[arg-type]
+    first = upscale_to_factor(image, spec.upscaler_1, factor, **run)  # type: ignore[arg-type]
     if spec.extras_upscaler_2_visibility > 0 and spec.upscaler_2.lower() != "none":
-        second = _upscale_once(image, spec.upscaler_2, factor, **run)  # type: ignore[arg-type]
+        second = upscale_to_factor(image, spec.upscaler_2, factor, **run)  # type: ignore[arg-type]
         if second.size != first.size:
             second = second.resize(first.size, resample=Image.Resampling.LANCZOS)
         first = Image.blend(first.convert("RGB"), second.convert("RGB"), spec.extras_upscaler_2_visibility)
@@ -156,6 +122,7 @@ def run_extras(
     restorers: Mapping[str, Path],
     pool: NetPool,
     device: str,
+    detector: Path | None = None,
     tile: int | None = None,
     should_stop: ShouldStop = lambda: False,
     on_progress: OnProgress | None = None,
@@ -175,12 +142,15 @@ def run_extras(
                 "(sdfleet models add NAME FILE --kind face_restorer)"
             )
             return picture
-        from sdfleet.engine.faces.extras import restore_for_extras  # type: ignore[import-not-found]  # lands next
+        from sdfleet.engine.faces.extras import restore_for_extras
 
-        restored, found = restore_for_extras(picture, spec, restorers, device=device, should_stop=should_stop)
+        restored, found, notes = restore_for_extras(
+            picture, spec, restorers, pool=pool, device=device, detector=detector, should_stop=should_stop
+        )
         info["faces"] = found
-        picture = restored
-        return picture
+        if notes:
+            info["note_faces"] = "; ".join(notes)
+        return restored
 
     def upscale(picture: Image.Image) -> Image.Image:
         if spec.upscaler_1.lower() == "none":
@@ -208,4 +178,4 @@ def run_extras(
     return ExtrasResult(image=image, infotext=", ".join(parts), info=info)
 
 
-__all__ = ["ExtrasResult", "NetPool", "run_extras"]
+__all__ = ["ExtrasResult", "run_extras", "upscale_to_factor"]

@@ -1,11 +1,14 @@
-// What the page offers in its pickers: samplers, schedulers and hires upscalers (the A1111 API's
-// read-only lists), registry models by kind, and the caller's account.
+// What the page offers in its pickers: samplers, schedulers, upscalers and face restorers (the A1111
+// API's read-only lists), registry models by kind, and the caller's account.
 import { api } from "./api.js";
 
 export const catalog = {
   samplers: [],
   schedulers: [],
-  upscalers: [],
+  upscalers: [], // every hires upscaler name: latent modes, built-in resizes, registered upscalers
+  latentUpscalers: [], // names of the hires fix's latent modes
+  pixelUpscalers: [], // /sdapi/v1/upscalers: the built-in resizes, then each registered net ({name, model_name, scale})
+  faceRestorers: [], // registered face restorers ({name, arch}: gfpgan or codeformer)
   checkpoints: [],
   vaes: [],
   loras: [],
@@ -33,7 +36,15 @@ async function loadSamplers() {
 
 async function loadUpscalers() {
   const [latent, pixel] = await Promise.all([api("sdapi/v1/latent-upscale-modes"), api("sdapi/v1/upscalers")]);
-  return [...latent, ...pixel].map((u) => u.name);
+  return { latent: latent.map((u) => u.name), pixel };
+}
+
+/** Face restorers: the A1111 list (names) and the registry's face_restorer models (with their family). */
+async function loadFaceRestorers() {
+  const [listed, models] = await Promise.all([api("sdapi/v1/face-restorers"), loadModels("face_restorer")]);
+  const byName = new Map(models.map((m) => [m.name, { name: m.name, arch: m.arch }]));
+  for (const item of listed) if (!byName.has(item.name)) byName.set(item.name, { name: item.name, arch: null });
+  return [...byName.values()];
 }
 
 async function loadModels(kind) {
@@ -50,13 +61,19 @@ export async function refreshCatalog() {
     loadModels("lora"),
     loadModels("embedding"),
     api("v1/account"),
+    loadFaceRestorers(),
   ]);
-  const [samplers, upscalers, checkpoints, vaes, loras, embeddings, account] = results;
+  const [samplers, upscalers, checkpoints, vaes, loras, embeddings, account, faces] = results;
   if (samplers.status === "fulfilled") {
     catalog.samplers = samplers.value.samplers;
     catalog.schedulers = samplers.value.schedulers;
   }
-  if (upscalers.status === "fulfilled") catalog.upscalers = upscalers.value;
+  if (upscalers.status === "fulfilled") {
+    catalog.latentUpscalers = upscalers.value.latent;
+    catalog.pixelUpscalers = upscalers.value.pixel;
+    catalog.upscalers = [...upscalers.value.latent, ...upscalers.value.pixel.map((u) => u.name)];
+  }
+  if (faces.status === "fulfilled") catalog.faceRestorers = faces.value;
   if (checkpoints.status === "fulfilled") catalog.checkpoints = checkpoints.value;
   if (vaes.status === "fulfilled") catalog.vaes = vaes.value;
   if (loras.status === "fulfilled") catalog.loras = loras.value;

@@ -14,7 +14,8 @@ let index = 0;
 
 /** Parameters to load into Generate for an item: the job's own, with this image's seed. */
 export function itemParams(item) {
-  if (!item.job) return null;
+  // only a generation's parameters fit the Generate form (not an upscale's or a training's)
+  if (!item.job || !["txt2img", "img2img"].includes(item.job.kind)) return null;
   const params = { ...item.job.params };
   if (item.output?.seed !== null && item.output?.seed !== undefined) params.seed = item.output.seed;
   params.n_iter = 1;

@@ -14,8 +14,9 @@ import { initPngInfo } from "./tabs/pnginfo.js";
 import { initXyz } from "./tabs/xyz.js";
 import { initFleet } from "./tabs/fleet.js";
 import { initTrain } from "./tabs/train.js";
+import { initExtras } from "./tabs/extras.js";
 
-const TABS = ["generate", "queue", "gallery", "pnginfo", "xyz", "train", "fleet"];
+const TABS = ["generate", "queue", "gallery", "extras", "pnginfo", "xyz", "train", "fleet"];
 let active = null;
 const views = {};
 
@@ -138,6 +139,9 @@ function bindKeys() {
       } else if (active === "xyz") {
         e.preventDefault();
         views.xyz.submit();
+      } else if (active === "extras") {
+        e.preventDefault();
+        views.extras.submit();
       }
     }
   });
@@ -151,6 +155,7 @@ async function main() {
   initGenerate();
   views.queue = initQueue({ isActive: () => active === "queue" });
   views.gallery = initGallery();
+  views.extras = initExtras();
   initPngInfo();
   views.xyz = initXyz();
   views.train = initTrain({ isActive: () => active === "train" });

@@ -13,14 +13,29 @@ import { showError } from "./toast.js";
 const MAX_PLACEHOLDERS = 16;
 
 export function outputItems(job) {
-  const [w, h_] = outputSize(job.params);
+  const [w, h_] = jobOutputSize(job);
   return job.outputs.map((output) => ({
     url: output.url,
-    title: `Seed ${output.seed ?? "?"} · ${w}×${h_}`,
+    title: job.kind === "upscale" ? `${job.labels?.file || "Upscaled"} · ${w}×${h_}` : `Seed ${output.seed ?? "?"} · ${w}×${h_}`,
     infotext: output.infotext,
     job,
     output,
   }));
+}
+
+/** The size of a job's images: an upscale job's result (as it reported it, else A1111's Extras rule),
+ * a generation's width × height after the hires fix. */
+export function jobOutputSize(job) {
+  if (job.kind !== "upscale") return outputSize(job.params);
+  const info = job.result?.info || {};
+  if (info.width && info.height) return [info.width, info.height];
+  const p = job.params;
+  const w = p.input_width || 512;
+  const hgt = p.input_height || 512;
+  if (String(p.upscaler_1).toLowerCase() === "none") return [w, hgt];
+  if (p.resize_mode === "scale_to" && p.upscaling_crop) return [p.upscaling_resize_w, p.upscaling_resize_h];
+  const by = p.resize_mode === "scale_to" ? Math.max(p.upscaling_resize_w / w, p.upscaling_resize_h / hgt) : p.upscaling_resize;
+  return [Math.max(8, Math.floor(Math.floor(w * by) / 8) * 8), Math.max(8, Math.floor(Math.floor(hgt * by) / 8) * 8)];
 }
 
 export function outputSize(params) {
@@ -42,7 +57,7 @@ export function imageTile(items, i, { compact = false } = {}) {
   const reuse = itemParams(item);
   const act = (name, label, fn) =>
     h("button.tile-action", { type: "button", title: label, "aria-label": label, onclick: (e) => (e.stopPropagation(), fn()) }, icon(name));
-  const [w, hgt] = item.job ? outputSize(item.job.params) : [1, 1];
+  const [w, hgt] = item.job ? jobOutputSize(item.job) : [1, 1];
   return h(
     "figure.tile",
     { style: { aspectRatio: `${w} / ${hgt}` } },

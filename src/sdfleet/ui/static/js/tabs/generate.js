@@ -41,7 +41,8 @@ function fillPickers() {
   const fallback = catalog.checkpoints.length ? "Worker default" : "Worker default (registry empty)";
   fillSelect(el.model, [["", fallback], ...catalog.checkpoints.map(modelOption)]);
   fillSelect(el.vae, [["", "Automatic"], ...catalog.vaes.map(modelOption)]);
-  if (catalog.upscalers.length) fillSelect(el.hr_upscaler, catalog.upscalers.map((name) => [name, name]));
+  if (catalog.upscalers.length) fillHiresUpscalers(el.hr_upscaler);
+  showRestoreFaces();
   const loraSelect = $("#lora-select");
   fillSelect(
     loraSelect,
@@ -54,6 +55,34 @@ function fillPickers() {
   if (lora) $("#lora-weight").value = lora.default_weight;
   $("#lora-insert").disabled = !catalog.loras.length;
   $("#lora-weight").disabled = !catalog.loras.length;
+}
+
+/** The hires fix's upscalers, grouped: latent modes, the built-in resizes, the registered upscaler models. */
+function fillHiresUpscalers(select) {
+  const current = select.value;
+  const nets = catalog.pixelUpscalers.filter((u) => u.model_name || u.model_path);
+  const resizes = catalog.pixelUpscalers.filter((u) => !nets.includes(u));
+  const group = (label, names) => (names.length ? h("optgroup", { label }, names.map((name) => h("option", { value: name }, name))) : null);
+  render(
+    select,
+    group("Latent", catalog.latentUpscalers),
+    group("Resize", resizes.map((u) => u.name)),
+    group("Upscaler models", nets.map((u) => u.name)),
+  );
+  if (current !== "") setSelect(select, current);
+}
+
+/** "Restore faces" needs a registered face restorer; without one it is off and says why. */
+function showRestoreFaces() {
+  const box = form.elements.restore_faces;
+  const none = !catalog.faceRestorers.length;
+  box.disabled = none;
+  if (none) box.checked = false;
+  const label = box.closest(".switch");
+  label.title = none
+    ? "No face restorer is registered on this server (GET /sdapi/v1/face-restorers lists none): sdfleet models add NAME FILE --kind face_restorer"
+    : `Restore faces with ${catalog.faceRestorers.map((f) => f.name).join(" or ")}`;
+  $("#restore-faces-note").textContent = none ? "no face restorer registered" : "";
 }
 
 function insertLora() {
@@ -144,6 +173,7 @@ function bindDropzone() {
 export function currentRequest({ images = true } = {}) {
   const m = mode();
   const params = readFields(form);
+  if (!params.restore_faces) delete params.restore_faces; // sent only when asked for
   if (!params.enable_hr) {
     for (const key of Object.keys(params)) if (key.startsWith("hr_")) delete params[key];
   }
@@ -336,7 +366,7 @@ function bindControls() {
 async function showRecent() {
   try {
     const { jobs } = await api("v1/jobs", { query: { limit: 6 } });
-    const recent = jobs.filter((j) => !j.labels?.xyz).slice(0, 3);
+    const recent = jobs.filter((j) => !j.labels?.xyz && (j.kind === "txt2img" || j.kind === "img2img")).slice(0, 3);
     for (const job of recent) if (!runs.some((r) => r.job.id === job.id)) addRun(job, { older: true });
     if (!runs.length) {
       results.append(

@@ -6,7 +6,7 @@ import { $, $$, h, icon, render, every } from "../dom.js";
 import { emit } from "../bus.js";
 import { watchJob, isTerminal } from "../watch.js";
 import { openLightbox, itemParams } from "../lightbox.js";
-import { outputItems, outputSize } from "../run-card.js";
+import { outputItems, jobOutputSize } from "../run-card.js";
 import { ago, duration, usd, truncate, shortId } from "../format.js";
 import { showError } from "../toast.js";
 
@@ -122,7 +122,7 @@ function updateRow(entry, position) {
   const live = entry.live;
   const { state, step, total } = effective(entry);
   const p = job.params;
-  const [w, hgt] = outputSize(p);
+  const [w, hgt] = jobOutputSize(job);
   entry.row.dataset.state = state;
   const items = outputItems(job);
   render(
@@ -133,10 +133,14 @@ function updateRow(entry, position) {
   );
   render(
     cells.job,
-    h("div.job-prompt", { title: p.prompt }, truncate(p.prompt || "(no prompt)", 90)),
+    job.kind === "upscale"
+      ? h("div.job-prompt", { title: job.labels?.file || "" }, truncate(job.labels?.file || `Upscale with ${p.upscaler_1}`, 90))
+      : h("div.job-prompt", { title: p.prompt }, truncate(p.prompt || "(no prompt)", 90)),
     h(
       "div.job-meta",
-      `${job.kind === "img2img" && p.mask ? "inpaint" : job.kind} · ${w}×${hgt} · ${p.steps} steps${(p.batch_size || 1) * (p.n_iter || 1) > 1 ? ` · ${p.batch_size * p.n_iter} images` : ""} · `,
+      job.kind === "upscale"
+        ? `upscale · ${p.upscaler_1} · ${p.input_width}×${p.input_height} → ${w}×${hgt} · `
+        : `${job.kind === "img2img" && p.mask ? "inpaint" : job.kind} · ${w}×${hgt} · ${p.steps} steps${(p.batch_size || 1) * (p.n_iter || 1) > 1 ? ` · ${p.batch_size * p.n_iter} images` : ""} · `,
       h("code", { title: job.id }, shortId(job.id)),
       job.labels?.xyz ? h("span.label-chip", "X/Y/Z") : null,
     ),
@@ -176,7 +180,7 @@ function updateRow(entry, position) {
     !isTerminal(state) && !job.cancel_requested
       ? h("button.secondary.small", { type: "button", onclick: () => cancel(entry) }, icon("stop"), h("span", "Cancel"))
       : null,
-    isTerminal(state)
+    isTerminal(state) && reuse
       ? h("button.icon-button", { type: "button", title: "Reuse parameters", "aria-label": "Reuse parameters", onclick: () => emit("use-params", reuse) }, icon("sliders"))
       : null,
   );
