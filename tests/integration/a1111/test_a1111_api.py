@@ -107,10 +107,13 @@ def test_the_other_routes_clients_probe(shared_client: TestClient) -> None:
     assert client.get("/sdapi/v1/hypernetworks").json() == []
     assert client.get("/sdapi/v1/face-restorers").json() == []
     scripts = client.get("/sdapi/v1/scripts").json()
-    assert scripts["txt2img"] == ["refiner", "seed", "sampler", "comments"]
+    selectable = ["prompt matrix", "prompts from file or textbox", "x/y/z plot"]
+    assert scripts["txt2img"] == [*selectable, "refiner", "seed", "sampler", "comments"]
+    img2img_only = ["loopback", "poor man's outpainting"]
+    assert scripts["img2img"][:5] == [*img2img_only, *selectable]
     info = client.get("/sdapi/v1/script-info").json()
     assert {(s["name"], s["is_img2img"]) for s in info} >= {("seed", False), ("seed", True)}
-    assert all(s["is_alwayson"] for s in info)
+    assert all(s["is_alwayson"] == (s["name"] not in (*selectable, *img2img_only)) for s in info)
     memory = client.get("/sdapi/v1/memory").json()
     assert set(memory) == {"ram", "cuda"} and memory["ram"]["total"] > memory["ram"]["used"] > 0
     assert "error" in memory["cuda"]
@@ -311,7 +314,20 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
         422,
         "Script 'ControlNet' not found",
     ),
-    ("a selectable script", "txt2img", {"script_name": "x/y/z plot"}, 422, "Script 'x/y/z plot' not found"),
+    (
+        "a selectable script this server does not run",
+        "img2img",
+        {"script_name": "Outpainting mk2", "init_images": [png_b64()]},
+        422,
+        "Script 'Outpainting mk2' not found",
+    ),
+    (
+        "an img2img script on txt2img",
+        "txt2img",
+        {"script_name": "loopback"},
+        422,
+        "Script 'loopback' not found",
+    ),
     (
         "an unknown refiner",
         "txt2img",

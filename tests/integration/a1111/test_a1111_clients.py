@@ -82,3 +82,32 @@ async def test_sdwebuiapi_txt2img_img2img_png_info_and_models(
     progress = await asyncio.to_thread(client.get_progress)
     assert progress["progress"] == 0.0 and progress["state"]["job_count"] == 0
     await asyncio.to_thread(client.util_wait_for_ready, 0.05)
+
+
+async def test_sdwebuiapi_runs_selectable_scripts_and_reads_the_settings_table(
+    orchestrator: Orchestrator, basic_user: str, workers: WorkerPool
+) -> None:
+    await workers.start(FakeEngine(step_seconds=0.0), count=2)
+    client = await asyncio.to_thread(_client, orchestrator, basic_user)
+    scripts = await asyncio.to_thread(client.get_scripts)
+    assert "x/y/z plot" in scripts["txt2img"] and "loopback" in scripts["img2img"]
+    options = await asyncio.to_thread(client.get_options)
+    assert options["ESRGAN_tile"] == 192 and options["send_seed"] is True
+    await asyncio.to_thread(client.set_options, {"ESRGAN_tile": 256})
+    assert (await asyncio.to_thread(client.get_options))["ESRGAN_tile"] == 256
+
+    # X/Y/Z plot as the library sends it: script_name + positional script_args
+    xyz = [1, "10, 20", [], 4, "2, 3", [], 0, "", [], True, True, False, False, False, False, False, 0, False]
+    result = await asyncio.to_thread(
+        client.txt2img,
+        prompt="a kite",
+        steps=2,
+        width=64,
+        height=64,
+        script_name="X/Y/Z plot",
+        script_args=xyz,
+    )
+    assert len(result.images) == 5 and result.images[0].width > 128  # the grid first, then the 4 cells
+    assert [image.size for image in result.images[1:]] == [(64, 64)] * 4
+    assert result.info["index_of_first_image"] == 1
+    assert sorted(set(result.info["all_seeds"])) == [10, 20]

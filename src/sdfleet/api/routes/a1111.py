@@ -78,9 +78,11 @@ from sdfleet.a1111.mapping import (
     map_request,
 )
 from sdfleet.a1111.options import effective_options, validate_option_updates
+from sdfleet.a1111.scripts import selectable_scripts
 from sdfleet.api.auth import OPEN_PRINCIPAL, anonymous_allowed, principal_for, require_scope
 from sdfleet.api.checked import CheckedRoute
 from sdfleet.api.deps import AppContext, Ctx
+from sdfleet.api.routes.a1111_scripts import SCRIPT_REQUEST_LABEL, run_script
 from sdfleet.api.routes.waiting import CLIENT_GONE_STATUS, wait_for_jobs
 from sdfleet.config import Limits, parse_basic_users
 from sdfleet.domain import Job, JobKind, JobState, ModelKind, ModelRecord
@@ -224,6 +226,8 @@ async def _generate(
     check_request_sizes(body, ctx.settings.limits)
     options = await ctx.a1111.options(tenant)
     catalog = await _catalog(ctx)
+    if body.script_name:  # a selectable script: a batch of jobs (a1111_scripts)
+        return await run_script(kind, body, request, ctx, tenant, options=options, catalog=catalog)
     mapped = map_request(kind, body, options=options, catalog=catalog, rng=_RNG)
     labels = {"api": "a1111", "task_id": mapped.task_id}
     try:
@@ -368,6 +372,13 @@ async def progress(ctx: Ctx, caller: Caller, skip_current_image: bool = False) -
 async def _stop_running(ctx: AppContext, tenant: str, how: str) -> int:
     active = await ctx.a1111.active_tasks(tenant)
     running = [job for _, job in active if job.state == JobState.RUNNING]
+    # a script's request is a batch of jobs: stopping it stops its queued jobs too
+    scripts = {job.labels[SCRIPT_REQUEST_LABEL] for job in running if SCRIPT_REQUEST_LABEL in job.labels}
+    running += [
+        job
+        for _, job in active
+        if job.state == JobState.QUEUED and job.labels.get(SCRIPT_REQUEST_LABEL) in scripts
+    ]
     for job in running:
         await ctx.jobs.cancel(job.id, tenant)
     log.info("a1111.%s tenant=%s jobs=%d", how, tenant, len(running))
@@ -689,16 +700,26 @@ async def reload_checkpoint(_: Caller) -> dict[str, Any]:
 
 @router.get("/sdapi/v1/scripts")
 async def scripts(_: Caller) -> ScriptsList:
-    """The scripts requests may name: A1111's built-in always-on ones (there are no selectable scripts)."""
-    txt2img_names = [s.name for s in BUILTIN_SCRIPTS if not s.is_img2img_only]
-    return ScriptsList(txt2img=txt2img_names, img2img=[s.name for s in BUILTIN_SCRIPTS])
+    """The scripts requests may name, per tab: the selectable ones this server runs (``script_name``), then
+    A1111's built-in always-on ones (``alwayson_scripts``)."""
+    names: dict[bool, list[str]] = {}
+    for is_img2img in (False, True):
+        selectable = [s.name for s in selectable_scripts(is_img2img)]
+        alwayson = [s.name for s in BUILTIN_SCRIPTS if is_img2img or not s.is_img2img_only]
+        names[is_img2img] = selectable + alwayson
+    return ScriptsList(txt2img=names[False], img2img=names[True])
 
 
 @router.get("/sdapi/v1/script-info")
 async def script_info(_: Caller) -> list[ScriptInfo]:
-    """The built-in always-on scripts and their arguments, per tab."""
+    """Every script of each tab (txt2img, then img2img) with its arguments in ``script_args`` order."""
     infos = []
     for is_img2img in (False, True):
+        for selectable in selectable_scripts(is_img2img):
+            args = [ScriptArg.model_validate(spec.as_api()) for spec in selectable.arg_specs(is_img2img)]
+            infos.append(
+                ScriptInfo(name=selectable.name, is_alwayson=False, is_img2img=is_img2img, args=args)
+            )
         for script in BUILTIN_SCRIPTS:
             if script.is_img2img_only and not is_img2img:
                 continue
