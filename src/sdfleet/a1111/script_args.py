@@ -14,14 +14,15 @@ from sdfleet.errors import ValidationError
 
 __all__ = ["ArgKind", "ArgSpec", "Variant", "arg_error", "read_script_args"]
 
-ArgKind = Literal["bool", "int", "number", "choice", "text", "index", "multi", "file"]
+ArgKind = Literal["bool", "int", "number", "choice", "text", "index", "multi", "file", "raw"]
 
 
 @dataclass(frozen=True, slots=True)
 class ArgSpec:
     """One argument of a script: its UI label, default, range or choices, and the kind of value it takes
     (``index``: a dropdown answering the index of its choice — an int, or here also the choice's text;
-    ``multi``: a multiselect dropdown, a list of strings; ``file``: an upload, not usable from the API)."""
+    ``multi``: a multiselect dropdown, a list of strings; ``file``: an upload, not usable from the API;
+    ``raw``: passed to the script's runner as sent — its choices come from the registry)."""
 
     label: str
     value: Any
@@ -106,6 +107,8 @@ def _check(index: int, spec: ArgSpec, value: Any) -> Any:
         if spec.choices and any(str(v) not in spec.choices for v in value):
             raise arg_error(index, f"{spec.label} takes only {', '.join(spec.choices)}")
         return [str(v) for v in value]
+    if spec.kind == "raw":  # checked by the script's runner (a choice among the registry's models)
+        return value
     return None  # an upload: the API cannot send one (A1111 reads the textbox instead)
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "POOR_MANS_OUTPAINTING",
     "PROMPTS_FROM_FILE",
     "PROMPT_MATRIX",
+    "SD_UPSCALE",
     "SEED_RANGE",
     "SELECTABLE_SCRIPTS",
     "XYZ_PLOT",
@@ -101,7 +102,23 @@ def _prompts_from_file_specs(_: bool) -> tuple[ArgSpec, ...]:
     )
 
 
+def _sd_upscale_specs(_: bool) -> tuple[ArgSpec, ...]:
+    return (
+        ArgSpec(
+            "Info",
+            "<p>Will upscale the image by the selected scale factor; tiles are the width and height"
+            " set above</p>",
+            "text",
+        ),
+        ArgSpec("Tile overlap", 64, "int", minimum=0, maximum=256, step=16),
+        # A1111 answers the index into its upscaler list; here also its name (the list is /sdapi/v1/upscalers)
+        ArgSpec("Upscaler", "None", "raw"),
+        ArgSpec("Scale Factor", 2.0, "number", minimum=1.0, maximum=4.0, step=0.05),
+    )
+
+
 LOOPBACK = SelectableScript("Loopback", False, True, _loopback_specs)
+SD_UPSCALE = SelectableScript("SD upscale", False, True, _sd_upscale_specs)
 POOR_MANS_OUTPAINTING = SelectableScript("Poor man's outpainting", False, True, poor_mans_arg_specs)
 PROMPT_MATRIX = SelectableScript("Prompt matrix", True, True, _prompt_matrix_specs)
 PROMPTS_FROM_FILE = SelectableScript("Prompts from file or textbox", True, True, _prompts_from_file_specs)
@@ -112,6 +129,7 @@ SELECTABLE_SCRIPTS: tuple[SelectableScript, ...] = (
     POOR_MANS_OUTPAINTING,
     PROMPT_MATRIX,
     PROMPTS_FROM_FILE,
+    SD_UPSCALE,
     XYZ_PLOT,
 )
 """The selectable scripts this server runs, in A1111's order (its ``scripts/`` folder's file names)."""

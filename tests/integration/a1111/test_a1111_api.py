@@ -109,8 +109,14 @@ def test_the_other_routes_clients_probe(shared_client: TestClient) -> None:
     scripts = client.get("/sdapi/v1/scripts").json()
     selectable = ["prompt matrix", "prompts from file or textbox", "x/y/z plot"]
     assert scripts["txt2img"] == [*selectable, "refiner", "seed", "sampler", "comments"]
-    img2img_only = ["loopback", "poor man's outpainting"]
-    assert scripts["img2img"][:5] == [*img2img_only, *selectable]
+    img2img_only = ["loopback", "poor man's outpainting", "sd upscale"]
+    assert scripts["img2img"][:6] == [
+        "loopback",
+        "poor man's outpainting",
+        *selectable[:2],
+        "sd upscale",
+        selectable[2],
+    ]
     info = client.get("/sdapi/v1/script-info").json()
     assert {(s["name"], s["is_img2img"]) for s in info} >= {("seed", False), ("seed", True)}
     assert all(s["is_alwayson"] == (s["name"] not in (*selectable, *img2img_only)) for s in info)

@@ -37,7 +37,8 @@ async def test_scripts_and_script_info_list_the_selectable_scripts(api: httpx.As
     scripts = (await api.get("/sdapi/v1/scripts")).json()
     assert scripts["txt2img"][:3] == ["prompt matrix", "prompts from file or textbox", "x/y/z plot"]
     assert "loopback" in scripts["img2img"] and "loopback" not in scripts["txt2img"]
-    assert "poor man's outpainting" in scripts["img2img"] and "sd upscale" not in scripts["img2img"]
+    assert "poor man's outpainting" in scripts["img2img"] and "sd upscale" in scripts["img2img"]
+    assert "sd upscale" not in scripts["txt2img"]
     info = (await api.get("/sdapi/v1/script-info")).json()
     by_name = {(s["name"], s["is_img2img"]): s for s in info}
     xyz = by_name[("x/y/z plot", False)]

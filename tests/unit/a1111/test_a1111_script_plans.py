@@ -48,7 +48,7 @@ def test_scripts_are_found_in_any_case_on_their_tabs_only() -> None:
     assert find_script("X/Y/Z PLOT", False) is XYZ_PLOT
     assert find_script(" prompt matrix ", True) is PROMPT_MATRIX
     assert find_script("Loopback", True) is LOOPBACK
-    for name, img2img in (("loopback", False), ("sd upscale", True), ("nope", False)):
+    for name, img2img in (("loopback", False), ("sd upscale", False), ("nope", False)):
         with pytest.raises(ValidationError, match=f"Script '{name}' not found"):
             find_script(name, img2img)
 

@@ -41,12 +41,13 @@ from sdfleet.a1111.info import MappedRequest, OutputRecord, build_info
 from sdfleet.a1111.mapping import check_request_sizes, map_request
 from sdfleet.a1111.options import effective_options, validate_option_updates
 from sdfleet.a1111.outpaint import plan_poor_mans_outpainting
-from sdfleet.a1111.script_args import Variant, read_script_args
+from sdfleet.a1111.script_args import Variant, arg_error, read_script_args
 from sdfleet.a1111.scripts import (
     LOOPBACK,
     POOR_MANS_OUTPAINTING,
     PROMPT_MATRIX,
     PROMPTS_FROM_FILE,
+    SD_UPSCALE,
     XYZ_PLOT,
     find_script,
     plan_loopback,
@@ -60,6 +61,8 @@ from sdfleet.domain import Job, JobKind, JobState
 from sdfleet.errors import EngineError, LimitExceeded, ServiceUnavailable, ValidationError
 from sdfleet.jobs.inputs import ImageLimits, InputImages, decode_image
 from sdfleet.jobs.types import JobRequest
+from sdfleet.specs.sdupscale import SdUpscaleSpec
+from sdfleet.specs.upscale import PIXEL_UPSCALERS
 from sdfleet.wire import JobCreate
 
 log = logging.getLogger("sdfleet.a1111")
@@ -225,6 +228,8 @@ async def run_script(
             outcome = await _loopback(run, args)
         elif script is POOR_MANS_OUTPAINTING:
             outcome = await _poor_mans_outpainting(run, args)
+        elif script is SD_UPSCALE:
+            outcome = await _sd_upscale(run, args)
         else:  # pragma: no cover - every listed script has a runner
             raise ValidationError(f"Script '{body.script_name}' not found", field="script_name")
     except ClientGone:
@@ -447,6 +452,83 @@ async def _poor_mans_outpainting(run: ScriptRun, args: list[Any]) -> Outcome:
         negative_prompt=base.negative_prompt,
     )
     return Outcome([], [picture], results)
+
+
+async def _sd_upscale(run: ScriptRun, args: list[Any]) -> Outcome:
+    """A1111's SD upscale as one fan-out parent job (``sd_upscale``): the upscale, then every tile's img2img
+    on whichever workers are free, the seams blended — the call waits for the parent."""
+    base, body, ctx, tenant = run.base, run.body, run.ctx, run.tenant
+    assert isinstance(body, Img2ImgRequest)
+    if not base.spec.init_images:
+        raise ValidationError("SD upscale needs an image in init_images", field="init_images")
+    _, overlap, wanted, scale = args
+    upscaler = _sd_upscaler(run, wanted)
+    if base.spec.n_iter > 1 or base.spec.batch_size > 1:
+        run.notes.append("SD upscale makes one picture per call here; batch_size and n_iter were set to 1")
+    spec = SdUpscaleSpec(
+        image=base.spec.init_images[0],
+        generation=base.spec.model_copy(
+            update={"init_images": [], "mask": None, "batch_size": 1, "n_iter": 1}
+        ),
+        upscaler=upscaler,
+        scale=scale,
+        overlap=overlap,
+    )
+    labels = {
+        "api": "a1111",
+        "script": SD_UPSCALE.title,
+        SCRIPT_REQUEST_LABEL: base.task_id,
+        "task_id": base.task_id,
+    }
+    inputs = ctx.preparer.inputs(tenant)
+    fields = {"upscaler": "script_args.2", "scale": "script_args.3", "image": "init_images.0"}
+    try:
+        prepared = await _prepare(
+            ctx, tenant, JobCreate(kind=JobKind.SD_UPSCALE, params=spec, labels=labels), inputs
+        )
+    except ValidationError as exc:
+        if exc.field in fields:
+            exc = type(exc)(f"{fields[exc.field]}: {exc.message}", field=fields[exc.field])
+        raise exc from None
+    await inputs.store()
+    [submitted] = await ctx.jobs.submit(tenant, [prepared])
+    parent = submitted.job
+    await ctx.a1111.record_task(tenant, base.task_id, parent.id)
+    log.info("a1111.sd_upscale_submitted job_id=%s tenant=%s upscaler=%s", parent.id, tenant, upscaler)
+    try:
+        done = await wait_for_jobs(ctx, run.request, [parent.id], tenant)
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(ctx.a1111.finish_task(tenant, base.task_id, parent.id))
+    if done is None:
+        raise ClientGone
+    [job] = done
+    _raise_failure(job)
+    pictures = await run._pictures(base, job)
+    return Outcome([], pictures, [Done(base, job, pictures)])
+
+
+def _sd_upscaler(run: ScriptRun, wanted: Any) -> str:
+    """SD upscale's upscaler argument: an index into ``/sdapi/v1/upscalers`` (A1111 sends the index), or a
+    name (a built-in resize, a registered upscaler, or A1111's name for it)."""
+    names = list(PIXEL_UPSCALERS) + sorted((m.name for m in run.catalog.upscalers), key=str.lower)
+    if wanted is None:
+        return names[0]
+    if isinstance(wanted, int) and not isinstance(wanted, bool):
+        if 0 <= wanted < len(names):
+            return names[wanted]
+        raise arg_error(
+            2, f"Upscaler {wanted} is not an index of the {len(names)} upscalers (/sdapi/v1/upscalers)"
+        )
+    if isinstance(wanted, str):
+        for name in names:
+            if name.lower() == wanted.strip().lower():
+                return name
+        found = run.catalog.upscaler(wanted.strip())
+        if found is not None:
+            return found.name
+        raise arg_error(2, f"no upscaler named {wanted!r}: one of {', '.join(names)}")
+    raise arg_error(2, "Upscaler must be the index or the name of an upscaler")
 
 
 # ===================================================================== helpers
