@@ -25,9 +25,10 @@ class JobKind(StrEnum):
     TRAIN_LORA = "train_lora"
     UPSCALE = "upscale"  # the Extras tab: an upscaler model or a resize, face restoration
     SD_UPSCALE = "sd_upscale"  # A1111's SD upscale script: a parent whose child jobs do the work
+    UPSCALE_BATCH = "upscale_batch"  # A1111's extra-batch-images: a parent of one upscale job per image
 
 
-PARENT_KINDS = frozenset({JobKind.SD_UPSCALE})
+PARENT_KINDS = frozenset({JobKind.SD_UPSCALE, JobKind.UPSCALE_BATCH})
 """Kinds no worker runs: the job system runs them as child jobs (:mod:`sdfleet.jobs.fanout`)."""
 
 
@@ -469,6 +470,8 @@ class Job:
             return 1 + len(self.spec.get("validation_prompts") or [])
         if self.kind in (JobKind.UPSCALE, JobKind.SD_UPSCALE):
             return 1
+        if self.kind == JobKind.UPSCALE_BATCH:
+            return len(self.spec.get("images") or ())
         return int(self.spec.get("batch_size", 1)) * int(self.spec.get("n_iter", 1))
 
     @property

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from sdfleet.blobs import BlobStore
 from sdfleet.domain import EventType, Job, JobKind, JobState, Output, new_id
+from sdfleet.errors import SdfleetError
 from sdfleet.jobs.blobkeys import output_key
 from sdfleet.jobs.registry import named_models
 from sdfleet.jobs.transitions import Effects, Transitions, Writer
@@ -51,13 +52,22 @@ class Child:
 
 
 @dataclass(slots=True)
-class Final:
-    """A parent's own output: one encoded image and its infotext."""
+class FinalImage:
+    """One output of a parent: new bytes (``data``, stored under the parent's own key), or a child's output
+    it passes on as it is (``output``: the parent's output row points at the child's blob)."""
 
-    data: bytes
     content_type: str
-    infotext: str
+    infotext: str | None
     seed: int | None = None
+    data: bytes | None = None
+    output: Output | None = None
+
+
+@dataclass(slots=True)
+class Final:
+    """A parent's result: its output images, in order, and what its ``result.info`` says."""
+
+    images: list[FinalImage]
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -110,6 +120,14 @@ def insert_children(tx: SqlTx, fx: Effects, jobs: Sequence[Job], now: float) -> 
     tx.insert_jobs(jobs, {k: v for k, v in uses.items() if v})
     tx.insert_events([(j.id, j.tenant, EventType.QUEUED, {"state": "queued"}, now) for j in jobs])
     fx.work += len(jobs)
+
+
+def first_output(outputs: dict[str, list[Output]], job: Job) -> Output:
+    """A child's first output (a child that succeeded without one is a bug of its kind)."""
+    found = sorted(outputs.get(job.id, []), key=lambda o: o.index)
+    if not found:
+        raise SdfleetError(f"child job {job.id} succeeded without an output")
+    return found[0]
 
 
 def child_index(job: Job) -> int:
@@ -194,15 +212,42 @@ class FanOut:
         outputs = await self.store.read(lambda tx: tx.outputs_for_jobs(ids))
         step = await plan.next(parent, current, outputs, self.blobs)
         if isinstance(step, Final):
-            key = output_key(parent, 0, 0, step.content_type)
-            await self.blobs.put(key, step.data, step.content_type)
+            rows = await self._store_final(parent, step)
             await self._write(
-                lambda tx, fx: self._succeed(tx, fx, parent_id, parent.stage, children, key, step)
+                lambda tx, fx: self._succeed(tx, fx, parent_id, parent.stage, children, rows, step)
             )
         else:
             await self._write(
                 lambda tx, fx: self._next_stage(tx, fx, parent_id, parent.stage, children, step)
             )
+
+    async def _store_final(self, parent: Job, final: Final) -> list[Output]:
+        """The parent's output rows: new images written under its own keys, passed-on ones as they are."""
+        now = self.clock()
+        rows = []
+        for index, image in enumerate(final.images):
+            sha: str | None
+            if image.data is not None:
+                key = output_key(parent, 0, index, image.content_type)
+                await self.blobs.put(key, image.data, image.content_type)
+                size, sha = len(image.data), hashlib.sha256(image.data).hexdigest()
+            else:
+                assert image.output is not None
+                key, size, sha = image.output.blob_key, image.output.size, image.output.sha256
+            rows.append(
+                Output(
+                    job_id=parent.id,
+                    index=index,
+                    blob_key=key,
+                    content_type=image.content_type,
+                    size=size,
+                    seed=image.seed,
+                    infotext=image.infotext,
+                    created_at=now,
+                    sha256=sha,
+                )
+            )
+        return rows
 
     def _locked_parent(self, tx: SqlTx, parent_id: str, stage: int) -> Job | None:
         parent = tx.get_job(parent_id, lock=True)
@@ -314,7 +359,7 @@ class FanOut:
         parent_id: str,
         stage: int,
         children: Sequence[Job],
-        key: str,
+        outputs: list[Output],
         final: Final,
     ) -> None:
         parent = self._locked_parent(tx, parent_id, stage)
@@ -323,18 +368,7 @@ class FanOut:
         now = self.clock()
         cost = sum(c.cost_usd for c in children)
         seconds = sum(c.engine_seconds for c in children)
-        output = Output(
-            job_id=parent_id,
-            index=0,
-            blob_key=key,
-            content_type=final.content_type,
-            size=len(final.data),
-            seed=final.seed,
-            infotext=final.infotext,
-            created_at=now,
-            sha256=hashlib.sha256(final.data).hexdigest(),
-        )
-        tx.insert_outputs_of([(output, parent.tenant)])
+        tx.insert_outputs_of([(o, parent.tenant) for o in outputs])
         tx.update_job(
             parent_id,
             state=JobState.SUCCEEDED,
@@ -347,17 +381,13 @@ class FanOut:
             result={"info": final.info, "children": len(children)},
         )
         parent.state, parent.finished_at, parent.cost_usd = JobState.SUCCEEDED, now, cost
+        done = {"state": "succeeded", "images": len(outputs), "cost_usd": cost}
         tx.insert_events(
             [
-                (parent_id, parent.tenant, EventType.OUTPUT, {"index": 0, "seed": final.seed}, now),
-                (
-                    parent_id,
-                    parent.tenant,
-                    EventType.FINISHED,
-                    {"state": "succeeded", "images": 1, "cost_usd": cost},
-                    now,
-                ),
+                (parent_id, parent.tenant, EventType.OUTPUT, {"index": o.index, "seed": o.seed}, now)
+                for o in outputs
             ]
+            + [(parent_id, parent.tenant, EventType.FINISHED, done, now)]
         )
         self.transitions.queue_webhooks(tx, fx, [parent], "job.finished", now)
         fx.jobs.add(parent_id)

@@ -19,8 +19,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from sdfleet.blobs import BlobStore
 from sdfleet.domain import Job, JobKind, Output
-from sdfleet.errors import SdfleetError
-from sdfleet.jobs.fanout import Child, Final
+from sdfleet.jobs.fanout import Child, Final, FinalImage, first_output
 from sdfleet.jobs.inputs import BLOB_REF
 from sdfleet.specs.sdupscale import SdUpscaleSpec
 from sdfleet.specs.upscale import UpscaleSpec
@@ -36,13 +35,6 @@ def _png(image: Image.Image, infotext: str | None = None) -> bytes:
         buf, format="PNG", pnginfo=meta, compress_level=1 if image.width * image.height > 4 << 20 else 6
     )
     return buf.getvalue()
-
-
-def _first_output(outputs: dict[str, list[Output]], job: Job) -> Output:
-    found = sorted(outputs.get(job.id, []), key=lambda o: o.index)
-    if not found:
-        raise SdfleetError(f"child job {job.id} succeeded without an output")
-    return found[0]
 
 
 class SdUpscalePlan:
@@ -70,7 +62,7 @@ class SdUpscalePlan:
         spec = SdUpscaleSpec.model_validate(parent.spec)
         grid = spec.grid()
         if parent.stage == 0:
-            data = await blobs.get(_first_output(outputs, children[0]).blob_key)
+            data = await blobs.get(first_output(outputs, children[0]).blob_key)
             tiles = await asyncio.to_thread(self._tiles, data, spec)
             keys = [f"inputs/{parent.tenant}/{hashlib.sha256(t).hexdigest()}.png" for t in tiles]
             await blobs.put_many([(k, t, "image/png") for k, t in zip(keys, tiles, strict=True)])
@@ -91,17 +83,14 @@ class SdUpscalePlan:
                 )
                 for key in keys
             ]
-        firsts = [_first_output(outputs, child) for child in children]
+        firsts = [first_output(outputs, child) for child in children]
         tiles = [await blobs.get(o.blob_key) for o in firsts]
         infotext = (
             firsts[0].infotext or ""
         ) + f", SD upscale overlap: {grid.overlap}, SD upscale upscaler: {spec.upscaler}"
         image = await asyncio.to_thread(self._combine, tiles, spec, infotext)
         return Final(
-            data=image,
-            content_type="image/png",
-            infotext=infotext,
-            seed=firsts[0].seed,
+            [FinalImage(content_type="image/png", infotext=infotext, seed=firsts[0].seed, data=image)],
             info={"tiles": len(tiles), "width": grid.size[0], "height": grid.size[1], "infotext": infotext},
         )
 

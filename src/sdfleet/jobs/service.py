@@ -66,6 +66,7 @@ from sdfleet.jobs.types import (
     Submitted,
     requirements_of,
 )
+from sdfleet.jobs.upscale_batch import UpscaleBatchPlan
 from sdfleet.store import JobStore, LeaseAnswer, SqlTx, Tenant
 
 log = logging.getLogger("sdfleet.jobs")
@@ -103,7 +104,10 @@ class JobService:
         self.tenants = Tenants(settings, self.transitions, self._write, clock)
         self.fanout: FanOut | None = None
         if blobs is not None:  # parents read their children's outputs and store their own
-            plans: dict[JobKind, Plan] = {JobKind.SD_UPSCALE: SdUpscalePlan()}
+            plans: dict[JobKind, Plan] = {
+                JobKind.SD_UPSCALE: SdUpscalePlan(),
+                JobKind.UPSCALE_BATCH: UpscaleBatchPlan(),
+            }
             self.fanout = FanOut(store, blobs, self._write, self.transitions, plans, clock)
             self._write.on_parents = self.fanout.soon
 

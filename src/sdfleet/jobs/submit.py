@@ -14,7 +14,7 @@ from sdfleet.jobs.types import JobRequest
 from sdfleet.netguard import check_url_syntax
 from sdfleet.specs.sdupscale import MAX_TILES, SdUpscaleSpec
 from sdfleet.specs.training import LoraTrainSpec
-from sdfleet.specs.upscale import UpscaleSpec
+from sdfleet.specs.upscale import UpscaleBatchSpec, UpscaleSpec
 from sdfleet.store import JobStore
 from sdfleet.validation import check_text
 from sdfleet.wire import JobCreate
@@ -113,9 +113,45 @@ class JobPreparer:
     ) -> JobRequest:
         """An ``upscale`` job: its upscalers in the registry, the face restorers it can use, the image stored
         as an input, and the result's size within ``max_upscale_pixels`` — all before it is stored."""
-        limits = self._settings.limits
         if body.arch:
             raise ValidationError("an upscale job has no SD architecture", field=f"{prefix}arch")
+        spec = await self._checked_upscale(spec, params, inputs)
+        return JobRequest(
+            kind=body.kind,
+            spec=spec,
+            priority=body.priority,
+            idempotency_key=body.idempotency_key,
+            webhook_url=body.webhook_url,
+            labels=body.labels,
+        )
+
+    async def _prepare_upscale_batch(
+        self, body: JobCreate, spec: UpscaleBatchSpec, prefix: str, params: str, inputs: InputImages
+    ) -> JobRequest:
+        """An ``upscale_batch`` parent: each of its pictures checked as an ``upscale`` job is."""
+        if body.arch:
+            raise ValidationError("an upscale job has no SD architecture", field=f"{prefix}arch")
+        limit = self._settings.limits.max_images_per_job
+        if len(spec.images) > limit:
+            raise LimitExceeded(
+                f"images has {len(spec.images)} pictures, the limit is {limit}", field=f"{params}images"
+            )
+        checked = [
+            await self._checked_upscale(s, f"{params}images.{i}.", inputs) for i, s in enumerate(spec.images)
+        ]
+        return JobRequest(
+            kind=body.kind,
+            spec=UpscaleBatchSpec(images=checked),
+            priority=body.priority,
+            idempotency_key=body.idempotency_key,
+            webhook_url=body.webhook_url,
+            labels=body.labels,
+        )
+
+    async def _checked_upscale(self, spec: UpscaleSpec, params: str, inputs: InputImages) -> UpscaleSpec:
+        """One picture's upscale: its upscalers and face restorers in the registry, the picture stored as an
+        input, the result within ``max_upscale_pixels``."""
+        limits = self._settings.limits
         use = await resolve_upscale(self._store, spec, params)
         ref, width, height = await inputs.sized_ref(
             spec.image, f"{params}image", ImageLimits.generation(limits)
@@ -137,14 +173,7 @@ class JobPreparer:
                 f"the result would be {out_w}×{out_h} pixels, the limit is {limits.max_upscale_pixels} pixels",
                 field=f"{params}{field}",
             )
-        return JobRequest(
-            kind=body.kind,
-            spec=spec,
-            priority=body.priority,
-            idempotency_key=body.idempotency_key,
-            webhook_url=body.webhook_url,
-            labels=body.labels,
-        )
+        return spec
 
     async def _prepare_sd_upscale(
         self, body: JobCreate, spec: SdUpscaleSpec, prefix: str, params: str, inputs: InputImages
@@ -233,11 +262,13 @@ class JobPreparer:
         check_job_fields(body, self._settings.limits, prefix, idempotency_key)
         if body.webhook_url:
             check_url_syntax(body.webhook_url, f"{prefix}webhook_url")
-        if isinstance(body.params, LoraTrainSpec | UpscaleSpec | SdUpscaleSpec):
+        if isinstance(body.params, LoraTrainSpec | UpscaleSpec | SdUpscaleSpec | UpscaleBatchSpec):
             if isinstance(body.params, LoraTrainSpec):
                 request = await self._prepare_training(tenant, body, body.params, prefix, params, images)
             elif isinstance(body.params, SdUpscaleSpec):
                 request = await self._prepare_sd_upscale(body, body.params, prefix, params, images)
+            elif isinstance(body.params, UpscaleBatchSpec):
+                request = await self._prepare_upscale_batch(body, body.params, prefix, params, images)
             else:
                 request = await self._prepare_upscale(body, body.params, prefix, params, images)
             request.idempotency_key = request.idempotency_key or idempotency_key

@@ -22,9 +22,9 @@ from sdfleet.domain import (
 )
 from sdfleet.specs.sdupscale import SdUpscaleSpec
 from sdfleet.specs.training import LoraTrainSpec
-from sdfleet.specs.upscale import UpscaleSpec
+from sdfleet.specs.upscale import UpscaleBatchSpec, UpscaleSpec
 
-JobSpec = GenerationSpec | LoraTrainSpec | UpscaleSpec | SdUpscaleSpec
+JobSpec = GenerationSpec | LoraTrainSpec | UpscaleSpec | SdUpscaleSpec | UpscaleBatchSpec
 """The parameters of a job of any kind."""
 
 Clock = Callable[[], float]
@@ -160,4 +160,6 @@ def requirements_of(kind: JobKind, spec: JobSpec, arch: str | None) -> Requireme
         return Requirements(
             kind=kind, arch=arch, pixels=0, features=Feature.NONE, model=spec.generation.model
         )
+    if isinstance(spec, UpscaleBatchSpec):
+        return Requirements(kind=kind, arch=None, pixels=0, features=Feature.NONE, model=None)
     return Requirements.for_spec(kind, spec, arch)

@@ -171,6 +171,15 @@ class UpscaleSpec(BaseModel):
         )
 
 
+class UpscaleBatchSpec(BaseModel):
+    """Several pictures upscaled alike (A1111's ``extra-batch-images``): a parent job with one ``upscale``
+    child per picture, on as many workers as are free; its outputs are the children's, in order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    images: list[UpscaleSpec] = Field(min_length=1, max_length=1000)
+
+
 def extras_factor(width: int, height: int, mode: str, factor: float, box: tuple[int, int]) -> float:
     """The factor an upscaler is asked for: ``factor`` (scale_by) or the larger of the box's ratios (scale_to,
     so the result covers the box — A1111's rule)."""
@@ -199,6 +208,7 @@ __all__ = [
     "LATENT_UPSCALE_MODES",
     "MAX_FACTOR",
     "PIXEL_UPSCALERS",
+    "UpscaleBatchSpec",
     "UpscaleSpec",
     "a1111_name",
     "extras_factor",

@@ -106,8 +106,14 @@ async def test_a_batch_is_one_job_per_image_and_keeps_the_order(
     assert r.status_code == 200, r.text
     assert [decode_png(i).size for i in r.json()["images"]] == [(128, 128), (80, 48), (32, 160)]
     assert r.json()["html_info"].count("<p>") == 3 and "p1.png" in r.json()["html_info"]
-    jobs = (await admin.get("/v1/jobs", params={"kind": "upscale", "limit": 10})).json()["jobs"]
-    assert len([j for j in jobs if j["state"] == "succeeded"]) >= 3
+    # one upscale_batch parent, its three upscale children spread over the workers, outputs in order
+    [parent] = (await admin.get("/v1/jobs", params={"kind": "upscale_batch", "limit": 10})).json()["jobs"]
+    assert parent["state"] == "succeeded" and len(parent["outputs"]) == 3, parent
+    children = (await admin.get("/v1/jobs", params={"parent": parent["id"]})).json()["jobs"]
+    assert sorted(c["kind"] for c in children) == ["upscale"] * 3
+    assert all(c["state"] == "succeeded" and c["parent_id"] == parent["id"] for c in children)
+    plain = (await admin.get("/v1/jobs", params={"kind": "upscale", "limit": 10})).json()["jobs"]
+    assert not [j for j in plain if j["parent_id"]]  # children stay out of the plain list
 
 
 async def test_face_restoration_without_a_restorer_succeeds_and_says_so(

@@ -1,7 +1,8 @@
 """A1111's Extras tab over HTTP: ``POST /sdapi/v1/extra-single-image`` and ``/sdapi/v1/extra-batch-images``.
 
-Each image is an ``upscale`` job (:mod:`sdfleet.specs.upscale`): a batch is submitted at once (all stored, or
-none) so its images run on as many workers as are free, and the call answers when all of them are done.
+Each image is an ``upscale`` job (:mod:`sdfleet.specs.upscale`); a batch is one ``upscale_batch`` parent job
+(:mod:`sdfleet.jobs.fanout`) whose children — one ``upscale`` job per image — run on as many workers as are
+free, and the call answers when the parent is done.
 Bad input — an unknown upscaler, an image that does not decode, a result over ``max_upscale_pixels`` — is a
 422 naming the field before anything is stored."""
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -27,7 +29,7 @@ from sdfleet.api.routes.waiting import CLIENT_GONE_STATUS, wait_for_jobs
 from sdfleet.domain import Job, JobKind, JobState
 from sdfleet.errors import EngineError, LimitExceeded, ServiceUnavailable, ValidationError
 from sdfleet.jobs.types import JobRequest
-from sdfleet.specs.upscale import UpscaleSpec
+from sdfleet.specs.upscale import UpscaleBatchSpec, UpscaleSpec
 from sdfleet.wire import JobCreate
 
 log = logging.getLogger("sdfleet.a1111")
@@ -52,19 +54,53 @@ async def extra_single_image(
 async def extra_batch_images(
     body: ExtrasBatchImagesRequest, request: Request, ctx: Ctx, caller: Caller
 ) -> dict[str, Any] | Response:
-    """Upscale several images: one job each, spread over the free workers; answers when all are done."""
+    """Upscale several images: one ``upscale_batch`` parent job whose ``upscale`` children (one per image)
+    spread over the free workers; answers when the parent is done."""
     limit = ctx.settings.limits.max_images_per_job
     if len(body.imageList) > limit:
         raise LimitExceeded(
             f"imageList has {len(body.imageList)} images, the limit is {limit}", field="imageList"
         )
     specs = extras_specs(body, [i.data for i in body.imageList], field="imageList")
-    fields = [f"imageList.{i}.data" for i in range(len(specs))]
-    answer = await _run(ctx, request, caller.tenant, specs, fields, [i.name for i in body.imageList])
-    if isinstance(answer, Response):
-        return answer
-    images, html_info = answer
+    tenant = caller.tenant
+    inputs = ctx.preparer.inputs(tenant)
+    job = JobCreate(
+        kind=JobKind.UPSCALE_BATCH, params=UpscaleBatchSpec(images=specs), labels={"api": "a1111"}
+    )
+    try:
+        prepared = await ctx.preparer.prepare(tenant, job, params_prefix="", inputs=inputs)
+    except ValidationError as exc:  # LimitExceeded included: images.N.x is A1111's imageList.N.data / .x
+        if exc.field and (found := _BATCH_FIELD.match(exc.field)):
+            index, name = found.groups()
+            exc.field = f"imageList.{index}.data" if name == "image" else name
+            if name == "image":
+                exc.message = f"Invalid encoded image ({exc.field}): {exc.message}"
+        raise
+    await inputs.store()
+    [submitted] = await ctx.jobs.submit(tenant, [prepared])
+    parent = submitted.job
+    log.info("a1111.extras_batch_submitted job_id=%s images=%d tenant=%s", parent.id, len(specs), tenant)
+    done = await wait_for_jobs(ctx, request, [parent.id], tenant)
+    if done is None:
+        return Response(status_code=CLIENT_GONE_STATUS)
+    [finished] = done
+    _raise_failure(finished)
+    outputs = sorted(await ctx.queries.outputs(finished.id), key=lambda o: o.index)
+    images = [base64.b64encode(await ctx.blobs.get(o.blob_key)).decode() for o in outputs]
+    info = finished.result.get("info") if isinstance(finished.result.get("info"), dict) else {}
+    checked = UpscaleBatchSpec.model_validate(finished.spec).images
+    html_info = "".join(
+        extras_html_info(
+            spec,
+            [str(v) for k, v in sorted((info or {}).items()) if k.startswith(f"{index}.note")],
+            item.name,
+        )
+        for index, (spec, item) in enumerate(zip(checked, body.imageList, strict=True))
+    )
     return {"html_info": html_info, "images": images if body.show_extras_results else []}
+
+
+_BATCH_FIELD = re.compile(r"^images\.(\d+)\.(.+)$")
 
 
 async def _prepare(

@@ -43,7 +43,13 @@ async function loadUpscalers() {
 async function loadFaceRestorers() {
   const [listed, models] = await Promise.all([api("sdapi/v1/face-restorers"), loadModels("face_restorer")]);
   const byName = new Map(models.map((m) => [m.name, { name: m.name, arch: m.arch }]));
-  for (const item of listed) if (!byName.has(item.name)) byName.set(item.name, { name: item.name, arch: null });
+  // The A1111 list names a registered family by A1111's name (GFPGAN, CodeFormer): already covered.
+  const families = new Set(models.map((m) => (m.arch || "").toLowerCase()));
+  for (const item of listed) {
+    if (!byName.has(item.name) && !families.has(item.name.toLowerCase())) {
+      byName.set(item.name, { name: item.name, arch: null });
+    }
+  }
   return [...byName.values()];
 }
 
