@@ -7,8 +7,9 @@ of the rows, inactive ones grey and struck through, optional margins between cel
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 
@@ -60,6 +61,23 @@ def grid_fits(sizes: Sequence[tuple[int, int]], max_pixels: float) -> bool:
     """A1111's ``check_grid_size``: the images of a grid (their sizes) hold at most ``max_pixels`` pixels
     together (A1111: ``img_max_size_mp`` megapixels)."""
     return bool(sizes) and sum(width * height for width, height in sizes) <= max_pixels
+
+
+def grid_rows(count: int, batch_size: int, settings: Mapping[str, Any]) -> int:
+    """The rows A1111's ``image_grid`` picks when a script names none: the ``n_rows`` setting when positive,
+    the batch size at 0, else the square root of the count (rounded; with ``grid_prevent_empty_spots``
+    the largest row count at most that which divides the count)."""
+    n_rows = int(settings.get("n_rows", -1))
+    if n_rows > 0:
+        return n_rows
+    if n_rows == 0:
+        return max(1, batch_size)
+    if settings.get("grid_prevent_empty_spots"):
+        rows = max(1, math.floor(math.sqrt(count)))
+        while count % rows:
+            rows -= 1
+        return rows
+    return max(1, round(math.sqrt(count)))
 
 
 def image_grid(images: Sequence[Image.Image], rows: int, colours: GridColours | None = None) -> Image.Image:

@@ -2,7 +2,7 @@
 generation jobs: their table for ``/sdapi/v1/scripts`` and ``/sdapi/v1/script-info``
 (:data:`SELECTABLE_SCRIPTS`, each with its ``ui()`` arguments in order), and the plans of Prompt matrix,
 Prompts from file or textbox and Loopback (X/Y/Z plot is :mod:`sdfleet.a1111.xyz`, Poor man's outpainting
-:mod:`sdfleet.a1111.outpaint`). Pure: the route maps each
+:mod:`sdfleet.a1111.outpaint`, Outpainting mk2 :mod:`sdfleet.a1111.outpaint_mk2`). Pure: the route maps each
 :class:`~sdfleet.a1111.script_args.Variant` to a job, waits for them all and draws the grid
 (:mod:`sdfleet.a1111.grids`).
 
@@ -21,6 +21,7 @@ from typing import Any
 from sdfleet.a1111.catalog import Catalog
 from sdfleet.a1111.errors import UnknownNameError
 from sdfleet.a1111.outpaint import poor_mans_arg_specs
+from sdfleet.a1111.outpaint_mk2 import mk2_arg_specs
 from sdfleet.a1111.samplers import resolve_sampler
 from sdfleet.a1111.script_args import ArgSpec, Variant, arg_error
 from sdfleet.a1111.xyz import xyz_arg_specs
@@ -28,6 +29,7 @@ from sdfleet.errors import ValidationError
 
 __all__ = [
     "LOOPBACK",
+    "OUTPAINTING_MK2",
     "POOR_MANS_OUTPAINTING",
     "PROMPTS_FROM_FILE",
     "PROMPT_MATRIX",
@@ -119,6 +121,7 @@ def _sd_upscale_specs(_: bool) -> tuple[ArgSpec, ...]:
 
 LOOPBACK = SelectableScript("Loopback", False, True, _loopback_specs)
 SD_UPSCALE = SelectableScript("SD upscale", False, True, _sd_upscale_specs)
+OUTPAINTING_MK2 = SelectableScript("Outpainting mk2", False, True, mk2_arg_specs)
 POOR_MANS_OUTPAINTING = SelectableScript("Poor man's outpainting", False, True, poor_mans_arg_specs)
 PROMPT_MATRIX = SelectableScript("Prompt matrix", True, True, _prompt_matrix_specs)
 PROMPTS_FROM_FILE = SelectableScript("Prompts from file or textbox", True, True, _prompts_from_file_specs)
@@ -126,6 +129,7 @@ XYZ_PLOT = SelectableScript("X/Y/Z plot", True, True, xyz_arg_specs)
 
 SELECTABLE_SCRIPTS: tuple[SelectableScript, ...] = (
     LOOPBACK,
+    OUTPAINTING_MK2,
     POOR_MANS_OUTPAINTING,
     PROMPT_MATRIX,
     PROMPTS_FROM_FILE,

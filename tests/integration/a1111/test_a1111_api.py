@@ -109,9 +109,10 @@ def test_the_other_routes_clients_probe(shared_client: TestClient) -> None:
     scripts = client.get("/sdapi/v1/scripts").json()
     selectable = ["prompt matrix", "prompts from file or textbox", "x/y/z plot"]
     assert scripts["txt2img"] == [*selectable, "refiner", "seed", "sampler", "comments"]
-    img2img_only = ["loopback", "poor man's outpainting", "sd upscale"]
-    assert scripts["img2img"][:6] == [
+    img2img_only = ["loopback", "outpainting mk2", "poor man's outpainting", "sd upscale"]
+    assert scripts["img2img"][:7] == [
         "loopback",
+        "outpainting mk2",
         "poor man's outpainting",
         *selectable[:2],
         "sd upscale",
@@ -323,9 +324,9 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     (
         "a selectable script this server does not run",
         "img2img",
-        {"script_name": "Outpainting mk2", "init_images": [png_b64()]},
+        {"script_name": "img2img alternative test", "init_images": [png_b64()]},
         422,
-        "Script 'Outpainting mk2' not found",
+        "Script 'img2img alternative test' not found",
     ),
     (
         "an img2img script on txt2img",

@@ -38,6 +38,7 @@ async def test_scripts_and_script_info_list_the_selectable_scripts(api: httpx.As
     assert scripts["txt2img"][:3] == ["prompt matrix", "prompts from file or textbox", "x/y/z plot"]
     assert "loopback" in scripts["img2img"] and "loopback" not in scripts["txt2img"]
     assert "poor man's outpainting" in scripts["img2img"] and "sd upscale" in scripts["img2img"]
+    assert "outpainting mk2" in scripts["img2img"] and "outpainting mk2" not in scripts["txt2img"]
     assert "sd upscale" not in scripts["txt2img"]
     info = (await api.get("/sdapi/v1/script-info")).json()
     by_name = {(s["name"], s["is_img2img"]): s for s in info}
@@ -310,6 +311,46 @@ async def test_poor_mans_outpainting_inpaints_the_border_tiles_and_blends_them_b
     assert images[0].convert("RGB").getpixel((10, 32)) == colour
 
 
+async def test_outpainting_mk2_grows_one_side_per_round_from_the_last_picture(
+    api: httpx.AsyncClient, admin: httpx.AsyncClient, workers: WorkerPool
+) -> None:
+    await workers.start(FakeEngine(step_seconds=0.0), count=2)
+    colour = (20, 200, 40)
+    images, info = await _call(
+        api,
+        "img2img",
+        init_images=[png_b64(colour)],
+        prompt="grass",
+        script_name="Outpainting mk2",
+        script_args=["", 32, 0, ["left", "right", "up", "down"], 1.0, 0.05],
+    )
+    # 64 px + 32 on each side → 128 × 128, grown one side per job, each job from the last one's picture
+    assert len(images) == 1 and images[0].size == (128, 128)
+    ids = info["sdfleet"]["job_ids"]
+    assert len(ids) == 4 and info["all_seeds"] == [7]
+    jobs = [(await admin.get(f"/v1/jobs/{job_id}")).json() for job_id in ids]
+    sizes = [(j["params"]["width"], j["params"]["height"]) for j in jobs]
+    assert sizes == [(64, 64), (64, 64), (128, 64), (128, 64)]  # the request's size across the grown axis
+    assert all(j["params"]["inpainting_fill"] == 1 and j["params"]["seed"] == 7 for j in jobs)
+    out = images[0].convert("RGB")
+    assert out.getpixel((64, 64)) == colour  # the original, kept by the mask
+    for corner in ((2, 2), (125, 2), (2, 125), (125, 125)):
+        assert out.getpixel(corner) not in ((0, 0, 0), colour), corner  # drawn, not the empty canvas
+
+    # two pictures (n_iter 2): two chains at seeds 7 and 8, one side each → the grid first, then both
+    images, info = await _call(
+        api,
+        "img2img",
+        init_images=[png_b64(colour)],
+        n_iter=2,
+        script_name="outpainting mk2",
+        script_args=["", 64, 8, ["right"]],
+    )
+    assert [i.size for i in images] == [(256, 64), (128, 64), (128, 64)]
+    assert info["all_seeds"] == [7, 8] and len(info["sdfleet"]["job_ids"]) == 2
+    assert images[1].tobytes() != images[2].tobytes()
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field", "words"),
     [
@@ -328,6 +369,18 @@ async def test_poor_mans_outpainting_inpaints_the_border_tiles_and_blends_them_b
             "between 0 and 500",
         ),
         ("txt2img", {"script_name": "x/y/z plot", "script_args": [999]}, "script_args.0", "not an index"),
+        (
+            "img2img",
+            {"script_name": "outpainting mk2", "script_args": ["", 32, 4, []], "init_images": [png_b64()]},
+            "script_args.3",
+            "at least one outpainting direction",
+        ),
+        (
+            "img2img",
+            {"script_name": "outpainting mk2", "script_args": ["", 32, 4, ["left"], 9.0]},
+            "script_args.4",
+            "between 0",
+        ),
         (
             "txt2img",
             {"script_name": "x/y/z plot", "script_args": ["Prompt S/R", "zebra,cat"]},

@@ -35,15 +35,18 @@ from sdfleet.a1111.grids import (
     draw_grid_annotations,
     draw_prompt_matrix,
     grid_fits,
+    grid_rows,
     image_grid,
 )
 from sdfleet.a1111.info import MappedRequest, OutputRecord, build_info
 from sdfleet.a1111.mapping import check_request_sizes, map_request
 from sdfleet.a1111.options import effective_options, validate_option_updates
 from sdfleet.a1111.outpaint import plan_poor_mans_outpainting
+from sdfleet.a1111.outpaint_mk2 import Expansion, plan_expansion, read_mk2_args
 from sdfleet.a1111.script_args import Variant, arg_error, read_script_args
 from sdfleet.a1111.scripts import (
     LOOPBACK,
+    OUTPAINTING_MK2,
     POOR_MANS_OUTPAINTING,
     PROMPT_MATRIX,
     PROMPTS_FROM_FILE,
@@ -228,6 +231,8 @@ async def run_script(
             outcome = await _loopback(run, args)
         elif script is POOR_MANS_OUTPAINTING:
             outcome = await _poor_mans_outpainting(run, args)
+        elif script is OUTPAINTING_MK2:
+            outcome = await _outpainting_mk2(run, args)
         elif script is SD_UPSCALE:
             outcome = await _sd_upscale(run, args)
         else:  # pragma: no cover - every listed script has a runner
@@ -452,6 +457,100 @@ async def _poor_mans_outpainting(run: ScriptRun, args: list[Any]) -> Outcome:
         negative_prompt=base.negative_prompt,
     )
     return Outcome([], [picture], results)
+
+
+async def _outpainting_mk2(run: ScriptRun, args: list[Any]) -> Outcome:
+    """One chain per picture (``batch_size`` × ``n_iter``, chain ``k`` at seed + ``k`` for all its sides),
+    one round of inpainting jobs per side: a side's job starts from the picture the last side made."""
+    base, body = run.base, run.body
+    assert isinstance(body, Img2ImgRequest)
+    init = _init_image(run, (body.init_images or [""])[0])
+    mk2 = read_mk2_args(args, init.size)
+    chains = base.spec.images_per_job
+    limit = run.ctx.settings.limits.max_jobs_per_batch
+    if chains * len(mk2.sides) > limit:
+        raise arg_error(
+            3,
+            f"{chains} pictures × {len(mk2.sides)} sides = {chains * len(mk2.sides)} jobs, the limit is {limit}",
+        )
+    width, height = base.spec.width, base.spec.height
+    pictures = [init] * chains
+    results: list[Done] = []
+    last: list[Picture | None] = [None] * chains
+    for side, pixels in mk2.sides:
+
+        def grow(images: list[Image.Image], side: str = side, pixels: int = pixels) -> list[Expansion]:
+            plans: dict[int, Expansion] = {}  # the first side grows one picture, whatever the batch
+            for image in images:
+                if id(image) not in plans:
+                    plans[id(image)] = plan_expansion(
+                        image,
+                        side,
+                        pixels,
+                        width=width,
+                        height=height,
+                        mask_blur=mk2.mask_blur,
+                        noise_q=mk2.noise_q,
+                        color_variation=mk2.color_variation,
+                    )
+            return [plans[id(image)] for image in images]
+
+        expansions = await asyncio.to_thread(grow, pictures)
+        variants = []
+        for chain, expansion in enumerate(expansions):
+            job_w, job_h = expansion.job_size
+            fields: dict[str, Any] = {
+                "init_images": [_encode(expansion.init, "")],
+                "mask": _encode(expansion.mask, ""),
+                "mask_blur": mk2.mask_blur * 4,
+                "inpainting_fill": 1,  # "original": the sampler starts from the matched noise
+                "inpaint_full_res": False,
+                "width": job_w,
+                "height": job_h,
+                "seed": base.spec.seed + chain,
+                "batch_size": 1,
+                "n_iter": 1,
+            }
+            variants.append(Variant(fields=fields))
+        done = await run.run(variants)
+        results += done
+        drawn = [d.pictures[0] if d.pictures else None for d in done]
+        last = [p or before for p, before in zip(drawn, last, strict=True)]
+        pictures = await asyncio.to_thread(_grown, expansions, drawn)
+        if any(p is None for p in drawn):  # interrupted: answer with what was drawn
+            break
+
+    def encode() -> list[Picture]:
+        shown = []
+        for chain, image in enumerate(pictures):
+            job = last[chain]
+            infotext = job.infotext if job else None
+            shown.append(
+                Picture(
+                    data=base64.b64decode(_encode(image, infotext or "")),
+                    seed=job.seed if job else base.spec.seed + chain,
+                    infotext=infotext,
+                    prompt=base.prompt,
+                    negative_prompt=base.negative_prompt,
+                )
+            )
+        return shown
+
+    shown = await asyncio.to_thread(encode)
+    grids: list[Grid] = []
+    fits = grid_fits([image.size for image in pictures], _grid_pixels(run))
+    if len(shown) > 1 and run.settings.get("return_grid", True) and fits:
+        colours = run.colours()
+        rows = grid_rows(len(pictures), base.spec.batch_size, run.settings)
+        grid = await asyncio.to_thread(image_grid, pictures, rows, colours)
+        infotext = shown[0].infotext or ""
+        grids.append((await asyncio.to_thread(_encode, grid, infotext), infotext))
+    return Outcome(grids, shown, results)
+
+
+def _grown(expansions: Sequence[Expansion], drawn: Sequence[Picture | None]) -> list[Image.Image]:
+    """Each picture grown by its side: the job's image pasted in (none drawn: the noise stays)."""
+    return [e.finish(_open(p.data) if p else None) for e, p in zip(expansions, drawn, strict=True)]
 
 
 async def _sd_upscale(run: ScriptRun, args: list[Any]) -> Outcome:
