@@ -461,6 +461,8 @@ class Job:
     """The parent job this one is a child of (its tiles, its stages), if any."""
     stage: int = 0
     """A parent job's stage: which of its rounds of child jobs it is waiting for."""
+    gpu_charge: float = 0.0
+    """Estimated GPU seconds its submit took from the tenant's daily budget (0: none was charged)."""
 
     @property
     def images_expected(self) -> int:

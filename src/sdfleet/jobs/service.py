@@ -168,7 +168,10 @@ class JobService:
                 if req.idempotency_key and req.idempotency_key in existing:
                     out.append(Submitted(existing[req.idempotency_key], created=False))
                     continue
-                charge += gpu_costs[i] if gpu_costs else 0.0
+                cost = (
+                    gpu_costs[i] if gpu_costs and limits and limits.gpu_seconds_per_day is not None else 0.0
+                )
+                charge += cost
                 job = Job(
                     id=new_id("j"),
                     tenant=tenant,
@@ -183,6 +186,7 @@ class JobService:
                     idempotency_key=req.idempotency_key,
                     webhook_url=req.webhook_url,
                     labels=req.labels,
+                    gpu_charge=cost,
                 )
                 new_jobs.append(job)
                 out.append(Submitted(job, created=True))

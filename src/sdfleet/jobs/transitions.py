@@ -242,7 +242,10 @@ class Transitions:
             )
 
     def cancel(self, tx: SqlTx, fx: Effects, job: Job, now: float) -> None:
-        """Finish a job as canceled by its client."""
+        """Finish a job as canceled by its client; one that no worker ever started gets its GPU-budget
+        charge back."""
+        if job.gpu_charge > 0 and job.started_at is None:
+            tx.refund_gpu(job.tenant, job.gpu_charge)
         self.finish(tx, fx, job, JobState.CANCELED, now, code="canceled", message="canceled by the client")
 
     def finish(

@@ -91,6 +91,7 @@ def job_from_row(row: Row[Any]) -> Job:
         progress_info=loads(m["progress_info"], {}),
         parent_id=m["parent_id"],
         stage=m["stage"],
+        gpu_charge=m["gpu_charge"],
     )
 
 
@@ -208,6 +209,7 @@ def job_row(job: Job) -> dict[str, Any]:
         "progress_info": "{}",
         "parent_id": job.parent_id,
         "stage": job.stage,
+        "gpu_charge": job.gpu_charge,
     }
 
 

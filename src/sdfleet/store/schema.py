@@ -108,6 +108,9 @@ jobs = Table(
     # fan-out: a child job's parent; a parent's stage (the round of children it waits for)
     Column("parent_id", String(40), nullable=True),
     Column("stage", Integer, nullable=False, server_default=text("0")),
+    # what the submit took from the tenant's daily GPU budget (estimated seconds): refunded on a cancel
+    # before any worker ran the job
+    Column("gpu_charge", Float, nullable=False, server_default=text("0")),
     UniqueConstraint("tenant", "idempotency_key"),
     Index("ix_jobs_claim", "state", text("stalled DESC"), text("priority DESC"), "id"),
     # fair-share claims read each tenant's queue in claim order; quotas count its live jobs

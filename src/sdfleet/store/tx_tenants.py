@@ -106,6 +106,15 @@ class TenantStatements:
         stmt = _debit_statement(sqlite=self.dialect.is_sqlite, rate=rate is not None, gpu=gpu is not None)
         return self.conn.execute(stmt, params).first() is not None
 
+    def refund_gpu(self, tenant_id: str, seconds: float) -> None:
+        """Give ``seconds`` back to the tenant's GPU bucket (a full bucket, NULL, stays full; the next
+        read caps it at the budget)."""
+        self.conn.execute(
+            update(tenants)
+            .where(tenants.c.id == tenant_id, tenants.c.gpu_tokens.is_not(None))
+            .values(gpu_tokens=tenants.c.gpu_tokens + seconds)
+        )
+
     def lock_tenant(self, tenant_id: str) -> None:
         """Hold the tenant's row until the transaction ends (a submit that debits no bucket)."""
         self.conn.execute(self.dialect.locked(select(tenants.c.id).where(tenants.c.id == tenant_id), True))

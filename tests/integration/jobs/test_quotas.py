@@ -128,6 +128,36 @@ async def test_gpu_budget_and_largest_job_are_priced_by_size(
     assert status["gpu_seconds"]["available"] == pytest.approx(2.0 - 2 * 0.8192, abs=1e-3)
 
 
+async def test_a_job_canceled_before_it_ran_gives_its_gpu_charge_back(
+    store: SqlStore, settings: Settings, clock: FakeClock
+) -> None:
+    service = make(
+        store,
+        settings,
+        clock,
+        rate=None,
+        max_concurrent=None,
+        gpu_seconds_per_day=2.0,
+        default_seconds_per_mpix_step=10.0,
+    )
+    [a], [b] = await service.submit("t1", [req("a")]), await service.submit("t1", [req("b")])
+    assert a.job.gpu_charge == pytest.approx(0.8192)
+    with pytest.raises(RateLimited):
+        await service.submit("t1", [req("c")])
+    await service.cancel(b.job.id, "t1")  # still queued: its 0.82 s come back, "c" fits now
+    status = await service.quota_status("t1")
+    assert status["gpu_seconds"]["available"] == pytest.approx(2.0 - 0.8192, abs=1e-3)
+    await service.submit("t1", [req("c")])
+    # a job a worker started keeps its charge when canceled: the GPU ran it
+    w = await worker(service)
+    [held] = (await service.claim(w, None)).jobs
+    assert held.id == a.job.id
+    await service.cancel(held.id, "t1")
+    clock.advance(1.0)
+    status = await service.quota_status("t1")
+    assert status["gpu_seconds"]["available"] == pytest.approx(2.0 - 2 * 0.8192, abs=1e-3)
+
+
 async def test_admin_limits_override_defaults_and_reset_the_bucket(
     store: SqlStore, settings: Settings, clock: FakeClock
 ) -> None:
