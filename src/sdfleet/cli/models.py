@@ -85,6 +85,8 @@ def models_add(
     if model_kind == ModelKind.UPSCALER and Path(source).is_absolute():
         net_arch, scale = upscaler_shape(Path(source))
         arch = arch or net_arch
+    if model_kind == ModelKind.CONTROLNET and Path(source).is_absolute():
+        arch = arch or controlnet_arch(Path(source))
     record = ModelRecord(
         name=name,
         kind=model_kind,
@@ -132,6 +134,30 @@ def upscaler_shape(path: Path) -> tuple[str, int]:
         return net.family[:16], net.scale
 
 
+def _other_net(path: Path) -> str:
+    """What a converted file is when it is no upscaler: a ControlNet of some family, or unknown."""
+    from sdfleet.engine.controlnet.loader import read_controlnet
+    from sdfleet.errors import SdfleetError
+
+    try:
+        info = read_controlnet(path)
+    except SdfleetError:
+        return "not an upscaler or ControlNet sdfleet knows by itself"
+    return f"a ControlNet for {info.arch.upper()} ({info.layout} layout)"
+
+
+def controlnet_arch(path: Path) -> str:
+    """The SD family a ControlNet file steers (``sd1``/``sd2``/``sdxl``), from its header; exits with the
+    reason when it is not a ControlNet sdfleet can load."""
+    from sdfleet.engine.controlnet.loader import read_controlnet
+    from sdfleet.errors import SdfleetError
+
+    try:
+        return read_controlnet(path).arch
+    except SdfleetError as exc:
+        raise fail(exc.message) from None
+
+
 def upscaler_name(path: Path) -> str:
     """The registry name ``sdfleet up --upscaler`` gives a file: A1111's display name for Real-ESRGAN's own
     files (``RealESRGAN_x4plus`` → ``R-ESRGAN 4x+``), else the file's stem (``4x-UltraSharp``)."""
@@ -160,7 +186,7 @@ def models_convert(
             info = convert_pickle(source, out)
     except SdfleetError as exc:
         raise fail(exc.message) from None
-    what = f"an upscaler: {info.family} ×{info.scale}" if info else "not an upscaler sdfleet knows by itself"
+    what = f"an upscaler: {info.family} ×{info.scale}" if info else _other_net(out)
     console.print(f"wrote [bold]{out}[/] ({what})")
 
 

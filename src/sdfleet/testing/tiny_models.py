@@ -9,7 +9,9 @@ Nothing here downloads anything. :func:`build_tiny_models` makes, under one fold
   the diffusers/peft format (``unet.….lora_A.weight``), random but strong enough to change the image;
 - a textual-inversion embedding in A1111's ``emb_params`` format;
 - two upscalers, ×4: an ESRGAN (RRDBNet, BasicSR key layout) and a Real-ESRGAN Compact (SRVGG) under
-  ``upscalers/`` (:func:`write_tiny_upscaler`; ESRGAN's original layout with ``layout="old"``).
+  ``upscalers/`` (:func:`write_tiny_upscaler`; ESRGAN's original layout with ``layout="old"``);
+- two ControlNets under ``controlnet/``: one for the SD 1.x model in the original key layout and one for the
+  SDXL model in the diffusers layout, their zero convolutions perturbed (:func:`write_tiny_controlnet`).
 
 The tokenizer is the real CLIP BPE tokenizer (see :mod:`sdfleet.engine.sd.tokenizer`). Single files we
 write carry their components' diffusers configs in the safetensors metadata (key
@@ -20,6 +22,7 @@ be inferred from the keys.
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +46,7 @@ __all__ = [
     "write_embedding",
     "write_lora",
     "write_single_file",
+    "write_tiny_controlnet",
 ]
 
 _diffusers: Any = importlib.import_module("diffusers")
@@ -261,6 +265,8 @@ class TinyModels:
     refiner_file: Path
     rrdb_file: Path
     srvgg_file: Path
+    controlnet_sd1_file: Path
+    controlnet_sdxl_file: Path
 
     @property
     def loras(self) -> dict[str, Path]:
@@ -325,6 +331,31 @@ def _esrgan_old_keys(state: dict[str, torch.Tensor], scale: int) -> dict[str, to
     return out
 
 
+def write_tiny_controlnet(
+    path: Path, unet: Any, *, layout: Literal["diffusers", "ldm"] = "diffusers", seed: int = 0
+) -> Path:
+    """Write a tiny random ControlNet for ``unet`` (its encoder half, as ``ControlNetModel.from_unet`` makes
+    it; a hint encoder of 4, 8, 8 and 16 channels that, like the real ones, takes the control image at
+    the picture's size: 8× the latents) to ``path`` as one ``.safetensors`` in the
+    ``diffusers`` or original (``ldm``) key layout, its config in the metadata. The zero convolutions are
+    perturbed (a fresh net's are exactly zero, so its residuals would be too and prove nothing)."""
+    from sdfleet.engine.controlnet.detect import CONFIG_METADATA_KEY as NET_CONFIG_KEY
+    from sdfleet.engine.sd.convert import controlnet_ldm_state
+
+    torch.manual_seed(seed)
+    net = _diffusers.ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(4, 8, 8, 16))
+    state = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
+    for key in state:
+        if key.startswith(("controlnet_down_blocks.", "controlnet_mid_block.")):
+            state[key] = torch.randn_like(state[key]) * 0.05
+    config = {k: v for k, v in dict(net.config).items() if not k.startswith("_")}
+    if layout == "ldm":
+        state = controlnet_ldm_state(state, int(config["layers_per_block"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata={"format": "pt", NET_CONFIG_KEY: json.dumps(config, default=list)})
+    return path
+
+
 def build_tiny_models(root: Path, seed: int = 0) -> TinyModels:
     """Build and save under ``root``: the tiny SD 1.x and SDXL models (folders and single files), a tiny
     SD 1.x inpainting model and a tiny SDXL refiner (single files), two LoRAs, an embedding and a second
@@ -348,6 +379,12 @@ def build_tiny_models(root: Path, seed: int = 0) -> TinyModels:
     )
     rrdb = write_tiny_upscaler(root / "upscalers" / "tiny-rrdb-x4.safetensors", "esrgan", seed=seed + 20)
     srvgg = write_tiny_upscaler(root / "upscalers" / "tiny-srvgg-x4.safetensors", "srvgg", seed=seed + 21)
+    controlnet_sd1 = write_tiny_controlnet(
+        root / "controlnet" / "tiny-controlnet-sd1.safetensors", sd1.unet, layout="ldm", seed=seed + 30
+    )
+    controlnet_sdxl = write_tiny_controlnet(
+        root / "controlnet" / "tiny-controlnet-sdxl.safetensors", sdxl.unet, seed=seed + 31
+    )
     return TinyModels(
         root=root,
         sd1_dir=root / "tiny-sd1",
@@ -362,6 +399,8 @@ def build_tiny_models(root: Path, seed: int = 0) -> TinyModels:
         refiner_file=root / "tiny-sdxl-refiner.safetensors",
         rrdb_file=rrdb,
         srvgg_file=srvgg,
+        controlnet_sd1_file=controlnet_sd1,
+        controlnet_sdxl_file=controlnet_sdxl,
     )
 
 
@@ -384,11 +423,13 @@ def main(argv: list[str] | None = None) -> None:
         "sd1_inpaint_file",
         "rrdb_file",
         "srvgg_file",
+        "controlnet_sd1_file",
+        "controlnet_sdxl_file",
     ):
-        print(f"{name:18} {getattr(models, name)}")
+        print(f"{name:20} {getattr(models, name)}")
     for kind, table in (("lora", models.loras), ("embedding", models.embeddings), ("vae", models.vaes)):
         for key, path in table.items():
-            print(f"{kind + ' ' + key:18} {path}")
+            print(f"{kind + ' ' + key:20} {path}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,14 @@ from safetensors.torch import save_file
 
 from sdfleet.engine.sd.checkpoints import CONFIG_METADATA_KEY
 
-__all__ = ["pipeline_configs", "single_file_state", "write_single_file"]
+__all__ = [
+    "controlnet_hint_blocks",
+    "controlnet_ldm_name",
+    "controlnet_ldm_state",
+    "pipeline_configs",
+    "single_file_state",
+    "write_single_file",
+]
 
 
 def _unet_to_ldm(key: str, unet_config: dict[str, Any]) -> str:
@@ -200,3 +208,34 @@ def write_single_file(pipe: Any, path: Path, *, embed_config: bool = True) -> Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(single_file_state(pipe), str(path), metadata=metadata)
     return path
+
+
+def controlnet_ldm_name(key: str, layers_per_block: int, hint_blocks: int) -> str:
+    """The original-layout name of one diffusers ControlNet key (no prefix): the UNet-encoder half named
+    as the UNet's, the hint encoder's convolutions at the even indices of ``input_hint_block`` (SiLUs between
+    them; ``hint_blocks`` convolutions between its first and last), the zero convolutions in order."""
+    if key.startswith("controlnet_cond_embedding."):
+        part, _, tail = key[len("controlnet_cond_embedding.") :].partition(".")
+        if part == "conv_in":
+            return f"input_hint_block.0.{tail}"
+        if part == "conv_out":
+            return f"input_hint_block.{2 * (hint_blocks + 1)}.{tail}"
+        index, _, tail = tail.partition(".")  # blocks.N.weight
+        return f"input_hint_block.{2 * (int(index) + 1)}.{tail}"
+    if key.startswith("controlnet_down_blocks."):
+        index, _, tail = key[len("controlnet_down_blocks.") :].partition(".")
+        return f"zero_convs.{index}.0.{tail}"
+    if key.startswith("controlnet_mid_block."):
+        return "middle_block_out.0." + key[len("controlnet_mid_block.") :]
+    return _unet_to_ldm(key, {"layers_per_block": layers_per_block, "up_block_types": []})
+
+
+def controlnet_hint_blocks(keys: Iterable[str]) -> int:
+    """How many convolutions a diffusers ControlNet's hint encoder has between its first and last."""
+    return sum(1 for k in keys if re.fullmatch(r"controlnet_cond_embedding\.blocks\.\d+\.weight", k))
+
+
+def controlnet_ldm_state(state: dict[str, torch.Tensor], layers_per_block: int) -> dict[str, torch.Tensor]:
+    """A diffusers ControlNet's weights in the original layout (:func:`controlnet_ldm_name`)."""
+    hint = controlnet_hint_blocks(state)
+    return {controlnet_ldm_name(k, layers_per_block, hint): v.detach().contiguous() for k, v in state.items()}

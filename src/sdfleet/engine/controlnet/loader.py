@@ -1,0 +1,98 @@
+"""Load a ControlNet file into diffusers' ``ControlNetModel`` (or ``ControlNetUnionModel``) offline: the
+config from :func:`~sdfleet.engine.controlnet.detect.detect_controlnet`, the weights from the file in either
+layout — original-layout keys are found through the same name mapping sdfleet writes them with
+(:func:`~sdfleet.engine.sd.convert.controlnet_ldm_name`), so every tensor the model needs is looked up by
+name and any missing or extra one is an error naming the file, not a half-loaded net. ``.safetensors``
+only: a pickle goes through ``sdfleet models convert`` first (weights only)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from sdfleet.engine.controlnet.detect import LDM, UNION, ControlNetInfo, detect_controlnet
+from sdfleet.engine.sd.checkpoints import read_header
+from sdfleet.engine.sd.convert import controlnet_hint_blocks, controlnet_ldm_name
+from sdfleet.errors import ValidationError
+
+__all__ = ["LoadedControlNet", "load_controlnet", "read_controlnet"]
+
+
+class LoadedControlNet:
+    """A ControlNet on its device: the diffusers module and what the file is."""
+
+    def __init__(self, module: Any, info: ControlNetInfo, path: Path) -> None:
+        self.module = module
+        self.info = info
+        self.path = path
+
+    @property
+    def arch(self) -> str:
+        """The SD family it steers (``sd1``, ``sd2``, ``sdxl``)."""
+        return self.info.arch
+
+
+def read_controlnet(path: Path, field: str = "model") -> ControlNetInfo:
+    """What a ControlNet file is, from its header alone (422 naming ``field`` when it is not one)."""
+    if path.suffix.lower() != ".safetensors":
+        raise ValidationError(
+            f"{path.name}: ControlNets load from .safetensors; convert it first: sdfleet models convert {path}",
+            field=field,
+        )
+    header = read_header(path)
+    try:
+        return detect_controlnet(header.shapes, header.metadata)
+    except ValidationError as exc:
+        raise ValidationError(f"{path.name}: {exc.message}", field=field) from exc
+
+
+def load_controlnet(
+    path: Path,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    field: str = "model",
+) -> LoadedControlNet:
+    """Build the net from the file's own shapes and load every weight by name."""
+    info = read_controlnet(path, field)
+    diffusers: Any = importlib.import_module("diffusers")
+    cls = diffusers.ControlNetUnionModel if info.variant == UNION else diffusers.ControlNetModel
+    config = dict(info.config)
+    if info.variant == UNION:
+        config.pop("mid_block_type", None)
+    try:
+        module = cls(**config)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(
+            f"{path.name}: not a ControlNet this engine can build: {exc}", field=field
+        ) from exc
+    wanted = module.state_dict()
+    stored = load_file(str(path))
+    if info.layout == LDM:
+        stored = {k[len(info.prefix) :]: v for k, v in stored.items() if k.startswith(info.prefix)}
+        hint = controlnet_hint_blocks(wanted)
+        names = {k: controlnet_ldm_name(k, int(config["layers_per_block"]), hint) for k in wanted}
+    else:
+        names = {k: k for k in wanted}
+    missing = [k for k, name in names.items() if name not in stored]
+    extra = sorted(set(stored) - set(names.values()))
+    if missing or extra:
+        shown = ", ".join((missing or extra)[:3])
+        what = "has no" if missing else "has tensors this net does not use:"
+        raise ValidationError(f"{path.name}: the file {what} {shown}", field=field)
+    state = {}
+    for key, name in names.items():
+        tensor = stored[name]
+        if tuple(tensor.shape) != tuple(wanted[key].shape):
+            raise ValidationError(
+                f"{path.name}: {name} is {tuple(tensor.shape)}, the net needs {tuple(wanted[key].shape)}",
+                field=field,
+            )
+        state[key] = tensor
+    module.load_state_dict(state, strict=True)
+    module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return LoadedControlNet(module, info, path)
