@@ -57,6 +57,7 @@ class Limits(BaseModel):
     max_styles: int = 32
     max_style_chars: int = 200
     max_loras: int = 32
+    max_controlnet_units: int = Field(default=4, ge=0, le=16, description="Most ControlNet units of one job")
     max_name_chars: int = Field(
         default=200, description="Sampler, scheduler, model, VAE, upscaler and refiner names"
     )

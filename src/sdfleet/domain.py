@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import IntFlag, StrEnum
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sdfleet.errors import LimitExceeded, ValidationError
 
@@ -184,6 +184,50 @@ class LoraRef(BaseModel):
     te_weight: float | None = Field(default=None, ge=-10, le=10)
 
 
+CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
+"""A1111's ControlNet control modes, in the order of their integer values."""
+CONTROL_RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
+"""How a control image is fitted to the picture, A1111's ControlNet labels in the order of their values."""
+CONTROL_HR_OPTIONS = ("Both", "Low res only", "High res only")
+"""Which passes of a hires-fix generation a ControlNet unit steers."""
+
+
+class ControlNetUnit(BaseModel):
+    """One ControlNet unit of a generation (the A1111 ControlNet extension's unit fields): a registered net
+    (``model``), the control image it reads (``image``: a reference, as ``init_images``; none on img2img: the
+    init image), how strongly and when it steers (``weight``; ``guidance_start``/``guidance_end`` as
+    fractions of the steps) and how it balances with the prompt (``control_mode``). ``module`` is the
+    preprocessor that turns the image into the net's control map; ``none`` sends the image as it is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    module: str = Field(default="none", min_length=1, max_length=100)
+    model: str = Field(min_length=1, max_length=200)
+    weight: float = Field(default=1.0, ge=0.0, le=2.0)
+    image: str | None = None
+    resize_mode: Literal["Just Resize", "Crop and Resize", "Resize and Fill"] = "Crop and Resize"
+    processor_res: int = Field(default=512, ge=64, le=2048)
+    threshold_a: float | None = Field(default=None, ge=-1e6, le=1e6)
+    threshold_b: float | None = Field(default=None, ge=-1e6, le=1e6)
+    guidance_start: float = Field(default=0.0, ge=0.0, le=1.0)
+    guidance_end: float = Field(default=1.0, ge=0.0, le=1.0)
+    pixel_perfect: bool = False
+    control_mode: Literal["Balanced", "My prompt is more important", "ControlNet is more important"] = (
+        "Balanced"
+    )
+    hr_option: Literal["Both", "Low res only", "High res only"] = "Both"
+    save_detected_map: bool = True
+
+    @model_validator(mode="after")
+    def _window(self) -> ControlNetUnit:
+        if self.guidance_start > self.guidance_end:
+            raise ValueError(
+                f"guidance_start ({self.guidance_start}) is after guidance_end ({self.guidance_end})"
+            )
+        return self
+
+
 class GenerationSpec(BaseModel):
     """One generation request: the A1111 parameter set plus what the A1111 API leaves implicit.
 
@@ -239,6 +283,8 @@ class GenerationSpec(BaseModel):
     restore_faces: bool = False
     face_restorer: str | None = None
     face_restorer_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    # ControlNet units (disabled ones are kept, as A1111 clients send them, and skipped)
+    controlnet: list[ControlNetUnit] = Field(default_factory=list)
     output_format: Literal["png", "jpeg", "webp"] = "png"
     output_quality: int = Field(default=95, ge=1, le=100)
     preview_every: int = Field(
@@ -278,7 +324,14 @@ class GenerationSpec(BaseModel):
             value |= Feature.REFINER
         if self.restore_faces and self.face_restorer:
             value |= Feature.FACES
+        if self.active_controlnet:
+            value |= Feature.CONTROLNET
         return value
+
+    @property
+    def active_controlnet(self) -> list[tuple[int, ControlNetUnit]]:
+        """The enabled ControlNet units with their indices in ``controlnet``."""
+        return [(i, unit) for i, unit in enumerate(self.controlnet) if unit.enabled]
 
     def _check_sizes(self, limits: LimitsLike) -> None:
         """How many styles, LoRAs and init images, and how long the names are."""
@@ -286,6 +339,7 @@ class GenerationSpec(BaseModel):
             ("styles", len(self.styles), limits.max_styles),
             ("loras", len(self.loras), limits.max_loras),
             ("init_images", len(self.init_images), limits.max_input_images),
+            ("controlnet", len(self.controlnet), limits.max_controlnet_units),
         ]
         for name, count, limit in counts:
             if count > limit:
@@ -360,6 +414,7 @@ class LimitsLike(Protocol):
     max_style_chars: int
     max_loras: int
     max_input_images: int
+    max_controlnet_units: int
     max_name_chars: int
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from sdfleet.a1111 import parse_infotext
 from sdfleet.demo.checks import read_picture
@@ -150,3 +150,55 @@ def test_up_registers_upscalers_under_a1111s_names(tmp_path: Path, tiny_models: 
         )
         assert r.status_code == 200, r.text
         assert Image.open(io.BytesIO(base64.b64decode(r.json()["image"]))).size == (256, 256)
+
+
+def test_up_runs_controlnet_units_of_the_native_api(tmp_path: Path, tiny_models: Any) -> None:
+    """``sdfleet up --controlnet FILE``: the net is registered with the family read from it; a job with
+    ``params.controlnet`` (a control image inline) is fetched, steered and written up in the infotext by the
+    local worker; a unit whose net does not fit the checkpoint, or names a preprocessor, is a 422 naming the
+    unit's field before anything is stored."""
+    import base64
+
+    circle = Image.new("RGB", (32, 32), "black")
+    ImageDraw.Draw(circle).ellipse((6, 6, 26, 26), outline="white", width=2)
+    buf = io.BytesIO()
+    circle.save(buf, format="PNG")
+    control = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    with sdfleet_up(
+        tmp_path / "data",
+        "--model",
+        str(tiny_models.sd1_file),
+        "--controlnet",
+        str(tiny_models.controlnet_sd1_file),
+        "--controlnet",
+        str(tiny_models.controlnet_sdxl_file),
+    ) as client:
+        nets = {
+            m["name"]: m["arch"]
+            for m in client.get("/v1/models", params={"kind": "controlnet"}).json()["models"]
+        }
+        assert nets == {"tiny-controlnet-sd1": "sd1", "tiny-controlnet-sdxl": "sdxl"}
+        params: dict[str, Any] = {
+            "prompt": "a circle",
+            "width": 32,
+            "height": 32,
+            "steps": 3,
+            "seed": 5,
+            "model": "tiny-sd1",
+            "controlnet": [{"model": "tiny-controlnet-sd1", "image": control, "weight": 1.5}],
+        }
+        done = finished(client, client.post("/v1/jobs", json={"params": params}).json()["id"])
+        assert done["params"]["controlnet"][0]["image"].startswith("blob:")  # stored once, by reference
+        image = Image.open(io.BytesIO(client.get(done["outputs"][0]["url"]).content))
+        info = parse_infotext(image.info["parameters"])
+        assert info["ControlNet 0"].startswith("Module: none, Model: tiny-controlnet-sd1 [")
+        wrong = {**params, "controlnet": [{"model": "tiny-controlnet-sdxl", "image": control}]}
+        r = client.post("/v1/jobs", json={"params": wrong})
+        assert r.status_code == 422 and "params.controlnet.0.model" in r.text and "SDXL" in r.text, r.text
+        canny = {
+            **params,
+            "controlnet": [{"model": "tiny-controlnet-sd1", "image": control, "module": "canny"}],
+        }
+        r = client.post("/v1/jobs", json={"params": canny})
+        assert r.status_code == 422 and "params.controlnet.0.module" in r.text, r.text
+        assert len(client.get("/v1/jobs").json()["jobs"]) == 1

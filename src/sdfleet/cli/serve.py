@@ -184,6 +184,13 @@ def up(
             "Real-ESRGAN's own files get A1111's names (RealESRGAN_x4plus → 'R-ESRGAN 4x+')."
         ),
     ] = [],  # noqa: B006
+    controlnet: Annotated[
+        list[Path],
+        typer.Option(
+            help="A ControlNet file (.safetensors, original or diffusers layout) to register under its stem; "
+            "repeatable. Its SD family is read from the file."
+        ),
+    ] = [],  # noqa: B006
     fake_step_seconds: Annotated[
         float,
         typer.Option(envvar="SDFLEET_WORKER_FAKE_STEP_SECONDS", help="Time per step of the fake engine."),
@@ -238,6 +245,8 @@ def up(
         _register_default_model(settings, Path(model))
     for path in upscaler:
         _register_upscaler(settings, path.expanduser().resolve())
+    for path in controlnet:
+        _register_controlnet(settings, path.expanduser().resolve())
     exe = [sys.executable, "-m", "sdfleet"]
     orchestrator = Child("orchestrator", [*exe, "serve"], env)
     worker_children = []
@@ -348,6 +357,30 @@ def _register_upscaler(settings: Settings, path: Path) -> None:
         return await ms.add(record, hash_local=True)
 
     with console.status(f"registering upscaler {record.name} ({arch} ×{scale})…"):
+        run(with_models(settings, add))
+
+
+def _register_controlnet(settings: Settings, path: Path) -> None:
+    """Put an `up --controlnet` file in the registry under its stem (the family read from it)."""
+    from sdfleet.cli.models import controlnet_arch
+    from sdfleet.domain import ModelKind, ModelRecord
+
+    if not path.is_file():
+        raise fail(f"--controlnet {path}: no such file")
+    record = ModelRecord(
+        name=path.stem,
+        kind=ModelKind.CONTROLNET,
+        arch=controlnet_arch(path),
+        source=str(path),
+        sha256=None,
+        size=None,
+        description="served by sdfleet up --controlnet",
+    )
+
+    async def add(ms: Any) -> Any:
+        return await ms.add(record, hash_local=True)
+
+    with console.status(f"registering ControlNet {record.name} ({record.arch})…"):
         run(with_models(settings, add))
 
 

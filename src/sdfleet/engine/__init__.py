@@ -82,6 +82,7 @@ def load_engine(
             loras=_bind(lookup, "lora"),
             vaes=_bind(lookup, "vae"),
             upscalers=_bind(lookup, "upscaler"),
+            controlnets=_bind(lookup, "controlnet"),
             device=device,
             allow_pickle=allow_pickle,
             memory_budget_bytes=budget,

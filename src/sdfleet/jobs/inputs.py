@@ -239,6 +239,19 @@ async def generation_inputs(
         ]
     if spec.mask:
         updates["mask"] = await inputs.ref(spec.mask, f"{field_prefix}mask", limits)
+    units = []
+    for i, unit in enumerate(spec.controlnet):
+        if unit.enabled and unit.image is None and not spec.init_images:
+            raise ValidationError(
+                "a ControlNet unit needs an image (on img2img it may read the init image)",
+                field=f"{field_prefix}controlnet.{i}.image",
+            )
+        if unit.enabled and unit.image is not None:
+            ref = await inputs.ref(unit.image, f"{field_prefix}controlnet.{i}.image", limits)
+            unit = unit.model_copy(update={"image": ref})
+        units.append(unit)
+    if spec.controlnet:
+        updates["controlnet"] = units
     return spec.model_copy(update=updates) if updates else spec
 
 
@@ -249,6 +262,10 @@ def input_refs(params: dict[str, Any]) -> list[str]:
         value = params.get(key)
         if isinstance(value, str) and value.startswith(BLOB_REF):
             refs.append(value)
+    for unit in params.get("controlnet") or []:  # ControlNet units' control images
+        ref = unit.get("image") if isinstance(unit, dict) else None
+        if isinstance(ref, str) and ref.startswith(BLOB_REF):
+            refs.append(ref)
     for name in ("images", "class_images"):  # training jobs
         for image in params.get(name) or []:
             ref = image.get("ref") if isinstance(image, dict) else None

@@ -177,6 +177,14 @@ class ModelService:
             wanted.append((spec.face_restorer, ModelKind.FACE_RESTORER, "face_restorer"))
         for i, lora in enumerate(spec.loras):
             wanted.append((lora.name, ModelKind.LORA, f"loras.{i}.name"))
+        for i, unit in spec.active_controlnet:
+            if unit.module != "none":
+                raise ValidationError(
+                    f"module {unit.module!r}: no preprocessor runs here yet; send the control map itself as "
+                    "the image, with module 'none'",
+                    field=f"{field_prefix}controlnet.{i}.module",
+                )
+            wanted.append((unit.model, ModelKind.CONTROLNET, f"controlnet.{i}.model"))
         for field in ("prompt", "negative_prompt"):
             _, tags = extract_extra_networks(getattr(spec, field))
             wanted += [(tag.name, ModelKind.LORA, field) for tag in tags if tag.kind in ("lora", "lyco")]
@@ -329,6 +337,9 @@ def named_models(params: Mapping[str, Any]) -> list[str]:
     for lora in params.get("loras") or ():
         if isinstance(lora, Mapping) and isinstance(lora.get("name"), str):
             names.append(lora["name"])
+    for unit in params.get("controlnet") or ():  # the enabled ControlNet units' nets
+        if isinstance(unit, Mapping) and unit.get("enabled", True) and isinstance(unit.get("model"), str):
+            names.append(unit["model"])
     for key in ("prompt", "negative_prompt"):
         text = params.get(key)
         if isinstance(text, str) and "<" in text:

@@ -335,15 +335,15 @@ def write_tiny_controlnet(
     path: Path, unet: Any, *, layout: Literal["diffusers", "ldm"] = "diffusers", seed: int = 0
 ) -> Path:
     """Write a tiny random ControlNet for ``unet`` (its encoder half, as ``ControlNetModel.from_unet`` makes
-    it; a hint encoder of 4, 8, 8 and 16 channels that, like the real ones, takes the control image at
-    the picture's size: 8× the latents) to ``path`` as one ``.safetensors`` in the
+    it; a hint encoder of 8 and 16 channels that halves the control image once, as the tiny VAE halves the
+    picture: like the real ones, it takes the control image at the picture's size) to ``path`` as one ``.safetensors`` in the
     ``diffusers`` or original (``ldm``) key layout, its config in the metadata. The zero convolutions are
     perturbed (a fresh net's are exactly zero, so its residuals would be too and prove nothing)."""
     from sdfleet.engine.controlnet.detect import CONFIG_METADATA_KEY as NET_CONFIG_KEY
     from sdfleet.engine.sd.convert import controlnet_ldm_state
 
     torch.manual_seed(seed)
-    net = _diffusers.ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(4, 8, 8, 16))
+    net = _diffusers.ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16))
     state = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
     for key in state:
         if key.startswith(("controlnet_down_blocks.", "controlnet_mid_block.")):

@@ -26,6 +26,11 @@ def with_inputs(params: dict[str, Any], fetched: dict[str, str]) -> dict[str, An
         out["init_images"] = [fetched.get(v, v) for v in out["init_images"]]
     if isinstance(out.get("mask"), str):
         out["mask"] = fetched.get(out["mask"], out["mask"])
+    if out.get("controlnet"):
+        out["controlnet"] = [
+            {**u, "image": fetched.get(u["image"], u["image"])} if isinstance(u.get("image"), str) else u
+            for u in out["controlnet"]
+        ]
     return out
 
 

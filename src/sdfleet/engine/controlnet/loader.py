@@ -8,18 +8,21 @@ only: a pickle goes through ``sdfleet models convert`` first (weights only)."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file
 
+from sdfleet.domain import ControlNetUnit
 from sdfleet.engine.controlnet.detect import LDM, UNION, ControlNetInfo, detect_controlnet
+from sdfleet.engine.pool import NetPool
 from sdfleet.engine.sd.checkpoints import read_header
 from sdfleet.engine.sd.convert import controlnet_hint_blocks, controlnet_ldm_name
 from sdfleet.errors import ValidationError
 
-__all__ = ["LoadedControlNet", "load_controlnet", "read_controlnet"]
+__all__ = ["ControlNetPool", "LoadedControlNet", "load_controlnet", "read_controlnet"]
 
 
 class LoadedControlNet:
@@ -96,3 +99,45 @@ def load_controlnet(
     module.load_state_dict(state, strict=True)
     module.to(device=device, dtype=dtype).eval().requires_grad_(False)
     return LoadedControlNet(module, info, path)
+
+
+class ControlNetPool:
+    """The ControlNets an engine has loaded (the last ``keep`` used), found by registry name through
+    ``files`` (a ``{name: path}`` mapping or a lookup returning None when unknown)."""
+
+    def __init__(
+        self,
+        files: Mapping[str, Path] | Callable[[str], Path | None] | None,
+        device: torch.device,
+        dtype: torch.dtype,
+        keep: int = 4,
+    ) -> None:
+        self.files = files
+        self.device = device
+        self.dtype = dtype
+        self.pool = NetPool(keep=keep)
+
+    def path(self, name: str) -> Path | None:
+        if self.files is None:
+            return None
+        return self.files(name) if callable(self.files) else self.files.get(name)
+
+    def get(self, index: int, unit: ControlNetUnit, checkpoint_arch: str) -> LoadedControlNet:
+        """Unit ``index``'s net, loaded now if it is not, and checked against the checkpoint's family."""
+        field = f"controlnet.{index}.model"
+        path = self.path(unit.model)
+        if path is None or not path.is_file():
+            raise ValidationError(f"unknown ControlNet {unit.model!r}", field=field)
+        dtype = self.dtype
+
+        def load(file: Path, device: str) -> LoadedControlNet:
+            return load_controlnet(file, device=device, dtype=dtype, field=field)
+
+        net: LoadedControlNet = self.pool.get(path, str(self.device), load)
+        if net.arch != checkpoint_arch:
+            raise ValidationError(
+                f"ControlNet {unit.model!r} is made for {net.arch.upper()}, the checkpoint is "
+                f"{checkpoint_arch.upper()}",
+                field=field,
+            )
+        return net

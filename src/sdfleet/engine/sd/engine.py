@@ -16,7 +16,6 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sdfleet import __version__
-from sdfleet.a1111 import InfotextParams, LoraTag, format_infotext
+from sdfleet.a1111 import LoraTag
 from sdfleet.domain import Arch, GenerationSpec, JobKind
 from sdfleet.engine.base import (
     EngineCapabilities,
@@ -34,13 +32,15 @@ from sdfleet.engine.base import (
     GenerationResult,
     OnStep,
     ShouldStop,
-    StepInfo,
 )
+from sdfleet.engine.controlnet.apply import ControlPass
+from sdfleet.engine.controlnet.loader import ControlNetPool
 from sdfleet.engine.pool import NetPool
 from sdfleet.engine.sd import conditioning, hires, images, samplers, seeds
 from sdfleet.engine.sd.checkpoints import SDXL, SDXL_REFINER, HashCache, default_arch
 from sdfleet.engine.sd.conditioning import PassConds
 from sdfleet.engine.sd.images import ImageRef, ImageResolver, InpaintPlan
+from sdfleet.engine.sd.job import LatentMask, Progress, ResolvedJob, job_infotext
 from sdfleet.engine.sd.models import (
     LoadedModel,
     Lookup,
@@ -52,65 +52,11 @@ from sdfleet.engine.sd.models import (
     names,
 )
 from sdfleet.engine.sd.prompts import Embedding, load_embedding
-from sdfleet.errors import ConfigError, EngineError, Interrupted, SdfleetError, ValidationError
+from sdfleet.errors import ConfigError, EngineError, SdfleetError, ValidationError
 
 log = logging.getLogger("sdfleet.engine")
 
-MASKED_CONTENT = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
 REFINER_AESTHETIC = (6.0, 2.5)
-VERSION = f"sdfleet {__version__}"
-
-
-@dataclass(slots=True)
-class _Progress:
-    """Step counting across passes, previews, and the interrupt check."""
-
-    total: int
-    on_step: OnStep
-    should_stop: ShouldStop
-    preview_every: int
-    sdxl: bool
-    step: int = 0
-
-    def check(self) -> None:
-        if self.should_stop():
-            raise Interrupted(f"stopped at step {self.step} of {self.total}")
-
-    def advance(self, latents: torch.Tensor) -> None:
-        self.step += 1
-        preview = None
-        if self.preview_every and self.step % self.preview_every == 0:
-            preview = images.latent_preview(latents[0], self.sdxl)
-        self.on_step(StepInfo(step=self.step, total=self.total, preview=preview))
-
-
-@dataclass(slots=True)
-class _Mask:
-    """Latent-space inpainting state: ``repaint`` [B,1,h,w] (1 = generate), the original latents, and
-    for 9-channel inpainting UNets the mask + masked-image conditioning."""
-
-    repaint: torch.Tensor
-    original: torch.Tensor
-    extra: torch.Tensor | None = None
-
-
-@dataclass(slots=True)
-class _Job:
-    """What one ``generate`` call resolved before sampling."""
-
-    kind: JobKind
-    spec: GenerationSpec
-    model: LoadedModel
-    choice: samplers.SamplerChoice
-    vae: Any
-    vae_name: str | None
-    vae_hash: str | None
-    loras: list[LoraSpec]
-    lora_hashes: dict[str, str]
-    refiner: LoadedModel | None
-    hr_upscaler: str | None
-    prompt: str
-    embeddings: dict[str, Embedding] = field(default_factory=dict)
 
 
 class DiffusersEngine:
@@ -135,6 +81,7 @@ class DiffusersEngine:
         loras: Lookup | None = None,
         vaes: Lookup | None = None,
         upscalers: Lookup | None = None,
+        controlnets: Lookup | None = None,
         embeddings: Mapping[str, Path] | None = None,
         allow_pickle: bool = False,
         memory_budget_bytes: int | None = None,
@@ -157,6 +104,7 @@ class DiffusersEngine:
         self.vaes = vaes
         self.upscalers = upscalers
         self.nets = NetPool(keep=1)  # hires fix's upscaler nets
+        self.controlnets = ControlNetPool(controlnets, self.device, self.dtype)
         self.embedding_files = dict(embeddings or {})
         self.resolve_image: ImageResolver = image_resolver or images.default_resolver
         self._embeddings: dict[str, tuple[int, Embedding]] = {}
@@ -190,7 +138,7 @@ class DiffusersEngine:
             ),
             archs=archs,
             max_pixels=max_pixels,
-            features=("lora", "inpaint", "hires", "refiner", "embedding"),
+            features=("lora", "inpaint", "hires", "refiner", "embedding", "controlnet"),
             device=str(self.device),
             gpu_name=gpu_name,
             gpu_memory_mb=gpu_mb,
@@ -236,7 +184,7 @@ class DiffusersEngine:
             raise ValidationError(f"unknown model {name!r}", field=field_name)
         return found
 
-    def _resolve(self, kind: JobKind, spec: GenerationSpec) -> _Job:
+    def _resolve(self, kind: JobKind, spec: GenerationSpec) -> ResolvedJob:
         choice = samplers.resolve(spec.sampler_name, spec.scheduler)
         hr_upscaler = None
         if kind == JobKind.TXT2IMG and spec.enable_hr:
@@ -279,13 +227,16 @@ class DiffusersEngine:
         for m in (model, refiner):
             if m is not None:
                 m.encoder.set_embeddings(list(embeddings.values()))
+        controlnets = [
+            (i, unit, self.controlnets.get(i, unit, model.arch)) for i, unit in spec.active_controlnet
+        ]
         prompt = spec.prompt + "".join(
             f" <lora:{lo.name}:{lo.weight:g}>"
             if lo.te_weight is None
             else f" <lora:{lo.name}:{lo.te_weight:g}:{lo.weight:g}>"
             for lo in spec.loras
         )
-        return _Job(
+        return ResolvedJob(
             kind,
             spec,
             model,
@@ -299,6 +250,23 @@ class DiffusersEngine:
             hr_upscaler,
             prompt,
             embeddings,
+            controlnets,
+            {i: self.hashes.sha256(net.path)[:8] for i, _, net in controlnets},
+        )
+
+    def _control(
+        self, job: ResolvedJob, size: tuple[int, int], sources: Sequence[Image.Image | None], hires: bool
+    ) -> ControlPass | None:
+        """The units that steer this pass, their control images fitted to ``size``."""
+        return ControlPass.for_pass(
+            job.controlnets,
+            size,
+            sources,
+            hires=hires,
+            enable_hr=job.spec.enable_hr,
+            image=self._image,
+            device=self.device,
+            dtype=self.dtype,
         )
 
     @staticmethod
@@ -336,7 +304,7 @@ class DiffusersEngine:
         log.debug("generate.prompt prompt=%r negative=%r", spec.prompt, spec.negative_prompt)
         plan = seeds.SeedPlan.for_job(spec.seed, spec.subseed, spec.subseed_strength, spec.images_per_job)
         passes = self._pass_steps(job)
-        progress = _Progress(passes * spec.n_iter, on_step, should_stop, spec.preview_every, model.sdxl)
+        progress = Progress(passes * spec.n_iter, on_step, should_stop, spec.preview_every, model.sdxl)
         results: list[GeneratedImage] = []
         used_embeddings: set[str] = set()
         for it in range(spec.n_iter):
@@ -352,7 +320,7 @@ class DiffusersEngine:
                         image=pic,
                         seed=batch.seeds[b],
                         subseed=batch.subseeds[b],
-                        infotext=self._infotext(job, batch.seeds[b], batch.subseeds[b], used_embeddings),
+                        infotext=job_infotext(job, batch.seeds[b], batch.subseeds[b], used_embeddings),
                     )
                 )
         seconds = time.monotonic() - started
@@ -411,11 +379,11 @@ class DiffusersEngine:
         result: torch.Tensor = timesteps
         return result
 
-    def _count(self, model: LoadedModel, job: _Job, steps: int, **kwargs: float | None) -> int:
+    def _count(self, model: LoadedModel, job: ResolvedJob, steps: int, **kwargs: float | None) -> int:
         scheduler = samplers.make_scheduler(job.choice, model.scheduler_config)
         return len(self._timesteps(scheduler, steps, **kwargs))
 
-    def _pass_steps(self, job: _Job) -> int:
+    def _pass_steps(self, job: ResolvedJob) -> int:
         spec = job.spec
         if job.kind == JobKind.IMG2IMG:
             if spec.denoising_strength <= 0:
@@ -437,7 +405,7 @@ class DiffusersEngine:
         return (int(model.pipe.unet.config.out_channels), height // factor, width // factor)
 
     def _conds(
-        self, job: _Job, model: LoadedModel, steps: int, schedule_steps: int, hires: bool
+        self, job: ResolvedJob, model: LoadedModel, steps: int, schedule_steps: int, hires: bool
     ) -> PassConds:
         spec = job.spec
         if hires:
@@ -454,11 +422,11 @@ class DiffusersEngine:
             zero_empty_negative=model.sdxl,
         )
 
-    def _schedule_steps(self, job: _Job, steps: int) -> int:
+    def _schedule_steps(self, job: ResolvedJob, steps: int) -> int:
         return job.choice.sampler.total_steps(steps)
 
     def _txt2img(
-        self, job: _Job, batch: seeds.SeedPlan, progress: _Progress
+        self, job: ResolvedJob, batch: seeds.SeedPlan, progress: Progress
     ) -> tuple[list[Image.Image], set[str]]:
         spec, model = job.spec, job.model
         gens = seeds.generators(batch.seeds)
@@ -478,6 +446,7 @@ class DiffusersEngine:
             noise=noise,
             end=switch,
             mask=self._blank_inpaint(job, model, spec.width, spec.height, len(gens)),
+            control=self._control(job, (spec.width, spec.height), [None] * len(gens), hires=False),
         )
         if job.refiner is not None:
             rconds = self._conds(
@@ -501,7 +470,7 @@ class DiffusersEngine:
         return self._decode(job, latents), used
 
     def _hires(
-        self, job: _Job, batch: seeds.SeedPlan, latents: torch.Tensor, progress: _Progress
+        self, job: ResolvedJob, batch: seeds.SeedPlan, latents: torch.Tensor, progress: Progress
     ) -> tuple[torch.Tensor, set[str]]:
         spec, model = job.spec, job.model
         target_w, target_h = spec.output_size()
@@ -535,11 +504,12 @@ class DiffusersEngine:
             noise=noise,
             strength=spec.hr_denoising_strength,
             mask=self._blank_inpaint(job, model, target_w, target_h, len(gens)),
+            control=self._control(job, (target_w, target_h), [None] * len(gens), hires=True),
         )
         return out, set(conds.embeddings_used)
 
     def _img2img(
-        self, job: _Job, batch: seeds.SeedPlan, progress: _Progress, iteration: int
+        self, job: ResolvedJob, batch: seeds.SeedPlan, progress: Progress, iteration: int
     ) -> tuple[list[Image.Image], set[str]]:
         spec, model = job.spec, job.model
         count = len(batch.seeds)
@@ -600,6 +570,7 @@ class DiffusersEngine:
             noise=noise,
             strength=spec.denoising_strength,
             mask=mask,
+            control=self._control(job, (spec.width, spec.height), sources, hires=False),
         )
         outs = self._decode(job, latents)
         if plans:
@@ -607,8 +578,8 @@ class DiffusersEngine:
         return outs, set(conds.embeddings_used)
 
     def _blank_inpaint(
-        self, job: _Job, model: LoadedModel, width: int, height: int, batch: int
-    ) -> _Mask | None:
+        self, job: ResolvedJob, model: LoadedModel, width: int, height: int, batch: int
+    ) -> LatentMask | None:
         """txt2img on a 9-channel inpainting UNet: everything is masked and the masked image is grey
         (A1111's ``txt2img_image_conditioning``)."""
         if int(model.pipe.unet.config.in_channels) != 9:
@@ -616,16 +587,16 @@ class DiffusersEngine:
         grey = torch.zeros((batch, 3, height, width), device=self.device)
         latent = self._encode_tensor(job, grey)
         ones = torch.ones((batch, 1, *latent.shape[-2:]), device=self.device, dtype=self.dtype)
-        return _Mask(ones, torch.zeros_like(latent), torch.cat([ones, latent], dim=1))
+        return LatentMask(ones, torch.zeros_like(latent), torch.cat([ones, latent], dim=1))
 
     def _latent_mask(
         self,
-        job: _Job,
+        job: ResolvedJob,
         plans: list[InpaintPlan],
         init: torch.Tensor,
         works: list[Image.Image],
         noise: torch.Tensor,
-    ) -> _Mask:
+    ) -> LatentMask:
         spec, model = job.spec, job.model
         h, w = init.shape[-2:]
         masks = []
@@ -648,7 +619,7 @@ class DiffusersEngine:
             pixels = torch.stack([_to_tensor(img) for img in works]).to(self.device, self.dtype)
             masked = self._encode_tensor(job, pixels * (1 - pixel_mask))
             extra = torch.cat([F.interpolate(pixel_mask, size=(h, w)), masked], dim=1)
-        return _Mask(repaint, original, extra)
+        return LatentMask(repaint, original, extra)
 
     # ------------------------------------------------------------------ VAE
     def _image(self, ref: ImageRef | None, field_name: str) -> Image.Image:
@@ -656,17 +627,17 @@ class DiffusersEngine:
             raise ValidationError(f"{field_name} is missing", field=field_name)
         return self.resolve_image(ref, field_name)
 
-    def _encode(self, job: _Job, pics: Sequence[Image.Image]) -> torch.Tensor:
+    def _encode(self, job: ResolvedJob, pics: Sequence[Image.Image]) -> torch.Tensor:
         pixels = torch.stack([_to_tensor(p) for p in pics]).to(self.device)
         return self._encode_tensor(job, pixels)
 
-    def _encode_tensor(self, job: _Job, pixels: torch.Tensor) -> torch.Tensor:
+    def _encode_tensor(self, job: ResolvedJob, pixels: torch.Tensor) -> torch.Tensor:
         vae = job.vae
         latent = vae.encode(pixels.to(vae.dtype)).latent_dist.mode()
         scaled: torch.Tensor = (latent * float(vae.config.scaling_factor)).to(self.dtype)
         return scaled
 
-    def _decode(self, job: _Job, latents: torch.Tensor) -> list[Image.Image]:
+    def _decode(self, job: ResolvedJob, latents: torch.Tensor) -> list[Image.Image]:
         vae = job.vae
         decoded = vae.decode(latents.to(vae.dtype) / float(vae.config.scaling_factor), return_dict=False)[0]
         array = ((decoded.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
@@ -676,11 +647,11 @@ class DiffusersEngine:
     # ------------------------------------------------------------------ the loop
     def _sample(
         self,
-        job: _Job,
+        job: ResolvedJob,
         model: LoadedModel,
         conds: PassConds,
         gens: list[torch.Generator],
-        progress: _Progress,
+        progress: Progress,
         steps: int,
         size: tuple[int, int],
         *,
@@ -690,7 +661,8 @@ class DiffusersEngine:
         strength: float | None = None,
         start: float | None = None,
         end: float | None = None,
-        mask: _Mask | None = None,
+        mask: LatentMask | None = None,
+        control: ControlPass | None = None,
     ) -> torch.Tensor:
         spec = job.spec
         scheduler = samplers.make_scheduler(job.choice, model.scheduler_config)
@@ -717,7 +689,8 @@ class DiffusersEngine:
             guided = not (simple and spec.cfg_scale == 1.0)
             rows = ([entry.uncond] if guided else []) + [c for _, c in entry.conds]
             groups = len(rows)
-            model_in = scheduler.scale_model_input(torch.cat([latents] * groups), t)
+            scaled = scheduler.scale_model_input(torch.cat([latents] * groups), t)
+            model_in = scaled
             if mask is not None and mask.extra is not None:
                 model_in = torch.cat([model_in, torch.cat([mask.extra] * groups)], dim=1)
             embeds = torch.cat([r.embeds.expand(batch, -1, -1) for r in rows])
@@ -728,9 +701,24 @@ class DiffusersEngine:
                     [time_ids[1 if (guided and g == 0) else 0].expand(batch, -1) for g in range(groups)]
                 )
                 added = {"text_embeds": pooled, "time_ids": ids}
-            out = unet(model_in, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[
-                0
-            ]
+            residuals: dict[str, Any] = {}
+            if control is not None:
+                found = control.residuals(
+                    i, len(timesteps), scaled, t, embeds, added, groups=groups, guided=guided
+                )
+                if found is not None:
+                    residuals = {
+                        "down_block_additional_residuals": found[0],
+                        "mid_block_additional_residual": found[1],
+                    }
+            out = unet(
+                model_in,
+                t,
+                encoder_hidden_states=embeds,
+                added_cond_kwargs=added,
+                return_dict=False,
+                **residuals,
+            )[0]
             if guided:
                 parts = out.chunk(groups)
                 uncond_out = parts[0]
@@ -769,69 +757,6 @@ class DiffusersEngine:
         )
 
     # ------------------------------------------------------------------ infotext
-    def _infotext(self, job: _Job, seed: int, subseed: int, embeddings_used: set[str]) -> str:
-        spec, model = job.spec, job.model
-        extra: dict[str, str | int | float | bool] = {}
-        denoising: float | None = None
-        hires: dict[str, Any] = {}
-        if job.kind == JobKind.IMG2IMG:
-            denoising = spec.denoising_strength
-            if spec.mask:
-                extra["Mask blur"] = spec.mask_blur
-                if spec.inpainting_mask_invert:
-                    extra["Mask mode"] = "Inpaint not masked"
-                if spec.inpainting_fill != 1:
-                    extra["Masked content"] = MASKED_CONTENT[spec.inpainting_fill]
-                if spec.inpaint_full_res:
-                    extra["Inpaint area"] = "Only masked"
-                    extra["Masked area padding"] = spec.inpaint_full_res_padding
-        elif spec.enable_hr:
-            denoising = spec.hr_denoising_strength
-            if spec.hr_resize_x or spec.hr_resize_y:
-                hires["hires_resize"] = spec.output_size()
-            else:
-                hires["hires_upscale"] = spec.hr_scale
-            if spec.hr_second_pass_steps:
-                hires["hires_steps"] = spec.hr_second_pass_steps
-            hires["hires_upscaler"] = job.hr_upscaler
-        if spec.eta is not None:
-            extra["Eta DDIM" if job.choice.class_name == "DDIMScheduler" else "Eta"] = spec.eta
-        if spec.guidance_rescale:
-            extra["CFG Rescale"] = spec.guidance_rescale
-        if job.refiner is not None:
-            extra["Refiner"] = f"{job.refiner.name} [{job.refiner.short_hash}]"
-            extra["Refiner switch at"] = spec.refiner_switch_at
-        ti_hashes = {
-            name: job.embeddings[name].sha256[:12]
-            for name in sorted(embeddings_used)
-            if name in job.embeddings
-        }
-        params = InfotextParams(
-            prompt=job.prompt,
-            negative_prompt=spec.negative_prompt,
-            steps=spec.steps,
-            sampler=job.choice.sampler_label,
-            schedule_type=job.choice.schedule_label,
-            cfg_scale=spec.cfg_scale,
-            seed=seed,
-            width=spec.width,
-            height=spec.height,
-            model_hash=model.short_hash,
-            model=model.name,
-            vae_hash=job.vae_hash,
-            vae=job.vae_name,
-            variation_seed=subseed if spec.subseed_strength else None,
-            variation_seed_strength=spec.subseed_strength or None,
-            denoising_strength=denoising,
-            clip_skip=spec.clip_skip,
-            rng="CPU",
-            extra=extra,
-            lora_hashes=job.lora_hashes,
-            ti_hashes=ti_hashes,
-            version=VERSION,
-            **hires,
-        )
-        return format_infotext(params)
 
 
 def _to_tensor(image: Image.Image) -> torch.Tensor:

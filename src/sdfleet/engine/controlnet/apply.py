@@ -1,0 +1,254 @@
+"""ControlNet units inside sdfleet's own sampling loop (:meth:`DiffusersEngine._sample`), as the A1111
+ControlNet extension applies them:
+
+* a unit runs only inside its guidance window — steps ``i`` of ``n`` with ``start ≤ i / n ≤ end`` (outside
+  it the net is not called at all; diffusers' pipelines would still run it at scale 0);
+* **Balanced**: the net on every row (unconditional and conditional), its residuals × ``weight``;
+* **My prompt is more important** ("soft injection"): residual ``k`` of ``K`` (the down blocks', then the
+  middle block's) × ``weight · 0.825^(K−1−k)`` — for SD 1.x/2.x nets (K = 13) the extension's
+  ``0.825^(12−i)``; the middle block keeps the full weight;
+* **ControlNet is more important**: soft injection, and the net on the conditional rows only (the
+  unconditional rows get no residual), which halves its cost under classifier-free guidance;
+* the control image goes through the net's hint encoder once per pass, not once per step;
+* several units add their residuals.
+
+The control image is fitted to the pass's size with the extension's resize modes (:func:`fit_control`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sdfleet.domain import ControlNetUnit
+from sdfleet.engine.controlnet.loader import LoadedControlNet
+from sdfleet.errors import ValidationError
+
+__all__ = ["ControlPass", "PreparedUnit", "controlnet_infotext", "fit_control", "soft_scales"]
+
+SOFT_BASE = 0.825
+
+
+def soft_scales(weight: float, count: int) -> list[float]:
+    """Soft injection's per-residual weights: ``weight · 0.825^(count−1−k)`` for residual ``k``."""
+    return [weight * SOFT_BASE ** float(count - 1 - k) for k in range(count)]
+
+
+def fit_control(image: Image.Image, width: int, height: int, mode: str) -> Image.Image:
+    """The control image at ``width`` × ``height``: ``Just Resize`` stretches it; ``Crop and Resize`` scales
+    it to cover and cuts the middle; ``Resize and Fill`` scales it to fit inside and fills the rest with
+    the median colour of its border (the extension's background)."""
+    rgb = image.convert("RGB")
+    if mode == "Just Resize":
+        return rgb.resize((width, height), Image.Resampling.LANCZOS)
+    ratio = (max if mode == "Crop and Resize" else min)(width / rgb.width, height / rgb.height)
+    new_w, new_h = max(1, round(rgb.width * ratio)), max(1, round(rgb.height * ratio))
+    scaled = rgb.resize((new_w, new_h), Image.Resampling.LANCZOS)
+    if mode == "Crop and Resize":
+        left, top = (new_w - width) // 2, (new_h - height) // 2
+        return scaled.crop((left, top, left + width, top + height))
+    pixels = np.asarray(rgb)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]], axis=0)
+    fill = tuple(int(v) for v in np.median(border, axis=0))
+    canvas = Image.new("RGB", (width, height), fill)
+    canvas.paste(scaled, ((width - new_w) // 2, (height - new_h) // 2))
+    return canvas
+
+
+def controlnet_infotext(unit: ControlNetUnit, short_hash: str) -> str:
+    """A unit's ``ControlNet N`` infotext value, the extension's fields in its order (the net by its
+    registry name and the first 8 hex digits of its sha256)."""
+    model = f"{unit.model} [{short_hash}]"
+    fields = [
+        ("Module", unit.module),
+        ("Model", model),
+        ("Weight", f"{unit.weight:g}"),
+        ("Resize Mode", unit.resize_mode),
+        ("Processor Res", str(unit.processor_res)),
+        ("Threshold A", f"{unit.threshold_a:g}" if unit.threshold_a is not None else "-1"),
+        ("Threshold B", f"{unit.threshold_b:g}" if unit.threshold_b is not None else "-1"),
+        ("Guidance Start", f"{unit.guidance_start:g}"),
+        ("Guidance End", f"{unit.guidance_end:g}"),
+        ("Pixel Perfect", str(unit.pixel_perfect)),
+        ("Control Mode", unit.control_mode),
+    ]
+    return ", ".join(f"{k}: {v}" for k, v in fields)
+
+
+def _to_hint(images: Sequence[Image.Image]) -> torch.Tensor:
+    arrays = [np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0 for image in images]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+
+
+class _Fixed(torch.nn.Module):
+    """Stands in for a net's hint encoder during a step: the embedding computed once for the pass."""
+
+    def __init__(self, value: torch.Tensor) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, _hint: torch.Tensor) -> torch.Tensor:
+        return self.value
+
+
+@dataclass(slots=True)
+class PreparedUnit:
+    """One unit of a pass: its settings, its net, and its control image embedded by the net's hint encoder
+    (one row per picture of the batch). ``calls`` counts the net's forward passes (for tests, benchmarks)."""
+
+    index: int
+    unit: ControlNetUnit
+    net: LoadedControlNet
+    embedded: torch.Tensor
+    calls: int = 0
+
+    def active(self, step: int, steps: int) -> bool:
+        """Whether step ``step`` of ``steps`` is inside the unit's guidance window."""
+        fraction = step / max(1, steps)
+        return self.unit.weight > 0 and self.unit.guidance_start <= fraction <= self.unit.guidance_end
+
+    @property
+    def soft(self) -> bool:
+        return self.unit.control_mode != "Balanced"
+
+    @property
+    def cond_only(self) -> bool:
+        return self.unit.control_mode == "ControlNet is more important"
+
+
+@dataclass(slots=True)
+class ControlPass:
+    """The units steering one sampling pass (first pass or hires pass) of one batch."""
+
+    units: list[PreparedUnit] = field(default_factory=list)
+
+    @classmethod
+    def prepare(
+        cls,
+        units: Sequence[tuple[int, ControlNetUnit, LoadedControlNet, Sequence[Image.Image]]],
+        size: tuple[int, int],
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> ControlPass:
+        """Fit each unit's control images (one per picture of the batch) to ``size`` and embed them."""
+        prepared = []
+        width, height = size
+        for index, unit, net, pictures in units:
+            hint = _to_hint([fit_control(p, width, height, unit.resize_mode) for p in pictures])
+            with torch.no_grad():
+                embedded = net.module.controlnet_cond_embedding(hint.to(device=device, dtype=dtype))
+            prepared.append(PreparedUnit(index, unit, net, embedded))
+        return cls(prepared)
+
+    @classmethod
+    def for_pass(
+        cls,
+        units: Sequence[tuple[int, ControlNetUnit, LoadedControlNet]],
+        size: tuple[int, int],
+        sources: Sequence[Image.Image | None],
+        *,
+        hires: bool,
+        enable_hr: bool,
+        image: Callable[[str, str], Image.Image],
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> ControlPass | None:
+        """The units that steer one pass (``hr_option``: both passes, the first only or the hires pass
+        only) with their control images: the unit's own (``image(ref, field)`` opens it), else each
+        picture's init image (``sources``, one per picture; None on txt2img). None when no unit steers it."""
+        skip = "Low res only" if hires else "High res only"
+        chosen = []
+        for index, unit, net in units:
+            if unit.hr_option == skip or (hires and not enable_hr):
+                continue
+            field = f"controlnet.{index}.image"
+            if unit.image is not None:
+                pictures = [image(unit.image, field)] * len(sources)
+            elif all(s is not None for s in sources):
+                pictures = [s for s in sources if s is not None]
+            else:
+                raise ValidationError("a ControlNet unit needs an image", field=field)
+            chosen.append((index, unit, net, pictures))
+        return cls.prepare(chosen, size, device=device, dtype=dtype) if chosen else None
+
+    def residuals(
+        self,
+        step: int,
+        steps: int,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        embeds: torch.Tensor,
+        added: dict[str, torch.Tensor] | None,
+        *,
+        groups: int,
+        guided: bool,
+    ) -> tuple[list[torch.Tensor], torch.Tensor] | None:
+        """The summed residuals of the units active at this step for the UNet's ``groups`` row groups
+        (``guided``: the first group is the unconditional one), or None when none is active."""
+        down: list[torch.Tensor] | None = None
+        mid: torch.Tensor | None = None
+        rows = sample.shape[0]
+        batch = rows // groups
+        for prepared in self.units:
+            if not prepared.active(step, steps):
+                continue
+            skip = batch if (prepared.cond_only and guided and groups > 1) else 0
+            kept = groups - (1 if skip else 0)
+            extra = None if added is None else {k: v[skip:] for k, v in added.items()}
+            hint = torch.cat([prepared.embedded] * kept)
+            unit_down, unit_mid = self._run(prepared, sample[skip:], timestep, embeds[skip:], extra, hint)
+            outputs = [*unit_down, unit_mid]
+            weights = (
+                soft_scales(prepared.unit.weight, len(outputs))
+                if prepared.soft
+                else [prepared.unit.weight] * len(outputs)
+            )
+            scaled = [o * w for o, w in zip(outputs, weights, strict=True)]
+            if skip:  # the unconditional rows get nothing
+                scaled = [torch.cat([torch.zeros_like(o[:skip]), o]) for o in scaled]
+            if down is None or mid is None:
+                down, mid = scaled[:-1], scaled[-1]
+            else:
+                down = [a + b for a, b in zip(down, scaled[:-1], strict=True)]
+                mid = mid + scaled[-1]
+        return None if down is None or mid is None else (down, mid)
+
+    @staticmethod
+    def _run(
+        prepared: PreparedUnit,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        embeds: torch.Tensor,
+        added: dict[str, torch.Tensor] | None,
+        hint: torch.Tensor,
+    ) -> tuple[Sequence[torch.Tensor], torch.Tensor]:
+        module = prepared.net.module
+        prepared.calls += 1
+        with _embedded(module, hint):
+            out: tuple[Sequence[torch.Tensor], torch.Tensor] = module(
+                sample,
+                timestep,
+                encoder_hidden_states=embeds,
+                controlnet_cond=hint,
+                conditioning_scale=1.0,
+                added_cond_kwargs=added,
+                return_dict=False,
+            )
+        return out
+
+
+@contextmanager
+def _embedded(module: Any, value: torch.Tensor) -> Iterator[None]:
+    """The net's hint encoder replaced by the pass's precomputed embedding for one call."""
+    original = module.controlnet_cond_embedding
+    module.controlnet_cond_embedding = _Fixed(value)
+    try:
+        yield
+    finally:
+        module.controlnet_cond_embedding = original
