@@ -134,6 +134,12 @@ class ControlNetPool:
             return load_controlnet(file, device=device, dtype=dtype, field=field)
 
         net: LoadedControlNet = self.pool.get(path, str(self.device), load)
+        if net.info.variant == UNION:
+            raise ValidationError(
+                f"ControlNet {unit.model!r} is a ControlNet Union: it needs a control type per image, "
+                "which this engine does not send yet",
+                field=field,
+            )
         if net.arch != checkpoint_arch:
             raise ValidationError(
                 f"ControlNet {unit.model!r} is made for {net.arch.upper()}, the checkpoint is "
