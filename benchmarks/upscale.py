@@ -5,8 +5,8 @@
    (``realesr-general-x4v3``: 64 features, 32 convolutions), both ×4 with random weights (speed does not
    depend on the weights) through sdfleet's own loaders and tiled inference, and a Lanczos resize for
    reference. Output megapixels per second of wall time, best of ``--repeats``.
-2. **SD upscale on 1 vs N workers**: a real orchestrator (this process, SQLite, local blobs) and N in-process
-   workers; each tile's img2img runs on the fake engine with ``--step-seconds`` per step (a stand-in for a
+2. **SD upscale on 1 vs N workers**: ``sdfleet up --engine fake --workers N`` — a real orchestrator (SQLite,
+   local blobs) and N worker processes; each tile's img2img runs on the fake engine with ``--step-seconds`` per step (a stand-in for a
    GPU's step time: this machine has no GPU, and real diffusion on 2 CPU cores would measure the CPU, not the
    fan-out). The upscale stage runs a real Lanczos resize. Wall time from submit to the parent's success,
    and the speed-up over one worker.
@@ -17,11 +17,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import io
 import logging
+import os
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,14 +37,9 @@ from rich.console import Console
 from rich.table import Table
 from safetensors.torch import save_file
 
-from sdfleet.config import Settings, WorkerSettings
-from sdfleet.engine.fake import FakeEngine
 from sdfleet.engine.upscale.detect import NetInfo
 from sdfleet.engine.upscale.loader import load_upscaler
 from sdfleet.engine.upscale.nets import build_net
-from sdfleet.testing.server import ServerThread
-from sdfleet.worker.client import WorkerClient
-from sdfleet.worker.runner import Worker
 
 FAMILIES = {
     "ESRGAN ×4 (RRDB, 23 blocks)": NetInfo(family="esrgan", scale=4, features=64, growth=32, blocks=23),
@@ -86,16 +84,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def sd_upscale_seconds(workers: int, args: argparse.Namespace, folder: Path) -> tuple[float, int]:
-    """Wall seconds of one SD upscale on ``workers`` workers, and its tile count."""
-    settings = Settings(
-        host="127.0.0.1",
-        port=_free_port(),
-        data_dir=folder / f"data-{workers}",
-        heartbeat_seconds=0.5,
-        reaper_interval=0.2,
-        secret_key="bench",
-    )
+def sd_upscale_seconds(workers: int, args: argparse.Namespace, folder: Path) -> tuple[float, int]:
+    """Wall seconds of one SD upscale on ``workers`` workers, and its tile count: ``sdfleet up --engine
+    fake --workers N`` — the orchestrator and each worker a process of its own, as in a fleet."""
+    port = _free_port()
+    data = folder / f"data-{workers}"
+    env = {
+        **os.environ,
+        "SDFLEET_LOG_LEVEL": "warning",
+        "SDFLEET_HEARTBEAT_SECONDS": "0.5",
+        "SDFLEET_REAPER_INTERVAL": "0.2",
+        "SDFLEET_WORKER_FAKE_STEP_SECONDS": str(args.step_seconds),
+    }
+    command = [sys.executable, "-m", "sdfleet", "up", "--engine", "fake", "--workers", str(workers)]
+    command += ["--port", str(port), "--data-dir", str(data)]
+    log = (folder / f"up-{workers}.log").open("wb")
+    up = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     buf = io.BytesIO()
     _picture(args.picture).save(buf, format="PNG")
     body = {
@@ -113,29 +117,37 @@ async def sd_upscale_seconds(workers: int, args: argparse.Namespace, folder: Pat
             },
         },
     }
-    url = f"http://127.0.0.1:{settings.port}"
-    with ServerThread(settings):
-        pool = []
-        for i in range(workers):
-            ws = WorkerSettings(server=url, name=f"bench-{i}", engine="fake", prefetch=0, claim_wait=1.0)
-            worker = Worker(ws, FakeEngine(step_seconds=args.step_seconds), client=WorkerClient(url, ""))
-            pool.append((worker, asyncio.create_task(worker.run())))
-        async with httpx.AsyncClient(base_url=url, timeout=60) as api:
-            while any(worker.worker_id is None for worker, _ in pool):  # noqa: ASYNC110  # registering
-                await asyncio.sleep(0.05)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as api:
+            deadline = time.monotonic() + 120
+            while True:  # the orchestrator up and every worker registered
+                if up.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"sdfleet up did not start: {(folder / f'up-{workers}.log').read_text()}"
+                    )
+                try:
+                    online = api.get("/v1/admin/workers").json()["workers"]
+                    if len([w for w in online if w["state"] == "active"]) >= workers:
+                        break
+                except (httpx.HTTPError, KeyError, ValueError):
+                    pass
+                time.sleep(0.2)
             start = time.perf_counter()
-            job = (await api.post("/v1/jobs", json=body)).json()
+            job = api.post("/v1/jobs", json=body).json()
             while True:
-                state = (await api.get(f"/v1/jobs/{job['id']}")).json()
+                state = api.get(f"/v1/jobs/{job['id']}").json()
                 if state["state"] in ("succeeded", "failed", "canceled"):
                     break
-                await asyncio.sleep(0.02)
+                time.sleep(0.02)
             wall = time.perf_counter() - start
             if state["state"] != "succeeded":
                 raise RuntimeError(f"the SD upscale ended {state['state']}: {state['error']}")
-        for worker, task in pool:
-            worker.request_stop()
-            await task
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            up.wait(60)
+        except subprocess.TimeoutExpired:
+            up.kill()
     return wall, int(state["progress"]["total"]) - 1
 
 
@@ -170,7 +182,7 @@ def main() -> None:
         results = []
         for n in args.workers:
             with console.status(f"SD upscale on {n} worker(s)…"):
-                results.append((n, *asyncio.run(sd_upscale_seconds(n, args, folder))))
+                results.append((n, *sd_upscale_seconds(n, args, folder)))
         one = results[0][1]
         table = Table(
             title=f"SD upscale ×{args.scale:g} of {args.picture}² in {args.tile}² tiles "

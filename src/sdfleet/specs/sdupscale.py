@@ -100,18 +100,26 @@ class Grid:
     def combine(self, tiles: list[Image.Image]) -> Image.Image:
         """The tiles blended back into one picture: linear weights over every strip two tiles share."""
         width, height = self.size
-        total = np.zeros((height, width, 3), np.float64)
-        weight = np.zeros((height, width, 1), np.float64)
+        total = np.zeros((height, width, 3), np.float32)
+        weight = np.zeros((height, width, 1), np.float32)
+        masks: dict[tuple[bool, bool, bool, bool], np.ndarray] = {}  # by which edges are shared
         for (left, top, right, bottom), tile in zip(self.boxes, tiles, strict=True):
-            pixels = np.asarray(tile.convert("RGB").resize(self.tile), np.float64)
-            wy = _ramp(self.tile[1], self.overlap, top > 0, bottom < height)
-            wx = _ramp(self.tile[0], self.overlap, left > 0, right < width)
-            mask = (wy[:, None] * wx[None, :])[:, :, None]
-            total[top:bottom, left:right] += pixels * mask
+            if tile.size != self.tile:
+                tile = tile.resize(self.tile)
+            pixels = np.asarray(tile.convert("RGB"), np.float32)
+            edges = (top > 0, bottom < height, left > 0, right < width)
+            mask = masks.get(edges)
+            if mask is None:
+                wy = _ramp(self.tile[1], self.overlap, edges[0], edges[1])
+                wx = _ramp(self.tile[0], self.overlap, edges[2], edges[3])
+                mask = masks[edges] = np.outer(wy, wx).astype(np.float32)[:, :, None]
+            pixels *= mask
+            total[top:bottom, left:right] += pixels
             weight[top:bottom, left:right] += mask
-        return Image.fromarray(
-            np.clip(np.rint(total / np.maximum(weight, 1e-9)), 0, 255).astype(np.uint8), "RGB"
-        )
+        np.maximum(weight, 1e-9, out=weight)
+        total /= weight
+        np.rint(total, out=total)
+        return Image.fromarray(np.clip(total, 0, 255).astype(np.uint8), "RGB")
 
 
 def _ramp(length: int, overlap: int, lead: bool, trail: bool) -> np.ndarray:
