@@ -39,7 +39,8 @@ def test_extras_sd_upscale_by_two_shows_the_result_in_the_compare(page: Any, ser
     page.click("#tabbtn-extras")
     form = page.locator("#extras-form")
     page.wait_for_selector("#extras-form select[name=sd_upscaler] option[value=Lanczos]", state="attached")
-    form.get_by_text("SD upscale", exact=True).click()
+    page.evaluate("scrollTo(0, 0)")  # filling Generate scrolled the page; the sticky header would cover the form
+    form.get_by_role("radio", name="SD upscale").check()
     expect(page.locator("#extras-sd")).to_be_visible()
     expect(page.locator("#extras-plain")).to_be_hidden()
     expect(page.locator("#extras-submit")).to_contain_text("SD upscale")
@@ -53,7 +54,7 @@ def test_extras_sd_upscale_by_two_shows_the_result_in_the_compare(page: Any, ser
     form.locator("input[name=sd_overlap]").fill("16")
     form.locator("input[name=sd_tile_width]").fill("64")
     form.locator("input[name=sd_tile_height]").fill("64")
-    expect(page.locator("#extras-sd-size")).to_contain_text("64×64 → 128×128, 4 tiles of 64×64")
+    expect(page.locator("#extras-sd-size")).to_contain_text("64×64 → 128×128, 9 tiles of 64×64 (3×3)")
     page.click("#extras-submit")
 
     card = page.locator(".extras-card", has=page.locator(".run-prompt", has_text="green.png")).first
