@@ -30,7 +30,7 @@ def small_generate(page: Any, prompt: str) -> None:
 
 
 def choose_script(page: Any, name: str) -> None:
-    page.wait_for_selector(f"#script-select option[value=\"{name}\"]", state="attached")
+    page.wait_for_selector(f'#script-select option[value="{name}"]', state="attached")
     page.select_option("#script-select", name)
 
 
@@ -39,7 +39,8 @@ def test_extras_sd_upscale_by_two_shows_the_result_in_the_compare(page: Any, ser
     page.click("#tabbtn-extras")
     form = page.locator("#extras-form")
     page.wait_for_selector("#extras-form select[name=sd_upscaler] option[value=Lanczos]", state="attached")
-    page.evaluate("scrollTo(0, 0)")  # filling Generate scrolled the page; the sticky header would cover the form
+    # filling Generate scrolled the page: the sticky header would cover the form's top
+    page.evaluate("scrollTo(0, 0)")
     form.get_by_role("radio", name="SD upscale").check()
     expect(page.locator("#extras-sd")).to_be_visible()
     expect(page.locator("#extras-plain")).to_be_hidden()
