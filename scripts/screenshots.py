@@ -264,7 +264,8 @@ def extras(page: Page, client: httpx.Client, out: Path, kind: str) -> None:
     page.evaluate("window.scrollTo(0, 0)")
     page.get_by_role("radio", name="SD upscale").check()
     job = done[-1]
-    drop_png(page, small_png(client.get(job["outputs"][0]["url"]).content, 192), "#extras-drop", "ramen.png")
+    name = "sd-" + "-".join(job["params"]["prompt"].split(",")[0].split()[:4]) + ".png"
+    drop_png(page, small_png(client.get(job["outputs"][0]["url"]).content, 192), "#extras-drop", name)
     page.locator("#extras-files li").first.wait_for()
     page.fill("#extras-form textarea[name=sd_prompt]", job["params"]["prompt"])
     page.select_option("#extras-form select[name=sd_upscaler]", nets[0]["name"])
@@ -274,10 +275,10 @@ def extras(page: Page, client: httpx.Client, out: Path, kind: str) -> None:
     page.fill("#extras-form input[name=sd_tile_height]", "192")
     page.fill("#extras-form input[name=sd_overlap]", "64")
     page.click("#extras-submit")
-    page.locator(".extras-card[data-state=succeeded] .compare-range").first.wait_for(timeout=60_000)
-    page.locator(".extras-card .compare-range").first.evaluate(
-        "(r) => { r.value = 50; r.dispatchEvent(new Event('input')); }"
-    )
+    card = page.locator(".extras-card", has=page.locator(".run-prompt", has_text=name)).first
+    newest = card.locator(".compare-range")
+    newest.wait_for(timeout=60_000)
+    newest.evaluate("(r) => { r.value = 50; r.dispatchEvent(new Event('input')); }")
     if kind == "narrow":
         page.locator(".extras-card").first.evaluate("(el) => window.scrollTo(0, el.offsetTop - 104)")
     else:
@@ -319,7 +320,10 @@ def tour(browser: Browser, client: httpx.Client, out: Path, kind: str) -> None:
     page.select_option("#script-select", "prompt matrix")
     page.click("#gen-submit")
     page.locator(".script-card[data-state=succeeded] .tile img").nth(4).wait_for(timeout=60_000)
-    page.locator("#script-panel").evaluate("(el) => window.scrollTo(0, el.offsetTop - 70)")
+    if kind == "narrow":  # one column: the panel comes before the results
+        page.locator("#script-panel").evaluate("(el) => window.scrollTo(0, el.offsetTop - 70)")
+    else:
+        page.evaluate("window.scrollTo(0, 0)")
     shoot(page, out, "generate-script", kind)
     page.select_option("#script-select", "")
     page.evaluate("window.scrollTo(0, 0)")

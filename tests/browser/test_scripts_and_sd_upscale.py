@@ -86,7 +86,7 @@ def test_prompt_matrix_shows_the_grid_and_every_combination(page: Any, server: L
     expect(args.locator("[data-arg]")).to_have_count(5)
     expect(args.locator('[data-arg="2"] select')).to_have_value("positive")
     expect(args.locator('[data-arg="4"] input[type=number]')).to_have_attribute("max", "500")
-    expect(page.locator("#gen-submit")).to_contain_text("Prompt matrix")
+    expect(page.locator("#gen-script-hint")).to_have_text("with the script Prompt matrix")
 
     with page.expect_request("**/sdapi/v1/txt2img") as sent:
         page.click("#gen-submit")

@@ -185,7 +185,7 @@ function showArgs() {
   const script = selectedScript();
   root.classList.toggle("active", Boolean(script));
   if (!script) {
-    help.textContent = "Generate runs as usual. A script runs a batch of images through the A1111 API.";
+    help.textContent = "";
     render(argsBox);
     return;
   }

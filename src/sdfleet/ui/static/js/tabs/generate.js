@@ -111,8 +111,12 @@ function applyMode() {
   $("#mask-slot").hidden = m !== "inpaint";
   setScriptMode(m);
   const script = selectedScript();
-  const action = m === "txt2img" ? "Generate" : m === "img2img" ? "Generate img2img" : "Inpaint";
-  $("#gen-submit span").textContent = script && !script.xyz ? `${action} · ${script.title}` : action;
+  $("#gen-submit span").textContent = m === "txt2img" ? "Generate" : m === "img2img" ? "Generate img2img" : "Inpaint";
+  const hint = $("#gen-script-hint");
+  hint.hidden = !script;
+  hint.textContent = !script ? "" : script.xyz ? "X/Y/Z plot: opens its tab" : `with the script ${script.title}`;
+  if (script) $("#gen-submit").setAttribute("aria-describedby", "gen-script-hint");
+  else $("#gen-submit").removeAttribute("aria-describedby");
 }
 
 function setMode(m) {
