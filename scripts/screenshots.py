@@ -8,7 +8,9 @@ the way a person would and writes ``docs/screenshots/<tab>-<desktop|narrow>.png`
 
 Needs ``pip install playwright`` and ``apt-get install chromium`` (never ``playwright install``). The
 Extras tab's shots need torch (a tiny random Real-ESRGAN Compact net is registered as the upscaler, which
-the fake engine's workers run); without it they are skipped. ``--tabs extras,generate`` writes only those.
+the fake engine's workers run); without it they are skipped. ``--tabs extras,generate`` writes only those
+(with their second shots: ``generate-script``, a prompt matrix run from the Script panel, and
+``extras-sd-upscale``, the Extras tab's SD upscale mode).
 """
 
 from __future__ import annotations
@@ -191,7 +193,8 @@ ONLY: set[str] = set()  # --tabs: the shots to write (empty: all)
 
 
 def shoot(page: Page, out: Path, name: str, kind: str) -> None:
-    if ONLY and name not in ONLY:
+    # "--tabs generate" writes the Generate tab's other shots too (generate-script)
+    if ONLY and name not in ONLY and name.split("-")[0] not in ONLY:
         return
     page.wait_for_timeout(400)  # let transitions settle
     path = out / f"{name}-{kind}.png"
@@ -257,6 +260,32 @@ def extras(page: Page, client: httpx.Client, out: Path, kind: str) -> None:
         page.evaluate("window.scrollTo(0, 0)")
     shoot(page, out, "extras", kind)
 
+    # SD upscale: one of them ×2 again, redrawn tile by tile with img2img on the workers.
+    page.evaluate("window.scrollTo(0, 0)")
+    page.get_by_role("radio", name="SD upscale").check()
+    job = done[-1]
+    name = "sd-" + "-".join(job["params"]["prompt"].split(",")[0].split()[:4]) + ".png"
+    drop_png(page, small_png(client.get(job["outputs"][0]["url"]).content, 192), "#extras-drop", name)
+    page.locator("#extras-files li").first.wait_for()
+    page.fill("#extras-form textarea[name=sd_prompt]", job["params"]["prompt"])
+    page.select_option("#extras-form select[name=sd_upscaler]", nets[0]["name"])
+    page.fill("#extras-form input[name=sd_scale]", "2")
+    page.fill("#extras-form input[name=sd_denoising_strength]", "0.3")
+    page.fill("#extras-form input[name=sd_tile_width]", "192")
+    page.fill("#extras-form input[name=sd_tile_height]", "192")
+    page.fill("#extras-form input[name=sd_overlap]", "64")
+    page.click("#extras-submit")
+    card = page.locator(".extras-card", has=page.locator(".run-prompt", has_text=name)).first
+    newest = card.locator(".compare-range")
+    newest.wait_for(timeout=60_000)
+    newest.evaluate("(r) => { r.value = 50; r.dispatchEvent(new Event('input')); }")
+    if kind == "narrow":
+        page.locator(".extras-card").first.evaluate("(el) => window.scrollTo(0, el.offsetTop - 104)")
+    else:
+        page.evaluate("window.scrollTo(0, 0)")
+    shoot(page, out, "extras-sd-upscale", kind)
+    page.get_by_role("radio", name="Upscale", exact=True).check()
+
 
 def tour(browser: Browser, client: httpx.Client, out: Path, kind: str) -> None:
     url = str(client.base_url).rstrip("/")
@@ -282,6 +311,22 @@ def tour(browser: Browser, client: httpx.Client, out: Path, kind: str) -> None:
     page.wait_for_timeout(1800)
     page.evaluate("window.scrollTo(0, 0)")
     shoot(page, out, "generate", kind)
+
+    # Generate with a script: a prompt matrix through the A1111 API, its grid first, the Script panel in view.
+    page.fill("textarea[name=prompt]", "a lighthouse on a cliff|at dusk|in a storm")
+    page.fill("input[name=steps]", "14")
+    page.fill("input[name=batch_size]", "1")
+    page.locator("#script-select option[value='prompt matrix']").wait_for(state="attached")
+    page.select_option("#script-select", "prompt matrix")
+    page.click("#gen-submit")
+    page.locator(".script-card[data-state=succeeded] .tile img").nth(4).wait_for(timeout=60_000)
+    if kind == "narrow":  # one column: the panel comes before the results
+        page.locator("#script-panel").evaluate("(el) => window.scrollTo(0, el.offsetTop - 70)")
+    else:
+        page.evaluate("window.scrollTo(0, 0)")
+    shoot(page, out, "generate-script", kind)
+    page.select_option("#script-select", "")
+    page.evaluate("window.scrollTo(0, 0)")
 
     # Queue: more work arriving while that run is going.
     jobs = [

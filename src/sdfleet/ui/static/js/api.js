@@ -81,18 +81,41 @@ export async function api(path, { method = "GET", body, query, signal } = {}) {
     }
   }
   if (response.ok) return data;
-  const error = data && typeof data.error === "object" ? data.error : null;
+  const error = errorParts(data);
   const apiError = new ApiError(
     response.status,
-    error?.code || `http_${response.status}`,
-    error?.message || `${response.status} ${response.statusText || "error"}`.trim(),
-    error?.field || null,
-    error?.details || null,
+    error.code || `http_${response.status}`,
+    error.message || `${response.status} ${response.statusText || "error"}`.trim(),
+    error.field || null,
+    error.details || null,
   );
   if (response.status === 401) {
     window.dispatchEvent(new CustomEvent("sdfleet:auth-required", { detail: apiError }));
   }
   throw apiError;
+}
+
+const LOCATION_PARTS = new Set(["body", "query", "path", "header"]);
+
+/**
+ * {code, message, field, details} of an error body in any of the envelopes the server answers:
+ * its own `{"error": {"code", "message", "field"}}`; A1111's `{"error": "<class>", "detail": "field:
+ * message"}` (the /sdapi routes — the field is the message's prefix, e.g. `script_args.3: line 1: …`);
+ * FastAPI's 422 `{"detail": [{"loc", "msg"}]}`.
+ */
+export function errorParts(data) {
+  if (!data || typeof data !== "object") return {};
+  if (data.error && typeof data.error === "object") return data.error;
+  if (typeof data.detail === "string") {
+    const named = /^([A-Za-z_]\w*(?:\.\w+)*): \S/.exec(data.detail);
+    return { code: typeof data.error === "string" ? data.error : null, message: data.detail, field: named ? named[1] : null };
+  }
+  if (Array.isArray(data.detail) && data.detail.length) {
+    const first = data.detail[0] || {};
+    const field = (first.loc || []).filter((p) => !LOCATION_PARTS.has(p)).join(".") || null;
+    return { code: "invalid_request", message: field ? `${field}: ${first.msg}` : String(first.msg || "invalid request"), field };
+  }
+  return {};
 }
 
 const eventsPath = (jobId) => `v1/jobs/${encodeURIComponent(jobId)}/events`;

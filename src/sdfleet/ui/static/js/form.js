@@ -68,11 +68,16 @@ export function writeFields(form, params) {
   return set;
 }
 
-/** The form field an API error names ("jobs.0.params.width" → the width control's wrapper). */
+/** The form field an API error names ("jobs.0.params.width" → the width control's wrapper): the
+ * longest leading part of the path that a `data-field` names ("generation.prompt", else "generation"). */
 export function fieldElement(form, field) {
   if (!field) return null;
-  const name = field.replace(/^jobs\.\d+\./, "").replace(/^params\./, "").split(".")[0];
-  return $(`[data-field="${CSS.escape(name)}"]`, form);
+  const parts = field.replace(/^jobs\.\d+\./, "").replace(/^params\./, "").split(".");
+  for (let n = parts.length; n > 0; n -= 1) {
+    const found = $(`[data-field="${CSS.escape(parts.slice(0, n).join("."))}"]`, form);
+    if (found) return found;
+  }
+  return null;
 }
 
 /** Mark a field invalid with a message under it, reveal it, and focus its control. */

@@ -1,6 +1,8 @@
 // The Extras tab: upscale one image or many (a folder too) with the registered upscalers or a plain
 // resize, optionally blended with a second upscaler and with faces restored — one native `upscale`
 // job per image, each followed live, each result shown against its original with a before/after split.
+// The SD upscale mode makes one native `sd_upscale` job per image instead: upscaled, then redrawn tile by
+// tile with img2img on the workers (the checkpoint, sampler, steps and seed from the Generate tab).
 import { api, apiUrl, auth, ApiError } from "../api.js";
 import { $, $$, h, icon, render, debounce, dropZone } from "../dom.js";
 import { emit } from "../bus.js";
@@ -12,6 +14,7 @@ import { openLightbox } from "../lightbox.js";
 import { download } from "../images.js";
 import { duration, usd, truncate } from "../format.js";
 import { showError, toast } from "../toast.js";
+import { currentRequest } from "./generate.js";
 
 const STORAGE = "sdfleet.extras";
 const MAX_CARDS = 60; // the newest results shown (older ones stay in Queue and Gallery)
@@ -28,7 +31,17 @@ const SETTINGS = [
   "codeformer_visibility",
   "codeformer_weight",
   "upscale_first",
+  "sd_prompt",
+  "sd_negative_prompt",
+  "sd_denoising_strength",
+  "sd_scale",
+  "sd_upscaler",
+  "sd_overlap",
+  "sd_tile_width",
+  "sd_tile_height",
 ];
+// what an SD upscale's tiles take from the Generate tab (the rest is set here)
+const FROM_GENERATE = ["model", "vae", "sampler_name", "scheduler", "steps", "cfg_scale", "seed", "subseed", "subseed_strength", "clip_skip", "output_format"];
 const FACE_HINT = "sdfleet models add NAME FILE --kind face_restorer";
 
 const form = $("#extras-form");
@@ -47,6 +60,8 @@ function imageType(file) {
 // ------------------------------------------------------------------ sizes (A1111's Extras rules)
 
 const mode = () => form.elements.resize_mode.value;
+const extrasMode = () => form.elements.extras_mode.value;
+const sdMode = () => extrasMode() === "sd_upscale";
 const num = (name) => (form.elements[name].value === "" ? NaN : Number(form.elements[name].value));
 
 /** What one upscale turns a `w`×`h` image into (UpscaleSpec.output_size): null when the settings are bad. */
@@ -82,7 +97,75 @@ function readSettings() {
 
 const sizeText = ([w, hgt]) => `${w}×${hgt}`;
 
+/** The SD upscale mode's settings: {upscaler, scale, overlap, generation: {…the tiles' img2img}}. */
+function readSd() {
+  const el = form.elements;
+  const base = currentRequest({ images: false }).params;
+  const generation = {};
+  for (const key of FROM_GENERATE) if (base[key] !== undefined && base[key] !== null) generation[key] = base[key];
+  Object.assign(generation, {
+    prompt: el.sd_prompt.value,
+    negative_prompt: el.sd_negative_prompt.value,
+    denoising_strength: num("sd_denoising_strength"),
+    width: num("sd_tile_width"),
+    height: num("sd_tile_height"),
+    batch_size: 1,
+    n_iter: 1,
+  });
+  return { upscaler: el.sd_upscaler.value, scale: num("sd_scale"), overlap: num("sd_overlap"), generation };
+}
+
+/** What an SD upscale turns a `w`×`h` picture into (SdUpscaleSpec.upscaled_size). */
+export function sdOutputSize(w, hgt, scale) {
+  if (!Number.isFinite(scale) || scale <= 0) return null;
+  return [Math.max(8, Math.floor(Math.floor(w * scale) / 8) * 8), Math.max(8, Math.floor(Math.floor(hgt * scale) / 8) * 8)];
+}
+
+/** The tiles covering a picture (SdUpscaleSpec.grid: A1111's split_grid): [columns, rows, tileW, tileH]. */
+function sdTiles([w, hgt], tileW, tileH, overlap) {
+  const tw = Math.floor(Math.min(tileW, w) / 8) * 8;
+  const th = Math.floor(Math.min(tileH, hgt) / 8) * 8;
+  const o = Math.max(0, Math.min(overlap, Math.floor(Math.min(tw, th) / 2)));
+  const count = (side, span) => (side <= span ? 1 : Math.ceil((side - o) / (span - o)));
+  return [count(w, tw), count(hgt, th), tw, th];
+}
+
+function outputFor(item) {
+  return sdMode() ? sdOutputSize(item.width, item.height, num("sd_scale")) : outputSizeFor(item.width, item.height);
+}
+
+function updateSdNote() {
+  const base = currentRequest({ images: false }).params;
+  $("#extras-sd-base").textContent = [base.model || "the worker's checkpoint", base.sampler_name, `${base.steps} steps`, `CFG ${base.cfg_scale}`, `seed ${base.seed === -1 ? "random" : base.seed}`]
+    .filter(Boolean)
+    .join(" · ");
+  const note = $("#extras-sd-size");
+  const first = chosen[0];
+  const out = first ? sdOutputSize(first.width, first.height, num("sd_scale")) : null;
+  if (!out) {
+    note.textContent = first ? "" : `Each image ×${num("sd_scale")}, redrawn in tiles of ${num("sd_tile_width")}×${num("sd_tile_height")}.`;
+    return;
+  }
+  const [cols, rows, tw, th] = sdTiles(out, num("sd_tile_width"), num("sd_tile_height"), num("sd_overlap") || 0);
+  note.textContent = `${truncate(first.name, 40)}: ${sizeText([first.width, first.height])} → ${sizeText(out)}, ${cols * rows} tile${cols * rows === 1 ? "" : "s"} of ${tw}×${th} (${cols}×${rows})${chosen.length > 1 ? `, and ${chosen.length - 1} more` : ""}`;
+}
+
 function updateSizeNote() {
+  const sd = sdMode();
+  $("#extras-plain").hidden = sd;
+  $("#extras-sd").hidden = !sd;
+  $("#extras-size").hidden = sd;
+  $("#extras-sd-size").hidden = !sd;
+  $("#extras-title").textContent = sd ? "SD upscale" : "Upscale";
+  submitLabel();
+  if (sd) {
+    updateSdNote();
+    for (const item of chosen) {
+      const size = outputFor(item);
+      if (item.sizeLabel) item.sizeLabel.textContent = size ? `${sizeText([item.width, item.height])} → ${sizeText(size)}` : "";
+    }
+    return;
+  }
   const scaleTo = mode() === "scale_to";
   $("#extras-scale-by").hidden = scaleTo;
   $("#extras-scale-to").hidden = !scaleTo;
@@ -130,6 +213,7 @@ function fillPickers() {
   const first = !el.upscaler_1.options.length;
   upscalerOptions(el.upscaler_1, { allowNone: true });
   upscalerOptions(el.upscaler_2, { allowNone: true });
+  upscalerOptions(el.sd_upscaler, { allowNone: false });
   if (first) {
     restore();
     // a registered net is what people come here for; otherwise Lanczos
@@ -137,6 +221,10 @@ function fillPickers() {
       const net = catalog.pixelUpscalers.find((u) => u.model_name || u.model_path);
       setSelect(el.upscaler_1, net ? net.name : "Lanczos");
       setSelect(el.upscaler_2, "None");
+      setSelect(el.sd_upscaler, "Lanczos");
+      // tiles the checkpoint's own size (a 64 px demo model redraws 64 px tiles)
+      const side = catalog.checkpoints[0]?.resolution;
+      if (side) el.sd_tile_width.value = el.sd_tile_height.value = String(side);
     }
   }
   showFaceRestorers();
@@ -229,12 +317,18 @@ function showFiles() {
   const n = chosen.length;
   $("#extras-count").textContent = n ? `${n} image${n === 1 ? "" : "s"} chosen` : "";
   $("#extras-clear").hidden = !n;
-  $("#extras-submit span").textContent = n > 1 ? `Upscale ${n} images` : "Upscale";
+  submitLabel();
   if (n) clearField($('[data-field="image"]', form));
   updateSizeNote();
 }
 
 // ------------------------------------------------------------------ checking and submitting
+
+function submitLabel() {
+  const n = chosen.length;
+  const verb = sdMode() ? "SD upscale" : "Upscale";
+  $("#extras-submit span").textContent = n > 1 ? `${verb} ${n} images` : verb;
+}
 
 function clearField(wrapper) {
   if (!wrapper) return;
@@ -274,6 +368,13 @@ function problem(settings) {
       if (!Number.isInteger(value)) return [el.name, `${labelOf(el)}: a whole number of pixels.`];
     }
   }
+  if (sdMode()) {
+    if (!settings.upscaler) return ["upscaler", "Choose an upscaler."];
+    for (const item of chosen) {
+      if (!sdOutputSize(item.width, item.height, settings.scale)) return ["scale", `${item.name}: no size to scale it to.`];
+    }
+    return null;
+  }
   if (!settings.upscaler_1) return ["upscaler_1", "Choose an upscaler."];
   for (const item of chosen) {
     const out = outputSizeFor(item.width, item.height, settings);
@@ -302,6 +403,13 @@ async function uploadInput(item) {
 
 /** The job body for one image (its input already uploaded as `ref`). */
 function jobBody(settings, item, ref) {
+  if (sdMode()) {
+    return {
+      kind: "sd_upscale",
+      params: { image: ref, ...settings, generation: { ...settings.generation } },
+      labels: { extras: "1", file: item.name.slice(-200) },
+    };
+  }
   return {
     kind: "upscale",
     params: { image: ref, ...settings },
@@ -315,7 +423,7 @@ export async function submit(event) {
   const label = $("span", button);
   clearInvalid(form);
   showFormError("");
-  const settings = readSettings();
+  const settings = sdMode() ? readSd() : readSettings();
   const found = problem(settings);
   if (found) {
     invalid(...found);
@@ -347,7 +455,7 @@ export async function submit(event) {
     showFormError(err instanceof ApiError ? `${err.code}: ${err.text}` : String(err?.message || err));
   } finally {
     button.disabled = false;
-    label.textContent = chosen.length > 1 ? `Upscale ${chosen.length} images` : "Upscale";
+    submitLabel();
   }
 }
 
@@ -374,10 +482,16 @@ async function showRecent() {
   if (recentShown) return;
   recentShown = true;
   try {
-    const { jobs } = await api("v1/jobs", { query: { kind: "upscale", limit: 4 } });
+    const lists = await Promise.all(["upscale", "sd_upscale"].map((kind) => api("v1/jobs", { query: { kind, limit: 4 } })));
+    const jobs = lists
+      .flatMap((l) => l.jobs)
+      .filter((j) => !j.parent_id) // an SD upscale's own upscale step is shown as the SD upscale
+      .sort((a, b) => b.created_at - a.created_at)
+      .slice(0, 4);
     for (const job of jobs) {
       if (cards.some((c) => c.job.id === job.id)) continue;
-      addCard(job, { name: job.labels?.file || `Upscale with ${job.params.upscaler_1}`, url: null }, { older: true });
+      const name = job.labels?.file || (job.kind === "sd_upscale" ? `SD upscale with ${job.params.upscaler}` : `Upscale with ${job.params.upscaler_1}`);
+      addCard(job, { name, url: null }, { older: true });
     }
   } catch (err) {
     recentShown = false;
@@ -390,7 +504,8 @@ class ExtrasCard {
     this.job = job;
     this.source = source;
     const p = job.params;
-    this.expected = outputSizeFor(p.input_width, p.input_height, p) || [p.input_width, p.input_height];
+    const sd = job.kind === "sd_upscale";
+    this.expected = (sd ? sdOutputSize(p.input_width, p.input_height, p.scale) : outputSizeFor(p.input_width, p.input_height, p)) || [p.input_width, p.input_height];
     this.bar = h("div.progress-fill");
     this.progress = h("div.progress", { role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100", "aria-label": "Progress" }, this.bar);
     this.status = h("span.run-status", "Queued");
@@ -405,8 +520,8 @@ class ExtrasCard {
     this.body = h("div.extras-body", placeholder);
     this.actions = h("div.extras-actions");
     this.notes = h("div");
-    const how = p.resize_mode === "scale_to" ? `to ${p.upscaling_resize_w}×${p.upscaling_resize_h}${p.upscaling_crop ? " (crop)" : ""}` : `×${p.upscaling_resize}`;
-    const second = p.extras_upscaler_2_visibility > 0 ? ` + ${p.upscaler_2} ${Math.round(p.extras_upscaler_2_visibility * 100)}%` : "";
+    const how = sd ? `×${p.scale}` : p.resize_mode === "scale_to" ? `to ${p.upscaling_resize_w}×${p.upscaling_resize_h}${p.upscaling_crop ? " (crop)" : ""}` : `×${p.upscaling_resize}`;
+    const second = !sd && p.extras_upscaler_2_visibility > 0 ? ` + ${p.upscaler_2} ${Math.round(p.extras_upscaler_2_visibility * 100)}%` : "";
     this.element = h(
       "article.run-card.extras-card",
       { dataset: { jobId: job.id, state: job.state } },
@@ -415,7 +530,12 @@ class ExtrasCard {
         h(
           "div.run-title",
           h("p.run-prompt", { title: source.name }, source.name),
-          h("p.run-meta", `${p.upscaler_1}${second} · ${how} · ${p.input_width}×${p.input_height} → ${sizeText(this.expected)}`),
+          h(
+            "p.run-meta",
+            sd
+              ? `SD upscale · ${p.upscaler} · ${how} · denoising ${p.generation?.denoising_strength} · ${p.generation?.width}×${p.generation?.height} tiles · ${p.input_width}×${p.input_height} → ${sizeText(this.expected)}`
+              : `${p.upscaler_1}${second} · ${how} · ${p.input_width}×${p.input_height} → ${sizeText(this.expected)}`,
+          ),
         ),
         this.badge,
         this.cancelButton,
@@ -557,7 +677,7 @@ function resultOnly(url, width, height, label) {
 
 const save = debounce(() => {
   const el = form.elements;
-  const values = { resize_mode: mode() };
+  const values = { resize_mode: mode(), extras_mode: extrasMode() };
   for (const name of SETTINGS) values[name] = el[name].type === "checkbox" ? el[name].checked : el[name].value;
   localStorage.setItem(STORAGE, JSON.stringify(values));
 }, 300);
@@ -574,6 +694,7 @@ function restore() {
       el[name].dispatchEvent(new Event("input", { bubbles: true }));
     }
     if (saved.resize_mode === "scale_by" || saved.resize_mode === "scale_to") el.resize_mode.value = saved.resize_mode;
+    if (saved.extras_mode === "upscale" || saved.extras_mode === "sd_upscale") el.extras_mode.value = saved.extras_mode;
   } catch {
     localStorage.removeItem(STORAGE);
   }
@@ -621,5 +742,11 @@ export function initExtras() {
     recentShown = false;
     if (!$("#tab-extras").hidden) showRecent();
   });
-  return { submit, shown: showRecent };
+  return {
+    submit,
+    shown() {
+      updateSizeNote(); // the SD upscale's settings from Generate may have changed
+      showRecent();
+    },
+  };
 }

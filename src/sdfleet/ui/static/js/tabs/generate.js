@@ -10,6 +10,7 @@ import { pairSliders, readFields, writeFields, setSelect, fieldElement, markInva
 import { RunCard } from "../run-card.js";
 import { blobToDataUrl, urlToDataUrl } from "../images.js";
 import { showError, toast } from "../toast.js";
+import { initScriptPanel, setScriptMode, selectedScript, scriptArgs, argElement, ScriptRunCard } from "../script-panel.js";
 
 const STORAGE = "sdfleet.generate";
 const MAX_RUNS = 8;
@@ -108,7 +109,14 @@ function applyMode() {
   $("#init-view").hidden = !initImage;
   $("#init-plain").hidden = m === "inpaint";
   $("#mask-slot").hidden = m !== "inpaint";
+  setScriptMode(m);
+  const script = selectedScript();
   $("#gen-submit span").textContent = m === "txt2img" ? "Generate" : m === "img2img" ? "Generate img2img" : "Inpaint";
+  const hint = $("#gen-script-hint");
+  hint.hidden = !script;
+  hint.textContent = !script ? "" : script.xyz ? "X/Y/Z plot: opens its tab" : `with the script ${script.title}`;
+  if (script) $("#gen-submit").setAttribute("aria-describedby", "gen-script-hint");
+  else $("#gen-submit").removeAttribute("aria-describedby");
 }
 
 function setMode(m) {
@@ -225,11 +233,55 @@ function addRun(job, { older = false } = {}) {
   return card;
 }
 
+/** Show a script's run on top, like a generation's. */
+function addScriptRun(card) {
+  runs.unshift(card);
+  results.prepend(card.element);
+  $(".results-empty", results)?.remove();
+  while (runs.length > MAX_RUNS) runs.pop().destroy();
+}
+
+function removeRun(card) {
+  const i = runs.indexOf(card);
+  if (i >= 0) runs.splice(i, 1);
+  card.destroy();
+}
+
+/** Run the chosen A1111 script over the form's settings (POST /sdapi/v1/txt2img or img2img with
+ * script_name and script_args): a busy card until the call answers, then its grid and images. A bad
+ * argument (`script_args.N`) is shown under its input, any other field as Generate shows it. */
+async function runScript(script, request) {
+  const card = new ScriptRunCard({ script, kind: request.kind, params: request.params, args: scriptArgs() });
+  addScriptRun(card);
+  emit("job-submitted", null);
+  try {
+    await card.run();
+  } catch (err) {
+    const arg = /^script_args\.(\d+)/.exec(err?.field || "");
+    const message = String(err?.message || err).replace(/^script_args\.\d+: /, "");
+    const marked = arg ? markInvalid(argElement(Number(arg[1])), message) : err?.field ? markInvalid(fieldElement(form, err.field), err.message) : false;
+    if (marked && err.status >= 400 && err.status < 500) removeRun(card); // nothing ran: the field says why
+    showError(err, script.title);
+  } finally {
+    emit("job-finished", null);
+  }
+}
+
 /** Submit what the form says. */
 export async function generate() {
   clearInvalid(form);
   const request = currentRequest();
   if (!checkLocally(request)) return;
+  const script = selectedScript();
+  if (script?.xyz) {
+    emit("show-tab", "xyz");
+    toast("The X/Y/Z plot runs from its own tab, over this form's settings.");
+    return;
+  }
+  if (script) {
+    await runScript(script, request);
+    return;
+  }
   const button = $("#gen-submit");
   button.disabled = true;
   try {
@@ -366,8 +418,8 @@ function bindControls() {
 async function showRecent() {
   try {
     const { jobs } = await api("v1/jobs", { query: { limit: 6 } });
-    const recent = jobs.filter((j) => !j.labels?.xyz && (j.kind === "txt2img" || j.kind === "img2img")).slice(0, 3);
-    for (const job of recent) if (!runs.some((r) => r.job.id === job.id)) addRun(job, { older: true });
+    const recent = jobs.filter((j) => !j.labels?.xyz && !j.labels?.script && (j.kind === "txt2img" || j.kind === "img2img")).slice(0, 3);
+    for (const job of recent) if (!runs.some((r) => r.job?.id === job.id)) addRun(job, { older: true });
     if (!runs.length) {
       results.append(
         h(
@@ -388,6 +440,8 @@ export function initGenerate() {
     negative: promptEditor(form.elements.negative_prompt),
   };
   $("#mask-slot").append(mask.element);
+  initScriptPanel();
+  $("#script-select").addEventListener("change", applyMode);
   bindDropzone();
   bindControls();
   let restored = false;
