@@ -1,7 +1,8 @@
 """A1111's own HTTP test suite, ported to run against a real ``sdfleet up`` (issue 16).
 
 The tests mirror AUTOMATIC1111/stable-diffusion-webui's ``test/`` directory, the files that talk to a
-running web UI over HTTP:
+running web UI over HTTP (as read at upstream commits ``3250df9`` conftest, ``d6b16bb`` txt2img,
+``4608f62`` img2img, ``01a40c6`` extras, ``f8391b8`` utils):
 
 - ``test/conftest.py`` — the ``img2img_basic_image_base64`` and ``mask_basic_image_base64`` fixtures
   (``base_url`` comes from the pytest-base-url plugin there, set to ``http://127.0.0.1:7860`` in
