@@ -321,7 +321,9 @@ def tour(browser: Browser, client: httpx.Client, out: Path, kind: str) -> None:
     page.click("#gen-submit")
     page.locator(".script-card[data-state=succeeded] .tile img").nth(4).wait_for(timeout=60_000)
     if kind == "narrow":  # one column: the panel comes before the results
-        page.locator("#script-panel").evaluate("(el) => window.scrollTo(0, el.offsetTop - 70)")
+        page.locator("#script-panel").evaluate(
+            "(el) => window.scrollTo(0, el.getBoundingClientRect().top + window.scrollY - 110)"
+        )
     else:
         page.evaluate("window.scrollTo(0, 0)")
     shoot(page, out, "generate-script", kind)

@@ -40,6 +40,10 @@ let infos = new Map(); // "txt2img:name" → [arg specs]
 let tab = "txt2img";
 let wanted = ""; // the script the person chose (kept while another mode does not offer it)
 let loaded = false;
+const listeners = [];
+
+/** Call `fn(script)` whenever the chosen script (or its mode's list) changes. */
+export const onScriptChange = (fn) => listeners.push(fn);
 
 export const titleOf = (name) => TITLES[name] || name.charAt(0).toUpperCase() + name.slice(1);
 
@@ -183,6 +187,7 @@ function argInput(name, spec, i, value) {
 
 function showArgs() {
   const script = selectedScript();
+  for (const fn of listeners) fn(script);
   root.classList.toggle("active", Boolean(script));
   if (!script) {
     help.textContent = "";

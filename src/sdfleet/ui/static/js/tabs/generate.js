@@ -10,7 +10,7 @@ import { pairSliders, readFields, writeFields, setSelect, fieldElement, markInva
 import { RunCard } from "../run-card.js";
 import { blobToDataUrl, urlToDataUrl } from "../images.js";
 import { showError, toast } from "../toast.js";
-import { initScriptPanel, setScriptMode, selectedScript, scriptArgs, argElement, ScriptRunCard } from "../script-panel.js";
+import { initScriptPanel, onScriptChange, setScriptMode, selectedScript, scriptArgs, argElement, ScriptRunCard } from "../script-panel.js";
 
 const STORAGE = "sdfleet.generate";
 const MAX_RUNS = 8;
@@ -109,9 +109,13 @@ function applyMode() {
   $("#init-view").hidden = !initImage;
   $("#init-plain").hidden = m === "inpaint";
   $("#mask-slot").hidden = m !== "inpaint";
-  setScriptMode(m);
-  const script = selectedScript();
   $("#gen-submit span").textContent = m === "txt2img" ? "Generate" : m === "img2img" ? "Generate img2img" : "Inpaint";
+  setScriptMode(m);
+  showScriptHint(selectedScript());
+}
+
+/** Name the chosen script under the Generate button. */
+function showScriptHint(script) {
   const hint = $("#gen-script-hint");
   hint.hidden = !script;
   hint.textContent = !script ? "" : script.xyz ? "X/Y/Z plot: opens its tab" : `with the script ${script.title}`;
@@ -441,7 +445,7 @@ export function initGenerate() {
   };
   $("#mask-slot").append(mask.element);
   initScriptPanel();
-  $("#script-select").addEventListener("change", applyMode);
+  onScriptChange(showScriptHint);
   bindDropzone();
   bindControls();
   let restored = false;
