@@ -155,7 +155,7 @@ def test_up_registers_upscalers_under_a1111s_names(tmp_path: Path, tiny_models: 
 def test_up_runs_controlnet_units_of_the_native_api(tmp_path: Path, tiny_models: Any) -> None:
     """``sdfleet up --controlnet FILE``: the net is registered with the family read from it; a job with
     ``params.controlnet`` (a control image inline) is fetched, steered and written up in the infotext by the
-    local worker; a unit whose net does not fit the checkpoint, or names a preprocessor, is a 422 naming the
+    local worker; a unit whose net does not fit the checkpoint, or names a preprocessor this server lacks, is a 422 naming the
     unit's field before anything is stored."""
     import base64
 
@@ -195,10 +195,10 @@ def test_up_runs_controlnet_units_of_the_native_api(tmp_path: Path, tiny_models:
         wrong = {**params, "controlnet": [{"model": "tiny-controlnet-sdxl", "image": control}]}
         r = client.post("/v1/jobs", json={"params": wrong})
         assert r.status_code == 422 and "params.controlnet.0.model" in r.text and "SDXL" in r.text, r.text
-        canny = {
+        depth = {  # a preprocessor with weights: not served here
             **params,
-            "controlnet": [{"model": "tiny-controlnet-sd1", "image": control, "module": "canny"}],
+            "controlnet": [{"model": "tiny-controlnet-sd1", "image": control, "module": "depth"}],
         }
-        r = client.post("/v1/jobs", json={"params": canny})
+        r = client.post("/v1/jobs", json={"params": depth})
         assert r.status_code == 422 and "params.controlnet.0.module" in r.text, r.text
         assert len(client.get("/v1/jobs").json()["jobs"]) == 1
