@@ -202,3 +202,16 @@ def test_up_runs_controlnet_units_of_the_native_api(tmp_path: Path, tiny_models:
         r = client.post("/v1/jobs", json={"params": depth})
         assert r.status_code == 422 and "params.controlnet.0.module" in r.text, r.text
         assert len(client.get("/v1/jobs").json()["jobs"]) == 1
+
+        # webuiapi, unchanged: its ControlNetUnit arrives as alwayson_scripts.ControlNet, canny inline
+        webuiapi = pytest.importorskip("webuiapi")
+        port = int(str(client.base_url).rsplit(":", 1)[1].strip("/"))
+        api = webuiapi.WebUIApi(host="127.0.0.1", port=port)
+        unit = webuiapi.ControlNetUnit(
+            image=circle, module="canny", model="tiny-controlnet-sd1 [0123abcd]", weight=1.5, control_mode=2
+        )
+        result = api.txt2img(prompt="a circle", width=32, height=32, steps=3, seed=5, controlnet_units=[unit])
+        infotext = result.info["infotexts"][0]
+        assert 'ControlNet 0: "Module: canny, Model: tiny-controlnet-sd1 [' in infotext
+        assert "Control Mode: ControlNet is more important" in infotext and "Threshold A: 64" in infotext
+        assert "controlnet" in client.get("/sdapi/v1/scripts").json()["txt2img"]
