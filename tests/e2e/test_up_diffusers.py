@@ -155,7 +155,7 @@ def test_up_registers_upscalers_under_a1111s_names(tmp_path: Path, tiny_models: 
 def test_up_runs_controlnet_units_of_the_native_api(tmp_path: Path, tiny_models: Any) -> None:
     """``sdfleet up --controlnet FILE``: the net is registered with the family read from it; a job with
     ``params.controlnet`` (a control image inline) is fetched, steered and written up in the infotext by the
-    local worker; a unit whose net does not fit the checkpoint, or names a preprocessor, is a 422 naming the
+    local worker; a unit whose net does not fit the checkpoint, or names a preprocessor this server lacks, is a 422 naming the
     unit's field before anything is stored."""
     import base64
 
@@ -195,10 +195,23 @@ def test_up_runs_controlnet_units_of_the_native_api(tmp_path: Path, tiny_models:
         wrong = {**params, "controlnet": [{"model": "tiny-controlnet-sdxl", "image": control}]}
         r = client.post("/v1/jobs", json={"params": wrong})
         assert r.status_code == 422 and "params.controlnet.0.model" in r.text and "SDXL" in r.text, r.text
-        canny = {
+        depth = {  # a preprocessor with weights: not served here
             **params,
-            "controlnet": [{"model": "tiny-controlnet-sd1", "image": control, "module": "canny"}],
+            "controlnet": [{"model": "tiny-controlnet-sd1", "image": control, "module": "depth"}],
         }
-        r = client.post("/v1/jobs", json={"params": canny})
+        r = client.post("/v1/jobs", json={"params": depth})
         assert r.status_code == 422 and "params.controlnet.0.module" in r.text, r.text
         assert len(client.get("/v1/jobs").json()["jobs"]) == 1
+
+        # webuiapi, unchanged: its ControlNetUnit arrives as alwayson_scripts.ControlNet, canny inline
+        webuiapi = pytest.importorskip("webuiapi")
+        port = int(str(client.base_url).rsplit(":", 1)[1].strip("/"))
+        api = webuiapi.WebUIApi(host="127.0.0.1", port=port)
+        unit = webuiapi.ControlNetUnit(
+            image=circle, module="canny", model="tiny-controlnet-sd1 [0123abcd]", weight=1.5, control_mode=2
+        )
+        result = api.txt2img(prompt="a circle", width=32, height=32, steps=3, seed=5, controlnet_units=[unit])
+        infotext = result.info["infotexts"][0]
+        assert 'ControlNet 0: "Module: canny, Model: tiny-controlnet-sd1 [' in infotext
+        assert "Control Mode: ControlNet is more important" in infotext and "Threshold A: 64" in infotext
+        assert "controlnet" in client.get("/sdapi/v1/scripts").json()["txt2img"]

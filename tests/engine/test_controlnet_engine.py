@@ -63,6 +63,14 @@ def test_a_unit_steers_the_picture_and_reproduces(cn_engine: DiffusersEngine, co
     first = cn_engine.generate(JobKind.TXT2IMG, steered, lambda _s: None, lambda: False)
     again = cn_engine.generate(JobKind.TXT2IMG, steered, lambda _s: None, lambda: False)
     assert _pixels(first) != _pixels(plain) and _pixels(first) == _pixels(again)
+    # the control image itself steers, not just the net being there
+    blank = Image.new("RGB", (32, 32), "black")
+    path = Path(control_image).with_name("blank.png")
+    blank.save(path)
+    other = spec(steps=4, controlnet=[_unit(str(path), weight=2.0)])
+    assert _pixels(cn_engine.generate(JobKind.TXT2IMG, other, lambda _s: None, lambda: False)) != _pixels(
+        first
+    )
     info = first.images[0].infotext
     assert 'ControlNet 0: "Module: none, Model: canny-sd1 [' in info
     assert "Weight: 2, Resize Mode: Crop and Resize" in info and "Control Mode: Balanced" in info
@@ -181,6 +189,20 @@ def test_img2img_reads_the_init_image_when_a_unit_has_none(
     assert _pixels(cn_engine.generate(JobKind.IMG2IMG, steered, lambda _s: None, lambda: False)) != _pixels(
         plain
     )
+
+
+def test_a_canny_unit_preprocesses_its_picture_inline(cn_engine: DiffusersEngine, tmp_path: Path) -> None:
+    photo = Image.new("RGB", (48, 40), (90, 140, 200))
+    ImageDraw.Draw(photo).rectangle((10, 8, 36, 30), fill=(230, 200, 40))  # a picture, not an edge map
+    path = tmp_path / "photo.png"
+    photo.save(path)
+    as_is = spec(steps=3, controlnet=[_unit(str(path), weight=2.0)])
+    canny = spec(steps=3, controlnet=[_unit(str(path), weight=2.0, module="canny", processor_res=64)])
+    first = cn_engine.generate(JobKind.TXT2IMG, as_is, lambda _s: None, lambda: False)
+    edges = cn_engine.generate(JobKind.TXT2IMG, canny, lambda _s: None, lambda: False)
+    assert _pixels(first) != _pixels(edges)
+    assert 'ControlNet 0: "Module: canny, Model: canny-sd1' in edges.images[0].infotext
+    assert "Processor Res: 64" in edges.images[0].infotext
 
 
 def test_resize_modes_fit_the_control_image() -> None:

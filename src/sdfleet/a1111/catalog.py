@@ -38,6 +38,7 @@ class Catalog:
     vaes: Sequence[ModelRecord] = ()
     upscalers: Sequence[ModelRecord] = ()
     face_restorers: Sequence[ModelRecord] = ()
+    controlnets: Sequence[ModelRecord] = ()
 
     def checkpoint(self, alias: str | None) -> ModelRecord | None:
         """The checkpoint an A1111 alias names: the title ``name [hash]``, the registry name, A1111's
@@ -75,6 +76,20 @@ class Catalog:
             if a1111_name(_file_names(model)[1]) == name:
                 return model
         return None
+
+    def controlnet(self, alias: str) -> ModelRecord | None:
+        """The ControlNet an extension client names, matched as the extension matches: ``name [hash]``, the
+        name, the file's name or stem, in any case; else the one whose name contains the alias."""
+        wanted = alias.strip()
+        titled = _TITLE_HASH.match(wanted)
+        key = (titled.group("name") if titled else wanted).lower()
+        if not key:
+            return None
+        for model in self.controlnets:
+            if key in (model.name.lower(), *(n.lower() for n in _file_names(model))):
+                return model
+        close = sorted((m for m in self.controlnets if key in m.name.lower()), key=lambda m: len(m.name))
+        return close[0] if close else None
 
     def face_restorer(self, family: str) -> ModelRecord | None:
         """The face restorer of ``family`` (``codeformer``, ``gfpgan``), else any registered one; first by name."""

@@ -37,6 +37,8 @@ from pydantic import ValidationError as PydanticValidationError
 
 from sdfleet.a1111.api import Img2ImgRequest, ProcessingRequest, Txt2ImgRequest
 from sdfleet.a1111.catalog import Catalog
+from sdfleet.a1111.controlnet import SCRIPT_NAMES as CONTROLNET_SCRIPTS
+from sdfleet.a1111.controlnet import controlnet_units
 from sdfleet.a1111.errors import UnknownNameError
 from sdfleet.a1111.info import MappedRequest
 from sdfleet.a1111.infotext import parse_infotext
@@ -320,6 +322,9 @@ def map_request(
         values["refiner_checkpoint"] = found.name
         values["refiner_switch_at"] = _float(request.refiner_switch_at, 0.8)
     _note_unsupported(request, settings, notes)
+    units = controlnet_units(request.alwayson_scripts, catalog, notes)
+    if units:
+        values["controlnet"] = [unit.model_dump() for unit in units]
     if request.restore_faces:
         values.update(_faces(settings, catalog, notes))
 
@@ -395,7 +400,7 @@ def _check_scripts(request: ProcessingRequest) -> None:
     if request.script_name:
         raise ValidationError(f"Script '{request.script_name}' not found", field="script_name")
     for name in request.alwayson_scripts or {}:
-        if name.lower() not in _SCRIPTS_BY_NAME:
+        if name.lower() not in _SCRIPTS_BY_NAME and name.lower() not in CONTROLNET_SCRIPTS:
             raise ValidationError(f"Script '{name}' not found", field="alwayson_scripts")
 
 

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from sdfleet.a1111 import extract_extra_networks
 from sdfleet.domain import GenerationSpec, ModelKind, ModelRecord
 from sdfleet.errors import Conflict, NotFound, ValidationError
+from sdfleet.specs.controlnet import module_named
 from sdfleet.specs.upscale import UpscaleSpec, is_builtin_hires_upscaler, is_pixel_upscaler
 from sdfleet.store import JobStore
 
@@ -178,12 +179,7 @@ class ModelService:
         for i, lora in enumerate(spec.loras):
             wanted.append((lora.name, ModelKind.LORA, f"loras.{i}.name"))
         for i, unit in spec.active_controlnet:
-            if unit.module != "none":
-                raise ValidationError(
-                    f"module {unit.module!r}: no preprocessor runs here yet; send the control map itself as "
-                    "the image, with module 'none'",
-                    field=f"{field_prefix}controlnet.{i}.module",
-                )
+            module_named(unit.module, f"{field_prefix}controlnet.{i}.module")
             wanted.append((unit.model, ModelKind.CONTROLNET, f"controlnet.{i}.model"))
         for field in ("prompt", "negative_prompt"):
             _, tags = extract_extra_networks(getattr(spec, field))

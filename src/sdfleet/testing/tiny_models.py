@@ -338,7 +338,8 @@ def write_tiny_controlnet(
     it; a hint encoder of 8 and 16 channels that halves the control image once, as the tiny VAE halves the
     picture: like the real ones, it takes the control image at the picture's size) to ``path`` as one ``.safetensors`` in the
     ``diffusers`` or original (``ldm``) key layout, its config in the metadata. The zero convolutions are
-    perturbed (a fresh net's are exactly zero, so its residuals would be too and prove nothing)."""
+    perturbed — the residual outputs and the hint encoder's last one: a fresh net's are exactly zero, so its
+    residuals, or the control image's part in them, would be too and prove nothing."""
     from sdfleet.engine.controlnet.detect import CONFIG_METADATA_KEY as NET_CONFIG_KEY
     from sdfleet.engine.sd.convert import controlnet_ldm_state
 
@@ -346,7 +347,9 @@ def write_tiny_controlnet(
     net = _diffusers.ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16))
     state = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
     for key in state:
-        if key.startswith(("controlnet_down_blocks.", "controlnet_mid_block.")):
+        if key.startswith(
+            ("controlnet_down_blocks.", "controlnet_mid_block.", "controlnet_cond_embedding.conv_out.")
+        ):
             state[key] = torch.randn_like(state[key]) * 0.05
     config = {k: v for k, v in dict(net.config).items() if not k.startswith("_")}
     if layout == "ldm":

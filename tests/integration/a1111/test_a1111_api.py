@@ -108,7 +108,7 @@ def test_the_other_routes_clients_probe(shared_client: TestClient) -> None:
     assert client.get("/sdapi/v1/face-restorers").json() == []
     scripts = client.get("/sdapi/v1/scripts").json()
     selectable = ["prompt matrix", "prompts from file or textbox", "x/y/z plot"]
-    assert scripts["txt2img"] == [*selectable, "refiner", "seed", "sampler", "comments"]
+    assert scripts["txt2img"] == [*selectable, "refiner", "seed", "sampler", "comments", "controlnet"]
     img2img_only = ["loopback", "outpainting mk2", "poor man's outpainting", "sd upscale"]
     assert scripts["img2img"][:7] == [
         "loopback",
@@ -317,9 +317,9 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     (
         "an unknown script",
         "txt2img",
-        {"alwayson_scripts": {"ControlNet": {"args": []}}},
+        {"alwayson_scripts": {"ADetailer": {"args": []}}},
         422,
-        "Script 'ControlNet' not found",
+        "Script 'ADetailer' not found",
     ),
     (
         "a selectable script this server does not run",

@@ -153,7 +153,7 @@ def test_infotext_fills_unset_fields_and_mentions_settings() -> None:
             ValidationError,
             "Script 'Prompt matrix' not found",
         ),
-        (JobKind.TXT2IMG, {"alwayson_scripts": {"controlnet": {}}}, ValidationError, "Script 'controlnet'"),
+        (JobKind.TXT2IMG, {"alwayson_scripts": {"adetailer": {}}}, ValidationError, "Script 'adetailer'"),
         (JobKind.TXT2IMG, {"prompt": ["a", "b"]}, ValidationError, "one request per prompt"),
         (JobKind.TXT2IMG, {"seed": -5}, ValidationError, "seed"),
         (

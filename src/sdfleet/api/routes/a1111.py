@@ -69,6 +69,7 @@ from sdfleet.a1111.api import (
     UpscalerItem,
 )
 from sdfleet.a1111.catalog import Catalog, checkpoint_title, model_name_of
+from sdfleet.a1111.controlnet import SCRIPT_NAMES as CONTROLNET_SCRIPTS
 from sdfleet.a1111.info import MappedRequest, OutputRecord, build_info
 from sdfleet.a1111.mapping import (
     BUILTIN_SCRIPTS,
@@ -706,7 +707,7 @@ async def scripts(_: Caller) -> ScriptsList:
     for is_img2img in (False, True):
         selectable = [s.name for s in selectable_scripts(is_img2img)]
         alwayson = [s.name for s in BUILTIN_SCRIPTS if is_img2img or not s.is_img2img_only]
-        names[is_img2img] = selectable + alwayson
+        names[is_img2img] = selectable + alwayson + list(CONTROLNET_SCRIPTS)
     return ScriptsList(txt2img=names[False], img2img=names[True])
 
 
@@ -725,6 +726,8 @@ async def script_info(_: Caller) -> list[ScriptInfo]:
                 continue
             args = [ScriptArg.model_validate(dict(arg)) for arg in script.args]
             infos.append(ScriptInfo(name=script.name, is_alwayson=True, is_img2img=is_img2img, args=args))
+        for name in CONTROLNET_SCRIPTS:  # its units are objects in args, not positional values
+            infos.append(ScriptInfo(name=name, is_alwayson=True, is_img2img=is_img2img, args=[]))
     return infos
 
 

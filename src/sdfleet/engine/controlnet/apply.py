@@ -12,7 +12,9 @@ ControlNet extension applies them:
 * the control image goes through the net's hint encoder once per pass, not once per step;
 * several units add their residuals.
 
-The control image is fitted to the pass's size with the extension's resize modes (:func:`fit_control`)."""
+A unit's ``module`` first turns its image into a control map (:mod:`.preprocess`, inline: the model-free
+modules cost milliseconds); the map is fitted to the pass's size with the extension's resize modes
+(:func:`fit_control`)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from PIL import Image
 
 from sdfleet.domain import ControlNetUnit
 from sdfleet.engine.controlnet.loader import LoadedControlNet
+from sdfleet.engine.controlnet.preprocess import pixel_perfect_resolution, preprocess
 from sdfleet.errors import ValidationError
 
 __all__ = ["ControlPass", "PreparedUnit", "controlnet_infotext", "fit_control", "soft_scales"]
@@ -78,6 +81,32 @@ def controlnet_infotext(unit: ControlNetUnit, short_hash: str) -> str:
         ("Control Mode", unit.control_mode),
     ]
     return ", ".join(f"{k}: {v}" for k, v in fields)
+
+
+def _detected(
+    unit: ControlNetUnit, index: int, pictures: Sequence[Image.Image], size: tuple[int, int]
+) -> list[Image.Image]:
+    """The unit's control maps: each picture through its preprocessor (once per distinct picture), at the
+    unit's processor resolution — or, with Pixel Perfect, the one that fits the pass's size one to one."""
+    if unit.module.lower() == "none":
+        return list(pictures)
+    made: dict[int, Image.Image] = {}
+    out = []
+    for picture in pictures:
+        if id(picture) not in made:
+            resolution = unit.processor_res
+            if unit.pixel_perfect:
+                resolution = pixel_perfect_resolution(picture, size[0], size[1], unit.resize_mode)
+            made[id(picture)] = preprocess(
+                unit.module,
+                picture,
+                resolution=max(1, resolution),
+                threshold_a=unit.threshold_a,
+                threshold_b=unit.threshold_b,
+                field=f"controlnet.{index}.module",
+            )
+        out.append(made[id(picture)])
+    return out
 
 
 def _to_hint(images: Sequence[Image.Image]) -> torch.Tensor:
@@ -174,7 +203,7 @@ class ControlPass:
                 pictures = [s for s in sources if s is not None]
             else:
                 raise ValidationError("a ControlNet unit needs an image", field=field)
-            chosen.append((index, unit, net, pictures))
+            chosen.append((index, unit, net, _detected(unit, index, pictures, size)))
         return cls.prepare(chosen, size, device=device, dtype=dtype) if chosen else None
 
     def residuals(

@@ -1,0 +1,132 @@
+"""The A1111 ControlNet extension's request shape, mapped onto :class:`~sdfleet.domain.ControlNetUnit`:
+``alwayson_scripts: {"controlnet": {"args": [unit, …]}}`` as the extension's API and ``webuiapi``'s
+``ControlNetUnit`` send it. Each unit's fields are read as the extension reads them — control and resize
+modes by label, old label or number (and the deprecated ``guessmode``), the image as a base64 string or
+``{"image", "mask"}``, the model as ``name [hash]``, name, file stem or the closest name — and a unit the
+extension would skip (disabled, no model) is reported in ``info`` instead of vanishing. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError as PydanticError
+
+from sdfleet.a1111.catalog import Catalog
+from sdfleet.domain import CONTROL_HR_OPTIONS, CONTROL_MODES, CONTROL_RESIZE_MODES, ControlNetUnit
+from sdfleet.errors import ValidationError
+from sdfleet.specs.controlnet import module_named
+
+__all__ = ["SCRIPT_NAMES", "controlnet_units"]
+
+SCRIPT_NAMES = ("controlnet",)
+"""``alwayson_scripts`` keys (any case) that carry ControlNet units."""
+
+_RESIZE_ALIASES = {
+    "just resize": "Just Resize",
+    "crop and resize": "Crop and Resize",
+    "scale to fit (inner fit)": "Crop and Resize",
+    "inner fit": "Crop and Resize",
+    "resize and fill": "Resize and Fill",
+    "envelope (outer fit)": "Resize and Fill",
+    "outer fit": "Resize and Fill",
+}
+_MODE_ALIASES = {mode.lower(): mode for mode in CONTROL_MODES}
+_HR_ALIASES = {option.lower(): option for option in CONTROL_HR_OPTIONS}
+
+
+def _choice(value: Any, labels: Sequence[str], aliases: Mapping[str, str], field: str) -> str:
+    if isinstance(value, bool):
+        raise ValidationError(f"{field} must be one of {', '.join(labels)}", field=field)
+    if isinstance(value, int | float) and float(value).is_integer() and 0 <= int(value) < len(labels):
+        return labels[int(value)]
+    if isinstance(value, str) and value.strip().lower() in aliases:
+        return aliases[value.strip().lower()]
+    raise ValidationError(
+        f"{field}: {value!r} is not one of {', '.join(labels)} (or 0–{len(labels) - 1})", field=field
+    )
+
+
+def _image(value: Any, field: str) -> tuple[str | None, str | None]:
+    """(image, mask) from the shapes the extension accepts."""
+    if value is None or value == "":
+        return None, None
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, Mapping):
+        image, mask = value.get("image"), value.get("mask")
+        if image is not None and not isinstance(image, str):
+            raise ValidationError(f"{field}.image must be a base64 image", field=f"{field}.image")
+        return image or None, mask if isinstance(mask, str) and mask else None
+    raise ValidationError(f"{field} must be a base64 image or {{image, mask}}", field=field)
+
+
+def _unit(raw: Any, index: int, field: str, catalog: Catalog, notes: list[str]) -> ControlNetUnit | None:
+    if not isinstance(raw, Mapping):
+        raise ValidationError(f"{field} must be an object of unit fields", field=field)
+    enabled = raw.get("enabled", True)
+    model_name = str(raw.get("model") or "None")
+    if not enabled:
+        notes.append(f"ControlNet unit {index}: disabled, not applied")
+        return None
+    if model_name.strip().lower() in ("none", ""):
+        notes.append(f"ControlNet unit {index}: no model, not applied (the extension skips it too)")
+        return None
+    model = catalog.controlnet(model_name)
+    if model is None:
+        known = ", ".join(m.name for m in catalog.controlnets) or "none registered"
+        raise ValidationError(
+            f"no ControlNet model {model_name!r} (registered: {known})", field=f"{field}.model"
+        )
+    module = str(raw.get("module") or "none")
+    module_named(module, f"{field}.module")
+    image, mask = _image(raw.get("image", raw.get("input_image")), f"{field}.image")
+    mode = raw.get("control_mode", 0)
+    if raw.get("guessmode") and "control_mode" not in raw:
+        mode = "ControlNet is more important"
+    values: dict[str, Any] = {
+        "enabled": True,
+        "module": module,
+        "model": model.name,
+        "image": image,
+        "resize_mode": _choice(
+            raw.get("resize_mode", 1), CONTROL_RESIZE_MODES, _RESIZE_ALIASES, f"{field}.resize_mode"
+        ),
+        "control_mode": _choice(mode, CONTROL_MODES, _MODE_ALIASES, f"{field}.control_mode"),
+        "hr_option": _choice(
+            raw.get("hr_option", "Both"), CONTROL_HR_OPTIONS, _HR_ALIASES, f"{field}.hr_option"
+        ),
+    }
+    for key in ("weight", "processor_res", "threshold_a", "threshold_b", "guidance_start", "guidance_end"):
+        if raw.get(key) is not None:
+            values[key] = raw[key]
+    for key in ("pixel_perfect", "save_detected_map"):
+        if key in raw:
+            values[key] = bool(raw[key])
+    if mask:
+        notes.append(f"ControlNet unit {index}: its mask is not applied here")
+    try:
+        return ControlNetUnit.model_validate(values)
+    except PydanticError as exc:  # name the unit's field
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        target = f"{field}.{where}" if where else field
+        raise ValidationError(f"{target}: {first['msg']}", field=target) from exc
+
+
+def controlnet_units(
+    scripts: Mapping[str, Any] | None, catalog: Catalog, notes: list[str]
+) -> list[ControlNetUnit]:
+    """The enabled units of a request's ``alwayson_scripts.controlnet`` (none: empty), each checked."""
+    for name, value in (scripts or {}).items():
+        if name.lower() not in SCRIPT_NAMES:
+            continue
+        field = f"alwayson_scripts.{name}.args"
+        args = value.get("args") if isinstance(value, Mapping) else value
+        if args is None:
+            return []
+        if not isinstance(args, list):
+            raise ValidationError(f"{field} must be a list of units", field=field)
+        units = [_unit(raw, i, f"{field}.{i}", catalog, notes) for i, raw in enumerate(args)]
+        return [u for u in units if u is not None]
+    return []
