@@ -210,7 +210,17 @@ def test_up_runs_controlnet_units_of_the_native_api(tmp_path: Path, tiny_models:
         unit = webuiapi.ControlNetUnit(
             image=circle, module="canny", model="tiny-controlnet-sd1 [0123abcd]", weight=1.5, control_mode=2
         )
-        result = api.txt2img(prompt="a circle", width=32, height=32, steps=3, seed=5, controlnet_units=[unit])
+        # a dict of its own: webuiapi writes the units into its mutable default ``alwayson_scripts={}``, which
+        # every later call in this process would then send
+        result = api.txt2img(
+            prompt="a circle",
+            width=32,
+            height=32,
+            steps=3,
+            seed=5,
+            controlnet_units=[unit],
+            alwayson_scripts={},
+        )
         infotext = result.info["infotexts"][0]
         assert 'ControlNet 0: "Module: canny, Model: tiny-controlnet-sd1 [' in infotext
         assert "Control Mode: ControlNet is more important" in infotext and "Threshold A: 64" in infotext
