@@ -24,6 +24,7 @@ from sdfleet.api.guard import RequestGuardMiddleware
 from sdfleet.api.ratelimit import AddressRateLimitMiddleware
 from sdfleet.api.routes import (
     a1111,
+    a1111_controlnet,
     a1111_extras,
     admin,
     fleet,
@@ -189,6 +190,7 @@ def create_app(
         ui.router,
         a1111.router,
         a1111_extras.router,
+        a1111_controlnet.router,
     ):
         app.include_router(router)
     return app
