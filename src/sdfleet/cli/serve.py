@@ -337,50 +337,49 @@ def _register_default_model(settings: Settings, model: Path) -> None:
 def _register_upscaler(settings: Settings, path: Path) -> None:
     """Put an `up --upscaler` file in the registry (family and scale read from it)."""
     from sdfleet.cli.models import upscaler_name, upscaler_shape
-    from sdfleet.domain import ModelKind, ModelRecord
+    from sdfleet.domain import ModelKind
 
-    if not path.is_file():
-        raise fail(f"--upscaler {path}: no such file")
+    _check_file("--upscaler", path)
     arch, scale = upscaler_shape(path)
-    record = ModelRecord(
-        name=upscaler_name(path),
-        kind=ModelKind.UPSCALER,
-        arch=arch,
-        scale=scale,
-        source=str(path),
-        sha256=None,
-        size=None,
-        description="served by sdfleet up --upscaler",
-    )
-
-    async def add(ms: Any) -> Any:
-        return await ms.add(record, hash_local=True)
-
-    with console.status(f"registering upscaler {record.name} ({arch} ×{scale})…"):
-        run(with_models(settings, add))
+    _register_file(settings, path, upscaler_name(path), ModelKind.UPSCALER, arch, f"{arch} ×{scale}", scale)
 
 
 def _register_controlnet(settings: Settings, path: Path) -> None:
     """Put an `up --controlnet` file in the registry under its stem (the family read from it)."""
     from sdfleet.cli.models import controlnet_arch
-    from sdfleet.domain import ModelKind, ModelRecord
+    from sdfleet.domain import ModelKind
 
+    _check_file("--controlnet", path)
+    arch = controlnet_arch(path)
+    _register_file(settings, path, path.stem, ModelKind.CONTROLNET, arch, arch)
+
+
+def _check_file(option: str, path: Path) -> None:
     if not path.is_file():
-        raise fail(f"--controlnet {path}: no such file")
+        raise fail(f"{option} {path}: no such file")
+
+
+def _register_file(
+    settings: Settings, path: Path, name: str, kind: Any, arch: str, what: str, scale: int | None = None
+) -> None:
+    """Register a local file given to `up` (hashed now), saying what it is while it hashes."""
+    from sdfleet.domain import ModelRecord
+
     record = ModelRecord(
-        name=path.stem,
-        kind=ModelKind.CONTROLNET,
-        arch=controlnet_arch(path),
+        name=name,
+        kind=kind,
+        arch=arch,
+        scale=scale,
         source=str(path),
         sha256=None,
         size=None,
-        description="served by sdfleet up --controlnet",
+        description=f"served by sdfleet up --{kind.value}",
     )
 
     async def add(ms: Any) -> Any:
         return await ms.add(record, hash_local=True)
 
-    with console.status(f"registering ControlNet {record.name} ({record.arch})…"):
+    with console.status(f"registering {kind.value} {name} ({what})…"):
         run(with_models(settings, add))
 
 

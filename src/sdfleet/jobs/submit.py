@@ -10,7 +10,7 @@ from sdfleet.domain import JobKind
 from sdfleet.errors import LimitExceeded, ValidationError
 from sdfleet.jobs.inputs import ImageLimits, InputImages, generation_inputs, training_inputs
 from sdfleet.jobs.registry import ModelService, resolve_training, resolve_upscale
-from sdfleet.jobs.types import JobRequest
+from sdfleet.jobs.types import JobRequest, JobSpec
 from sdfleet.netguard import check_url_syntax
 from sdfleet.specs.sdupscale import MAX_TILES, SdUpscaleSpec
 from sdfleet.specs.training import LoraTrainSpec
@@ -98,15 +98,7 @@ class JobPreparer:
         if spec.name is None:
             raise ValidationError("a training job needs the name of the LoRA it makes", field=f"{params}name")
         stored = await training_inputs(spec, inputs, ImageLimits.training(self._settings.limits), params)
-        return JobRequest(
-            kind=body.kind,
-            spec=stored,
-            priority=body.priority,
-            idempotency_key=body.idempotency_key,
-            webhook_url=body.webhook_url,
-            labels=body.labels,
-            arch=body.arch or arch,
-        )
+        return _request(body, stored, body.arch or arch)
 
     async def _prepare_upscale(
         self, body: JobCreate, spec: UpscaleSpec, prefix: str, params: str, inputs: InputImages
@@ -116,14 +108,7 @@ class JobPreparer:
         if body.arch:
             raise ValidationError("an upscale job has no SD architecture", field=f"{prefix}arch")
         spec = await self._checked_upscale(spec, params, inputs)
-        return JobRequest(
-            kind=body.kind,
-            spec=spec,
-            priority=body.priority,
-            idempotency_key=body.idempotency_key,
-            webhook_url=body.webhook_url,
-            labels=body.labels,
-        )
+        return _request(body, spec)
 
     async def _prepare_upscale_batch(
         self, body: JobCreate, spec: UpscaleBatchSpec, prefix: str, params: str, inputs: InputImages
@@ -139,14 +124,7 @@ class JobPreparer:
         checked = [
             await self._checked_upscale(s, f"{params}images.{i}.", inputs) for i, s in enumerate(spec.images)
         ]
-        return JobRequest(
-            kind=body.kind,
-            spec=UpscaleBatchSpec(images=checked),
-            priority=body.priority,
-            idempotency_key=body.idempotency_key,
-            webhook_url=body.webhook_url,
-            labels=body.labels,
-        )
+        return _request(body, UpscaleBatchSpec(images=checked))
 
     async def _checked_upscale(self, spec: UpscaleSpec, params: str, inputs: InputImages) -> UpscaleSpec:
         """One picture's upscale: its upscalers and face restorers in the registry, the picture stored as an
@@ -229,15 +207,7 @@ class JobPreparer:
                 "a larger tile (generation.width/height) or a smaller scale",
                 field=f"{params}scale",
             )
-        return JobRequest(
-            kind=body.kind,
-            spec=spec,
-            priority=body.priority,
-            idempotency_key=body.idempotency_key,
-            webhook_url=body.webhook_url,
-            labels=body.labels,
-            arch=spec.arch,
-        )
+        return _request(body, spec, spec.arch)
 
     async def prepare(
         self,
@@ -299,12 +269,19 @@ class JobPreparer:
         spec = await generation_inputs(gen, images, ImageLimits.generation(self._settings.limits), params)
         if inputs is None:
             await images.store()
-        return JobRequest(
-            kind=body.kind,
-            spec=spec,
-            priority=body.priority,
-            idempotency_key=body.idempotency_key or idempotency_key,
-            webhook_url=body.webhook_url,
-            labels=body.labels,
-            arch=body.arch or use.arch,
-        )
+        request = _request(body, spec, body.arch or use.arch)
+        request.idempotency_key = request.idempotency_key or idempotency_key
+        return request
+
+
+def _request(body: JobCreate, spec: JobSpec, arch: str | None = None) -> JobRequest:
+    """The request of a checked job: its checked ``spec`` with the body's own fields."""
+    return JobRequest(
+        kind=body.kind,
+        spec=spec,
+        priority=body.priority,
+        idempotency_key=body.idempotency_key,
+        webhook_url=body.webhook_url,
+        labels=body.labels,
+        arch=arch,
+    )

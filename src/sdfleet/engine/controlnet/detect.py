@@ -23,12 +23,12 @@ wins (the tiny test nets, whose head counts are not the family's).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sdfleet.engine.sd.checkpoints import embedded_configs
 from sdfleet.errors import ValidationError
 
 __all__ = [
@@ -262,14 +262,8 @@ def _union_config(s: Mapping[str, tuple[int, ...]]) -> dict[str, Any]:
 
 
 def _embedded(metadata: Mapping[str, str]) -> dict[str, Any] | None:
-    raw = metadata.get(CONFIG_METADATA_KEY)
-    if not raw:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    return {k: v for k, v in value.items() if not k.startswith("_")} if isinstance(value, dict) else None
+    value = embedded_configs(metadata, CONFIG_METADATA_KEY)
+    return {k: v for k, v in value.items() if not k.startswith("_")} if value else None
 
 
 def fits_checkpoint(net_arch: str | None, checkpoint_arch: str | None) -> bool:

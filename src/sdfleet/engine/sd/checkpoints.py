@@ -223,9 +223,9 @@ def _root() -> Path:
     return _config_root
 
 
-def embedded_configs(metadata: Mapping[str, str]) -> dict[str, Any] | None:
-    """Diffusers configs embedded in a single file's metadata by our converter, if any."""
-    raw = metadata.get(CONFIG_METADATA_KEY)
+def embedded_configs(metadata: Mapping[str, str], key: str = CONFIG_METADATA_KEY) -> dict[str, Any] | None:
+    """Diffusers configs embedded in a single file's metadata (under ``key``) by our tools, if any."""
+    raw = metadata.get(key)
     if not raw:
         return None
     try:
