@@ -171,12 +171,14 @@ async def test_a_vanished_workers_tile_is_rerun_not_the_parent(
         )
         claimed = await ghost.claim(ClaimRequest(worker_id=reg.worker_id, max_jobs=1, wait=2.0))
         [lost] = claimed.jobs
+    # stopping the pool may have released this tile once already (an interruption too)
+    before = (await api.get(f"/v1/jobs/{lost.job_id}")).json()["interruptions"]
     clock.offset += 120.0  # its lease runs out: the reaper queues the tile again
     await workers.start(FakeEngine(step_seconds=0.0))
     done = await _wait(api, parent, "succeeded", "failed")
     assert done["state"] == "succeeded", done
     tile = (await api.get(f"/v1/jobs/{lost.job_id}")).json()
-    assert tile["state"] == "succeeded" and tile["interruptions"] == 1
+    assert tile["state"] == "succeeded" and tile["interruptions"] == before + 1  # the lost lease: one more
     assert done["interruptions"] == 0 and done["failures"] == 0
 
 
@@ -185,7 +187,7 @@ async def _has_tiles(api: httpx.AsyncClient, parent: str) -> bool:
 
 
 async def test_cancelling_the_parent_cancels_its_tiles(api: httpx.AsyncClient, workers: WorkerPool) -> None:
-    await workers.start(FakeEngine(step_seconds=0.0))
+    await workers.start(FakeEngine(step_seconds=0.01))  # 1.5 s a tile: none can finish before the cancel
     r = await api.post("/v1/jobs", json=_body(steps=150))
     parent = r.json()["id"]
     await wait_until(lambda: _has_tiles(api, parent), what="the tiles to be queued")
