@@ -28,7 +28,7 @@ async def test_the_extensions_routes_list_what_this_server_runs(
     modules = (await api.get("/controlnet/module_list")).json()
     assert modules["module_list"][:2] == ["none", "canny"]
     canny = modules["module_detail"]["canny"]
-    assert canny["model_free"] is True
+    assert canny["model_free"] is False  # the extension: no ControlNet model needed (reference_*)
     assert canny["sliders"] == [
         {"name": "Preprocessor Resolution", "value": 512, "min": 64, "max": 2048, "step": 8},
         {"name": "Low Threshold", "value": 100, "min": 1, "max": 255, "step": 1},

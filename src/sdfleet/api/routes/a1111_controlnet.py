@@ -72,7 +72,7 @@ async def module_list(_: Caller, alias_names: bool = False) -> dict[str, Any]:
     return {
         "module_list": list(MODULES),
         "module_detail": {
-            name: {"model_free": True, "sliders": _sliders(module)} for name, module in MODULES.items()
+            name: {"model_free": False, "sliders": _sliders(module)} for name, module in MODULES.items()
         },
     }
 
