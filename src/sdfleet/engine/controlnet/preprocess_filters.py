@@ -77,8 +77,8 @@ def _shuffle(pixels: Pixels, resolution: int, _a: float, _b: float, rng: np.rand
     cut = np.ascontiguousarray(padded[:h, :w])
     x = noise_disk(h, w, SHUFFLE_CELL, rng) * float(w - 1)
     y = noise_disk(h, w, SHUFFLE_CELL, rng) * float(h - 1)
-    flow = np.stack([x, y], axis=2).astype(np.float32)
-    return np.asarray(cv2.remap(cut, flow, None, cv2.INTER_LINEAR), np.uint8)
+    # one two-channel flow map or two one-channel maps: the same remap
+    return np.asarray(cv2.remap(cut, x.astype(np.float32), y.astype(np.float32), cv2.INTER_LINEAR), np.uint8)
 
 
 def _tile_resample(pixels: Pixels, _res: int, rate: float, _b: float, _rng: np.random.Generator) -> Pixels:
