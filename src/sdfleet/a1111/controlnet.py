@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticError
 
 from sdfleet.a1111.catalog import Catalog
@@ -17,7 +18,7 @@ from sdfleet.domain import CONTROL_HR_OPTIONS, CONTROL_MODES, CONTROL_RESIZE_MOD
 from sdfleet.errors import ValidationError
 from sdfleet.specs.controlnet import module_named
 
-__all__ = ["SCRIPT_NAMES", "controlnet_units"]
+__all__ = ["SCRIPT_NAMES", "DetectBody", "controlnet_units"]
 
 SCRIPT_NAMES = ("controlnet",)
 """``alwayson_scripts`` keys (any case) that carry ControlNet units."""
@@ -130,3 +131,27 @@ def controlnet_units(
         units = [_unit(raw, i, f"{field}.{i}", catalog, notes) for i, raw in enumerate(args)]
         return [u for u in units if u is not None]
     return []
+
+
+class DetectBody(BaseModel):
+    """``POST /controlnet/detect``'s body as the extension reads it (unknown fields ignored), plus
+    ``controlnet_images``, the name ``webuiapi``'s ``controlnet_detect`` sends the pictures under."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    controlnet_module: str = "none"
+    controlnet_input_images: list[str] = Field(default_factory=list)
+    controlnet_images: list[str] = Field(default_factory=list)
+    controlnet_processor_res: float = -1
+    controlnet_threshold_a: float = -1
+    controlnet_threshold_b: float = -1
+    controlnet_masks: list[str] = Field(default_factory=list)
+    low_vram: bool = False
+
+    def pictures(self) -> tuple[list[str], str]:
+        """The pictures and the field they came in (``controlnet_input_images`` wins when both are sent)."""
+        if self.controlnet_input_images:
+            return self.controlnet_input_images, "controlnet_input_images"
+        if self.controlnet_images:
+            return self.controlnet_images, "controlnet_images"
+        return [], "controlnet_input_images"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sdfleet.errors import ValidationError
 
-__all__ = ["MODULES", "Module", "module_named", "slider_value"]
+__all__ = ["MODULES", "NEEDS_WEIGHTS", "Module", "module_named", "slider_value"]
 
 Slider = tuple[str, float, float, float, float]
 """(label, default, min, max, step)."""
@@ -91,9 +91,35 @@ _ALIASES = {
 }
 
 
+NEEDS_WEIGHTS = frozenset(
+    {
+        "depth", "depth_midas", "depth_leres", "depth_leres++", "depth_zoe", "depth_anything",
+        "depth_anything_v2", "depth_hand_refiner", "openpose", "openpose_face", "openpose_faceonly",
+        "openpose_full", "openpose_hand", "dw_openpose_full", "animal_openpose", "densepose",
+        "densepose_parula", "hed", "hed_safe", "softedge_hed", "softedge_hedsafe", "pidinet", "pidinet_safe",
+        "softedge_pidinet", "softedge_pidisafe", "te_hed", "softedge_teed", "pidinet_scribble",
+        "scribble_pidinet", "scribble_hed", "pidinet_sketch", "t2ia_sketch_pidi", "lineart",
+        "lineart_realistic", "lineart_coarse", "lineart_anime", "lineart_anime_denoise", "mlsd", "normal_bae",
+        "normal_map", "normal_midas", "normal_dsine", "segmentation", "seg_ufade20k", "oneformer_coco",
+        "seg_ofcoco", "oneformer_ade20k", "seg_ofade20k", "anime_face_segment", "seg_anime_face",
+        "mediapipe_face", "inpaint_only+lama", "clip_vision", "t2ia_style_clipvision", "mobile_sam",
+    }
+)  # fmt: skip
+"""The extension's preprocessors that run a model of their own: they need an annotate worker with the
+weights (the ``annotate`` job kind), which this server does not have yet."""
+
+
 def module_named(name: str, field: str) -> Module:
-    """The preprocessor ``name`` (the extension's names and aliases, any case), or a 422 naming ``field``."""
+    """The preprocessor ``name`` (the extension's names and aliases, any case), or a 422 naming ``field``
+    (saying so when it is one of the extension's modules that need weights of their own)."""
     key = _ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key in NEEDS_WEIGHTS:
+        raise ValidationError(
+            f"module {name!r} runs a model of its own and needs an annotate worker with its weights; this "
+            f"server has none yet — it runs the model-free modules ({', '.join(MODULES)}), or send the "
+            "control map itself as the image, with module 'none'",
+            field=field,
+        )
     if key not in MODULES:
         raise ValidationError(
             f"module {name!r} is not a preprocessor this server runs (it runs {', '.join(MODULES)}); "

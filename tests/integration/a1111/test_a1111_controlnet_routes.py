@@ -1,15 +1,25 @@
 """The ControlNet extension's read routes: clients that probe for the extension find its version, unit
 count, the registered nets titled ``name [sha8]``, the preprocessors with their sliders, and the control
-types."""
+types; ``/controlnet/detect`` runs the model-free modules as the extension answers, under both image field
+names (webuiapi's too), refusing bad requests with a 4xx naming the field."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
+import io
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
 
-from tests.integration.a1111.conftest import checkpoint_body
+from sdfleet.annotators.run import preprocess
+from tests.integration.a1111.conftest import BASIC_PASSWORD, checkpoint_body
+from tests.support.live import Orchestrator
 
 
 async def test_the_extensions_routes_list_what_this_server_runs(
@@ -36,3 +46,124 @@ async def test_the_extensions_routes_list_what_this_server_runs(
     ]
     types = (await api.get("/controlnet/control_types")).json()["control_types"]
     assert types["Canny"]["default_model"] == title and "canny" in types["All"]["module_list"]
+
+
+# ------------------------------------------------------------------------ POST /controlnet/detect
+
+
+def _drawing_b64(size: tuple[int, int] = (96, 64)) -> tuple[Image.Image, str]:
+    image = Image.new("RGB", size, (240, 230, 200))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((10, 8, size[0] - 20, size[1] - 10), fill=(30, 90, 160))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return image, base64.b64encode(buffer.getvalue()).decode()
+
+
+def _decoded(data: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
+
+
+async def test_detect_runs_a_model_free_module_under_either_images_field(api: httpx.AsyncClient) -> None:
+    image, data = _drawing_b64()
+    expected = np.asarray(preprocess("canny", image, resolution=128, threshold_a=50, threshold_b=150))
+    for field in ("controlnet_input_images", "controlnet_images"):
+        body = {
+            "controlnet_module": "canny",
+            field: [data, data],
+            "controlnet_processor_res": 128,
+            "controlnet_threshold_a": 50,
+            "controlnet_threshold_b": 150,
+            "low_vram": False,
+        }
+        response = await api.post("/controlnet/detect", json=body)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["info"] == "Success" and len(answer["images"]) == 2
+        assert np.array_equal(_decoded(answer["images"][0]), expected)
+    # the extension's -1 ("not given") means the module's defaults
+    defaults = await api.post(
+        "/controlnet/detect",
+        json={"controlnet_module": "canny", "controlnet_input_images": [data], "controlnet_threshold_a": -1},
+    )
+    assert np.array_equal(_decoded(defaults.json()["images"][0]), np.asarray(preprocess("canny", image)))
+
+
+async def test_detect_inpaint_needs_masks_and_shows_the_masked_part(api: httpx.AsyncClient) -> None:
+    image, data = _drawing_b64((64, 64))
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle((0, 0, 31, 63), fill=255)
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    mask_b64 = base64.b64encode(buffer.getvalue()).decode()
+    missing = await api.post(
+        "/controlnet/detect", json={"controlnet_module": "inpaint_only", "controlnet_input_images": [data]}
+    )
+    assert missing.status_code == 422 and "controlnet_masks" in missing.text
+    shown = await api.post(
+        "/controlnet/detect",
+        json={
+            "controlnet_module": "inpaint_only",
+            "controlnet_input_images": [data],
+            "controlnet_masks": [mask_b64],
+        },
+    )
+    rgba = _decoded(shown.json()["images"][0])
+    assert rgba.shape == (64, 64, 4) and rgba[0, 0, 3] == 128 and rgba[0, 63, 3] == 255
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "text"),
+    [
+        ({"controlnet_module": "canny"}, 422, "No image selected"),
+        ({"controlnet_module": "no-such-module", "controlnet_input_images": ["x"]}, 422, "controlnet_module"),
+        ({"controlnet_module": "depth_midas", "controlnet_input_images": ["x"]}, 422, "annotate worker"),
+        (
+            {"controlnet_module": "canny", "controlnet_input_images": ["%%%not base64"]},
+            422,
+            "controlnet_input_images.0",
+        ),
+        ({"controlnet_module": "canny", "controlnet_images": ["aGVsbG8="]}, 422, "controlnet_images.0"),
+        ({"controlnet_module": "canny", "controlnet_input_images": ["aGVsbG8="] * 17}, 422, "limit is 16"),
+        ({"controlnet_module": "canny", "controlnet_input_images": "one"}, 422, "controlnet_input_images"),
+    ],
+)
+async def test_detect_refuses_bad_requests_naming_the_field(
+    api: httpx.AsyncClient, body: dict[str, Any], status: int, text: str
+) -> None:
+    response = await api.post("/controlnet/detect", json=body)
+    assert response.status_code == status, response.text
+    assert text in response.text
+
+
+async def test_detect_refuses_a_picture_over_the_pixel_limit_before_decoding_it(
+    api: httpx.AsyncClient,
+) -> None:
+    huge = Image.new("RGB", (8000, 8000), "white")  # 64 Mpx: over the input limit, tiny as a PNG
+    buffer = io.BytesIO()
+    huge.save(buffer, format="PNG")
+    response = await api.post(
+        "/controlnet/detect",
+        json={
+            "controlnet_module": "canny",
+            "controlnet_input_images": [base64.b64encode(buffer.getvalue()).decode()],
+        },
+    )
+    assert response.status_code == 422 and "limit_exceeded" in response.text
+    assert "controlnet_input_images.0" in response.text
+
+
+async def test_webuiapi_controlnet_detect_works_unchanged(
+    orchestrator: Orchestrator, basic_user: str
+) -> None:
+    webuiapi = pytest.importorskip("webuiapi")
+    client = webuiapi.WebUIApi(
+        host="127.0.0.1", port=orchestrator.settings.port, username=basic_user, password=BASIC_PASSWORD
+    )
+    image, _ = _drawing_b64()
+    result = await asyncio.to_thread(client.controlnet_detect, [image], module="canny")
+    assert result.info == "Success" and len(result.images) == 1
+    expected = preprocess(
+        "canny", image, resolution=512, threshold_a=64, threshold_b=64
+    )  # webuiapi's defaults
+    assert np.array_equal(np.asarray(result.images[0].convert("RGB")), np.asarray(expected))

@@ -1,7 +1,7 @@
 """The model-free preprocessors' algorithms, each the A1111 ControlNet extension's (its
 ``scripts/preprocessor/model_free_preprocessors.py``, ``legacy/processor.py`` and ``annotator/shuffle``),
 written here on OpenCV and numpy. Each takes a picture (height × width × 3, uint8, RGB) and the module's
-slider values and returns the control map; :func:`sdfleet.engine.controlnet.preprocess.preprocess`
+slider values and returns the control map; :func:`sdfleet.annotators.run.preprocess`
 chooses among them, fills in the sliders' defaults and turns pictures into arrays.
 
 Faithful to the extension where it matters to the nets trained on its maps, quirks included: XDoG's
@@ -15,7 +15,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from sdfleet.engine.controlnet.preprocess_util import Pixels, hwc3, resize_with_pad
+from sdfleet.annotators.pixels import Pixels, hwc3, resize_with_pad
 
 __all__ = ["FILTERS", "Filter", "inpaint_display", "inpaint_map", "noise_disk"]
 
