@@ -91,7 +91,7 @@ def test_skipped_units_are_reported_not_dropped_silently() -> None:
         (
             {"model": "control_v11p_sd15_canny", "module": "depth_leres"},
             "alwayson_scripts.controlnet.args.0.module",
-            "not a preprocessor",
+            "needs an annotate worker",
         ),
         (
             {"model": "control_v11p_sd15_canny", "control_mode": 7},
