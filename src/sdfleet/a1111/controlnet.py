@@ -82,6 +82,14 @@ def _unit(raw: Any, index: int, field: str, catalog: Catalog, notes: list[str]) 
     module = str(raw.get("module") or "none")
     module_named(module, f"{field}.module")
     image, mask = _image(raw.get("image", raw.get("input_image")), f"{field}.image")
+    for key in ("mask", "mask_image"):  # the unit's own mask field (and its alias) wins over image.mask
+        if isinstance(raw.get(key), str) and raw[key]:
+            mask = raw[key]
+    region = raw.get("effective_region_mask")
+    if region is not None and not isinstance(region, str):
+        raise ValidationError(
+            f"{field}.effective_region_mask must be a base64 image", field=f"{field}.effective_region_mask"
+        )
     mode = raw.get("control_mode", 0)
     if raw.get("guessmode") and "control_mode" not in raw:
         mode = "ControlNet is more important"
@@ -90,6 +98,8 @@ def _unit(raw: Any, index: int, field: str, catalog: Catalog, notes: list[str]) 
         "module": module,
         "model": model.name,
         "image": image,
+        "mask": mask,
+        "effective_region_mask": region or None,
         "resize_mode": _choice(
             raw.get("resize_mode", 1), CONTROL_RESIZE_MODES, _RESIZE_ALIASES, f"{field}.resize_mode"
         ),
@@ -104,8 +114,9 @@ def _unit(raw: Any, index: int, field: str, catalog: Catalog, notes: list[str]) 
     for key in ("pixel_perfect", "save_detected_map"):
         if key in raw:
             values[key] = bool(raw[key])
-    if mask:
-        notes.append(f"ControlNet unit {index}: its mask is not applied here")
+    step = module_named(module, f"{field}.module").sampling_step
+    if step:
+        notes.append(f"ControlNet unit {index}: {module}'s control map is applied; {step} is not done here")
     try:
         return ControlNetUnit.model_validate(values)
     except PydanticError as exc:  # name the unit's field
