@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sdfleet.errors import ValidationError
 
-__all__ = ["MODULES", "NEEDS_WEIGHTS", "Module", "module_named", "slider_value"]
+__all__ = ["LABELS", "MODULES", "NEEDS_WEIGHTS", "Module", "module_named", "slider_value"]
 
 Slider = tuple[str, float, float, float, float]
 """(label, default, min, max, step)."""
@@ -90,6 +90,9 @@ _ALIASES = {
     "inpaint_global_harmonious": "inpaint",
 }
 
+
+LABELS = {module: label for label, module in _ALIASES.items()}
+"""The extension's display labels of the modules that have one (``module_list?alias_names=true``)."""
 
 NEEDS_WEIGHTS = frozenset(
     {

@@ -44,7 +44,24 @@ async def test_the_extensions_routes_list_what_this_server_runs(
         {"name": "Low Threshold", "value": 100, "min": 1, "max": 255, "step": 1},
         {"name": "High Threshold", "value": 200, "min": 1, "max": 255, "step": 1},
     ]
+    for name in (
+        "blur_gaussian",
+        "scribble_xdog",
+        "shuffle",
+        "tile_resample",
+        "tile_colorfix+sharp",
+        "inpaint_only",
+    ):
+        assert name in modules["module_list"]
+    assert modules["module_detail"]["tile_resample"]["sliders"] == [
+        {"name": "Down Sampling Rate", "value": 1.0, "min": 1.0, "max": 8.0, "step": 0.01}
+    ]
+    assert modules["module_detail"]["inpaint"]["sliders"] == []
+    labels = (await api.get("/controlnet/module_list", params={"alias_names": "true"})).json()
+    assert "invert (from white bg & black line)" in labels["module_list"]
+    assert "inpaint_global_harmonious" in labels["module_detail"] and "invert" not in labels["module_list"]
     types = (await api.get("/controlnet/control_types")).json()["control_types"]
+    assert types["Tile"]["module_list"][:2] == ["none", "blur_gaussian"] and "Inpaint" in types
     assert types["Canny"]["default_model"] == title and "canny" in types["All"]["module_list"]
 
 
@@ -167,3 +184,22 @@ async def test_webuiapi_controlnet_detect_works_unchanged(
         "canny", image, resolution=512, threshold_a=64, threshold_b=64
     )  # webuiapi's defaults
     assert np.array_equal(np.asarray(result.images[0].convert("RGB")), np.asarray(expected))
+
+
+async def test_a_units_bad_mask_is_refused_at_submit_naming_its_field(
+    api: httpx.AsyncClient, admin: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    body = checkpoint_body(tmp_path, "control_v11p_sd15_canny", kind="controlnet")
+    assert (await admin.post("/v1/models", json=body)).status_code in (201, 409)
+    _, picture = _drawing_b64()
+    for unit, field in (
+        ({"image": {"image": picture, "mask": "%%%"}}, "controlnet.0.mask"),
+        ({"image": picture, "effective_region_mask": "aGVsbG8="}, "controlnet.0.effective_region_mask"),
+    ):
+        request = {
+            "prompt": "x",
+            "steps": 2,
+            "alwayson_scripts": {"controlnet": {"args": [{"model": "control_v11p_sd15_canny", **unit}]}},
+        }
+        response = await api.post("/sdapi/v1/txt2img", json=request)
+        assert response.status_code == 422 and field in response.text, response.text

@@ -16,7 +16,7 @@ from sdfleet.api.deps import Ctx
 from sdfleet.api.routes.a1111 import A1111Route, Caller, a1111_caller
 from sdfleet.domain import ModelKind, ModelRecord
 from sdfleet.jobs.detect import Detector, DetectRequest
-from sdfleet.specs.controlnet import MODULES, Module
+from sdfleet.specs.controlnet import LABELS, MODULES, Module
 
 router = APIRouter(tags=["a1111"], route_class=A1111Route, dependencies=[Depends(a1111_caller)])
 
@@ -71,11 +71,13 @@ async def model_list(ctx: Ctx, _: Caller, update: bool = True) -> dict[str, list
 
 @router.get("/controlnet/module_list")
 async def module_list(_: Caller, alias_names: bool = False) -> dict[str, Any]:
-    """The preprocessors this server runs, each with its sliders (``module_detail``)."""
+    """The preprocessors this server runs, each with its sliders (``module_detail``); ``alias_names``: by
+    the extension's display labels (``invert (from white bg & black line)``…)."""
+    named = {(LABELS.get(name, name) if alias_names else name): module for name, module in MODULES.items()}
     return {
-        "module_list": list(MODULES),
+        "module_list": list(named),
         "module_detail": {
-            name: {"model_free": False, "sliders": _sliders(module)} for name, module in MODULES.items()
+            name: {"model_free": False, "sliders": _sliders(module)} for name, module in named.items()
         },
     }
 
