@@ -257,8 +257,9 @@ class DiffusersEngine:
     def _control(
         self, job: ResolvedJob, size: tuple[int, int], sources: Sequence[Image.Image | None], hires: bool
     ) -> ControlPass | None:
-        """The units that steer this pass, their control images fitted to ``size``."""
-        return ControlPass.for_pass(
+        """The units that steer this pass, their control images fitted to ``size`` (each unit's first
+        control map kept for the job's detected maps)."""
+        control = ControlPass.for_pass(
             job.controlnets,
             size,
             sources,
@@ -268,6 +269,9 @@ class DiffusersEngine:
             device=self.device,
             dtype=self.dtype,
         )
+        for index, detected in (control.maps if control is not None else {}).items():
+            job.detected_maps.setdefault(index, detected)
+        return control
 
     @staticmethod
     def _lora_specs(tags: Sequence[LoraTag], spec: GenerationSpec) -> list[LoraSpec]:
@@ -334,6 +338,7 @@ class DiffusersEngine:
         )
         return GenerationResult(
             images=results,
+            detected_maps=[job.detected_maps[i] for i in sorted(job.detected_maps)],
             info={
                 "engine": self.name,
                 "model": model.name,
