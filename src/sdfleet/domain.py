@@ -130,6 +130,8 @@ class ModelKind(StrEnum):
     VAE = "vae"
     EMBEDDING = "embedding"
     CONTROLNET = "controlnet"
+    IP_ADAPTER = "ip_adapter"  # IP-Adapter (image prompts); arch: SD family and image encoder (sd1-vit-h)
+    IMAGE_ENCODER = "image_encoder"  # a CLIP vision encoder for IP-Adapters; arch: its family (vit-h)
     UPSCALER = "upscaler"
     FACE_RESTORER = "face_restorer"  # GFPGAN / CodeFormer weights (run through spandrel)
     FACE_DETECTOR = "face_detector"  # YuNet's ONNX file (OpenCV's FaceDetectorYN)
@@ -197,7 +199,12 @@ class ControlNetUnit(BaseModel):
     (``model``), the control image it reads (``image``: a reference, as ``init_images``; none on img2img: the
     init image), how strongly and when it steers (``weight``; ``guidance_start``/``guidance_end`` as
     fractions of the steps) and how it balances with the prompt (``control_mode``). ``module`` is the
-    preprocessor that turns the image into the net's control map; ``none`` sends the image as it is."""
+    preprocessor that turns the image into the net's control map; ``none`` sends the image as it is.
+
+    A unit whose ``model`` is a registered IP-Adapter is an image prompt: ``image`` is the reference picture,
+    ``module`` one of the extension's ``ip-adapter_clip_*`` preprocessors (or ``ip-adapter-auto``/``none``),
+    and ``image_encoder`` the registered CLIP vision encoder it runs (none given: one that fits, chosen at
+    submit)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -223,6 +230,7 @@ class ControlNetUnit(BaseModel):
     )
     hr_option: Literal["Both", "Low res only", "High res only"] = "Both"
     save_detected_map: bool = True
+    image_encoder: str | None = Field(default=None, min_length=1, max_length=200)
 
     @model_validator(mode="after")
     def _window(self) -> ControlNetUnit:
