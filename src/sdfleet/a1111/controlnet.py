@@ -14,9 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticError
 
 from sdfleet.a1111.catalog import Catalog
-from sdfleet.domain import CONTROL_HR_OPTIONS, CONTROL_MODES, CONTROL_RESIZE_MODES, ControlNetUnit
+from sdfleet.domain import CONTROL_HR_OPTIONS, CONTROL_MODES, CONTROL_RESIZE_MODES, ControlNetUnit, ModelKind
 from sdfleet.errors import ValidationError
 from sdfleet.specs.controlnet import module_named
+from sdfleet.specs.ipadapter import adapter_family, check_unit_module
 
 __all__ = ["SCRIPT_NAMES", "DetectBody", "controlnet_units"]
 
@@ -81,6 +82,10 @@ def _unit(raw: Any, index: int, field: str, catalog: Catalog, notes: list[str]) 
         )
     module = str(raw.get("module") or "none")
     module_named(module, f"{field}.module")
+    ip_adapter = model.kind == ModelKind.IP_ADAPTER  # an image prompt: module ip-adapter_clip_*
+    check_unit_module(
+        module, ip_adapter, adapter_family(model.arch)[1] if ip_adapter else None, f"{field}.module"
+    )
     image, mask = _image(raw.get("image", raw.get("input_image")), f"{field}.image")
     for key in ("mask", "mask_image"):  # the unit's own mask field (and its alias) wins over image.mask
         if isinstance(raw.get(key), str) and raw[key]:
@@ -117,6 +122,10 @@ def _unit(raw: Any, index: int, field: str, catalog: Catalog, notes: list[str]) 
     step = module_named(module, f"{field}.module").sampling_step
     if step:
         notes.append(f"ControlNet unit {index}: {module}'s control map is applied; {step} is not done here")
+    if ip_adapter and values["control_mode"] != "Balanced":
+        notes.append(
+            f"ControlNet unit {index}: an IP-Adapter has no control mode (the extension hides it too)"
+        )
     try:
         return ControlNetUnit.model_validate(values)
     except PydanticError as exc:  # name the unit's field

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sdfleet.errors import ValidationError
+from sdfleet.specs.ipadapter import IP_MODULES
 
 __all__ = ["LABELS", "MODULES", "NEEDS_WEIGHTS", "Module", "module_named", "slider_value"]
 
@@ -81,6 +82,8 @@ MODULES: dict[str, Module] = {
         sampling_step="the restore of the unmasked latent after each step",
         tags=("Inpaint",),
     ),
+    # the extension's IP-Adapter preprocessors: the CLIP vision encoder of an IP-Adapter unit
+    **{name: Module(name, resolution=None, tags=("IP-Adapter",)) for name in IP_MODULES},
 }
 """The preprocessors this server runs, by the extension's names."""
 

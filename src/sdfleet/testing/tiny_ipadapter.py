@@ -58,7 +58,8 @@ def ip_adapter_state(
         if device == "meta":
             return torch.empty(shape, device="meta")
         fan_in = shape[-1] if len(shape) > 1 else 1
-        return torch.randn(shape, generator=generator) / fan_in**0.5
+        out: torch.Tensor = torch.randn(shape, generator=generator) / fan_in**0.5
+        return out
 
     def ones(n: int) -> torch.Tensor:
         return torch.empty((n,), device="meta") if device == "meta" else torch.ones(n)
@@ -145,7 +146,9 @@ def write_tiny_image_encoder(path: Path, *, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = transformers.CLIPVisionModelWithProjection(transformers.CLIPVisionConfig(**TINY_ENCODER))
     state = {
-        k: v.detach().clone().contiguous() for k, v in model.state_dict().items() if not k.endswith("position_ids")
+        k: v.detach().clone().contiguous()
+        for k, v in model.state_dict().items()
+        if not k.endswith("position_ids")
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": "pt", ENCODER_METADATA_KEY: json.dumps(TINY_ENCODER)}

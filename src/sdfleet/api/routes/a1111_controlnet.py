@@ -63,9 +63,10 @@ async def settings(ctx: Ctx, _: Caller) -> dict[str, int]:
 
 @router.get("/controlnet/model_list")
 async def model_list(ctx: Ctx, _: Caller, update: bool = True) -> dict[str, list[str]]:
-    """The registered ControlNets, ``name [sha8]``, by name (``update`` is accepted: the list is always
-    read from the registry)."""
-    [registered] = await ctx.queries.models_of_kind(ModelKind.CONTROLNET)
+    """The registered ControlNets and IP-Adapters, ``name [sha8]``, by name (``update`` is accepted: the
+    list is always read from the registry)."""
+    nets, adapters = await ctx.queries.models_of_kind(ModelKind.CONTROLNET, ModelKind.IP_ADAPTER)
+    registered = [*nets, *adapters]
     return {"model_list": [controlnet_title(m) for m in sorted(registered, key=lambda m: m.name.lower())]}
 
 
@@ -85,10 +86,10 @@ async def module_list(_: Caller, alias_names: bool = False) -> dict[str, Any]:
 @router.get("/controlnet/control_types")
 async def control_types(ctx: Ctx, _: Caller) -> dict[str, Any]:
     """The extension's control types: ``All`` (every preprocessor and model), and one per tag of the
-    preprocessors (``Canny``, ``Tile``, ``Scribble``…: its preprocessors and the models whose name says
-    the tag)."""
-    [registered] = await ctx.queries.models_of_kind(ModelKind.CONTROLNET)
-    titles = [controlnet_title(m) for m in sorted(registered, key=lambda m: m.name.lower())]
+    preprocessors (``Canny``, ``Tile``, ``Scribble``, ``IP-Adapter``…: its preprocessors and the models —
+    ControlNets and IP-Adapters — whose name says the tag)."""
+    nets, adapters = await ctx.queries.models_of_kind(ModelKind.CONTROLNET, ModelKind.IP_ADAPTER)
+    titles = [controlnet_title(m) for m in sorted([*nets, *adapters], key=lambda m: m.name.lower())]
     types: dict[str, Any] = {
         "All": {
             "module_list": list(MODULES),
