@@ -203,3 +203,21 @@ async def test_a_units_bad_mask_is_refused_at_submit_naming_its_field(
         }
         response = await api.post("/sdapi/v1/txt2img", json=request)
         assert response.status_code == 422 and field in response.text, response.text
+
+
+async def test_ip_adapters_are_listed_with_the_nets(
+    api: httpx.AsyncClient, admin: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    for name, kind in (("control_v11p_sd15_canny", "controlnet"), ("ip-adapter_sd15", "ip_adapter")):
+        body = checkpoint_body(tmp_path, name, kind=kind)
+        body["arch"] = "sd1-vit-h" if kind == "ip_adapter" else "sd1"
+        assert (await admin.post("/v1/models", json=body)).status_code == 201, name
+    listed = (await api.get("/controlnet/model_list")).json()["model_list"]
+    assert [t.split(" [")[0] for t in listed] == ["control_v11p_sd15_canny", "ip-adapter_sd15"]
+    modules = (await api.get("/controlnet/module_list")).json()
+    assert "ip-adapter_clip_sd15" in modules["module_list"]
+    assert modules["module_detail"]["ip-adapter_clip_sd15"] == {"model_free": False, "sliders": []}
+    types = (await api.get("/controlnet/control_types")).json()["control_types"]
+    assert types["IP-Adapter"]["default_model"].startswith("ip-adapter_sd15 [")
+    assert "ip-adapter_clip_sdxl" in types["IP-Adapter"]["module_list"]
+    assert types["Canny"]["model_list"] == ["None", listed[0]]
