@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from sdfleet.engine.controlnet.ipadapter import load_image_encoder, load_ip_adapter
 from sdfleet.engine.controlnet.ipadapter_detect import (
+    ADAPTER_METADATA_KEY,
     detect_image_encoder,
     detect_ip_adapter,
     read_image_encoder,
@@ -167,3 +168,20 @@ def test_the_tiny_files_load(tiny: TinyModels, tmp_path: Path) -> None:
     assert refused.value.field == "controlnet.0.image_encoder"
     with pytest.raises(ValidationError, match="convert it first"):
         read_ip_adapter(tmp_path / "ip-adapter_sd15.bin")
+
+
+def test_an_ip_adapter_bin_converts_weights_only(tiny: TinyModels, tmp_path: Path) -> None:
+    from sdfleet.engine.upscale.loader import convert_pickle
+
+    flat = load_file(str(tiny.ip_adapter_sd1_file))
+    nested: dict[str, dict[str, torch.Tensor]] = {"image_proj": {}, "ip_adapter": {}}
+    for key, value in flat.items():
+        part, _, name = key.partition(".")
+        nested[part][name] = value
+    torch.save(nested, tmp_path / "ip-adapter_sd15.bin")  # as h94/IP-Adapter ships its .bin files
+    convert_pickle(tmp_path / "ip-adapter_sd15.bin", tmp_path / "ip-adapter_sd15.safetensors")
+    converted = load_file(str(tmp_path / "ip-adapter_sd15.safetensors"))
+    assert converted.keys() == flat.keys() and all(torch.equal(converted[k], flat[k]) for k in flat)
+    shapes = {k: tuple(v.shape) for k, v in converted.items()}
+    # the tiny one's widths are no SD family's: its family came in the metadata the .bin does not carry
+    assert detect_ip_adapter(shapes, {ADAPTER_METADATA_KEY: '{"arch": "sd1"}'}).variant == "plain"
