@@ -88,16 +88,25 @@ def test_the_unit_acts_inside_its_window_only(ip_engine: DiffusersEngine, refere
     unit = {"model": "ip-adapter_sd15", "image": references["red"], "weight": 0.7}
     job = {"steps": 10, "sampler_name": "Euler", "batch_size": 2}
     _run(ip_engine, controlnet=[{**unit, "guidance_start": 0.2, "guidance_end": 0.6}], **job)
-    run = ip_engine.ip_adapters.last
-    assert run is not None
-    assert [s[0] for s in run.scales] == [0.0, 0.0, 0.7, 0.7, 0.7, 0.7, 0.7, 0.0, 0.0, 0.0]  # steps 2…6 of 10
+    assert [s[0] for s in ip_engine.ip_adapters.last_scales] == [
+        0.0,
+        0.0,
+        0.7,
+        0.7,
+        0.7,
+        0.7,
+        0.7,
+        0.0,
+        0.0,
+        0.0,
+    ]  # steps 2…6 of 10
     # a window no step falls into: the IP attention never runs, and the picture is the one without the unit
     outside = _run(ip_engine, controlnet=[{**unit, "guidance_start": 0.95, "guidance_end": 1.0}], **job)
     assert _pixels(outside) == _pixels(_run(ip_engine, **job))
     # hires fix: a "Low res only" unit is off in the hires pass
     hires = {"enable_hr": True, "hr_scale": 2, "hr_second_pass_steps": 3, "hr_denoising_strength": 0.5}
     _run(ip_engine, controlnet=[{**unit, "hr_option": "Low res only"}], sampler_name="Euler", **hires)
-    scales = [s[0] for s in ip_engine.ip_adapters.last.scales]  # type: ignore[union-attr]
+    scales = [s[0] for s in ip_engine.ip_adapters.last_scales]
     assert scales[:4] == [0.7] * 4 and len(scales) > 4 and set(scales[4:]) == {0.0}
 
 
@@ -106,7 +115,7 @@ def test_two_units_and_a_controlnet_together(ip_engine: DiffusersEngine, referen
     blue = {"model": "ip-adapter-plus_sd15", "image": references["blue"], "weight": 0.8}
     one, both = _run(ip_engine, controlnet=[red]), _run(ip_engine, controlnet=[red, blue])
     assert _pixels(both) != _pixels(one) and _pixels(_run(ip_engine, controlnet=[red, blue])) == _pixels(both)
-    assert [len(s) for s in ip_engine.ip_adapters.last.scales] == [2] * 4  # type: ignore[union-attr]
+    assert [len(s) for s in ip_engine.ip_adapters.last_scales] == [2] * 4
     with_net = _run(ip_engine, controlnet=[red, {"model": "canny-sd1", "image": references["blue"]}])
     assert _pixels(with_net) != _pixels(one)
     assert "ControlNet 0: " in with_net.images[0].infotext and "ControlNet 1: " in with_net.images[0].infotext

@@ -284,8 +284,8 @@ class IPAdapters:
         self.pool = NetPool(keep=keep)
         self.encoder_pool = NetPool(keep=keep)
         self.active: IPAdapterRun | None = None
-        self.last: IPAdapterRun | None = None
-        """The last job's run, detached (its per-step scales: for tests and benchmarks)."""
+        self.last_scales: list[list[float]] = []
+        """The scales of the last job's UNet calls (a scale per unit): for tests and benchmarks."""
 
     def is_adapter(self, name: str) -> bool:
         """Whether a unit's ``model`` names an IP-Adapter (not a ControlNet)."""
@@ -332,7 +332,7 @@ class IPAdapters:
         run, self.active = self.active, None
         if run is not None:
             run.restore()
-            self.last = run
+            self.last_scales = run.scales
 
     def _adapter(self, index: int, unit: ControlNetUnit, checkpoint_arch: str) -> LoadedIPAdapter:
         field_name = f"controlnet.{index}.model"
