@@ -178,3 +178,18 @@ def test_an_adapter_or_encoder_that_does_not_fit_is_refused_naming_the_field(
     with pytest.raises(ValidationError) as refused:
         _run(ip_engine, controlnet=[{"model": "ip-adapter_sd15"}])
     assert refused.value.field == "controlnet.0.image"
+
+
+def test_img2img_reads_the_init_image_when_the_unit_has_none(
+    ip_engine: DiffusersEngine, references: dict[str, str]
+) -> None:
+    def img2img(init: str, **unit: Any) -> GenerationResult:
+        job = spec(steps=4, init_images=[init], denoising_strength=0.8, controlnet=[unit] if unit else [])
+        return ip_engine.generate(JobKind.IMG2IMG, job, lambda _s: None, lambda: False)
+
+    plain = img2img(references["red"])
+    prompted = img2img(references["red"], model="ip-adapter_sd15")
+    assert _differ(prompted, plain) > 0.5
+    assert _pixels(prompted) == _pixels(
+        img2img(references["red"], model="ip-adapter_sd15", image=references["red"])
+    )
