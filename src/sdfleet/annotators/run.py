@@ -55,6 +55,10 @@ def preprocess(
     module = module_named(name, field)
     if module.name == "none":
         return image.convert("RGB")
+    if module.name not in FILTERS and not module.needs_mask:  # the IP-Adapter preprocessors: no map
+        raise ValidationError(
+            f"module {module.name!r} makes no control map: it is an IP-Adapter's image encoder", field=field
+        )
     pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
     if module.needs_mask:
         if mask is None:

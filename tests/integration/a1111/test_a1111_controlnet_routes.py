@@ -221,3 +221,6 @@ async def test_ip_adapters_are_listed_with_the_nets(
     assert types["IP-Adapter"]["default_model"].startswith("ip-adapter_sd15 [")
     assert "ip-adapter_clip_sdxl" in types["IP-Adapter"]["module_list"]
     assert types["Canny"]["model_list"] == ["None", listed[0]]
+    body = {"controlnet_module": "ip-adapter_clip_sd15", "controlnet_input_images": [_drawing_b64()[1]]}
+    refused = await api.post("/controlnet/detect", json=body)
+    assert refused.status_code == 422 and "no control map" in refused.text, refused.text
