@@ -137,8 +137,10 @@ def _unit(raw: Any, index: int, field: str, catalog: Catalog, notes: list[str]) 
 
 def controlnet_units(
     scripts: Mapping[str, Any] | None, catalog: Catalog, notes: list[str]
-) -> list[ControlNetUnit]:
-    """The enabled units of a request's ``alwayson_scripts.controlnet`` (none: empty), each checked."""
+) -> list[tuple[ControlNetUnit, str]]:
+    """The enabled units of a request's ``alwayson_scripts.controlnet`` (none: empty), each checked, with
+    the path of the unit in the request (``alwayson_scripts.controlnet.args.N``: skipped units keep
+    their places, so the job's unit ``k`` need not be argument ``k``)."""
     for name, value in (scripts or {}).items():
         if name.lower() not in SCRIPT_NAMES:
             continue
@@ -148,9 +150,25 @@ def controlnet_units(
             return []
         if not isinstance(args, list):
             raise ValidationError(f"{field} must be a list of units", field=field)
-        units = [_unit(raw, i, f"{field}.{i}", catalog, notes) for i, raw in enumerate(args)]
-        return [u for u in units if u is not None]
+        units = [
+            (_unit(raw, i, f"{field}.{i}", catalog, notes), f"{field}.{i}") for i, raw in enumerate(args)
+        ]
+        return [(u, path) for u, path in units if u is not None]
     return []
+
+
+def request_field(field: str | None, unit_fields: Sequence[str]) -> str | None:
+    """A job spec's field as the A1111 request spelled it: ``controlnet.K.…`` of the job is the unit
+    at ``unit_fields[K]`` of the request; any other field is the same in both."""
+    if field is None:
+        return None
+    head, _, rest = field.partition(".")
+    if head != "controlnet":
+        return field
+    index, _, tail = rest.partition(".")
+    if not index.isdigit() or int(index) >= len(unit_fields):
+        return field
+    return f"{unit_fields[int(index)]}.{tail}" if tail else unit_fields[int(index)]
 
 
 class DetectBody(BaseModel):

@@ -31,6 +31,8 @@ class MappedRequest:
     restore_afterwards: bool
     override_settings: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    unit_fields: list[str] = field(default_factory=list)
+    """Where each ControlNet unit of the spec is in the request (``alwayson_scripts.controlnet.args.N``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -324,7 +324,7 @@ def map_request(
     _note_unsupported(request, settings, notes)
     units = controlnet_units(request.alwayson_scripts, catalog, notes)
     if units:
-        values["controlnet"] = [unit.model_dump() for unit in units]
+        values["controlnet"] = [unit.model_dump() for unit, _ in units]
     if request.restore_faces:
         values.update(_faces(settings, catalog, notes))
 
@@ -360,6 +360,7 @@ def map_request(
         restore_afterwards=request.override_settings_restore_afterwards is not False,
         override_settings=override,
         notes=notes,
+        unit_fields=[path for _, path in units],
     )
 
 

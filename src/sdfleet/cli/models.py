@@ -19,6 +19,7 @@ from sdfleet.cli.app import (
     with_store,
 )
 from sdfleet.config import Settings
+from sdfleet.errors import SdfleetError
 
 models_app = typer.Typer(
     help="The model registry: checkpoints, LoRAs, VAEs, embeddings, upscalers, face models.",
@@ -80,11 +81,17 @@ def models_add(
         model_kind = ModelKind(kind)
     except ValueError:
         raise fail(f"--kind must be one of {', '.join(k.value for k in ModelKind)}") from None
-    if resolution is None and model_kind == ModelKind.CHECKPOINT and Path(source).is_absolute():
-        from sdfleet.engine.sd.checkpoints import native_resolution
+    if model_kind == ModelKind.CHECKPOINT and Path(source).is_absolute():
+        from sdfleet.engine.sd.checkpoints import default_arch, native_resolution
 
-        # only what the file itself says (its embedded configs); the architecture's usual size is the default
-        resolution = native_resolution(Path(source))
+        if arch is None and Path(source).exists():
+            try:  # from the tensors, as `sdfleet up --model` reads it
+                arch = default_arch(Path(source))
+            except SdfleetError as exc:
+                raise fail(f"{source}: {exc.message}") from None
+        if resolution is None:
+            # only what the file itself says (its embedded configs); the architecture's usual size is the default
+            resolution = native_resolution(Path(source))
     scale: int | None = None
     if model_kind == ModelKind.UPSCALER and Path(source).is_absolute():
         net_arch, scale = upscaler_shape(Path(source))
@@ -119,7 +126,6 @@ def upscaler_shape(path: Path) -> tuple[str, int]:
     spandrel when it is installed; exits with the reason when it is neither."""
     from sdfleet.engine.sd.checkpoints import read_header
     from sdfleet.engine.upscale.detect import detect_net
-    from sdfleet.errors import SdfleetError
 
     if path.suffix.lower() != ".safetensors":
         raise fail(
@@ -143,7 +149,6 @@ def upscaler_shape(path: Path) -> tuple[str, int]:
 def _other_net(path: Path) -> str:
     """What a converted file is when it is no upscaler: a ControlNet of some family, or unknown."""
     from sdfleet.engine.controlnet.loader import read_controlnet
-    from sdfleet.errors import SdfleetError
 
     try:
         info = read_controlnet(path)
@@ -156,7 +161,6 @@ def controlnet_arch(path: Path) -> str:
     """The SD family a ControlNet file steers (``sd1``/``sd2``/``sdxl``), from its header; exits with the
     reason when it is not a ControlNet sdfleet can load."""
     from sdfleet.engine.controlnet.loader import read_controlnet
-    from sdfleet.errors import SdfleetError
 
     try:
         return read_controlnet(path).arch
@@ -170,7 +174,6 @@ def ip_adapter_arch(path: Path, kind: Any) -> str:
     reason when it is not one."""
     from sdfleet.domain import ModelKind
     from sdfleet.engine.controlnet.ipadapter_detect import read_image_encoder, read_ip_adapter
-    from sdfleet.errors import SdfleetError
 
     try:
         if kind == ModelKind.IP_ADAPTER:
@@ -198,7 +201,6 @@ def models_convert(
     """Convert a pickled model to .safetensors, loading it with torch's weights-only unpickler (tensors and
     plain containers only: a file that needs code to load is refused, and nothing in it runs)."""
     from sdfleet.engine.upscale.loader import convert_pickle
-    from sdfleet.errors import SdfleetError
 
     out = target or source.with_suffix(".safetensors")
     if out.exists():

@@ -193,8 +193,11 @@ async def test_a_units_bad_mask_is_refused_at_submit_naming_its_field(
     assert (await admin.post("/v1/models", json=body)).status_code in (201, 409)
     _, picture = _drawing_b64()
     for unit, field in (
-        ({"image": {"image": picture, "mask": "%%%"}}, "controlnet.0.mask"),
-        ({"image": picture, "effective_region_mask": "aGVsbG8="}, "controlnet.0.effective_region_mask"),
+        ({"image": {"image": picture, "mask": "%%%"}}, "alwayson_scripts.controlnet.args.0.mask"),
+        (
+            {"image": picture, "effective_region_mask": "aGVsbG8="},
+            "alwayson_scripts.controlnet.args.0.effective_region_mask",
+        ),
     ):
         request = {
             "prompt": "x",

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sdfleet.a1111.catalog import Catalog
-from sdfleet.a1111.controlnet import controlnet_units
+from sdfleet.a1111.controlnet import controlnet_units, request_field
 from sdfleet.domain import ModelKind, ModelRecord
 from sdfleet.errors import ValidationError
 
@@ -32,7 +32,7 @@ CATALOG = Catalog(
 
 def _map(*units: Any, key: str = "controlnet") -> tuple[list[Any], list[str]]:
     notes: list[str] = []
-    return controlnet_units({key: {"args": list(units)}}, CATALOG, notes), notes
+    return [u for u, _ in controlnet_units({key: {"args": list(units)}}, CATALOG, notes)], notes
 
 
 def test_modes_and_resize_modes_by_label_old_label_and_number() -> None:
@@ -126,3 +126,19 @@ def test_bad_fields_are_named_by_their_path(unit: dict[str, Any], field: str, wo
     with pytest.raises(ValidationError) as refused:
         _map(unit)
     assert refused.value.field == field and words in refused.value.message
+
+
+def test_a_units_field_is_named_as_the_request_has_it() -> None:
+    """Skipped units keep their places: the job's unit 0 is argument 1 here."""
+    notes: list[str] = []
+    pairs = controlnet_units(
+        {"ControlNet": {"args": [{"enabled": False}, {"model": "control_v11p_sd15_canny", "image": "AAAA"}]}},
+        CATALOG,
+        notes,
+    )
+    fields = [path for _, path in pairs]
+    assert fields == ["alwayson_scripts.ControlNet.args.1"]
+    assert request_field("controlnet.0.model", fields) == "alwayson_scripts.ControlNet.args.1.model"
+    assert request_field("controlnet.0", fields) == "alwayson_scripts.ControlNet.args.1"
+    assert request_field("controlnet.3.model", fields) == "controlnet.3.model"  # not a unit of the request
+    assert request_field("steps", fields) == "steps" and request_field(None, fields) is None

@@ -34,7 +34,7 @@ CATALOG = Catalog(
 
 def _map(*units: Any) -> tuple[list[Any], list[str]]:
     notes: list[str] = []
-    return controlnet_units({"controlnet": {"args": list(units)}}, CATALOG, notes), notes
+    return [u for u, _ in controlnet_units({"controlnet": {"args": list(units)}}, CATALOG, notes)], notes
 
 
 def test_the_extensions_ip_adapter_units_map_onto_units() -> None:

@@ -70,6 +70,7 @@ from sdfleet.a1111.api import (
 )
 from sdfleet.a1111.catalog import Catalog, checkpoint_title, model_name_of
 from sdfleet.a1111.controlnet import SCRIPT_NAMES as CONTROLNET_SCRIPTS
+from sdfleet.a1111.controlnet import request_field
 from sdfleet.a1111.info import MappedRequest, OutputRecord, build_info
 from sdfleet.a1111.mapping import (
     BUILTIN_SCRIPTS,
@@ -84,15 +85,13 @@ from sdfleet.api.auth import OPEN_PRINCIPAL, anonymous_allowed, principal_for, r
 from sdfleet.api.checked import CheckedRoute
 from sdfleet.api.deps import AppContext, Ctx
 from sdfleet.api.routes.a1111_scripts import SCRIPT_REQUEST_LABEL, run_script
-from sdfleet.api.routes.waiting import CLIENT_GONE_STATUS, wait_for_jobs
+from sdfleet.api.routes.waiting import CLIENT_GONE_STATUS, raise_failure, wait_for_jobs
 from sdfleet.api.views import is_detected_map
 from sdfleet.config import Limits, parse_basic_users
 from sdfleet.domain import Job, JobKind, JobState, ModelKind, ModelRecord
 from sdfleet.errors import (
     AuthError,
-    EngineError,
     LimitExceeded,
-    ServiceUnavailable,
     ValidationError,
 )
 from sdfleet.jobs.inputs import ImageLimits, decode_image
@@ -245,6 +244,7 @@ async def _generate(
             raise ValidationError(
                 f"Invalid encoded image ({exc.field}): {exc.message}", field=exc.field
             ) from exc
+        exc.field = request_field(exc.field, mapped.unit_fields)  # a unit's field as the request has it
         raise
     [submitted] = await ctx.jobs.submit(tenant, [prepared])
     job = submitted.job
@@ -276,11 +276,7 @@ async def _generate(
 
 async def _answer(ctx: AppContext, mapped: MappedRequest, job: Job, catalog: Catalog) -> dict[str, Any]:
     if job.state == JobState.FAILED:
-        message = job.error_message or "the job failed"
-        log.warning("a1111.failed job_id=%s code=%s", job.id, job.error_code)
-        if job.error_code == "expired":
-            raise ServiceUnavailable(message)
-        raise EngineError(message, retryable=False)
+        raise_failure(job, "a1111")
     outputs = sorted(await ctx.queries.outputs(job.id), key=lambda o: o.index)
     images: list[str] = []
     if mapped.send_images:

@@ -25,9 +25,9 @@ from sdfleet.a1111.extras import (
 )
 from sdfleet.api.deps import AppContext, Ctx
 from sdfleet.api.routes.a1111 import A1111Route, Caller, a1111_caller
-from sdfleet.api.routes.waiting import CLIENT_GONE_STATUS, wait_for_jobs
-from sdfleet.domain import Job, JobKind, JobState
-from sdfleet.errors import EngineError, LimitExceeded, ServiceUnavailable, ValidationError
+from sdfleet.api.routes.waiting import CLIENT_GONE_STATUS, raise_failure, wait_for_jobs
+from sdfleet.domain import Job, JobKind
+from sdfleet.errors import LimitExceeded, ValidationError
 from sdfleet.jobs.types import JobRequest
 from sdfleet.specs.upscale import UpscaleBatchSpec, UpscaleSpec
 from sdfleet.wire import JobCreate
@@ -156,14 +156,4 @@ async def _run(
 
 
 def _raise_failure(job: Job) -> None:
-    if job.state == JobState.SUCCEEDED:
-        return
-    if job.state == JobState.CANCELED:
-        raise ServiceUnavailable(f"job {job.id} was canceled")
-    message = job.error_message or "the job failed"
-    log.warning("a1111.extras_failed job_id=%s code=%s", job.id, job.error_code)
-    if job.error_code == "expired":
-        raise ServiceUnavailable(message)
-    if job.error_code in ("invalid_params", "invalid_input"):
-        raise ValidationError(message, field="image")
-    raise EngineError(message, retryable=False)
+    raise_failure(job, "a1111.extras", input_field="image")

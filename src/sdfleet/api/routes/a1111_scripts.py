@@ -59,10 +59,10 @@ from sdfleet.a1111.scripts import (
 )
 from sdfleet.a1111.xyz import plan_xyz
 from sdfleet.api.deps import AppContext
-from sdfleet.api.routes.waiting import CLIENT_GONE_STATUS, wait_for_jobs
+from sdfleet.api.routes.waiting import CLIENT_GONE_STATUS, raise_failure, wait_for_jobs
 from sdfleet.api.views import is_detected_map
 from sdfleet.domain import Job, JobKind, JobState
-from sdfleet.errors import EngineError, LimitExceeded, ServiceUnavailable, ValidationError
+from sdfleet.errors import LimitExceeded, ValidationError
 from sdfleet.jobs.inputs import ImageLimits, InputImages, decode_image
 from sdfleet.jobs.types import JobRequest
 from sdfleet.specs.sdupscale import SdUpscaleSpec
@@ -661,13 +661,8 @@ async def _prepare(ctx: AppContext, tenant: str, body: JobCreate, inputs: InputI
 
 
 def _raise_failure(job: Job) -> None:
-    if job.state in (JobState.SUCCEEDED, JobState.CANCELED):
-        return
-    message = job.error_message or "the job failed"
-    log.warning("a1111.script_failed job_id=%s code=%s", job.id, job.error_code)
-    if job.error_code == "expired":
-        raise ServiceUnavailable(message)
-    raise EngineError(message, retryable=False)
+    if job.state != JobState.CANCELED:  # a script's canceled job ends the script, not the call
+        raise_failure(job, "a1111.script")
 
 
 def _grid_pixels(run: ScriptRun) -> float:

@@ -6,19 +6,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Sequence
 
 from fastapi import Request
 
 from sdfleet.api.deps import AppContext
-from sdfleet.domain import Job
-from sdfleet.errors import RequestTimeout
+from sdfleet.domain import Job, JobState
+from sdfleet.errors import EngineError, RequestTimeout, ServiceUnavailable, ValidationError
+from sdfleet.jobs.policy import INVALID_INPUT
 
 log = logging.getLogger("sdfleet.a1111")
 
 CLIENT_GONE_STATUS = 499
 """What a call answers when its client went away before the jobs ended (nginx's "client closed request")."""
+
+_FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w]*(?:\.[\w]+)*): ")
+
+
+def raise_failure(job: Job, kind: str, input_field: str | None = None) -> None:
+    """The one answer to a job that did not succeed, for every call that waits on jobs: a canceled
+    job and an expired one are 503; a job that failed on its input (``invalid_input``: what the worker
+    could not process because of what was sent) is a 422 naming the field the worker named, else
+    ``input_field``; any other failure the engine's error (500)."""
+    if job.state == JobState.SUCCEEDED:
+        return
+    if job.state == JobState.CANCELED:
+        raise ServiceUnavailable(f"job {job.id} was canceled")
+    message = job.error_message or "the job failed"
+    log.warning("%s.failed job_id=%s code=%s", kind, job.id, job.error_code)
+    if job.error_code == "expired":
+        raise ServiceUnavailable(message)
+    if job.error_code in ("invalid_params", INVALID_INPUT):
+        named = _FIELD_PREFIX.match(message)
+        raise ValidationError(message, field=named.group(1) if named else input_field)
+    raise EngineError(message, retryable=False)
 
 
 async def wait_for_jobs(
