@@ -1,4 +1,4 @@
-"""ControlNet units inside sdfleet's own sampling loop (:meth:`DiffusersEngine._sample`), as the A1111
+"""ControlNet units inside sdfleet's own sampling loop (:mod:`sdfleet.engine.sd.sampling`), as the A1111
 ControlNet extension applies them:
 
 * a unit runs only inside its guidance window — steps ``i`` of ``n`` with ``start ≤ i / n ≤ end`` (outside
@@ -30,6 +30,7 @@ from PIL import Image
 from sdfleet.domain import ControlNetUnit
 from sdfleet.engine.controlnet.loader import LoadedControlNet
 from sdfleet.engine.controlnet.preprocess import pixel_perfect_resolution, preprocess
+from sdfleet.engine.sd.residuals import Residuals, StepInput
 from sdfleet.errors import ValidationError
 
 __all__ = ["ControlPass", "PreparedUnit", "controlnet_infotext", "fit_control", "soft_scales"]
@@ -205,6 +206,13 @@ class ControlPass:
                 raise ValidationError("a ControlNet unit needs an image", field=field)
             chosen.append((index, unit, net, _detected(unit, index, pictures, size)))
         return cls.prepare(chosen, size, device=device, dtype=dtype) if chosen else None
+
+    def step_residuals(self, at: StepInput) -> Residuals | None:
+        """The sampling loop's door (:class:`~sdfleet.engine.sd.residuals.ResidualSource`): :meth:`residuals`."""
+        found = self.residuals(
+            at.step, at.steps, at.sample, at.timestep, at.embeds, at.added, groups=at.groups, guided=at.guided
+        )
+        return None if found is None else Residuals(down=found[0], mid=found[1])
 
     def residuals(
         self,
