@@ -10,8 +10,9 @@ Nothing here downloads anything. :func:`build_tiny_models` makes, under one fold
 - a textual-inversion embedding in A1111's ``emb_params`` format;
 - two upscalers, ×4: an ESRGAN (RRDBNet, BasicSR key layout) and a Real-ESRGAN Compact (SRVGG) under
   ``upscalers/`` (:func:`write_tiny_upscaler`; ESRGAN's original layout with ``layout="old"``);
-- two ControlNets under ``controlnet/``: one for the SD 1.x model in the original key layout and one for the
-  SDXL model in the diffusers layout, their zero convolutions perturbed (:func:`write_tiny_controlnet`).
+- three ControlNets under ``controlnet/``: one for the SD 1.x model in the original key layout, one for the
+  SDXL model in the diffusers layout and a ControlNet Union for the SDXL model, their zero convolutions
+  perturbed (:func:`write_tiny_controlnet`).
 
 The tokenizer is the real CLIP BPE tokenizer (see :mod:`sdfleet.engine.sd.tokenizer`). Single files we
 write carry their components' diffusers configs in the safetensors metadata (key
@@ -22,6 +23,7 @@ be inferred from the keys.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,6 +269,7 @@ class TinyModels:
     srvgg_file: Path
     controlnet_sd1_file: Path
     controlnet_sdxl_file: Path
+    controlnet_union_file: Path
 
     @property
     def loras(self) -> dict[str, Path]:
@@ -332,23 +335,49 @@ def _esrgan_old_keys(state: dict[str, torch.Tensor], scale: int) -> dict[str, to
 
 
 def write_tiny_controlnet(
-    path: Path, unet: Any, *, layout: Literal["diffusers", "ldm"] = "diffusers", seed: int = 0
+    path: Path,
+    unet: Any,
+    *,
+    layout: Literal["diffusers", "ldm"] = "diffusers",
+    seed: int = 0,
+    union: bool = False,
 ) -> Path:
     """Write a tiny random ControlNet for ``unet`` (its encoder half, as ``ControlNetModel.from_unet`` makes
     it; a hint encoder of 8 and 16 channels that halves the control image once, as the tiny VAE halves the
-    picture: like the real ones, it takes the control image at the picture's size) to ``path`` as one ``.safetensors`` in the
-    ``diffusers`` or original (``ldm``) key layout, its config in the metadata. The zero convolutions are
-    perturbed — the residual outputs and the hint encoder's last one: a fresh net's are exactly zero, so its
-    residuals, or the control image's part in them, would be too and prove nothing."""
+    picture: like the real ones, it takes the control image at the picture's size) to ``path`` as one
+    ``.safetensors`` in the ``diffusers`` or original (``ldm``) key layout, its config in the metadata. The zero
+    convolutions are perturbed — the residual outputs and the hint encoder's last one: a fresh net's are
+    exactly zero, so its residuals, or the control image's part in them, would be too and prove nothing.
+
+    ``union``: a ControlNet Union (``ControlNetUnionModel``, xinsir's ControlNet++) with six control types like
+    ``controlnet-union-sdxl-1.0``, its condition transformer as wide as the net's first level and its zero
+    projection perturbed too, so the control type changes the residuals."""
     from sdfleet.engine.controlnet.detect import CONFIG_METADATA_KEY as NET_CONFIG_KEY
     from sdfleet.engine.sd.convert import controlnet_ldm_state
 
     torch.manual_seed(seed)
     net = _diffusers.ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16))
+    if union:
+        cls = _diffusers.ControlNetUnionModel
+        accepted = set(inspect.signature(cls.__init__).parameters)
+        width = int(net.config.block_out_channels[0])
+        base = {k: v for k, v in dict(net.config).items() if k in accepted}
+        net = cls(
+            **base,
+            num_control_type=6,
+            num_trans_channel=width,
+            num_trans_head=2,
+            num_proj_channel=width,
+        )
     state = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
     for key in state:
         if key.startswith(
-            ("controlnet_down_blocks.", "controlnet_mid_block.", "controlnet_cond_embedding.conv_out.")
+            (
+                "controlnet_down_blocks.",
+                "controlnet_mid_block.",
+                "controlnet_cond_embedding.conv_out.",
+                "spatial_ch_projs.",
+            )
         ):
             state[key] = torch.randn_like(state[key]) * 0.05
     config = {k: v for k, v in dict(net.config).items() if not k.startswith("_")}
@@ -388,6 +417,9 @@ def build_tiny_models(root: Path, seed: int = 0) -> TinyModels:
     controlnet_sdxl = write_tiny_controlnet(
         root / "controlnet" / "tiny-controlnet-sdxl.safetensors", sdxl.unet, seed=seed + 31
     )
+    controlnet_union = write_tiny_controlnet(
+        root / "controlnet" / "tiny-controlnet-union-sdxl.safetensors", sdxl.unet, seed=seed + 32, union=True
+    )
     return TinyModels(
         root=root,
         sd1_dir=root / "tiny-sd1",
@@ -404,6 +436,7 @@ def build_tiny_models(root: Path, seed: int = 0) -> TinyModels:
         srvgg_file=srvgg,
         controlnet_sd1_file=controlnet_sd1,
         controlnet_sdxl_file=controlnet_sdxl,
+        controlnet_union_file=controlnet_union,
     )
 
 
@@ -428,6 +461,7 @@ def main(argv: list[str] | None = None) -> None:
         "srvgg_file",
         "controlnet_sd1_file",
         "controlnet_sdxl_file",
+        "controlnet_union_file",
     ):
         print(f"{name:20} {getattr(models, name)}")
     for kind, table in (("lora", models.loras), ("embedding", models.embeddings), ("vae", models.vaes)):

@@ -108,9 +108,24 @@ def test_skipped_units_are_reported_not_dropped_silently() -> None:
             "alwayson_scripts.controlnet.args.0.weight",
             "less than or equal",
         ),
+        (
+            {"model": "depth-xl", "union_control_type": "Sparkles"},
+            "alwayson_scripts.controlnet.args.0.union_control_type",
+            "not a ControlNet Union control type",
+        ),
     ],
 )
 def test_bad_fields_are_named_by_their_path(unit: dict[str, Any], field: str, words: str) -> None:
     with pytest.raises(ValidationError) as refused:
         _map(unit)
     assert refused.value.field == field and words in refused.value.message
+
+
+def test_union_control_types_as_webuiapi_and_the_extension_send_them() -> None:
+    units, _ = _map(
+        {"model": "depth-xl", "union_control_type": "Hard Edge"},  # webuiapi: the enum's value
+        {"model": "depth-xl", "union_control_type": "openpose"},  # a tag
+        {"model": "depth-xl", "union_control_type": "Unknown"},  # the extension's "none"
+        {"model": "depth-xl"},
+    )
+    assert [u.union_control_type for u in units] == ["Hard Edge", "OpenPose", None, None]

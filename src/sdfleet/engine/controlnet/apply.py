@@ -10,7 +10,10 @@ ControlNet extension applies them:
 * **ControlNet is more important**: soft injection, and the net on the conditional rows only (the
   unconditional rows get no residual), which halves its cost under classifier-free guidance;
 * the control image goes through the net's hint encoder once per pass, not once per step;
-* several units add their residuals.
+* several units add their residuals;
+* a ControlNet Union (xinsir's ControlNet++, SDXL) takes the unit's ``union_control_type`` with its image (the
+  task embedding it selects, one-hot per row); several units may name the same Union net, each with its own
+  type, image, weight and window — one forward per unit, the net loaded once.
 
 A unit's ``module`` first turns its image into a control map (:mod:`.preprocess`, inline: the model-free
 modules cost milliseconds); the map is fitted to the pass's size with the extension's resize modes
@@ -28,7 +31,7 @@ import torch
 from PIL import Image
 
 from sdfleet.domain import ControlNetUnit
-from sdfleet.engine.controlnet.loader import LoadedControlNet
+from sdfleet.engine.controlnet.loader import LoadedControlNet, union_type_index
 from sdfleet.engine.controlnet.preprocess import pixel_perfect_resolution, preprocess
 from sdfleet.engine.sd.residuals import Residuals, StepInput
 from sdfleet.errors import ValidationError
@@ -136,6 +139,7 @@ class PreparedUnit:
     net: LoadedControlNet
     embedded: torch.Tensor
     calls: int = 0
+    union_type: int | None = None  # ControlNet Union: the task embedding the unit's control type selects
 
     def active(self, step: int, steps: int) -> bool:
         """Whether step ``step`` of ``steps`` is inside the unit's guidance window."""
@@ -173,7 +177,8 @@ class ControlPass:
             hint = _to_hint([fit_control(p, width, height, unit.resize_mode) for p in pictures])
             with torch.no_grad():
                 embedded = net.module.controlnet_cond_embedding(hint.to(device=device, dtype=dtype))
-            prepared.append(PreparedUnit(index, unit, net, embedded))
+            union_type = union_type_index(net, unit, index) if net.union else None
+            prepared.append(PreparedUnit(index, unit, net, embedded, union_type=union_type))
         return cls(prepared)
 
     @classmethod
@@ -267,6 +272,26 @@ class ControlPass:
     ) -> tuple[Sequence[torch.Tensor], torch.Tensor]:
         module = prepared.net.module
         prepared.calls += 1
+        if prepared.union_type is not None:  # one condition: its type one-hot on every row
+            kinds = torch.zeros(
+                (sample.shape[0], int(module.config.num_control_type)),
+                device=sample.device,
+                dtype=sample.dtype,
+            )
+            kinds[:, prepared.union_type] = 1
+            with _embedded(module, hint):
+                found: tuple[Sequence[torch.Tensor], torch.Tensor] = module(
+                    sample,
+                    timestep,
+                    encoder_hidden_states=embeds,
+                    controlnet_cond=[hint],
+                    control_type=kinds,
+                    control_type_idx=[prepared.union_type],
+                    conditioning_scale=1.0,
+                    added_cond_kwargs=added,
+                    return_dict=False,
+                )
+            return found
         with _embedded(module, hint):
             out: tuple[Sequence[torch.Tensor], torch.Tensor] = module(
                 sample,
