@@ -12,7 +12,8 @@ Nothing here downloads anything. :func:`build_tiny_models` makes, under one fold
   ``upscalers/`` (:func:`write_tiny_upscaler`; ESRGAN's original layout with ``layout="old"``);
 - three ControlNets under ``controlnet/``: one for the SD 1.x model in the original key layout, one for the
   SDXL model in the diffusers layout and a ControlNet Union for the SDXL model, their zero convolutions
-  perturbed (:func:`write_tiny_controlnet`).
+  perturbed (:func:`write_tiny_controlnet`), and two T2I-Adapters (SD 1.x, SDXL) beside them
+  (:func:`write_tiny_adapter`);
 
 The tokenizer is the real CLIP BPE tokenizer (see :mod:`sdfleet.engine.sd.tokenizer`). Single files we
 write carry their components' diffusers configs in the safetensors metadata (key
@@ -48,6 +49,7 @@ __all__ = [
     "write_embedding",
     "write_lora",
     "write_single_file",
+    "write_tiny_adapter",
     "write_tiny_controlnet",
 ]
 
@@ -270,6 +272,8 @@ class TinyModels:
     controlnet_sd1_file: Path
     controlnet_sdxl_file: Path
     controlnet_union_file: Path
+    adapter_sd1_file: Path
+    adapter_sdxl_file: Path
 
     @property
     def loras(self) -> dict[str, Path]:
@@ -388,6 +392,38 @@ def write_tiny_controlnet(
     return path
 
 
+def write_tiny_adapter(
+    path: Path,
+    arch: Literal["sd1", "sdxl"],
+    *,
+    layout: Literal["diffusers", "ldm"] = "diffusers",
+    seed: int = 0,
+) -> Path:
+    """Write a tiny random T2I-Adapter for the tiny SD 1.x or SDXL model to ``path`` (one ``.safetensors``, in
+    diffusers' layout ``adapter.body.I.resnets.J.…`` or TencentARC's original one), its config and family in
+    the metadata. Both tiny UNets have a plain first level (32 channels, downsampling) and an attention level
+    (64), the shape of SDXL's first two: so both take the SDXL kind of adapter, two levels, the picture
+    unshuffled by 4 — features at a quarter of the picture's size with 32 and 64 channels."""
+    from sdfleet.engine.controlnet.adapter_detect import ADAPTER_METADATA_KEY, adapter_ldm_name
+
+    torch.manual_seed(seed)
+    config: dict[str, Any] = {
+        "in_channels": 3,
+        "channels": [32, 64],
+        "num_res_blocks": 1,
+        "downscale_factor": 4,
+        "adapter_type": "full_adapter_xl",
+    }
+    adapter = _diffusers.T2IAdapter(**config)
+    state = {k: v.detach().clone().contiguous() for k, v in adapter.state_dict().items()}
+    if layout == "ldm":
+        state = {adapter_ldm_name(k, "full_adapter_xl", 1): v for k, v in state.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": "pt", ADAPTER_METADATA_KEY: json.dumps({**config, "_arch": arch})}
+    save_file(state, str(path), metadata=metadata)
+    return path
+
+
 def build_tiny_models(root: Path, seed: int = 0) -> TinyModels:
     """Build and save under ``root``: the tiny SD 1.x and SDXL models (folders and single files), a tiny
     SD 1.x inpainting model and a tiny SDXL refiner (single files), two LoRAs, an embedding and a second
@@ -420,6 +456,12 @@ def build_tiny_models(root: Path, seed: int = 0) -> TinyModels:
     controlnet_union = write_tiny_controlnet(
         root / "controlnet" / "tiny-controlnet-union-sdxl.safetensors", sdxl.unet, seed=seed + 32, union=True
     )
+    adapter_sd1 = write_tiny_adapter(
+        root / "controlnet" / "tiny-t2iadapter-sd1.safetensors", "sd1", seed=seed + 40
+    )
+    adapter_sdxl = write_tiny_adapter(
+        root / "controlnet" / "tiny-t2iadapter-sdxl.safetensors", "sdxl", seed=seed + 41
+    )
     return TinyModels(
         root=root,
         sd1_dir=root / "tiny-sd1",
@@ -437,6 +479,8 @@ def build_tiny_models(root: Path, seed: int = 0) -> TinyModels:
         controlnet_sd1_file=controlnet_sd1,
         controlnet_sdxl_file=controlnet_sdxl,
         controlnet_union_file=controlnet_union,
+        adapter_sd1_file=adapter_sd1,
+        adapter_sdxl_file=adapter_sdxl,
     )
 
 
@@ -462,6 +506,8 @@ def main(argv: list[str] | None = None) -> None:
         "controlnet_sd1_file",
         "controlnet_sdxl_file",
         "controlnet_union_file",
+        "adapter_sd1_file",
+        "adapter_sdxl_file",
     ):
         print(f"{name:20} {getattr(models, name)}")
     for kind, table in (("lora", models.loras), ("embedding", models.embeddings), ("vae", models.vaes)):

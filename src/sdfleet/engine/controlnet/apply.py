@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -36,7 +36,15 @@ from sdfleet.engine.controlnet.preprocess import pixel_perfect_resolution, prepr
 from sdfleet.engine.sd.residuals import Residuals, StepInput
 from sdfleet.errors import ValidationError
 
-__all__ = ["ControlPass", "PreparedUnit", "controlnet_infotext", "fit_control", "soft_scales"]
+__all__ = [
+    "ControlPass",
+    "PreparedUnit",
+    "controlnet_infotext",
+    "fit_control",
+    "pass_pictures",
+    "soft_scales",
+    "to_hint",
+]
 
 SOFT_BASE = 0.825
 
@@ -113,7 +121,8 @@ def _detected(
     return out
 
 
-def _to_hint(images: Sequence[Image.Image]) -> torch.Tensor:
+def to_hint(images: Sequence[Image.Image]) -> torch.Tensor:
+    """Control images as one [B, 3, H, W] tensor of values in 0…1."""
     arrays = [np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0 for image in images]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
 
@@ -155,6 +164,37 @@ class PreparedUnit:
         return self.unit.control_mode == "ControlNet is more important"
 
 
+Net = TypeVar("Net")
+
+
+def pass_pictures(
+    units: Sequence[tuple[int, ControlNetUnit, Net]],
+    size: tuple[int, int],
+    sources: Sequence[Image.Image | None],
+    *,
+    hires: bool,
+    enable_hr: bool,
+    image: Callable[[str, str], Image.Image],
+) -> list[tuple[int, ControlNetUnit, Net, list[Image.Image]]]:
+    """The units that steer one pass (``hr_option``: both passes, the first only or the hires pass only),
+    each with its control maps: its own image (``image(ref, field)`` opens it), else each picture's init image
+    (``sources``, one per picture; None on txt2img), through the unit's preprocessor."""
+    skip = "Low res only" if hires else "High res only"
+    chosen = []
+    for index, unit, net in units:
+        if unit.hr_option == skip or (hires and not enable_hr):
+            continue
+        field = f"controlnet.{index}.image"
+        if unit.image is not None:
+            pictures = [image(unit.image, field)] * len(sources)
+        elif all(s is not None for s in sources):
+            pictures = [s for s in sources if s is not None]
+        else:
+            raise ValidationError("a ControlNet unit needs an image", field=field)
+        chosen.append((index, unit, net, _detected(unit, index, pictures, size)))
+    return chosen
+
+
 @dataclass(slots=True)
 class ControlPass:
     """The units steering one sampling pass (first pass or hires pass) of one batch."""
@@ -174,7 +214,7 @@ class ControlPass:
         prepared = []
         width, height = size
         for index, unit, net, pictures in units:
-            hint = _to_hint([fit_control(p, width, height, unit.resize_mode) for p in pictures])
+            hint = to_hint([fit_control(p, width, height, unit.resize_mode) for p in pictures])
             with torch.no_grad():
                 embedded = net.module.controlnet_cond_embedding(hint.to(device=device, dtype=dtype))
             union_type = union_type_index(net, unit, index) if net.union else None
@@ -197,19 +237,7 @@ class ControlPass:
         """The units that steer one pass (``hr_option``: both passes, the first only or the hires pass
         only) with their control images: the unit's own (``image(ref, field)`` opens it), else each
         picture's init image (``sources``, one per picture; None on txt2img). None when no unit steers it."""
-        skip = "Low res only" if hires else "High res only"
-        chosen = []
-        for index, unit, net in units:
-            if unit.hr_option == skip or (hires and not enable_hr):
-                continue
-            field = f"controlnet.{index}.image"
-            if unit.image is not None:
-                pictures = [image(unit.image, field)] * len(sources)
-            elif all(s is not None for s in sources):
-                pictures = [s for s in sources if s is not None]
-            else:
-                raise ValidationError("a ControlNet unit needs an image", field=field)
-            chosen.append((index, unit, net, _detected(unit, index, pictures, size)))
+        chosen = pass_pictures(units, size, sources, hires=hires, enable_hr=enable_hr, image=image)
         return cls.prepare(chosen, size, device=device, dtype=dtype) if chosen else None
 
     def step_residuals(self, at: StepInput) -> Residuals | None:

@@ -16,13 +16,22 @@ import torch
 from safetensors.torch import load_file
 
 from sdfleet.domain import UNION_CONTROL_TYPES, ControlNetUnit
+from sdfleet.engine.controlnet.adapter import LoadedAdapter, load_adapter
+from sdfleet.engine.controlnet.adapter_detect import is_adapter
 from sdfleet.engine.controlnet.detect import LDM, UNION, ControlNetInfo, detect_controlnet
 from sdfleet.engine.pool import NetPool
 from sdfleet.engine.sd.checkpoints import read_header
 from sdfleet.engine.sd.convert import controlnet_hint_blocks, controlnet_ldm_name
 from sdfleet.errors import ValidationError
 
-__all__ = ["ControlNetPool", "LoadedControlNet", "load_controlnet", "read_controlnet", "union_type_index"]
+__all__ = [
+    "ControlModel",
+    "ControlNetPool",
+    "LoadedControlNet",
+    "load_controlnet",
+    "read_controlnet",
+    "union_type_index",
+]
 
 
 class LoadedControlNet:
@@ -106,9 +115,14 @@ def load_controlnet(
     return LoadedControlNet(module, info, path)
 
 
+ControlModel = LoadedControlNet | LoadedAdapter
+"""What a ControlNet unit's ``model`` loads as: a ControlNet (or Union) or a T2I-Adapter."""
+
+
 class ControlNetPool:
-    """The ControlNets an engine has loaded (the last ``keep`` used), found by registry name through
-    ``files`` (a ``{name: path}`` mapping or a lookup returning None when unknown)."""
+    """The ControlNets and T2I-Adapters an engine has loaded (the last ``keep`` used), found by registry name
+    through ``files`` (a ``{name: path}`` mapping or a lookup returning None when unknown); what a file is,
+    is read from its tensors."""
 
     def __init__(
         self,
@@ -127,25 +141,29 @@ class ControlNetPool:
             return None
         return self.files(name) if callable(self.files) else self.files.get(name)
 
-    def get(self, index: int, unit: ControlNetUnit, checkpoint_arch: str) -> LoadedControlNet:
-        """Unit ``index``'s net, loaded now if it is not, and checked against the checkpoint's family."""
+    def get(self, index: int, unit: ControlNetUnit, checkpoint_arch: str) -> ControlModel:
+        """Unit ``index``'s net or adapter, loaded now if it is not, and checked against the checkpoint's
+        family (and, for a Union net, the unit's control type)."""
         field = f"controlnet.{index}.model"
         path = self.path(unit.model)
         if path is None or not path.is_file():
             raise ValidationError(f"unknown ControlNet {unit.model!r}", field=field)
         dtype = self.dtype
 
-        def load(file: Path, device: str) -> LoadedControlNet:
+        def load(file: Path, device: str) -> ControlModel:
+            if file.suffix.lower() == ".safetensors" and is_adapter(read_header(file).shapes):
+                return load_adapter(file, device=device, dtype=dtype, field=field)
             return load_controlnet(file, device=device, dtype=dtype, field=field)
 
-        net: LoadedControlNet = self.pool.get(path, str(self.device), load)
+        net: ControlModel = self.pool.get(path, str(self.device), load)
         if net.arch != checkpoint_arch:
+            what = "T2I-Adapter" if isinstance(net, LoadedAdapter) else "ControlNet"
             raise ValidationError(
-                f"ControlNet {unit.model!r} is made for {net.arch.upper()}, the checkpoint is "
+                f"{what} {unit.model!r} is made for {net.arch.upper()}, the checkpoint is "
                 f"{checkpoint_arch.upper()}",
                 field=field,
             )
-        if net.info.variant == UNION:
+        if isinstance(net, LoadedControlNet) and net.union:
             union_type_index(net, unit, index)
         return net
 

@@ -31,8 +31,10 @@ from sdfleet.engine.base import (
     OnStep,
     ShouldStop,
 )
-from sdfleet.engine.controlnet.apply import ControlPass
-from sdfleet.engine.controlnet.loader import ControlNetPool
+from sdfleet.engine.controlnet.adapter import LoadedAdapter
+from sdfleet.engine.controlnet.adapter_pass import AdapterPass
+from sdfleet.engine.controlnet.apply import ControlPass, pass_pictures
+from sdfleet.engine.controlnet.loader import ControlNetPool, LoadedControlNet
 from sdfleet.engine.pool import NetPool
 from sdfleet.engine.sd import conditioning, hires, images, samplers, seeds
 from sdfleet.engine.sd.checkpoints import SDXL, SDXL_REFINER, HashCache, default_arch
@@ -256,9 +258,13 @@ class DiffusersEngine:
     def _control(
         self, job: ResolvedJob, size: tuple[int, int], sources: Sequence[Image.Image | None], hires: bool
     ) -> list[ResidualSource]:
-        """The units that steer this pass, their control images fitted to ``size``."""
+        """What steers this pass — its ControlNet units and its T2I-Adapter units — with their control images
+        fitted to ``size``."""
+        nets = [(i, u, n) for i, u, n in job.controlnets if isinstance(n, LoadedControlNet)]
+        adapters = [(i, u, n) for i, u, n in job.controlnets if isinstance(n, LoadedAdapter)]
+        found: list[ResidualSource] = []
         control = ControlPass.for_pass(
-            job.controlnets,
+            nets,
             size,
             sources,
             hires=hires,
@@ -267,7 +273,14 @@ class DiffusersEngine:
             device=self.device,
             dtype=self.dtype,
         )
-        return [] if control is None else [control]
+        if control is not None:
+            found.append(control)
+        chosen = pass_pictures(
+            adapters, size, sources, hires=hires, enable_hr=job.spec.enable_hr, image=self._image
+        )
+        if chosen:
+            found.append(AdapterPass.prepare(chosen, size, device=self.device, dtype=self.dtype))
+        return found
 
     @staticmethod
     def _lora_specs(tags: Sequence[LoraTag], spec: GenerationSpec) -> list[LoraSpec]:

@@ -13,7 +13,7 @@ from sdfleet.a1111 import InfotextParams, format_infotext
 from sdfleet.domain import ControlNetUnit, GenerationSpec, JobKind
 from sdfleet.engine.base import OnStep, ShouldStop, StepInfo
 from sdfleet.engine.controlnet.apply import controlnet_infotext
-from sdfleet.engine.controlnet.loader import LoadedControlNet
+from sdfleet.engine.controlnet.loader import ControlModel
 from sdfleet.engine.sd import images, samplers
 from sdfleet.engine.sd.models import LoadedModel, LoraSpec
 from sdfleet.engine.sd.prompts import Embedding
@@ -75,7 +75,7 @@ class ResolvedJob:
     hr_upscaler: str | None
     prompt: str
     embeddings: dict[str, Embedding] = field(default_factory=dict)
-    controlnets: list[tuple[int, ControlNetUnit, LoadedControlNet]] = field(default_factory=list)
+    controlnets: list[tuple[int, ControlNetUnit, ControlModel]] = field(default_factory=list)
     controlnet_hashes: dict[int, str] = field(default_factory=dict)  # unit index → sha256[:8] of its net
 
 
