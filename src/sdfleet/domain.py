@@ -130,6 +130,7 @@ class ModelKind(StrEnum):
     VAE = "vae"
     EMBEDDING = "embedding"
     CONTROLNET = "controlnet"
+    T2I_ADAPTER = "t2i_adapter"  # steers like a ControlNet: named by a ControlNet unit's model, as in A1111
     UPSCALER = "upscaler"
     FACE_RESTORER = "face_restorer"  # GFPGAN / CodeFormer weights (run through spandrel)
     FACE_DETECTOR = "face_detector"  # YuNet's ONNX file (OpenCV's FaceDetectorYN)

@@ -187,8 +187,8 @@ def up(
     controlnet: Annotated[
         list[Path],
         typer.Option(
-            help="A ControlNet file (.safetensors, original or diffusers layout) to register under its stem; "
-            "repeatable. Its SD family is read from the file."
+            help="A ControlNet, ControlNet Union or T2I-Adapter file (.safetensors, original or diffusers "
+            "layout) to register under its stem; repeatable. What it is and its SD family are read from the file."
         ),
     ] = [],  # noqa: B006
     fake_step_seconds: Annotated[
@@ -345,13 +345,14 @@ def _register_upscaler(settings: Settings, path: Path) -> None:
 
 
 def _register_controlnet(settings: Settings, path: Path) -> None:
-    """Put an `up --controlnet` file in the registry under its stem (the family read from it)."""
-    from sdfleet.cli.models import controlnet_arch
+    """Put an `up --controlnet` file in the registry under its stem (the family read from it; a T2I-Adapter
+    registers as one)."""
+    from sdfleet.cli.models import control_kind
     from sdfleet.domain import ModelKind
 
     _check_file("--controlnet", path)
-    arch = controlnet_arch(path)
-    _register_file(settings, path, path.stem, ModelKind.CONTROLNET, arch, arch)
+    kind, arch = control_kind(path)
+    _register_file(settings, path, path.stem, ModelKind(kind), arch, f"{arch} {kind}")
 
 
 def _check_file(option: str, path: Path) -> None:

@@ -30,6 +30,8 @@ _FAMILY = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,15}$")
 """An upscaler's or face model's ``arch``: its network family (``esrgan``, ``srvgg``, or the name spandrel
 gives one), read from the file at registration."""
 NET_KINDS = (ModelKind.UPSCALER, ModelKind.FACE_RESTORER, ModelKind.FACE_DETECTOR)
+CONTROL_KINDS = (ModelKind.CONTROLNET, ModelKind.T2I_ADAPTER)
+"""What a ControlNet unit's ``model`` may name: a ControlNet (or Union) or a T2I-Adapter (as in A1111)."""
 
 
 def sha256_file(path: Path, on_progress: Callable[[int], None] | None = None) -> str:
@@ -194,7 +196,7 @@ class ModelService:
                 raise ValidationError(
                     f"no {kind.value} named {name!r} in the registry", field=field_prefix + field
                 )
-            if model.kind != kind:
+            if model.kind != kind and not (kind == ModelKind.CONTROLNET and model.kind in CONTROL_KINDS):
                 raise ValidationError(
                     f"{name!r} is a {model.kind.value}, not a {kind.value}", field=field_prefix + field
                 )

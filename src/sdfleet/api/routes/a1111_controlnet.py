@@ -60,9 +60,10 @@ async def settings(ctx: Ctx, _: Caller) -> dict[str, int]:
 
 @router.get("/controlnet/model_list")
 async def model_list(ctx: Ctx, _: Caller, update: bool = True) -> dict[str, list[str]]:
-    """The registered ControlNets, ``name [sha8]``, by name (``update`` is accepted: the list is always
+    """The registered ControlNets and T2I-Adapters, ``name [sha8]``, by name (``update`` is accepted: the list is always
     read from the registry)."""
-    [registered] = await ctx.queries.models_of_kind(ModelKind.CONTROLNET)
+    nets, adapters = await ctx.queries.models_of_kind(ModelKind.CONTROLNET, ModelKind.T2I_ADAPTER)
+    registered = [*nets, *adapters]  # the extension lists T2I-Adapters among its models
     return {"model_list": [controlnet_title(m) for m in sorted(registered, key=lambda m: m.name.lower())]}
 
 
@@ -81,7 +82,8 @@ async def module_list(_: Caller, alias_names: bool = False) -> dict[str, Any]:
 async def control_types(ctx: Ctx, _: Caller) -> dict[str, Any]:
     """The extension's control types: ``All`` (every preprocessor and model), and ``Canny`` (its
     preprocessors and the models whose name says canny)."""
-    [registered] = await ctx.queries.models_of_kind(ModelKind.CONTROLNET)
+    nets, adapters = await ctx.queries.models_of_kind(ModelKind.CONTROLNET, ModelKind.T2I_ADAPTER)
+    registered = [*nets, *adapters]
     titles = [controlnet_title(m) for m in sorted(registered, key=lambda m: m.name.lower())]
     canny = [t for t in titles if "canny" in t.lower()]
     return {
