@@ -187,3 +187,30 @@ def test_controlnets_and_checkpoints_are_not_adapters(tiny: TinyModels) -> None:
         assert not is_adapter(read_header(path).shapes)
     with pytest.raises(ValidationError):
         load_adapter(tiny.controlnet_sdxl_file)
+
+
+def test_adapters_mix_with_controlnets_and_take_the_hires_pass(
+    tiny: TinyModels, control_image: str, tmp_path: Path
+) -> None:
+    engine = DiffusersEngine(
+        tiny.sd1_file,
+        controlnets={"t2i-sd1": tiny.adapter_sd1_file, "canny-sd1": tiny.controlnet_sd1_file},
+        device="cpu",
+    )
+    adapter, net = _unit(control_image), _unit(control_image, model="canny-sd1", weight=1.5)
+    alone = _run(engine, steps=3, controlnet=[adapter])
+    both = _run(engine, steps=3, controlnet=[adapter, net])
+    assert both not in (alone, _run(engine, steps=3, controlnet=[net]))
+    calls = _forwards(engine, tiny.adapter_sd1_file)
+    hires = {
+        "steps": 3,
+        "enable_hr": True,
+        "hr_scale": 2,
+        "hr_second_pass_steps": 2,
+        "hr_denoising_strength": 0.6,
+    }
+    first_only = _run(engine, **hires, controlnet=[{**adapter, "hr_option": "Low res only"}])
+    assert calls == [1]  # the first pass only
+    both_passes = _run(engine, **hires, controlnet=[adapter])
+    assert calls == [1, 1, 1]  # once per pass, at each pass's size
+    assert both_passes != first_only
