@@ -10,6 +10,8 @@ only scales them and hands them to the UNet as ``down_intrablock_additional_resi
 * **My prompt is more important**: feature ``k`` × ``weight · (0.25, 0.62, 0.825, 1.0)[k]`` (the extension's
   soft weights for adapters);
 * **ControlNet is more important**: those soft weights, on the conditional rows only;
+* ``effective_region_mask`` limits where a unit steers, as for ControlNets (features × the mask resized
+  to each feature);
 * several adapter units add up (and add to the ControlNets' residuals, which go in elsewhere in the UNet)."""
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from PIL import Image
 
 from sdfleet.domain import ControlNetUnit
 from sdfleet.engine.controlnet.adapter import LoadedAdapter
-from sdfleet.engine.controlnet.apply import fit_control, to_hint
+from sdfleet.engine.controlnet.apply import fit_control, fit_region, region_at, to_hint
 from sdfleet.engine.sd.residuals import Residuals, StepInput
 from sdfleet.errors import ValidationError
 
@@ -71,8 +73,10 @@ class AdapterPass:
         *,
         device: torch.device,
         dtype: torch.dtype,
+        regions: dict[int, Image.Image] | None = None,
     ) -> AdapterPass:
-        """Fit each unit's control images (one per picture) to ``size`` and run the adapter on them once."""
+        """Fit each unit's control images (one per picture) to ``size`` and run the adapter on them once
+        (``regions``: the units' effective-region masks, by unit index, applied to the features now)."""
         width, height = size
         prepared = []
         for index, unit, adapter, pictures in units:
@@ -86,6 +90,9 @@ class AdapterPass:
             hint = to_hint([fit_control(p, width, height, unit.resize_mode) for p in pictures])
             with torch.no_grad():
                 features = list(adapter.module(hint.to(device=device, dtype=dtype)))
+            if regions and index in regions:
+                region = fit_region(regions[index], size, unit.resize_mode).to(device=device, dtype=dtype)
+                features = [f * region_at(region, f) for f in features]
             prepared.append(PreparedAdapter(index, unit, adapter, features))
         return cls(prepared)
 

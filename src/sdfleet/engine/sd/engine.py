@@ -259,7 +259,7 @@ class DiffusersEngine:
         self, job: ResolvedJob, size: tuple[int, int], sources: Sequence[Image.Image | None], hires: bool
     ) -> list[ResidualSource]:
         """What steers this pass — its ControlNet units and its T2I-Adapter units — with their control images
-        fitted to ``size``."""
+        fitted to ``size`` (each unit's first control map kept for the job's detected maps)."""
         nets = [(i, u, n) for i, u, n in job.controlnets if isinstance(n, LoadedControlNet)]
         adapters = [(i, u, n) for i, u, n in job.controlnets if isinstance(n, LoadedAdapter)]
         found: list[ResidualSource] = []
@@ -273,13 +273,21 @@ class DiffusersEngine:
             device=self.device,
             dtype=self.dtype,
         )
+        maps = dict(control.maps) if control is not None else {}
         if control is not None:
             found.append(control)
-        chosen = pass_pictures(
+        picked = pass_pictures(
             adapters, size, sources, hires=hires, enable_hr=job.spec.enable_hr, image=self._image
         )
-        if chosen:
-            found.append(AdapterPass.prepare(chosen, size, device=self.device, dtype=self.dtype))
+        if picked.chosen:
+            found.append(
+                AdapterPass.prepare(
+                    picked.chosen, size, device=self.device, dtype=self.dtype, regions=picked.regions
+                )
+            )
+            maps.update(picked.maps)
+        for index, detected in maps.items():
+            job.detected_maps.setdefault(index, detected)
         return found
 
     @staticmethod
@@ -347,6 +355,7 @@ class DiffusersEngine:
         )
         return GenerationResult(
             images=results,
+            detected_maps=[job.detected_maps[i] for i in sorted(job.detected_maps)],
             info={
                 "engine": self.name,
                 "model": model.name,

@@ -77,6 +77,7 @@ class ResolvedJob:
     embeddings: dict[str, Embedding] = field(default_factory=dict)
     controlnets: list[tuple[int, ControlNetUnit, ControlModel]] = field(default_factory=list)
     controlnet_hashes: dict[int, str] = field(default_factory=dict)  # unit index → sha256[:8] of its net
+    detected_maps: dict[int, Any] = field(default_factory=dict)  # unit index → its first control map (PIL)
 
 
 def job_infotext(job: ResolvedJob, seed: int, subseed: int, embeddings_used: set[str]) -> str:
