@@ -132,6 +132,7 @@ class ModelKind(StrEnum):
     CONTROLNET = "controlnet"
     IP_ADAPTER = "ip_adapter"  # IP-Adapter (image prompts); arch: SD family and image encoder (sd1-vit-h)
     IMAGE_ENCODER = "image_encoder"  # a CLIP vision encoder for IP-Adapters; arch: its family (vit-h)
+    T2I_ADAPTER = "t2i_adapter"  # steers like a ControlNet: named by a ControlNet unit's model, as in A1111
     UPSCALER = "upscaler"
     FACE_RESTORER = "face_restorer"  # GFPGAN / CodeFormer weights (run through spandrel)
     FACE_DETECTOR = "face_detector"  # YuNet's ONNX file (OpenCV's FaceDetectorYN)
@@ -192,6 +193,52 @@ CONTROL_RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
 """How a control image is fitted to the picture, A1111's ControlNet labels in the order of their values."""
 CONTROL_HR_OPTIONS = ("Both", "Low res only", "High res only")
 """Which passes of a hires-fix generation a ControlNet unit steers."""
+UNION_CONTROL_TYPES = (
+    "OpenPose",
+    "Depth",
+    "Soft Edge",
+    "Hard Edge",
+    "Normal Map",
+    "Segmentation",
+    "Tile",
+    "Inpaint",
+)
+"""ControlNet Union's control types (xinsir's ControlNet++: the first six in ``controlnet-union-sdxl-1.0``, all
+eight in ProMax), the A1111 ControlNet extension's ``union_control_type`` values, in the order of the net's
+task embeddings."""
+_UNION_TAGS = {
+    "openpose": "OpenPose",
+    "pose": "OpenPose",
+    "depth": "Depth",
+    "softedge": "Soft Edge",
+    "scribble": "Soft Edge",
+    "hed": "Soft Edge",
+    "canny": "Hard Edge",
+    "lineart": "Hard Edge",
+    "mlsd": "Hard Edge",
+    "normal": "Normal Map",
+    "normalmap": "Normal Map",
+    "segmentation": "Segmentation",
+    "seg": "Segmentation",
+    "tile": "Tile",
+    "blur": "Tile",
+    "inpaint": "Inpaint",
+}
+"""The extension's control-type tags (its ``from_str``) and a few common names, to the type they mean."""
+
+
+def union_control_type(value: str | None) -> str | None:
+    """A unit's Union control type by the extension's value (any case) or tag (``canny`` → ``Hard Edge``);
+    None for none or ``Unknown``; ValueError for anything else."""
+    if value is None or not value.strip() or value.strip().lower() == "unknown":
+        return None
+    key = value.strip().lower()
+    for name in UNION_CONTROL_TYPES:
+        if key == name.lower():
+            return name
+    if key.replace(" ", "").replace("_", "") in _UNION_TAGS:
+        return _UNION_TAGS[key.replace(" ", "").replace("_", "")]
+    raise ValueError(f"{value!r} is not a ControlNet Union control type ({', '.join(UNION_CONTROL_TYPES)})")
 
 
 class ControlNetUnit(BaseModel):
@@ -199,7 +246,9 @@ class ControlNetUnit(BaseModel):
     (``model``), the control image it reads (``image``: a reference, as ``init_images``; none on img2img: the
     init image), how strongly and when it steers (``weight``; ``guidance_start``/``guidance_end`` as
     fractions of the steps) and how it balances with the prompt (``control_mode``). ``module`` is the
-    preprocessor that turns the image into the net's control map; ``none`` sends the image as it is.
+    preprocessor that turns the image into the net's control map; ``none`` sends the image as it is. ``model``
+    may name a ControlNet, a ControlNet Union (then ``union_control_type`` says what the map is) or a
+    T2I-Adapter, as in the extension.
 
     A unit whose ``model`` is a registered IP-Adapter is an image prompt: ``image`` is the reference picture,
     ``module`` one of the extension's ``ip-adapter_clip_*`` preprocessors (or ``ip-adapter-auto``/``none``),
@@ -231,6 +280,16 @@ class ControlNetUnit(BaseModel):
     hr_option: Literal["Both", "Low res only", "High res only"] = "Both"
     save_detected_map: bool = True
     image_encoder: str | None = Field(default=None, min_length=1, max_length=200)
+    union_control_type: str | None = Field(
+        default=None,
+        max_length=40,
+        description="ControlNet Union only: what the control image is (one of UNION_CONTROL_TYPES).",
+    )
+
+    @field_validator("union_control_type")
+    @classmethod
+    def _union_type(cls, value: str | None) -> str | None:
+        return union_control_type(value)
 
     @model_validator(mode="after")
     def _window(self) -> ControlNetUnit:

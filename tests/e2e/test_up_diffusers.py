@@ -245,3 +245,73 @@ def test_up_runs_controlnet_units_of_the_native_api(tmp_path: Path, tiny_models:
         assert quiet.status_code == 200 and len(quiet.json()["images"]) == 1, quiet.text
         detected = api.controlnet_detect([circle], module="canny")
         assert detected.info == "Success" and len(detected.images) == 1
+
+
+def test_up_runs_t2i_adapters_as_controlnet_units(tmp_path: Path, tiny_models: Any) -> None:
+    """``sdfleet up --controlnet ADAPTER``: a T2I-Adapter registers as ``t2i_adapter`` with its family; the
+    extension's model list shows it; a native unit and webuiapi's ``ControlNetUnit`` that name it steer the
+    picture on the local worker (fetched under its own kind); an adapter of the other family is a 422 naming
+    the unit's field."""
+    import base64
+
+    square = Image.new("RGB", (32, 32), "black")
+    ImageDraw.Draw(square).rectangle((6, 6, 26, 26), outline="white", width=2)
+    buf = io.BytesIO()
+    square.save(buf, format="PNG")
+    control = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    with sdfleet_up(
+        tmp_path / "data",
+        "--model",
+        str(tiny_models.sd1_file),
+        "--controlnet",
+        str(tiny_models.adapter_sd1_file),
+        "--controlnet",
+        str(tiny_models.adapter_sdxl_file),
+    ) as client:
+        adapters = {
+            m["name"]: m["arch"]
+            for m in client.get("/v1/models", params={"kind": "t2i_adapter"}).json()["models"]
+        }
+        assert adapters == {"tiny-t2iadapter-sd1": "sd1", "tiny-t2iadapter-sdxl": "sdxl"}
+        listed = client.get("/controlnet/model_list").json()["model_list"]
+        assert any(t.startswith("tiny-t2iadapter-sd1 [") for t in listed), listed
+        params: dict[str, Any] = {
+            "prompt": "a square",
+            "width": 32,
+            "height": 32,
+            "steps": 3,
+            "seed": 5,
+            "model": "tiny-sd1",
+        }
+        outputs = []
+        for units in ([], [{"model": "tiny-t2iadapter-sd1", "image": control}]):
+            job = {"params": {**params, "controlnet": units}}
+            done = finished(client, client.post("/v1/jobs", json=job).json()["id"])
+            assert done["state"] == "succeeded", done
+            outputs.append(client.get(done["outputs"][0]["url"]).content)
+        steered = Image.open(io.BytesIO(outputs[1]))
+        assert steered.tobytes() != Image.open(io.BytesIO(outputs[0])).tobytes()
+        info = parse_infotext(steered.info["parameters"])
+        assert info["ControlNet 0"].startswith("Module: none, Model: tiny-t2iadapter-sd1 [")
+        wrong = {**params, "controlnet": [{"model": "tiny-t2iadapter-sdxl", "image": control}]}
+        r = client.post("/v1/jobs", json={"params": wrong})
+        assert r.status_code == 422 and "params.controlnet.0.model" in r.text and "SDXL" in r.text, r.text
+
+        webuiapi = pytest.importorskip("webuiapi")
+        port = int(str(client.base_url).rsplit(":", 1)[1].strip("/"))
+        api = webuiapi.WebUIApi(host="127.0.0.1", port=port)
+        unit = webuiapi.ControlNetUnit(
+            image=square, module="none", model="tiny-t2iadapter-sd1", control_mode=1
+        )
+        result = api.txt2img(
+            prompt="a square",
+            width=32,
+            height=32,
+            steps=3,
+            seed=5,
+            controlnet_units=[unit],
+            alwayson_scripts={},
+        )
+        infotext = result.info["infotexts"][0]
+        assert 'ControlNet 0: "Module: none, Model: tiny-t2iadapter-sd1 [' in infotext
+        assert "Control Mode: My prompt is more important" in infotext

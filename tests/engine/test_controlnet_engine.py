@@ -2,7 +2,8 @@
 image and reproduces per seed; the net runs only inside its guidance window (forward calls counted); the
 three control modes scale as the A1111 extension does, "ControlNet is more important" on the conditional
 rows only; two units add up; hr_option picks the passes; a net of another family is refused naming the
-unit's field."""
+unit's field; a ControlNet Union runs with the unit's control type, which changes the picture, and several
+units share one Union net."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from pydantic import ValidationError as PydanticError
 
 from sdfleet.domain import ControlNetUnit, JobKind
 from sdfleet.engine.controlnet.apply import ControlPass, fit_control, soft_scales
@@ -36,7 +38,11 @@ def cn_engine(tiny: TinyModels) -> DiffusersEngine:
     return DiffusersEngine(
         tiny.sd1_file,
         models={"xl": tiny.sdxl_file},
-        controlnets={"canny-sd1": tiny.controlnet_sd1_file, "canny-xl": tiny.controlnet_sdxl_file},
+        controlnets={
+            "canny-sd1": tiny.controlnet_sd1_file,
+            "canny-xl": tiny.controlnet_sdxl_file,
+            "union-xl": tiny.controlnet_union_file,
+        },
         device="cpu",
     )
 
@@ -214,3 +220,47 @@ def test_resize_modes_fit_the_control_image() -> None:
     fill = fit_control(wide, 20, 20, "Resize and Fill")
     assert fill.getpixel((10, 0)) == (200, 0, 0)  # padded with the border's median colour
     assert fill.getpixel((1, 10))[2] > 150  # the whole picture inside, band and all
+
+
+def test_a_union_net_steers_by_its_control_type(
+    cn_engine: DiffusersEngine, tiny: TinyModels, control_image: str
+) -> None:
+    def run(*units: dict[str, Any]) -> Any:
+        job = spec(model="xl", steps=3, controlnet=list(units))
+        return cn_engine.generate(JobKind.TXT2IMG, job, lambda _s: None, lambda: False)
+
+    plain = run()
+    edges = run(_unit(control_image, model="union-xl", union_control_type="Hard Edge", weight=2.0))
+    again = run(_unit(control_image, model="union-xl", union_control_type="canny", weight=2.0))  # a tag
+    depth = run(_unit(control_image, model="union-xl", union_control_type="Depth", weight=2.0))
+    assert _pixels(edges) != _pixels(plain) and _pixels(edges) == _pixels(again)
+    assert _pixels(depth) != _pixels(edges)  # the type, not only the image, steers
+    # two units on the one Union net, each with its own type: both count, one net runs both
+    rows = _calls(cn_engine, tiny.controlnet_union_file)
+    both = run(
+        _unit(control_image, model="union-xl", union_control_type="Hard Edge", weight=2.0),
+        _unit(control_image, model="union-xl", union_control_type="Depth", weight=1.0),
+    )
+    assert _pixels(both) not in (_pixels(edges), _pixels(depth))
+    assert rows == [2] * 6  # 3 steps × 2 units on the same module (uncond + cond rows each)
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [({}, "union_control_type (one of OpenPose"), ({"union_control_type": "Tile"}, "knows 6 control types")],
+)
+def test_a_union_unit_needs_a_type_the_net_knows(
+    cn_engine: DiffusersEngine, control_image: str, changes: dict[str, Any], says: str
+) -> None:
+    job = spec(model="xl", steps=2, controlnet=[_unit(control_image, model="union-xl", **changes)])
+    with pytest.raises(ValidationError) as refused:
+        cn_engine.generate(JobKind.TXT2IMG, job, lambda _s: None, lambda: False)
+    assert refused.value.field == "controlnet.0.union_control_type" and says in refused.value.message
+
+
+def test_an_unknown_union_type_is_refused_at_the_edge() -> None:
+    with pytest.raises(PydanticError) as refused:
+        ControlNetUnit(model="union-xl", union_control_type="sparkles")
+    assert refused.value.errors()[0]["loc"] == ("union_control_type",)
+    assert ControlNetUnit(model="u", union_control_type="Unknown").union_control_type is None
+    assert ControlNetUnit(model="u", union_control_type="normal map").union_control_type == "Normal Map"

@@ -69,10 +69,12 @@ def test_a_real_size_net_is_rebuilt_from_its_shapes(name: str, layout: str) -> N
         assert info.config["projection_class_embeddings_input_dim"] == 2816
 
 
-def test_controlnet_union_is_told_apart_and_rebuilt() -> None:
+@pytest.mark.parametrize("layout", ["diffusers", "ldm"])
+def test_controlnet_union_is_told_apart_and_rebuilt(layout: str) -> None:
     state = _meta_state(diffusers.ControlNetUnionModel, _sdxl())
-    info = detect_controlnet(_shapes(state))
-    assert (info.arch, info.variant) == ("sdxl", "union")
+    file = controlnet_ldm_state(state, 2) if layout == "ldm" else state
+    info = detect_controlnet(_shapes(file))
+    assert (info.arch, info.variant, info.layout) == ("sdxl", "union", layout)
     assert info.config["num_control_type"] == 6
     config = {k: v for k, v in info.config.items() if k != "mid_block_type"}
     assert _shapes(_meta_state(diffusers.ControlNetUnionModel, config)) == _shapes(state)
@@ -119,3 +121,17 @@ def test_files_that_are_not_controlnets_are_refused_by_name(tiny_models: Any, tm
 def test_a_net_fits_only_its_own_family() -> None:
     assert fits_checkpoint("sd1", "sd1") and not fits_checkpoint("sd1", "sdxl")
     assert fits_checkpoint(None, "sdxl") and fits_checkpoint("sd2", None)
+
+
+@pytest.mark.parametrize("layout", ["diffusers", "ldm"])
+def test_the_tiny_union_net_loads_in_both_layouts(tiny_models: Any, tmp_path: Path, layout: str) -> None:
+    from sdfleet.testing.tiny_models import build_tiny_sdxl, write_tiny_controlnet
+
+    path = tiny_models.controlnet_union_file
+    if layout == "ldm":
+        path = write_tiny_controlnet(
+            tmp_path / "union-ldm.safetensors", build_tiny_sdxl(tmp_path / "w").unet, layout="ldm", union=True
+        )
+    net = load_controlnet(path)
+    assert type(net.module).__name__ == "ControlNetUnionModel" and net.union and net.arch == "sdxl"
+    assert net.info.layout == layout and net.info.config["num_control_type"] == 6

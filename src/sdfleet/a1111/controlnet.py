@@ -116,6 +116,9 @@ def _unit(raw: Any, index: int, field: str, catalog: Catalog, notes: list[str]) 
     for key in ("weight", "processor_res", "threshold_a", "threshold_b", "guidance_start", "guidance_end"):
         if raw.get(key) is not None:
             values[key] = raw[key]
+    union_type = raw.get("union_control_type")  # ControlNet Union (the extension's values, "Unknown": none)
+    if union_type is not None and union_type != "":
+        values["union_control_type"] = union_type if isinstance(union_type, str) else repr(union_type)
     for key in ("pixel_perfect", "save_detected_map"):
         if key in raw:
             values[key] = bool(raw[key])

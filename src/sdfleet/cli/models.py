@@ -48,8 +48,8 @@ def models_add(
     kind: Annotated[
         str,
         typer.Option(
-            help="checkpoint, lora, vae, embedding, controlnet, ip_adapter, image_encoder, upscaler, "
-            "face_restorer, face_detector"
+            help="checkpoint, lora, vae, embedding, controlnet, t2i_adapter, ip_adapter, image_encoder, "
+            "upscaler, face_restorer, face_detector"
         ),
     ] = "checkpoint",
     arch: Annotated[
@@ -96,8 +96,12 @@ def models_add(
     if model_kind == ModelKind.UPSCALER and Path(source).is_absolute():
         net_arch, scale = upscaler_shape(Path(source))
         arch = arch or net_arch
-    if model_kind == ModelKind.CONTROLNET and Path(source).is_absolute():
-        arch = arch or controlnet_arch(Path(source))
+    if model_kind in (ModelKind.CONTROLNET, ModelKind.T2I_ADAPTER) and Path(source).is_absolute():
+        found_kind, found_arch = control_kind(Path(source))
+        if found_kind != model_kind.value:
+            what = "a T2I-Adapter" if found_kind == ModelKind.T2I_ADAPTER.value else "a ControlNet"
+            raise fail(f"{Path(source).name} is {what}: register it with --kind {found_kind}")
+        arch = arch or found_arch
     if model_kind in (ModelKind.IP_ADAPTER, ModelKind.IMAGE_ENCODER) and Path(source).is_absolute():
         arch = arch or ip_adapter_arch(Path(source), model_kind)
     record = ModelRecord(
@@ -147,23 +151,34 @@ def upscaler_shape(path: Path) -> tuple[str, int]:
 
 
 def _other_net(path: Path) -> str:
-    """What a converted file is when it is no upscaler: a ControlNet of some family, or unknown."""
+    """What a converted file is when it is no upscaler: a ControlNet or T2I-Adapter of some family, or unknown."""
+    from sdfleet.engine.controlnet.adapter import read_adapter
+    from sdfleet.engine.controlnet.adapter_detect import is_adapter
     from sdfleet.engine.controlnet.loader import read_controlnet
+    from sdfleet.engine.sd.checkpoints import read_header
 
     try:
+        if is_adapter(read_header(path).shapes):
+            adapter = read_adapter(path)
+            return f"a T2I-Adapter for {adapter.arch.upper()} ({adapter.layout} layout)"
         info = read_controlnet(path)
     except SdfleetError:
-        return "not an upscaler or ControlNet sdfleet knows by itself"
+        return "not an upscaler, ControlNet or T2I-Adapter sdfleet knows by itself"
     return f"a ControlNet for {info.arch.upper()} ({info.layout} layout)"
 
 
-def controlnet_arch(path: Path) -> str:
-    """The SD family a ControlNet file steers (``sd1``/``sd2``/``sdxl``), from its header; exits with the
-    reason when it is not a ControlNet sdfleet can load."""
+def control_kind(path: Path) -> tuple[str, str]:
+    """(registry kind, SD family) of a file a ControlNet unit may name — ``controlnet`` (ControlNets and
+    ControlNet Union) or ``t2i_adapter`` — from its header; exits with the reason when it is neither."""
+    from sdfleet.engine.controlnet.adapter import read_adapter
+    from sdfleet.engine.controlnet.adapter_detect import is_adapter
     from sdfleet.engine.controlnet.loader import read_controlnet
+    from sdfleet.engine.sd.checkpoints import read_header
 
     try:
-        return read_controlnet(path).arch
+        if path.suffix.lower() == ".safetensors" and is_adapter(read_header(path).shapes):
+            return "t2i_adapter", read_adapter(path).arch
+        return "controlnet", read_controlnet(path).arch
     except SdfleetError as exc:
         raise fail(exc.message) from None
 

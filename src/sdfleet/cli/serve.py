@@ -187,8 +187,9 @@ def up(
     controlnet: Annotated[
         list[Path],
         typer.Option(
-            help="A ControlNet file (.safetensors, original or diffusers layout) or an IP-Adapter file to "
-            "register under its stem; repeatable. Its SD family is read from the file."
+            help="A ControlNet, ControlNet Union, T2I-Adapter or IP-Adapter file (.safetensors, original or "
+            "diffusers layout) to register under its stem; repeatable. What it is and its SD family are read "
+            "from the file."
         ),
     ] = [],  # noqa: B006
     image_encoder: Annotated[
@@ -354,9 +355,9 @@ def _register_upscaler(settings: Settings, path: Path) -> None:
 
 
 def _register_controlnet(settings: Settings, path: Path) -> None:
-    """Put an `up --controlnet` file in the registry under its stem (the family read from it); an IP-Adapter
-    file as an ``ip_adapter``."""
-    from sdfleet.cli.models import controlnet_arch, ip_adapter_arch
+    """Put an `up --controlnet` file in the registry under its stem (the family read from it; a T2I-Adapter
+    or an IP-Adapter registers as one)."""
+    from sdfleet.cli.models import control_kind, ip_adapter_arch
     from sdfleet.domain import ModelKind
     from sdfleet.engine.sd.checkpoints import read_header
 
@@ -367,8 +368,8 @@ def _register_controlnet(settings: Settings, path: Path) -> None:
         arch = ip_adapter_arch(path, ModelKind.IP_ADAPTER)
         _register_file(settings, path, path.stem, ModelKind.IP_ADAPTER, arch, arch)
         return
-    arch = controlnet_arch(path)
-    _register_file(settings, path, path.stem, ModelKind.CONTROLNET, arch, arch)
+    kind, arch = control_kind(path)
+    _register_file(settings, path, path.stem, ModelKind(kind), arch, f"{arch} {kind}")
 
 
 def _register_image_encoder(settings: Settings, path: Path) -> None:

@@ -22,10 +22,19 @@ ModelLookup = Callable[[str, str], Path | None]
 """``lookup(kind, name)`` → the local file of a registry model, or None (see :func:`load_engine`)."""
 
 
-def _bind(lookup: ModelLookup | None, kind: str) -> Callable[[str], Path | None] | None:
+def _bind(lookup: ModelLookup | None, *kinds: str) -> Callable[[str], Path | None] | None:
+    """``lookup`` for registry models of ``kinds`` (the first kind that has the name)."""
     if lookup is None:
         return None
-    return lambda name: lookup(kind, name)
+
+    def find(name: str) -> Path | None:
+        for kind in kinds:
+            path = lookup(kind, name)
+            if path is not None:
+                return path
+        return None
+
+    return find
 
 
 __all__ = [
@@ -82,7 +91,7 @@ def load_engine(
             loras=_bind(lookup, "lora"),
             vaes=_bind(lookup, "vae"),
             upscalers=_bind(lookup, "upscaler"),
-            controlnets=_bind(lookup, "controlnet"),
+            controlnets=_bind(lookup, "controlnet", "t2i_adapter"),
             ip_adapters=_bind(lookup, "ip_adapter"),
             image_encoders=_bind(lookup, "image_encoder"),
             device=device,

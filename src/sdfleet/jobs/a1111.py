@@ -29,7 +29,12 @@ class A1111Service:
                 vaes=tx.list_models(ModelKind.VAE),
                 upscalers=tx.list_models(ModelKind.UPSCALER),
                 face_restorers=tx.list_models(ModelKind.FACE_RESTORER),
-                controlnets=[*tx.list_models(ModelKind.CONTROLNET), *tx.list_models(ModelKind.IP_ADAPTER)],
+                # the extension lists T2I-Adapters and IP-Adapters among its ControlNet models
+                controlnets=[
+                    *tx.list_models(ModelKind.CONTROLNET),
+                    *tx.list_models(ModelKind.T2I_ADAPTER),
+                    *tx.list_models(ModelKind.IP_ADAPTER),
+                ],
             )
 
         return await self._store.read(read)

@@ -32,6 +32,9 @@ _FAMILY = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,15}$")
 """An upscaler's or face model's ``arch``: its network family (``esrgan``, ``srvgg``, or the name spandrel
 gives one), read from the file at registration."""
 NET_KINDS = (ModelKind.UPSCALER, ModelKind.FACE_RESTORER, ModelKind.FACE_DETECTOR, ModelKind.IMAGE_ENCODER)
+CONTROL_KINDS = (ModelKind.CONTROLNET, ModelKind.T2I_ADAPTER, ModelKind.IP_ADAPTER)
+"""What a ControlNet unit's ``model`` may name: a ControlNet (or Union), a T2I-Adapter or an IP-Adapter
+(as in A1111)."""
 _IP_ARCH = re.compile(r"^(sd1|sd2|sdxl)(-[a-z0-9][a-z0-9_.\-]{0,10})?$")
 """An IP-Adapter's ``arch``: its SD family and, read from the file at registration, the image encoder it
 reads (``sd1-vit-h``, ``sdxl-vit-bigg``; see :mod:`sdfleet.specs.ipadapter`)."""
@@ -217,8 +220,7 @@ class ModelService:
                 raise ValidationError(
                     f"no {kind.value} named {name!r} in the registry", field=field_prefix + field
                 )
-            ip_unit = kind == ModelKind.CONTROLNET and model.kind == ModelKind.IP_ADAPTER
-            if model.kind != kind and not ip_unit:
+            if model.kind != kind and not (kind == ModelKind.CONTROLNET and model.kind in CONTROL_KINDS):
                 raise ValidationError(
                     f"{name!r} is a {model.kind.value}, not a {kind.value}", field=field_prefix + field
                 )

@@ -10,8 +10,10 @@ Nothing here downloads anything. :func:`build_tiny_models` makes, under one fold
 - a textual-inversion embedding in A1111's ``emb_params`` format;
 - two upscalers, ×4: an ESRGAN (RRDBNet, BasicSR key layout) and a Real-ESRGAN Compact (SRVGG) under
   ``upscalers/`` (:func:`write_tiny_upscaler`; ESRGAN's original layout with ``layout="old"``);
-- two ControlNets under ``controlnet/``: one for the SD 1.x model in the original key layout and one for the
-  SDXL model in the diffusers layout, their zero convolutions perturbed (:func:`write_tiny_controlnet`);
+- three ControlNets under ``controlnet/``: one for the SD 1.x model in the original key layout, one for the
+  SDXL model in the diffusers layout and a ControlNet Union for the SDXL model, their zero convolutions
+  perturbed (:func:`write_tiny_controlnet`), and two T2I-Adapters (SD 1.x, SDXL) beside them
+  (:func:`write_tiny_adapter`);
 - IP-Adapters under ``ipadapter/`` (plain and Plus for the SD 1.x model, plain for SDXL) and the tiny CLIP
   vision encoder they read under ``image_encoder/`` (:mod:`sdfleet.testing.tiny_ipadapter`).
 
@@ -24,6 +26,7 @@ be inferred from the keys.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +52,7 @@ __all__ = [
     "write_embedding",
     "write_lora",
     "write_single_file",
+    "write_tiny_adapter",
     "write_tiny_controlnet",
     "write_tiny_image_encoder",
     "write_tiny_ip_adapter",
@@ -276,6 +280,9 @@ class TinyModels:
     ip_adapter_plus_sd1_file: Path
     ip_adapter_sdxl_file: Path
     image_encoder_file: Path
+    controlnet_union_file: Path
+    adapter_sd1_file: Path
+    adapter_sdxl_file: Path
 
     @property
     def loras(self) -> dict[str, Path]:
@@ -341,23 +348,49 @@ def _esrgan_old_keys(state: dict[str, torch.Tensor], scale: int) -> dict[str, to
 
 
 def write_tiny_controlnet(
-    path: Path, unet: Any, *, layout: Literal["diffusers", "ldm"] = "diffusers", seed: int = 0
+    path: Path,
+    unet: Any,
+    *,
+    layout: Literal["diffusers", "ldm"] = "diffusers",
+    seed: int = 0,
+    union: bool = False,
 ) -> Path:
     """Write a tiny random ControlNet for ``unet`` (its encoder half, as ``ControlNetModel.from_unet`` makes
     it; a hint encoder of 8 and 16 channels that halves the control image once, as the tiny VAE halves the
-    picture: like the real ones, it takes the control image at the picture's size) to ``path`` as one ``.safetensors`` in the
-    ``diffusers`` or original (``ldm``) key layout, its config in the metadata. The zero convolutions are
-    perturbed — the residual outputs and the hint encoder's last one: a fresh net's are exactly zero, so its
-    residuals, or the control image's part in them, would be too and prove nothing."""
+    picture: like the real ones, it takes the control image at the picture's size) to ``path`` as one
+    ``.safetensors`` in the ``diffusers`` or original (``ldm``) key layout, its config in the metadata. The zero
+    convolutions are perturbed — the residual outputs and the hint encoder's last one: a fresh net's are
+    exactly zero, so its residuals, or the control image's part in them, would be too and prove nothing.
+
+    ``union``: a ControlNet Union (``ControlNetUnionModel``, xinsir's ControlNet++) with six control types like
+    ``controlnet-union-sdxl-1.0``, its condition transformer as wide as the net's first level and its zero
+    projection perturbed too, so the control type changes the residuals."""
     from sdfleet.engine.controlnet.detect import CONFIG_METADATA_KEY as NET_CONFIG_KEY
     from sdfleet.engine.sd.convert import controlnet_ldm_state
 
     torch.manual_seed(seed)
     net = _diffusers.ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16))
+    if union:
+        cls = _diffusers.ControlNetUnionModel
+        accepted = set(inspect.signature(cls.__init__).parameters)
+        width = int(net.config.block_out_channels[0])
+        base = {k: v for k, v in dict(net.config).items() if k in accepted}
+        net = cls(
+            **base,
+            num_control_type=6,
+            num_trans_channel=width,
+            num_trans_head=2,
+            num_proj_channel=width,
+        )
     state = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
     for key in state:
         if key.startswith(
-            ("controlnet_down_blocks.", "controlnet_mid_block.", "controlnet_cond_embedding.conv_out.")
+            (
+                "controlnet_down_blocks.",
+                "controlnet_mid_block.",
+                "controlnet_cond_embedding.conv_out.",
+                "spatial_ch_projs.",
+            )
         ):
             state[key] = torch.randn_like(state[key]) * 0.05
     config = {k: v for k, v in dict(net.config).items() if not k.startswith("_")}
@@ -365,6 +398,38 @@ def write_tiny_controlnet(
         state = controlnet_ldm_state(state, int(config["layers_per_block"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata={"format": "pt", NET_CONFIG_KEY: json.dumps(config, default=list)})
+    return path
+
+
+def write_tiny_adapter(
+    path: Path,
+    arch: Literal["sd1", "sdxl"],
+    *,
+    layout: Literal["diffusers", "ldm"] = "diffusers",
+    seed: int = 0,
+) -> Path:
+    """Write a tiny random T2I-Adapter for the tiny SD 1.x or SDXL model to ``path`` (one ``.safetensors``, in
+    diffusers' layout ``adapter.body.I.resnets.J.…`` or TencentARC's original one), its config and family in
+    the metadata. Both tiny UNets have a plain first level (32 channels, downsampling) and an attention level
+    (64), the shape of SDXL's first two: so both take the SDXL kind of adapter, two levels, the picture
+    unshuffled by 4 — features at a quarter of the picture's size with 32 and 64 channels."""
+    from sdfleet.engine.controlnet.adapter_detect import ADAPTER_METADATA_KEY, adapter_ldm_name
+
+    torch.manual_seed(seed)
+    config: dict[str, Any] = {
+        "in_channels": 3,
+        "channels": [32, 64],
+        "num_res_blocks": 1,
+        "downscale_factor": 4,
+        "adapter_type": "full_adapter_xl",
+    }
+    adapter = _diffusers.T2IAdapter(**config)
+    state = {k: v.detach().clone().contiguous() for k, v in adapter.state_dict().items()}
+    if layout == "ldm":
+        state = {adapter_ldm_name(k, "full_adapter_xl", 1): v for k, v in state.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": "pt", ADAPTER_METADATA_KEY: json.dumps({**config, "_arch": arch})}
+    save_file(state, str(path), metadata=metadata)
     return path
 
 
@@ -410,6 +475,15 @@ def build_tiny_models(root: Path, seed: int = 0) -> TinyModels:
     encoder = write_tiny_image_encoder(
         root / "image_encoder" / "tiny-clip-vision.safetensors", seed=seed + 43
     )
+    controlnet_union = write_tiny_controlnet(
+        root / "controlnet" / "tiny-controlnet-union-sdxl.safetensors", sdxl.unet, seed=seed + 32, union=True
+    )
+    adapter_sd1 = write_tiny_adapter(
+        root / "controlnet" / "tiny-t2iadapter-sd1.safetensors", "sd1", seed=seed + 40
+    )
+    adapter_sdxl = write_tiny_adapter(
+        root / "controlnet" / "tiny-t2iadapter-sdxl.safetensors", "sdxl", seed=seed + 41
+    )
     return TinyModels(
         root=root,
         sd1_dir=root / "tiny-sd1",
@@ -430,6 +504,9 @@ def build_tiny_models(root: Path, seed: int = 0) -> TinyModels:
         ip_adapter_plus_sd1_file=ip_plus,
         ip_adapter_sdxl_file=ip_sdxl,
         image_encoder_file=encoder,
+        controlnet_union_file=controlnet_union,
+        adapter_sd1_file=adapter_sd1,
+        adapter_sdxl_file=adapter_sdxl,
     )
 
 
@@ -458,6 +535,9 @@ def main(argv: list[str] | None = None) -> None:
         "ip_adapter_plus_sd1_file",
         "ip_adapter_sdxl_file",
         "image_encoder_file",
+        "controlnet_union_file",
+        "adapter_sd1_file",
+        "adapter_sdxl_file",
     ):
         print(f"{name:24} {getattr(models, name)}")
     for kind, table in (("lora", models.loras), ("embedding", models.embeddings), ("vae", models.vaes)):

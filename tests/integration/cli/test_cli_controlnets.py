@@ -1,5 +1,6 @@
-"""``sdfleet models add --kind controlnet`` reads the family a ControlNet steers from the file (either key
-layout) and refuses a file that is not one; ``sdfleet models convert`` names a converted ControlNet."""
+"""``sdfleet models add --kind controlnet`` / ``--kind t2i_adapter`` reads the family a ControlNet, ControlNet
+Union or T2I-Adapter steers from the file (either key layout) and refuses a file that is not one of the kind
+named; ``sdfleet models convert`` names a converted ControlNet."""
 
 from __future__ import annotations
 
@@ -40,3 +41,27 @@ def test_a_pickled_controlnet_converts_and_is_named(tiny_models: Any, tmp_path: 
     torch.save({"state_dict": load_file(str(tiny_models.controlnet_sd1_file))}, str(pth))
     code, out = _cli("models", "convert", str(pth))
     assert code == 0 and "a ControlNet for SD1 (ldm layout)" in out, out
+
+
+def test_t2i_adapters_and_union_nets_register_with_their_family(tiny_models: Any, tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path / "data")]
+    code, out = _cli(
+        "models", "add", "t2i-sd1", str(tiny_models.adapter_sd1_file), "--kind", "t2i_adapter", *data
+    )
+    assert code == 0 and "t2i_adapter, sd1" in out, out
+    code, out = _cli(
+        "models", "add", "t2i-xl", str(tiny_models.adapter_sdxl_file), "--kind", "t2i_adapter", *data
+    )
+    assert code == 0 and "t2i_adapter, sdxl" in out, out
+    code, out = _cli(
+        "models", "add", "oops", str(tiny_models.adapter_sd1_file), "--kind", "controlnet", *data
+    )
+    assert code != 0 and "register it with --kind t2i_adapter" in " ".join(out.split()), out
+    code, out = _cli(
+        "models", "add", "oops2", str(tiny_models.controlnet_sd1_file), "--kind", "t2i_adapter", *data
+    )
+    assert code != 0 and "register it with --kind controlnet" in " ".join(out.split()), out
+    code, out = _cli(
+        "models", "add", "union", str(tiny_models.controlnet_union_file), "--kind", "controlnet", *data
+    )
+    assert code == 0 and "controlnet, sdxl" in out, out

@@ -120,6 +120,11 @@ def test_unit_masks_and_the_effective_region_are_kept() -> None:
             "alwayson_scripts.controlnet.args.0.weight",
             "less than or equal",
         ),
+        (
+            {"model": "depth-xl", "union_control_type": "Sparkles"},
+            "alwayson_scripts.controlnet.args.0.union_control_type",
+            "not a ControlNet Union control type",
+        ),
     ],
 )
 def test_bad_fields_are_named_by_their_path(unit: dict[str, Any], field: str, words: str) -> None:
@@ -142,3 +147,13 @@ def test_a_units_field_is_named_as_the_request_has_it() -> None:
     assert request_field("controlnet.0", fields) == "alwayson_scripts.ControlNet.args.1"
     assert request_field("controlnet.3.model", fields) == "controlnet.3.model"  # not a unit of the request
     assert request_field("steps", fields) == "steps" and request_field(None, fields) is None
+
+
+def test_union_control_types_as_webuiapi_and_the_extension_send_them() -> None:
+    units, _ = _map(
+        {"model": "depth-xl", "union_control_type": "Hard Edge"},  # webuiapi: the enum's value
+        {"model": "depth-xl", "union_control_type": "openpose"},  # a tag
+        {"model": "depth-xl", "union_control_type": "Unknown"},  # the extension's "none"
+        {"model": "depth-xl"},
+    )
+    assert [u.union_control_type for u in units] == ["Hard Edge", "OpenPose", None, None]

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from sdfleet.a1111.controlnet import DetectBody
-from sdfleet.api.deps import Ctx
+from sdfleet.api.deps import AppContext, Ctx
 from sdfleet.api.routes.a1111 import A1111Route, Caller, a1111_caller
 from sdfleet.domain import ModelKind, ModelRecord
 from sdfleet.jobs.detect import Detector, DetectRequest
@@ -63,10 +63,9 @@ async def settings(ctx: Ctx, _: Caller) -> dict[str, int]:
 
 @router.get("/controlnet/model_list")
 async def model_list(ctx: Ctx, _: Caller, update: bool = True) -> dict[str, list[str]]:
-    """The registered ControlNets and IP-Adapters, ``name [sha8]``, by name (``update`` is accepted: the
-    list is always read from the registry)."""
-    nets, adapters = await ctx.queries.models_of_kind(ModelKind.CONTROLNET, ModelKind.IP_ADAPTER)
-    registered = [*nets, *adapters]
+    """The registered ControlNets, T2I-Adapters and IP-Adapters, ``name [sha8]``, by name (``update`` is
+    accepted: the list is always read from the registry)."""
+    registered = await _control_models(ctx)
     return {"model_list": [controlnet_title(m) for m in sorted(registered, key=lambda m: m.name.lower())]}
 
 
@@ -87,9 +86,9 @@ async def module_list(_: Caller, alias_names: bool = False) -> dict[str, Any]:
 async def control_types(ctx: Ctx, _: Caller) -> dict[str, Any]:
     """The extension's control types: ``All`` (every preprocessor and model), and one per tag of the
     preprocessors (``Canny``, ``Tile``, ``Scribble``, ``IP-Adapter``…: its preprocessors and the models —
-    ControlNets and IP-Adapters — whose name says the tag)."""
-    nets, adapters = await ctx.queries.models_of_kind(ModelKind.CONTROLNET, ModelKind.IP_ADAPTER)
-    titles = [controlnet_title(m) for m in sorted([*nets, *adapters], key=lambda m: m.name.lower())]
+    ControlNets, T2I-Adapters and IP-Adapters — whose name says the tag)."""
+    registered = await _control_models(ctx)
+    titles = [controlnet_title(m) for m in sorted(registered, key=lambda m: m.name.lower())]
     types: dict[str, Any] = {
         "All": {
             "module_list": list(MODULES),
@@ -129,3 +128,11 @@ async def detect(body: DetectBody, ctx: Ctx, _: Caller) -> dict[str, Any]:
         )
     )
     return {"images": maps, "info": "Success"}
+
+
+async def _control_models(ctx: AppContext) -> list[ModelRecord]:
+    """What the extension lists as its models: the ControlNets, T2I-Adapters and IP-Adapters."""
+    kinds = await ctx.queries.models_of_kind(
+        ModelKind.CONTROLNET, ModelKind.T2I_ADAPTER, ModelKind.IP_ADAPTER
+    )
+    return [m for models in kinds for m in models]

@@ -1,4 +1,4 @@
-"""ControlNet units inside sdfleet's own sampling loop (:meth:`DiffusersEngine._sample`), as the A1111
+"""ControlNet units inside sdfleet's own sampling loop (:mod:`sdfleet.engine.sd.sampling`), as the A1111
 ControlNet extension applies them:
 
 * a unit runs only inside its guidance window — steps ``i`` of ``n`` with ``start ≤ i / n ≤ end`` (outside
@@ -10,7 +10,10 @@ ControlNet extension applies them:
 * **ControlNet is more important**: soft injection, and the net on the conditional rows only (the
   unconditional rows get no residual), which halves its cost under classifier-free guidance;
 * the control image goes through the net's hint encoder once per pass, not once per step;
-* several units add their residuals.
+* several units add their residuals;
+* a ControlNet Union (xinsir's ControlNet++, SDXL) takes the unit's ``union_control_type`` with its image (the
+  task embedding it selects, one-hot per row); several units may name the same Union net, each with its own
+  type, image, weight and window — one forward per unit, the net loaded once.
 
 A unit's ``module`` first turns its image into a control map (:mod:`.preprocess`, inline: the model-free
 modules cost milliseconds); the map is fitted to the pass's size with the extension's resize modes
@@ -27,19 +30,31 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
 from sdfleet.domain import ControlNetUnit
-from sdfleet.engine.controlnet.loader import LoadedControlNet
+from sdfleet.engine.controlnet.loader import LoadedControlNet, union_type_index
 from sdfleet.engine.controlnet.preprocess import display_map, pixel_perfect_resolution, preprocess
+from sdfleet.engine.sd.residuals import Residuals, StepInput
 from sdfleet.errors import ValidationError
 from sdfleet.specs.controlnet import module_named
 
-__all__ = ["ControlPass", "PreparedUnit", "controlnet_infotext", "fit_control", "soft_scales"]
+__all__ = [
+    "ControlPass",
+    "PassUnits",
+    "PreparedUnit",
+    "controlnet_infotext",
+    "fit_control",
+    "fit_region",
+    "pass_pictures",
+    "region_at",
+    "soft_scales",
+    "to_hint",
+]
 
 SOFT_BASE = 0.825
 
@@ -136,7 +151,7 @@ def _detected(
     return out
 
 
-def _to_hint(images: Sequence[Image.Image]) -> torch.Tensor:
+def to_hint(images: Sequence[Image.Image]) -> torch.Tensor:
     """The net's hint in [0, 1]; an inpaint map's masked pixels (alpha > 0.5) are −1 (the inpaint nets'
     protocol: ``rgb·(1 − m) − m``)."""
     arrays = []
@@ -151,7 +166,7 @@ def _to_hint(images: Sequence[Image.Image]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
 
 
-def _region(mask: Image.Image, size: tuple[int, int], resize_mode: str) -> torch.Tensor:
+def fit_region(mask: Image.Image, size: tuple[int, int], resize_mode: str) -> torch.Tensor:
     """An effective-region mask at the pass's size, one channel in [0, 1], shaped (1, 1, H, W)."""
     fitted = fit_control(mask.convert("RGB"), size[0], size[1], resize_mode)
     plane = np.asarray(fitted, dtype=np.float32)[:, :, 0] / 255.0
@@ -181,6 +196,8 @@ class PreparedUnit:
     calls: int = 0
     region: torch.Tensor | None = None
     """Where the unit steers (``effective_region_mask``), (1, 1, H, W) in [0, 1]; None: everywhere."""
+    union_type: int | None = None
+    """ControlNet Union: the task embedding the unit's ``union_control_type`` selects."""
 
     def active(self, step: int, steps: int) -> bool:
         """Whether step ``step`` of ``steps`` is inside the unit's guidance window."""
@@ -194,6 +211,55 @@ class PreparedUnit:
     @property
     def cond_only(self) -> bool:
         return self.unit.control_mode == "ControlNet is more important"
+
+
+Net = TypeVar("Net")
+
+
+@dataclass(slots=True)
+class PassUnits(Generic[Net]):
+    """The units that steer one pass, each with its control maps (``chosen``), their effective-region masks
+    and their detected maps (the first map of each unit that saves one), by unit index."""
+
+    chosen: list[tuple[int, ControlNetUnit, Net, list[Image.Image]]]
+    regions: dict[int, Image.Image]
+    maps: dict[int, Image.Image]
+
+
+def pass_pictures(
+    units: Sequence[tuple[int, ControlNetUnit, Net]],
+    size: tuple[int, int],
+    sources: Sequence[Image.Image | None],
+    *,
+    hires: bool,
+    enable_hr: bool,
+    image: Callable[[str, str], Image.Image],
+) -> PassUnits[Net]:
+    """The units that steer one pass (``hr_option``: both passes, the first only or the hires pass only),
+    each with its control maps: its own image (``image(ref, field)`` opens it), else each picture's init image
+    (``sources``, one per picture; None on txt2img), through the unit's preprocessor (with its mask)."""
+    skip = "Low res only" if hires else "High res only"
+    chosen = []
+    regions: dict[int, Image.Image] = {}
+    maps: dict[int, Image.Image] = {}
+    for index, unit, net in units:
+        if unit.hr_option == skip or (hires and not enable_hr):
+            continue
+        field = f"controlnet.{index}.image"
+        if unit.image is not None:
+            pictures = [image(unit.image, field)] * len(sources)
+        elif all(s is not None for s in sources):
+            pictures = [s for s in sources if s is not None]
+        else:
+            raise ValidationError("a ControlNet unit needs an image", field=field)
+        mask = image(unit.mask, f"controlnet.{index}.mask") if unit.mask is not None else None
+        if unit.effective_region_mask is not None:
+            regions[index] = image(unit.effective_region_mask, f"controlnet.{index}.effective_region_mask")
+        detected = _detected(unit, index, pictures, size, mask)
+        if unit.save_detected_map and detected:
+            maps[index] = display_map(unit.module, detected[0])
+        chosen.append((index, unit, net, detected))
+    return PassUnits(chosen, regions, maps)
 
 
 @dataclass(slots=True)
@@ -219,13 +285,14 @@ class ControlPass:
         prepared = []
         width, height = size
         for index, unit, net, pictures in units:
-            hint = _to_hint([fit_control(p, width, height, unit.resize_mode) for p in pictures])
+            hint = to_hint([fit_control(p, width, height, unit.resize_mode) for p in pictures])
             with torch.no_grad():
                 embedded = net.module.controlnet_cond_embedding(hint.to(device=device, dtype=dtype))
             region = None
             if regions and index in regions:
-                region = _region(regions[index], size, unit.resize_mode).to(device=device, dtype=dtype)
-            prepared.append(PreparedUnit(index, unit, net, embedded, region=region))
+                region = fit_region(regions[index], size, unit.resize_mode).to(device=device, dtype=dtype)
+            union_type = union_type_index(net, unit, index) if net.union else None
+            prepared.append(PreparedUnit(index, unit, net, embedded, region=region, union_type=union_type))
         return cls(prepared)
 
     @classmethod
@@ -244,34 +311,19 @@ class ControlPass:
         """The units that steer one pass (``hr_option``: both passes, the first only or the hires pass
         only) with their control images: the unit's own (``image(ref, field)`` opens it), else each
         picture's init image (``sources``, one per picture; None on txt2img). None when no unit steers it."""
-        skip = "Low res only" if hires else "High res only"
-        chosen = []
-        regions: dict[int, Image.Image] = {}
-        maps: dict[int, Image.Image] = {}
-        for index, unit, net in units:
-            if unit.hr_option == skip or (hires and not enable_hr):
-                continue
-            field = f"controlnet.{index}.image"
-            if unit.image is not None:
-                pictures = [image(unit.image, field)] * len(sources)
-            elif all(s is not None for s in sources):
-                pictures = [s for s in sources if s is not None]
-            else:
-                raise ValidationError("a ControlNet unit needs an image", field=field)
-            mask = image(unit.mask, f"controlnet.{index}.mask") if unit.mask is not None else None
-            if unit.effective_region_mask is not None:
-                regions[index] = image(
-                    unit.effective_region_mask, f"controlnet.{index}.effective_region_mask"
-                )
-            detected = _detected(unit, index, pictures, size, mask)
-            if unit.save_detected_map and detected:
-                maps[index] = display_map(unit.module, detected[0])
-            chosen.append((index, unit, net, detected))
-        if not chosen:
+        picked = pass_pictures(units, size, sources, hires=hires, enable_hr=enable_hr, image=image)
+        if not picked.chosen:
             return None
-        made = cls.prepare(chosen, size, device=device, dtype=dtype, regions=regions)
-        made.maps = maps
+        made = cls.prepare(picked.chosen, size, device=device, dtype=dtype, regions=picked.regions)
+        made.maps = picked.maps
         return made
+
+    def step_residuals(self, at: StepInput) -> Residuals | None:
+        """The sampling loop's door (:class:`~sdfleet.engine.sd.residuals.ResidualSource`): :meth:`residuals`."""
+        found = self.residuals(
+            at.step, at.steps, at.sample, at.timestep, at.embeds, at.added, groups=at.groups, guided=at.guided
+        )
+        return None if found is None else Residuals(down=found[0], mid=found[1])
 
     def residuals(
         self,
@@ -307,7 +359,7 @@ class ControlPass:
             )
             scaled = [o * w for o, w in zip(outputs, weights, strict=True)]
             if prepared.region is not None:  # the unit steers only inside its region
-                scaled = [o * _resized(prepared.region, o) for o in scaled]
+                scaled = [o * region_at(prepared.region, o) for o in scaled]
             if skip:  # the unconditional rows get nothing
                 scaled = [torch.cat([torch.zeros_like(o[:skip]), o]) for o in scaled]
             if down is None or mid is None:
@@ -328,6 +380,26 @@ class ControlPass:
     ) -> tuple[Sequence[torch.Tensor], torch.Tensor]:
         module = prepared.net.module
         prepared.calls += 1
+        if prepared.union_type is not None:  # one condition: its type one-hot on every row
+            kinds = torch.zeros(
+                (sample.shape[0], int(module.config.num_control_type)),
+                device=sample.device,
+                dtype=sample.dtype,
+            )
+            kinds[:, prepared.union_type] = 1
+            with _embedded(module, hint):
+                found: tuple[Sequence[torch.Tensor], torch.Tensor] = module(
+                    sample,
+                    timestep,
+                    encoder_hidden_states=embeds,
+                    controlnet_cond=[hint],
+                    control_type=kinds,
+                    control_type_idx=[prepared.union_type],
+                    conditioning_scale=1.0,
+                    added_cond_kwargs=added,
+                    return_dict=False,
+                )
+            return found
         with _embedded(module, hint):
             out: tuple[Sequence[torch.Tensor], torch.Tensor] = module(
                 sample,
@@ -341,7 +413,7 @@ class ControlPass:
         return out
 
 
-def _resized(region: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+def region_at(region: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
     """The region mask bilinearly resized to a residual's height × width (the extension's
     ``apply_effective_region_mask``)."""
     return torch.nn.functional.interpolate(region, size=tuple(residual.shape[-2:]), mode="bilinear")

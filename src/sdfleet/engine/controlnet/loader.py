@@ -15,14 +15,23 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from sdfleet.domain import ControlNetUnit
+from sdfleet.domain import UNION_CONTROL_TYPES, ControlNetUnit
+from sdfleet.engine.controlnet.adapter import LoadedAdapter, load_adapter
+from sdfleet.engine.controlnet.adapter_detect import is_adapter
 from sdfleet.engine.controlnet.detect import LDM, UNION, ControlNetInfo, detect_controlnet
 from sdfleet.engine.pool import NetPool
 from sdfleet.engine.sd.checkpoints import read_header
 from sdfleet.engine.sd.convert import controlnet_hint_blocks, controlnet_ldm_name
 from sdfleet.errors import ValidationError
 
-__all__ = ["ControlNetPool", "LoadedControlNet", "load_controlnet", "read_controlnet"]
+__all__ = [
+    "ControlModel",
+    "ControlNetPool",
+    "LoadedControlNet",
+    "load_controlnet",
+    "read_controlnet",
+    "union_type_index",
+]
 
 
 class LoadedControlNet:
@@ -37,6 +46,11 @@ class LoadedControlNet:
     def arch(self) -> str:
         """The SD family it steers (``sd1``, ``sd2``, ``sdxl``)."""
         return self.info.arch
+
+    @property
+    def union(self) -> bool:
+        """Whether it is a ControlNet Union (one net, a control type per image)."""
+        return self.info.variant == UNION
 
 
 def read_controlnet(path: Path, field: str = "model") -> ControlNetInfo:
@@ -101,9 +115,14 @@ def load_controlnet(
     return LoadedControlNet(module, info, path)
 
 
+ControlModel = LoadedControlNet | LoadedAdapter
+"""What a ControlNet unit's ``model`` loads as: a ControlNet (or Union) or a T2I-Adapter."""
+
+
 class ControlNetPool:
-    """The ControlNets an engine has loaded (the last ``keep`` used), found by registry name through
-    ``files`` (a ``{name: path}`` mapping or a lookup returning None when unknown)."""
+    """The ControlNets and T2I-Adapters an engine has loaded (the last ``keep`` used), found by registry name
+    through ``files`` (a ``{name: path}`` mapping or a lookup returning None when unknown); what a file is,
+    is read from its tensors."""
 
     def __init__(
         self,
@@ -122,28 +141,50 @@ class ControlNetPool:
             return None
         return self.files(name) if callable(self.files) else self.files.get(name)
 
-    def get(self, index: int, unit: ControlNetUnit, checkpoint_arch: str) -> LoadedControlNet:
-        """Unit ``index``'s net, loaded now if it is not, and checked against the checkpoint's family."""
+    def get(self, index: int, unit: ControlNetUnit, checkpoint_arch: str) -> ControlModel:
+        """Unit ``index``'s net or adapter, loaded now if it is not, and checked against the checkpoint's
+        family (and, for a Union net, the unit's control type)."""
         field = f"controlnet.{index}.model"
         path = self.path(unit.model)
         if path is None or not path.is_file():
             raise ValidationError(f"unknown ControlNet {unit.model!r}", field=field)
         dtype = self.dtype
 
-        def load(file: Path, device: str) -> LoadedControlNet:
+        def load(file: Path, device: str) -> ControlModel:
+            if file.suffix.lower() == ".safetensors" and is_adapter(read_header(file).shapes):
+                return load_adapter(file, device=device, dtype=dtype, field=field)
             return load_controlnet(file, device=device, dtype=dtype, field=field)
 
-        net: LoadedControlNet = self.pool.get(path, str(self.device), load)
-        if net.info.variant == UNION:
-            raise ValidationError(
-                f"ControlNet {unit.model!r} is a ControlNet Union: it needs a control type per image, "
-                "which this engine does not send yet",
-                field=field,
-            )
+        net: ControlModel = self.pool.get(path, str(self.device), load)
         if net.arch != checkpoint_arch:
+            what = "T2I-Adapter" if isinstance(net, LoadedAdapter) else "ControlNet"
             raise ValidationError(
-                f"ControlNet {unit.model!r} is made for {net.arch.upper()}, the checkpoint is "
+                f"{what} {unit.model!r} is made for {net.arch.upper()}, the checkpoint is "
                 f"{checkpoint_arch.upper()}",
                 field=field,
             )
+        if isinstance(net, LoadedControlNet) and net.union:
+            union_type_index(net, unit, index)
         return net
+
+
+def union_type_index(net: LoadedControlNet, unit: ControlNetUnit, index: int) -> int:
+    """Which of the Union net's task embeddings unit ``index`` selects: its ``union_control_type`` (as the
+    A1111 ControlNet extension sends it) — a 422 naming that field when the unit has none or the net was
+    trained without it (``controlnet-union-sdxl-1.0`` knows the first six, ProMax all eight)."""
+    field = f"controlnet.{index}.union_control_type"
+    known = int(net.info.config.get("num_control_type", 6))
+    types = ", ".join(UNION_CONTROL_TYPES[:known])
+    if unit.union_control_type is None:
+        raise ValidationError(
+            f"ControlNet {unit.model!r} is a ControlNet Union: say what the control image is in "
+            f"union_control_type (one of {types})",
+            field=field,
+        )
+    position = UNION_CONTROL_TYPES.index(unit.union_control_type)
+    if position >= known:
+        raise ValidationError(
+            f"ControlNet {unit.model!r} knows {known} control types ({types}), not {unit.union_control_type!r}",
+            field=field,
+        )
+    return position

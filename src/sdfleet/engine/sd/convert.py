@@ -210,10 +210,16 @@ def write_single_file(pipe: Any, path: Path, *, embed_config: bool = True) -> Pa
     return path
 
 
+_UNION_PARTS = ("task_embedding", "transformer_layes.", "spatial_ch_projs.", "control_add_embedding.")
+
+
 def controlnet_ldm_name(key: str, layers_per_block: int, hint_blocks: int) -> str:
     """The original-layout name of one diffusers ControlNet key (no prefix): the UNet-encoder half named
     as the UNet's, the hint encoder's convolutions at the even indices of ``input_hint_block`` (SiLUs between
-    them; ``hint_blocks`` convolutions between its first and last), the zero convolutions in order."""
+    them; ``hint_blocks`` convolutions between its first and last), the zero convolutions in order. ControlNet
+    Union's own parts (its task embeddings, condition transformer and projections) keep their names."""
+    if key.startswith(_UNION_PARTS):
+        return key
     if key.startswith("controlnet_cond_embedding."):
         part, _, tail = key[len("controlnet_cond_embedding.") :].partition(".")
         if part == "conv_in":

@@ -11,13 +11,11 @@ diffusers pipeline makes (see ``benchmarks/engine_overhead.py``).
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,9 +31,11 @@ from sdfleet.engine.base import (
     OnStep,
     ShouldStop,
 )
-from sdfleet.engine.controlnet.apply import ControlPass
+from sdfleet.engine.controlnet.adapter import LoadedAdapter
+from sdfleet.engine.controlnet.adapter_pass import AdapterPass
+from sdfleet.engine.controlnet.apply import ControlPass, pass_pictures
 from sdfleet.engine.controlnet.ipadapter import IPAdapters
-from sdfleet.engine.controlnet.loader import ControlNetPool
+from sdfleet.engine.controlnet.loader import ControlNetPool, LoadedControlNet
 from sdfleet.engine.pool import NetPool
 from sdfleet.engine.sd import conditioning, hires, images, samplers, seeds
 from sdfleet.engine.sd.checkpoints import SDXL, SDXL_REFINER, HashCache, default_arch
@@ -53,11 +53,11 @@ from sdfleet.engine.sd.models import (
     names,
 )
 from sdfleet.engine.sd.prompts import Embedding, load_embedding
+from sdfleet.engine.sd.residuals import ResidualSource
+from sdfleet.engine.sd.sampling import PassInputs, Sampler
 from sdfleet.errors import ConfigError, EngineError, SdfleetError, ValidationError
 
 log = logging.getLogger("sdfleet.engine")
-
-REFINER_AESTHETIC = (6.0, 2.5)
 
 
 class DiffusersEngine:
@@ -106,6 +106,7 @@ class DiffusersEngine:
         self.loras = loras
         self.vaes = vaes
         self.upscalers = upscalers
+        self.sampler = Sampler(self.device, self.dtype)
         self.nets = NetPool(keep=1)  # hires fix's upscaler nets
         self.controlnets = ControlNetPool(controlnets, self.device, self.dtype)
         self.ip_adapters = IPAdapters(ip_adapters, image_encoders, self.device, self.dtype, self.hashes)
@@ -263,13 +264,16 @@ class DiffusersEngine:
 
     def _control(
         self, job: ResolvedJob, size: tuple[int, int], sources: Sequence[Image.Image | None], hires: bool
-    ) -> ControlPass | None:
-        """The units that steer this pass, their control images fitted to ``size`` (each unit's first
-        control map kept for the job's detected maps)."""
+    ) -> list[ResidualSource]:
+        """What steers this pass — its ControlNet units and its T2I-Adapter units — with their control images
+        fitted to ``size`` (each unit's first control map kept for the job's detected maps)."""
         if job.ip_adapters is not None:  # the IP-Adapter units' hr_option
             job.ip_adapters.begin_pass(hires)
+        nets = [(i, u, n) for i, u, n in job.controlnets if isinstance(n, LoadedControlNet)]
+        adapters = [(i, u, n) for i, u, n in job.controlnets if isinstance(n, LoadedAdapter)]
+        found: list[ResidualSource] = []
         control = ControlPass.for_pass(
-            job.controlnets,
+            nets,
             size,
             sources,
             hires=hires,
@@ -278,9 +282,22 @@ class DiffusersEngine:
             device=self.device,
             dtype=self.dtype,
         )
-        for index, detected in (control.maps if control is not None else {}).items():
+        maps = dict(control.maps) if control is not None else {}
+        if control is not None:
+            found.append(control)
+        picked = pass_pictures(
+            adapters, size, sources, hires=hires, enable_hr=job.spec.enable_hr, image=self._image
+        )
+        if picked.chosen:
+            found.append(
+                AdapterPass.prepare(
+                    picked.chosen, size, device=self.device, dtype=self.dtype, regions=picked.regions
+                )
+            )
+            maps.update(picked.maps)
+        for index, detected in maps.items():
             job.detected_maps.setdefault(index, detected)
-        return control
+        return found
 
     @staticmethod
     def _lora_specs(tags: Sequence[LoraTag], spec: GenerationSpec) -> list[LoraSpec]:
@@ -360,42 +377,8 @@ class DiffusersEngine:
         )
 
     # ------------------------------------------------------------------ step planning
-    def _timesteps(
-        self,
-        scheduler: Any,
-        steps: int,
-        *,
-        strength: float | None = None,
-        start: float | None = None,
-        end: float | None = None,
-    ) -> torch.Tensor:
-        scheduler.set_timesteps(steps, device=self.device)
-        timesteps = scheduler.timesteps
-        order = int(getattr(scheduler, "order", 1))
-        total = int(scheduler.config.num_train_timesteps)
-        begin: int | None = None
-        if strength is not None:
-            init = min(int(steps * strength), steps)
-            begin = max(steps - init, 0) * order
-        elif start is not None:
-            cutoff = round(total - start * total)
-            remaining = int((timesteps < cutoff).sum().item())
-            if order == 2 and remaining % 2 == 0:
-                remaining += 1
-            begin = len(timesteps) - remaining
-        if begin is not None:
-            timesteps = timesteps[begin:]
-            if hasattr(scheduler, "set_begin_index"):
-                scheduler.set_begin_index(begin)
-        if end is not None:
-            cutoff = round(total - end * total)
-            timesteps = timesteps[: int((timesteps >= cutoff).sum().item())]
-        result: torch.Tensor = timesteps
-        return result
-
     def _count(self, model: LoadedModel, job: ResolvedJob, steps: int, **kwargs: float | None) -> int:
-        scheduler = samplers.make_scheduler(job.choice, model.scheduler_config)
-        return len(self._timesteps(scheduler, steps, **kwargs))
+        return self.sampler.count(model, job.choice, steps, **kwargs)
 
     def _pass_steps(self, job: ResolvedJob) -> int:
         spec = job.spec
@@ -457,10 +440,12 @@ class DiffusersEngine:
             progress,
             spec.steps,
             (spec.width, spec.height),
-            noise=noise,
-            end=switch,
-            mask=self._blank_inpaint(job, model, spec.width, spec.height, len(gens)),
-            control=self._control(job, (spec.width, spec.height), [None] * len(gens), hires=False),
+            PassInputs(
+                noise=noise,
+                end=switch,
+                mask=self._blank_inpaint(job, model, spec.width, spec.height, len(gens)),
+                extras=self._control(job, (spec.width, spec.height), [None] * len(gens), hires=False),
+            ),
         )
         if job.refiner is not None:
             rconds = self._conds(
@@ -475,8 +460,7 @@ class DiffusersEngine:
                 progress,
                 spec.steps,
                 (spec.width, spec.height),
-                latents=latents,
-                start=switch,
+                PassInputs(latents=latents, start=switch),
             )
         if spec.enable_hr:
             latents, used_hr = self._hires(job, batch, latents, progress)
@@ -514,11 +498,13 @@ class DiffusersEngine:
             progress,
             hr_steps,
             (target_w, target_h),
-            init=init,
-            noise=noise,
-            strength=spec.hr_denoising_strength,
-            mask=self._blank_inpaint(job, model, target_w, target_h, len(gens)),
-            control=self._control(job, (target_w, target_h), [None] * len(gens), hires=True),
+            PassInputs(
+                init=init,
+                noise=noise,
+                strength=spec.hr_denoising_strength,
+                mask=self._blank_inpaint(job, model, target_w, target_h, len(gens)),
+                extras=self._control(job, (target_w, target_h), [None] * len(gens), hires=True),
+            ),
         )
         return out, set(conds.embeddings_used)
 
@@ -580,11 +566,13 @@ class DiffusersEngine:
             progress,
             spec.steps,
             (spec.width, spec.height),
-            init=init,
-            noise=noise,
-            strength=spec.denoising_strength,
-            mask=mask,
-            control=self._control(job, (spec.width, spec.height), sources, hires=False),
+            PassInputs(
+                init=init,
+                noise=noise,
+                strength=spec.denoising_strength,
+                mask=mask,
+                extras=self._control(job, (spec.width, spec.height), sources, hires=False),
+            ),
         )
         outs = self._decode(job, latents)
         if plans:
@@ -668,144 +656,22 @@ class DiffusersEngine:
         progress: Progress,
         steps: int,
         size: tuple[int, int],
-        *,
-        noise: torch.Tensor | None = None,
-        init: torch.Tensor | None = None,
-        latents: torch.Tensor | None = None,
-        strength: float | None = None,
-        start: float | None = None,
-        end: float | None = None,
-        mask: LatentMask | None = None,
-        control: ControlPass | None = None,
+        start: PassInputs,
     ) -> torch.Tensor:
-        spec = job.spec
-        scheduler = samplers.make_scheduler(job.choice, model.scheduler_config)
-        timesteps = self._timesteps(scheduler, steps, strength=strength, start=start, end=end)
-        if latents is None:
-            if noise is None:
-                raise EngineError("internal: a pass without noise or latents", retryable=False)
-            if init is None:
-                latents = noise * float(scheduler.init_noise_sigma)
-            elif len(timesteps):
-                latents = scheduler.add_noise(init, noise, timesteps[:1].repeat(init.shape[0]))
-            else:
-                latents = init
-        batch = int(latents.shape[0])
-        step_kwargs = _step_kwargs(scheduler, gens, spec.eta)
-        unet = model.pipe.unet
-        width, height = size
-        time_ids = self._time_ids(model, width, height)
-        for i, t in enumerate(timesteps):
-            progress.check()
-            entry = conds.at(i)
-            weights = [w for w, _ in entry.conds]
-            simple = len(entry.conds) == 1 and weights[0] == 1.0
-            guided = not (simple and spec.cfg_scale == 1.0)
-            rows = ([entry.uncond] if guided else []) + [c for _, c in entry.conds]
-            groups = len(rows)
-            scaled = scheduler.scale_model_input(torch.cat([latents] * groups), t)
-            model_in = scaled
-            if mask is not None and mask.extra is not None:
-                model_in = torch.cat([model_in, torch.cat([mask.extra] * groups)], dim=1)
-            embeds = torch.cat([r.embeds.expand(batch, -1, -1) for r in rows])
-            added = None
-            if model.sdxl:
-                pooled = torch.cat([_pooled(r, model).expand(batch, -1) for r in rows])
-                ids = torch.cat(
-                    [time_ids[1 if (guided and g == 0) else 0].expand(batch, -1) for g in range(groups)]
-                )
-                added = {"text_embeds": pooled, "time_ids": ids}
-            residuals: dict[str, Any] = {}
-            if control is not None:
-                found = control.residuals(
-                    i, len(timesteps), scaled, t, embeds, added, groups=groups, guided=guided
-                )
-                if found is not None:
-                    residuals = {
-                        "down_block_additional_residuals": found[0],
-                        "mid_block_additional_residual": found[1],
-                    }
-            if job.ip_adapters is not None:  # the image tokens of these rows; the units' scales at this step
-                added = job.ip_adapters.step(unet, i, len(timesteps), added, groups, guided, batch)
-            out = unet(
-                model_in,
-                t,
-                encoder_hidden_states=embeds,
-                added_cond_kwargs=added,
-                return_dict=False,
-                **residuals,
-            )[0]
-            if guided:
-                parts = out.chunk(groups)
-                uncond_out = parts[0]
-                if simple:
-                    text = parts[1]
-                else:
-                    text = uncond_out + sum(
-                        w * (p - uncond_out) for w, p in zip(weights, parts[1:], strict=True)
-                    )
-                pred = uncond_out + spec.cfg_scale * (text - uncond_out)
-                if spec.guidance_rescale > 0:
-                    pred = _rescale(pred, text, spec.guidance_rescale)
-            else:
-                pred = out
-            result = scheduler.step(pred, t, latents, **step_kwargs, return_dict=True)
-            latents = result.prev_sample
-            if mask is not None and mask.extra is None and noise is not None:
-                keep = mask.original
-                if i < len(timesteps) - 1:
-                    keep = scheduler.add_noise(mask.original, noise, timesteps[i + 1 : i + 2].repeat(batch))
-                latents = keep * (1 - mask.repaint) + latents * mask.repaint
-            shown = getattr(result, "pred_original_sample", None)
-            progress.advance(shown if shown is not None else latents)
-        return latents
-
-    def _time_ids(self, model: LoadedModel, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """SDXL size conditioning (cond, uncond); the refiner's carries aesthetic scores instead."""
-        if model.arch == SDXL_REFINER:
-            cond = [height, width, 0, 0, REFINER_AESTHETIC[0]]
-            uncond = [height, width, 0, 0, REFINER_AESTHETIC[1]]
-        else:
-            cond = uncond = [height, width, 0, 0, height, width]
-        return (
-            torch.tensor([cond], dtype=self.dtype, device=self.device),
-            torch.tensor([uncond], dtype=self.dtype, device=self.device),
+        return self.sampler.run(
+            job.spec,
+            job.choice,
+            model,
+            conds,
+            gens,
+            progress,
+            steps,
+            size,
+            start,
+            image_prompts=job.ip_adapters,
         )
-
-    # ------------------------------------------------------------------ infotext
 
 
 def _to_tensor(image: Image.Image) -> torch.Tensor:
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1)
-
-
-def _pooled(encoded: Any, model: LoadedModel) -> torch.Tensor:
-    if encoded.pooled is None:
-        raise EngineError(f"model {model.name} needs pooled text embeddings", retryable=False)
-    pooled: torch.Tensor = encoded.pooled
-    return pooled
-
-
-def _rescale(pred: torch.Tensor, text: torch.Tensor, phi: float) -> torch.Tensor:
-    """Guidance rescale (Lin et al. 2023, §3.4), as diffusers' ``rescale_noise_cfg``."""
-    std_text = text.std(dim=list(range(1, text.ndim)), keepdim=True)
-    std_cfg = pred.std(dim=list(range(1, pred.ndim)), keepdim=True)
-    rescaled = pred * (std_text / std_cfg)
-    return phi * rescaled + (1 - phi) * pred
-
-
-_STEP_PARAMS: dict[type, frozenset[str]] = {}
-
-
-def _step_kwargs(scheduler: Any, gens: list[torch.Generator], eta: float | None) -> dict[str, Any]:
-    cls = type(scheduler)
-    if cls not in _STEP_PARAMS:
-        _STEP_PARAMS[cls] = frozenset(inspect.signature(scheduler.step).parameters)
-    accepted = _STEP_PARAMS[cls]
-    kwargs: dict[str, Any] = {}
-    if "generator" in accepted:
-        kwargs["generator"] = gens
-    if "eta" in accepted:
-        kwargs["eta"] = 0.0 if eta is None else float(eta)
-    return kwargs

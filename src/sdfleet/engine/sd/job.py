@@ -14,7 +14,7 @@ from sdfleet.domain import ControlNetUnit, GenerationSpec, JobKind
 from sdfleet.engine.base import OnStep, ShouldStop, StepInfo
 from sdfleet.engine.controlnet.apply import controlnet_infotext
 from sdfleet.engine.controlnet.ipadapter import IPAdapterRun
-from sdfleet.engine.controlnet.loader import LoadedControlNet
+from sdfleet.engine.controlnet.loader import ControlModel
 from sdfleet.engine.sd import images, samplers
 from sdfleet.engine.sd.models import LoadedModel, LoraSpec
 from sdfleet.engine.sd.prompts import Embedding
@@ -76,7 +76,7 @@ class ResolvedJob:
     hr_upscaler: str | None
     prompt: str
     embeddings: dict[str, Embedding] = field(default_factory=dict)
-    controlnets: list[tuple[int, ControlNetUnit, LoadedControlNet]] = field(default_factory=list)
+    controlnets: list[tuple[int, ControlNetUnit, ControlModel]] = field(default_factory=list)
     controlnet_hashes: dict[int, str] = field(default_factory=dict)  # unit index → sha256[:8] of its net
     detected_maps: dict[int, Any] = field(default_factory=dict)  # unit index → its first control map (PIL)
     ip_adapters: IPAdapterRun | None = None  # the IP-Adapter units, attached to the model's UNet
