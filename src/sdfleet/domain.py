@@ -26,6 +26,7 @@ class JobKind(StrEnum):
     UPSCALE = "upscale"  # the Extras tab: an upscaler model or a resize, face restoration
     SD_UPSCALE = "sd_upscale"  # A1111's SD upscale script: a parent whose child jobs do the work
     UPSCALE_BATCH = "upscale_batch"  # A1111's extra-batch-images: a parent of one upscale job per image
+    ANNOTATE = "annotate"  # a ControlNet preprocessor ("annotator") run on one image: the control map
 
 
 PARENT_KINDS = frozenset({JobKind.SD_UPSCALE, JobKind.UPSCALE_BATCH})
@@ -76,6 +77,7 @@ class Feature(IntFlag):
     EMBEDDING = 32
     GPU = 64  # work only a GPU-class worker should take (RRDB upscalers); CPU workers may opt in
     FACES = 128  # face restoration: the worker can load GFPGAN/CodeFormer (spandrel is installed)
+    ANNOTATE_DEPTH = 256  # annotate jobs of the depth preprocessors (ONNX weights: onnxruntime is installed)
 
     @classmethod
     def from_names(cls, names: list[str] | tuple[str, ...]) -> Feature:
@@ -133,6 +135,7 @@ class ModelKind(StrEnum):
     UPSCALER = "upscaler"
     FACE_RESTORER = "face_restorer"  # GFPGAN / CodeFormer weights (run through spandrel)
     FACE_DETECTOR = "face_detector"  # YuNet's ONNX file (OpenCV's FaceDetectorYN)
+    ANNOTATOR = "annotator"  # a ControlNet preprocessor's weights (ONNX), arch = the module family it serves
 
 
 ARCH_RESOLUTION: dict[str, int] = {"sd1": 512, "sd2": 768, "sdxl": 1024, "sdxl_refiner": 1024}
@@ -197,7 +200,9 @@ class ControlNetUnit(BaseModel):
     (``model``), the control image it reads (``image``: a reference, as ``init_images``; none on img2img: the
     init image), how strongly and when it steers (``weight``; ``guidance_start``/``guidance_end`` as
     fractions of the steps) and how it balances with the prompt (``control_mode``). ``module`` is the
-    preprocessor that turns the image into the net's control map; ``none`` sends the image as it is."""
+    preprocessor that turns the image into the net's control map; ``none`` sends the image as it is.
+    ``preprocessed``: the image already is the module's map (the server sets it once an ``annotate`` job made
+    the map): the engine uses it as it is, and the infotext still names the module."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -218,6 +223,7 @@ class ControlNetUnit(BaseModel):
     )
     hr_option: Literal["Both", "Low res only", "High res only"] = "Both"
     save_detected_map: bool = True
+    preprocessed: bool = False
 
     @model_validator(mode="after")
     def _window(self) -> ControlNetUnit:
@@ -525,7 +531,7 @@ class Job:
         images (one per validation prompt)."""
         if self.kind == JobKind.TRAIN_LORA:
             return 1 + len(self.spec.get("validation_prompts") or [])
-        if self.kind in (JobKind.UPSCALE, JobKind.SD_UPSCALE):
+        if self.kind in (JobKind.UPSCALE, JobKind.SD_UPSCALE, JobKind.ANNOTATE):
             return 1
         if self.kind == JobKind.UPSCALE_BATCH:
             return len(self.spec.get("images") or ())

@@ -88,7 +88,7 @@ def _detected(
 ) -> list[Image.Image]:
     """The unit's control maps: each picture through its preprocessor (once per distinct picture), at the
     unit's processor resolution — or, with Pixel Perfect, the one that fits the pass's size one to one."""
-    if unit.module.lower() == "none":
+    if unit.module.lower() == "none" or unit.preprocessed:  # the image already is the map (an annotate job's)
         return list(pictures)
     made: dict[int, Image.Image] = {}
     out = []
