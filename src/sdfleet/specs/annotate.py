@@ -142,7 +142,7 @@ class AnnotateSpec(BaseModel):
 
 
 def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:g}"
+    return "x" if value is None else f"{value:g}"
 
 
 def cache_key(image_sha256: str, spec: AnnotateSpec, model_sha256: str | None = None) -> str:
