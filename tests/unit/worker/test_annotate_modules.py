@@ -73,7 +73,10 @@ def test_model_free_modules_go_through_the_same_door() -> None:
     picture = _gradient()
     spec = AnnotateSpec(module="canny", image="blob:x", processor_res=64, threshold_a=20, threshold_b=60)
     made = annotate(spec, picture)
-    assert made.tobytes() == preprocess("canny", picture, resolution=64, threshold_a=20, threshold_b=60).tobytes()
+    assert (
+        made.tobytes()
+        == preprocess("canny", picture, resolution=64, threshold_a=20, threshold_b=60).tobytes()
+    )
     with pytest.raises(ModelUnavailable):
         annotate(AnnotateSpec(module="depth_midas", image="blob:x"), picture)  # no file for its weights
 
@@ -96,7 +99,9 @@ def test_parameters_are_normalised_as_the_extension_reads_them() -> None:
     assert caught.value.field == "params.controlnet.0.module" and "depth_anything" in str(caught.value)
     assert pixel_perfect_resolution(96, 64, 512, 512, "Crop and Resize") == 512
     assert pixel_perfect_resolution(96, 64, 512, 512, "Resize and Fill") == 341
-    spec = AnnotateSpec(module="canny", image="blob:x", processor_res=64, threshold_a=100.0, threshold_b=200.0)
+    spec = AnnotateSpec(
+        module="canny", image="blob:x", processor_res=64, threshold_a=100.0, threshold_b=200.0
+    )
     assert cache_key("ab" * 32, spec) == f"annotations/{'ab' * 32}/canny/64-100-200.png"
     depth = AnnotateSpec(module="depth_midas", image="blob:x", processor_res=64, model="m")
     assert cache_key("ab" * 32, depth, "cd" * 32).endswith("/depth_midas/64-x-x-" + "cd" * 8 + ".png")
@@ -137,6 +142,8 @@ annotate(AnnotateSpec(module="depth_anything", image="blob:x", processor_res=64)
 heavy = [m for m in ("torch", "diffusers", "transformers", "torchvision") if m in sys.modules]
 print("HEAVY", heavy)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "HEAVY []" in out.stdout, out.stdout
