@@ -28,8 +28,8 @@ from tests.support.live import Orchestrator, make_settings, wait_until
 
 pytest.importorskip("cv2", reason="annotate workers need OpenCV (the [annotators] extra)")
 
-from sdfleet.engine.controlnet.preprocess import preprocess  # noqa: E402
-from sdfleet.worker.annotate import AnnotatorHost, annotate_kinds  # noqa: E402
+from sdfleet.engine.controlnet.preprocess import preprocess
+from sdfleet.worker.annotate import AnnotatorHost, annotate_kinds
 
 
 @pytest.fixture

@@ -24,11 +24,11 @@ pytest.importorskip("cv2", reason="the annotators need OpenCV (the [annotators] 
 pytest.importorskip("onnxruntime", reason="the depth annotators need onnxruntime (the [annotators] extra)")
 pytest.importorskip("onnx", reason="the tests write their ONNX models with onnx")
 
-from sdfleet.engine.annotate import OnnxSessions, annotate  # noqa: E402
-from sdfleet.engine.annotate.depth import multiple_of_14  # noqa: E402
-from sdfleet.engine.controlnet.preprocess import preprocess, resize_with_pad  # noqa: E402
-from sdfleet.worker.annotate import AnnotateKind  # noqa: E402
-from tests.support.onnx_models import channel_depth_model  # noqa: E402
+from sdfleet.engine.annotate import OnnxSessions, annotate
+from sdfleet.engine.annotate.depth import multiple_of_14
+from sdfleet.engine.controlnet.preprocess import preprocess, resize_with_pad
+from sdfleet.worker.annotate import AnnotateKind
+from tests.support.onnx_models import channel_depth_model
 
 
 def _gradient(width: int = 96, height: int = 64) -> Image.Image:
