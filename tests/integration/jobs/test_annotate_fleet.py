@@ -199,6 +199,17 @@ async def test_annotate_worker_preprocesses_then_the_cache_serves_the_fleet(
     assert (await _ended(api, third["id"]))["state"] == "succeeded"
     assert annotator.stats.jobs_completed == 2
 
+    # an annotate job on its own (the native API): its output is the map; a module nobody runs is a 422
+    alone = {"kind": "annotate", "params": {"module": "Canny", "image": image, "processor_res": 64}}
+    job = (await api.post("/v1/jobs", json=alone)).json()
+    assert job["params"]["module"] == "canny" and job["params"]["threshold_a"] == 100
+    finished = await _ended(api, job["id"])
+    got = Image.open(io.BytesIO((await api.get(finished["outputs"][0]["url"])).content)).convert("RGB")
+    assert got.tobytes() == preprocess("canny", picture, resolution=64).tobytes()
+    bad = {"kind": "annotate", "params": {"module": "openpose_full", "image": image}}
+    r = await api.post("/v1/jobs", json=bad)
+    assert r.status_code == 422 and "params.module" in r.text, r.text
+
 
 async def test_a_failed_annotate_job_fails_the_generation_and_cancel_reaches_it(
     api: httpx.AsyncClient, fleet: Fleet, tmp_path: Path
