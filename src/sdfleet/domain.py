@@ -78,6 +78,7 @@ class Feature(IntFlag):
     GPU = 64  # work only a GPU-class worker should take (RRDB upscalers); CPU workers may opt in
     FACES = 128  # face restoration: the worker can load GFPGAN/CodeFormer (spandrel is installed)
     ANNOTATE_DEPTH = 256  # annotate jobs of the depth preprocessors (ONNX weights: onnxruntime is installed)
+    ANNOTATE_LINEART = 512  # annotate jobs of the lineart preprocessors (ONNX weights)
 
     @classmethod
     def from_names(cls, names: list[str] | tuple[str, ...]) -> Feature:

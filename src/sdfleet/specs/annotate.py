@@ -6,7 +6,7 @@ Two sorts of modules:
 
 * **model-free** ones (:data:`sdfleet.specs.controlnet.MODULES`: canny, threshold, invert…) run on OpenCV and
   numpy on any worker that runs annotate jobs, generation workers included;
-* modules **with weights** (:data:`WEIGHTED`: the depth estimators) run an ONNX file registered in the model
+* modules **with weights** (:data:`WEIGHTED`: the depth estimators, line art) run an ONNX file registered in the model
   registry as ``kind: annotator`` whose ``arch`` is the module's family; only workers that advertise the
   module's feature (:attr:`Annotator.feature`, onnxruntime installed) claim them.
 
@@ -57,10 +57,12 @@ class Annotator:
 WEIGHTED: dict[str, Annotator] = {
     "depth_midas": Annotator("depth_midas", family="midas", feature="annotate_depth"),
     "depth_anything": Annotator("depth_anything", family="depth_anything", feature="annotate_depth"),
+    "lineart_realistic": Annotator("lineart_realistic", family="lineart", feature="annotate_lineart"),
+    "lineart_coarse": Annotator("lineart_coarse", family="lineart_coarse", feature="annotate_lineart"),
 }
 """The preprocessors with weights this server runs (ONNX through onnxruntime), by the extension's names."""
 
-_WEIGHTED_ALIASES = {"depth": "depth_midas"}  # the extension's old name of MiDaS depth
+_WEIGHTED_ALIASES = {"depth": "depth_midas", "lineart": "lineart_realistic"}  # the extension's old names
 
 
 def find_module(name: str, field: str) -> Module | Annotator:

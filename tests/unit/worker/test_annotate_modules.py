@@ -69,6 +69,17 @@ def test_depth_anything_swaps_channels_sizes_to_14s_and_stretches(tmp_path: Path
     assert (multiple_of_14(518.0), multiple_of_14(775.0), multiple_of_14(510.0)) == (518, 770, 518)
 
 
+def test_lineart_is_the_extensions_steps_around_the_net(tmp_path: Path) -> None:
+    net = channel_depth_model(tmp_path / "line.onnx", channel=1)  # "the line": the green channel, 0…1
+    picture = _gradient()
+    spec = AnnotateSpec(module="lineart", image="blob:x", processor_res=64, model="tiny")
+    assert spec.entry.name == "lineart_realistic"
+    made = np.asarray(annotate(spec, picture, model=net))
+    padded, (h, w) = resize_with_pad(np.asarray(picture), 64)
+    line = (padded[:, :, 1].astype(np.float32) / 255.0 * 255.0).clip(0, 255).astype(np.uint8)
+    assert made.shape == (h, w, 3) and np.array_equal(made[:, :, 2], (255 - line)[:h, :w])
+
+
 def test_model_free_modules_go_through_the_same_door() -> None:
     picture = _gradient()
     spec = AnnotateSpec(module="canny", image="blob:x", processor_res=64, threshold_a=20, threshold_b=60)
@@ -113,10 +124,10 @@ def test_parameters_are_normalised_as_the_extension_reads_them() -> None:
 def test_what_each_role_offers() -> None:
     kind = AnnotateKind()
     annotator = kind.offer(WorkerSettings(role="annotate"))
-    assert annotator.kinds == ("annotate",) and annotator.features == ("annotate_depth",)
+    assert annotator.kinds == ("annotate",) and annotator.features == ("annotate_depth", "annotate_lineart")
     generator = kind.offer(WorkerSettings())
     assert generator.kinds == ("annotate",) and generator.features == ()  # model-free modules only
-    assert kind.offer(WorkerSettings(annotate_weights=True)).features == ("annotate_depth",)
+    assert "annotate_lineart" in kind.offer(WorkerSettings(annotate_weights=True)).features
 
 
 def test_an_annotate_worker_imports_no_torch_or_diffusers(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from sdfleet.engine.controlnet.preprocess import resize_with_pad
 
-__all__ = ["depth_anything", "midas", "multiple_of_14"]
+__all__ = ["depth_anything", "midas", "multiple_of_14", "run_net"]
 
 Pixels = NDArray[np.uint8]
 Floats = NDArray[np.float32]
@@ -31,7 +31,7 @@ STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 NET_SIDE, NET_MULTIPLE = 518, 14
 
 
-def _run(session: Any, batch: Floats, size: tuple[int, int]) -> Floats:
+def run_net(session: Any, batch: Floats, size: tuple[int, int]) -> Floats:
     """The net's depth for one NCHW batch, as a 2-D float32 array of ``size`` (height, width)."""
     name = session.get_inputs()[0].name
     out = np.asarray(session.run(None, {name: batch})[0], dtype=np.float32)
@@ -50,7 +50,7 @@ def midas(session: Any, pixels: Pixels, resolution: int) -> Pixels:
     """MiDaS depth of an RGB picture at ``resolution`` (see the module docstring)."""
     padded, (h, w) = resize_with_pad(pixels, resolution)
     batch = (padded.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]
-    depth = _run(session, np.ascontiguousarray(batch), padded.shape[:2])
+    depth = run_net(session, np.ascontiguousarray(batch), padded.shape[:2])
     depth = depth - depth.min()
     top = float(depth.max())
     depth = depth / top if top > 0 else depth
@@ -75,7 +75,7 @@ def depth_anything(session: Any, pixels: Pixels, resolution: int) -> Pixels:
     size = (multiple_of_14(scale * pw), multiple_of_14(scale * ph))
     resized = np.asarray(cv2.resize(scaled, size, interpolation=cv2.INTER_CUBIC), np.float32)
     batch = ((resized - MEAN) / STD).transpose(2, 0, 1)[None].astype(np.float32)
-    depth = _run(session, np.ascontiguousarray(batch), (ph, pw))
+    depth = run_net(session, np.ascontiguousarray(batch), (ph, pw))
     low, high = float(depth.min()), float(depth.max())
     stretched = (depth - low) / (high - low) * 255.0 if high > low else np.zeros_like(depth)
     return _rgb(stretched.astype(np.uint8), h, w)

@@ -85,12 +85,14 @@ def annotate(
         )
     if model is None:
         raise ModelUnavailable(f"the module {spec.module} needs its annotator model ({spec.model})")
-    from sdfleet.engine.annotate import depth
+    from sdfleet.engine.annotate import depth, lineart
 
     session = (sessions or OnnxSessions()).get(model)
     pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
     if entry.family == "midas":
         made = depth.midas(session, pixels, spec.processor_res)
-    else:
+    elif entry.family == "depth_anything":
         made = depth.depth_anything(session, pixels, spec.processor_res)
+    else:  # lineart, lineart_coarse: the same steps around their own nets
+        made = lineart.lineart(session, pixels, spec.processor_res)
     return Image.fromarray(made, "RGB")
