@@ -12,8 +12,8 @@
   failed child fails the parent with the child's reason and code (a bad image stays the input's fault);
   cancelling the parent cancels its children (:mod:`sdfleet.jobs.fanout`).
 
-Without a blob store there is no fan-out: units are left to the generating worker, which runs the model-free
-modules inline.
+A unit on img2img without an image of its own, whose batch has several distinct init images, is left to the
+generating worker (model-free modules run inline there, on each picture); a module with weights is then a 422.
 """
 
 from __future__ import annotations

@@ -154,9 +154,15 @@ class JobService:
             raise ValidationError(
                 "the same idempotency_key appears twice in one batch", field="idempotency_key"
             )
-        if self.fanout is None and any(r.kind in PARENT_KINDS or r.first_stage for r in requests):
+        if self.fanout is None and any(r.kind in PARENT_KINDS for r in requests):
             raise ValidationError(
                 "this orchestrator runs no parent jobs (it has no blob store)", field="kind"
+            )
+        if self.fanout is None and any(r.first_stage for r in requests):
+            raise ValidationError(
+                "ControlNet preprocessing runs as annotate jobs, and this orchestrator has no blob store for "
+                "them: send the control map itself, with module 'none'",
+                field="params.controlnet",
             )
         row = await self.tenants.ensure(tenant)
         limits = self.tenants.limits_of(row) if self.settings.quotas.enabled else None
