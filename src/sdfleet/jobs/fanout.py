@@ -129,6 +129,23 @@ def first_output(outputs: dict[str, list[Output]], job: Job) -> Output:
     return found[0]
 
 
+REASON_SEPARATOR = " — "
+
+
+def waiting_for(parent: Job, children: Sequence[Job]) -> str | None:
+    """A waiting parent's ``wait_reason``: its own (what it waits for, set when it was stored), followed by why
+    a child of its current stage still waits to be claimed (nobody online can serve it), if one does."""
+    base = (parent.wait_reason or "").split(REASON_SEPARATOR)[0] or None
+    stuck = next(
+        (c for c in children if c.stage == parent.stage and c.state == JobState.QUEUED and c.wait_reason),
+        None,
+    )
+    if stuck is None:
+        return base
+    why = f"{stuck.kind.value} job {stuck.id}: {stuck.wait_reason}"
+    return f"{base}{REASON_SEPARATOR}{why}" if base else why
+
+
 def child_index(job: Job) -> int:
     """A child's number within its stage."""
     return int(job.labels.get(CHILD_INDEX_LABEL, "0"))
@@ -263,7 +280,9 @@ class FanOut:
         done = sum(c.state == JobState.SUCCEEDED for c in children)
         total = max(self.plans[parent.kind].expected(parent), len(children))
         cost = sum(c.cost_usd for c in children)
-        if (done, total) == (parent.progress_step, parent.progress_total) and cost == parent.cost_usd:
+        reason = waiting_for(parent, children)
+        unchanged = (done, total) == (parent.progress_step, parent.progress_total) and cost == parent.cost_usd
+        if unchanged and reason == parent.wait_reason:
             return
         now = self.clock()
         tx.update_job(
@@ -272,8 +291,12 @@ class FanOut:
             progress_total=total,
             cost_usd=cost,
             engine_seconds=sum(c.engine_seconds for c in children),
+            wait_reason=reason,
             updated_at=now,
         )
+        if unchanged:  # only the reason changed: no progress event
+            fx.jobs.add(parent_id)
+            return
         tx.insert_events(
             [
                 (
@@ -434,4 +457,5 @@ __all__ = [
     "child_index",
     "child_jobs",
     "insert_children",
+    "waiting_for",
 ]

@@ -221,8 +221,8 @@ class JobService:
             tx.insert_events([(j.id, tenant, EventType.QUEUED, {"state": "queued"}, now) for j in new_jobs])
             for parent in parents:
                 insert_children(tx, fx, stages[parent.id], now)
-                if parent.wait_reason:
-                    tx.set_wait_reason([parent.id], parent.wait_reason)
+                if parent.wait_reason:  # (a row is inserted without one)
+                    tx.update_job(parent.id, wait_reason=parent.wait_reason)
             self.transitions.queue_webhooks(tx, fx, new_jobs, "job.queued", now, only_explicit=True)
             fx.work = len(new_jobs)
             fx.count("submitted", len(new_jobs))

@@ -236,6 +236,16 @@ async def test_a_failed_annotate_job_fails_the_generation_and_cancel_reaches_it(
     assert waiting["state"] == "waiting" and "depth_midas for controlnet.0" in waiting["wait_reason"]
     [child] = await _children(api, waiting["id"])
     assert child["kind"] == "annotate" and child["params"]["model"] == "junk-midas"
+    # nobody online can take the annotate job: the generation says so too
+    stuck: dict[str, Any] = {}
+
+    async def says_why() -> bool:
+        stuck.update((await api.get(f"/v1/jobs/{waiting['id']}")).json())
+        return "no worker" in (stuck["wait_reason"] or "")
+
+    await wait_until(says_why, 10, "the generation to say why its annotate job waits")
+    assert stuck["wait_reason"].startswith("waiting for preprocessing: depth_midas for controlnet.0")
+    assert f"annotate job {child['id']}: no worker" in stuck["wait_reason"], stuck
     assert (await api.post(f"/v1/jobs/{waiting['id']}/cancel")).status_code == 200
     assert (await _ended(api, waiting["id"]))["state"] == "canceled"
     assert (await _ended(api, child["id"]))["state"] == "canceled"
