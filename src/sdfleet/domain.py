@@ -133,6 +133,8 @@ class ModelKind(StrEnum):
     VAE = "vae"
     EMBEDDING = "embedding"
     CONTROLNET = "controlnet"
+    IP_ADAPTER = "ip_adapter"  # IP-Adapter (image prompts); arch: SD family and image encoder (sd1-vit-h)
+    IMAGE_ENCODER = "image_encoder"  # a CLIP vision encoder for IP-Adapters; arch: its family (vit-h)
     UPSCALER = "upscaler"
     FACE_RESTORER = "face_restorer"  # GFPGAN / CodeFormer weights (run through spandrel)
     FACE_DETECTOR = "face_detector"  # YuNet's ONNX file (OpenCV's FaceDetectorYN)
@@ -203,7 +205,12 @@ class ControlNetUnit(BaseModel):
     fractions of the steps) and how it balances with the prompt (``control_mode``). ``module`` is the
     preprocessor that turns the image into the net's control map; ``none`` sends the image as it is.
     ``preprocessed``: the image already is the module's map (the server sets it once an ``annotate`` job made
-    the map): the engine uses it as it is, and the infotext still names the module."""
+    the map): the engine uses it as it is, and the infotext still names the module.
+
+    A unit whose ``model`` is a registered IP-Adapter is an image prompt: ``image`` is the reference picture,
+    ``module`` one of the extension's ``ip-adapter_clip_*`` preprocessors (or ``ip-adapter-auto``/``none``),
+    and ``image_encoder`` the registered CLIP vision encoder it runs (none given: one that fits, chosen at
+    submit)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -212,6 +219,11 @@ class ControlNetUnit(BaseModel):
     model: str = Field(min_length=1, max_length=200)
     weight: float = Field(default=1.0, ge=0.0, le=2.0)
     image: str | None = None
+    mask: str | None = None
+    """The extension's unit mask (a reference): the inpaint modules' mask; for other modules a mask that is
+    not blank is a scribble drawn on the canvas and becomes the control image, as the extension does."""
+    effective_region_mask: str | None = None
+    """Where the unit steers (a reference): its residuals × this mask, resized to each residual."""
     resize_mode: Literal["Just Resize", "Crop and Resize", "Resize and Fill"] = "Crop and Resize"
     processor_res: int = Field(default=512, ge=64, le=2048)
     threshold_a: float | None = Field(default=None, ge=-1e6, le=1e6)
@@ -224,6 +236,7 @@ class ControlNetUnit(BaseModel):
     )
     hr_option: Literal["Both", "Low res only", "High res only"] = "Both"
     save_detected_map: bool = True
+    image_encoder: str | None = Field(default=None, min_length=1, max_length=200)
     preprocessed: bool = False
 
     @model_validator(mode="after")
@@ -536,7 +549,25 @@ class Job:
             return 1
         if self.kind == JobKind.UPSCALE_BATCH:
             return len(self.spec.get("images") or ())
+        return self.images_generated + self.detected_maps
+
+    @property
+    def images_generated(self) -> int:
+        """The pictures a generation job draws (``batch_size × n_iter``), before any detected maps."""
         return int(self.spec.get("batch_size", 1)) * int(self.spec.get("n_iter", 1))
+
+    @property
+    def detected_maps(self) -> int:
+        """The ControlNet control maps a generation job returns after its pictures, as the A1111 extension
+        appends them: one per enabled unit with ``save_detected_map`` (its default)."""
+        if self.kind not in (JobKind.TXT2IMG, JobKind.IMG2IMG):
+            return 0
+        units = self.spec.get("controlnet") or []
+        return sum(
+            1
+            for u in units
+            if isinstance(u, dict) and u.get("enabled", True) and u.get("save_detected_map", True)
+        )
 
     @property
     def latest_checkpoint(self) -> dict[str, Any] | None:

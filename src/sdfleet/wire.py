@@ -91,6 +91,8 @@ class OutputView(BaseModel):
     size: int
     seed: int | None = None
     infotext: str | None = None
+    detected_map: bool = False
+    """A ControlNet unit's control map, returned after the generated images (not one of them)."""
 
 
 class ProgressView(BaseModel):

@@ -192,6 +192,11 @@ def test_up_runs_controlnet_units_of_the_native_api(tmp_path: Path, tiny_models:
         image = Image.open(io.BytesIO(client.get(done["outputs"][0]["url"]).content))
         info = parse_infotext(image.info["parameters"])
         assert info["ControlNet 0"].startswith("Module: none, Model: tiny-controlnet-sd1 [")
+        # the unit's detected map follows the picture, marked as such (no seed, no infotext)
+        assert [o["detected_map"] for o in done["outputs"]] == [False, True]
+        assert done["outputs"][1]["seed"] is None and done["result"]["info"]["detected_maps"] == 1
+        shown = Image.open(io.BytesIO(client.get(done["outputs"][1]["url"]).content)).convert("RGB")
+        assert shown.tobytes() == circle.tobytes()  # module none: the control image itself
         wrong = {**params, "controlnet": [{"model": "tiny-controlnet-sdxl", "image": control}]}
         r = client.post("/v1/jobs", json={"params": wrong})
         assert r.status_code == 422 and "params.controlnet.0.model" in r.text and "SDXL" in r.text, r.text
@@ -222,6 +227,21 @@ def test_up_runs_controlnet_units_of_the_native_api(tmp_path: Path, tiny_models:
             alwayson_scripts={},
         )
         infotext = result.info["infotexts"][0]
+        assert len(result.images) == 2 and len(result.info["infotexts"]) == 1  # the picture, then the map
         assert 'ControlNet 0: "Module: canny, Model: tiny-controlnet-sd1 [' in infotext
         assert "Control Mode: ControlNet is more important" in infotext and "Threshold A: 64" in infotext
         assert "controlnet" in client.get("/sdapi/v1/scripts").json()["txt2img"]
+        quiet_unit = {**unit.to_dict(), "save_detected_map": False}  # webuiapi does not send the field
+        quiet = client.post(
+            "/sdapi/v1/txt2img",
+            json={
+                "prompt": "a circle",
+                "width": 32,
+                "height": 32,
+                "steps": 2,
+                "alwayson_scripts": {"controlnet": {"args": [quiet_unit]}},
+            },
+        )
+        assert quiet.status_code == 200 and len(quiet.json()["images"]) == 1, quiet.text
+        detected = api.controlnet_detect([circle], module="canny")
+        assert detected.info == "Success" and len(detected.images) == 1

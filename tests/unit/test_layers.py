@@ -37,10 +37,14 @@ LEAVES: dict[str, set[str]] = {
 ALLOWED: dict[str, set[str]] = {
     **LEAVES,
     "a1111": {"domain", "errors", "specs", "validation"},
+    # the model-free ControlNet preprocessors (numpy/OpenCV, no torch): the engine runs them inline, the job
+    # service in the API process for /controlnet/detect
+    "annotators": {"errors", "specs"},
     "blobs": {"errors", "filehash"},
     "store": {"domain", "errors", "specs"},
     "jobs": {
         "a1111",
+        "annotators",
         "blobs",
         "config",
         "domain",
@@ -64,7 +68,7 @@ ALLOWED: dict[str, set[str]] = {
         "validation",
         "wire",
     },
-    "engine": {"a1111", "domain", "errors", "filehash", "specs"},
+    "engine": {"a1111", "annotators", "domain", "errors", "filehash", "specs"},
     "models": {"domain", "errors", "filehash", "netguard", "wire"},
     "training": {"domain", "engine", "errors", "specs"},
     "worker": {"config", "domain", "engine", "errors", "models", "netguard", "specs", "training", "wire"},

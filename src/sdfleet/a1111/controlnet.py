@@ -10,14 +10,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticError
 
 from sdfleet.a1111.catalog import Catalog
-from sdfleet.domain import CONTROL_HR_OPTIONS, CONTROL_MODES, CONTROL_RESIZE_MODES, ControlNetUnit
+from sdfleet.domain import CONTROL_HR_OPTIONS, CONTROL_MODES, CONTROL_RESIZE_MODES, ControlNetUnit, ModelKind
 from sdfleet.errors import ValidationError
 from sdfleet.specs.controlnet import module_named
+from sdfleet.specs.ipadapter import adapter_family, check_unit_module
 
-__all__ = ["SCRIPT_NAMES", "controlnet_units"]
+__all__ = ["SCRIPT_NAMES", "DetectBody", "controlnet_units"]
 
 SCRIPT_NAMES = ("controlnet",)
 """``alwayson_scripts`` keys (any case) that carry ControlNet units."""
@@ -80,7 +82,19 @@ def _unit(raw: Any, index: int, field: str, catalog: Catalog, notes: list[str]) 
         )
     module = str(raw.get("module") or "none")
     module_named(module, f"{field}.module")
+    ip_adapter = model.kind == ModelKind.IP_ADAPTER  # an image prompt: module ip-adapter_clip_*
+    check_unit_module(
+        module, ip_adapter, adapter_family(model.arch)[1] if ip_adapter else None, f"{field}.module"
+    )
     image, mask = _image(raw.get("image", raw.get("input_image")), f"{field}.image")
+    for key in ("mask", "mask_image"):  # the unit's own mask field (and its alias) wins over image.mask
+        if isinstance(raw.get(key), str) and raw[key]:
+            mask = raw[key]
+    region = raw.get("effective_region_mask")
+    if region is not None and not isinstance(region, str):
+        raise ValidationError(
+            f"{field}.effective_region_mask must be a base64 image", field=f"{field}.effective_region_mask"
+        )
     mode = raw.get("control_mode", 0)
     if raw.get("guessmode") and "control_mode" not in raw:
         mode = "ControlNet is more important"
@@ -89,6 +103,8 @@ def _unit(raw: Any, index: int, field: str, catalog: Catalog, notes: list[str]) 
         "module": module,
         "model": model.name,
         "image": image,
+        "mask": mask,
+        "effective_region_mask": region or None,
         "resize_mode": _choice(
             raw.get("resize_mode", 1), CONTROL_RESIZE_MODES, _RESIZE_ALIASES, f"{field}.resize_mode"
         ),
@@ -103,8 +119,13 @@ def _unit(raw: Any, index: int, field: str, catalog: Catalog, notes: list[str]) 
     for key in ("pixel_perfect", "save_detected_map"):
         if key in raw:
             values[key] = bool(raw[key])
-    if mask:
-        notes.append(f"ControlNet unit {index}: its mask is not applied here")
+    step = module_named(module, f"{field}.module").sampling_step
+    if step:
+        notes.append(f"ControlNet unit {index}: {module}'s control map is applied; {step} is not done here")
+    if ip_adapter and values["control_mode"] != "Balanced":
+        notes.append(
+            f"ControlNet unit {index}: an IP-Adapter has no control mode (the extension hides it too)"
+        )
     try:
         return ControlNetUnit.model_validate(values)
     except PydanticError as exc:  # name the unit's field
@@ -130,3 +151,27 @@ def controlnet_units(
         units = [_unit(raw, i, f"{field}.{i}", catalog, notes) for i, raw in enumerate(args)]
         return [u for u in units if u is not None]
     return []
+
+
+class DetectBody(BaseModel):
+    """``POST /controlnet/detect``'s body as the extension reads it (unknown fields ignored), plus
+    ``controlnet_images``, the name ``webuiapi``'s ``controlnet_detect`` sends the pictures under."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    controlnet_module: str = "none"
+    controlnet_input_images: list[str] = Field(default_factory=list)
+    controlnet_images: list[str] = Field(default_factory=list)
+    controlnet_processor_res: float = -1
+    controlnet_threshold_a: float = -1
+    controlnet_threshold_b: float = -1
+    controlnet_masks: list[str] = Field(default_factory=list)
+    low_vram: bool = False
+
+    def pictures(self) -> tuple[list[str], str]:
+        """The pictures and the field they came in (``controlnet_input_images`` wins when both are sent)."""
+        if self.controlnet_input_images:
+            return self.controlnet_input_images, "controlnet_input_images"
+        if self.controlnet_images:
+            return self.controlnet_images, "controlnet_images"
+        return [], "controlnet_input_images"

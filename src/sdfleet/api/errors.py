@@ -9,6 +9,7 @@ validation errors in FastAPI's standard 422 ``{"detail": [...]}`` — what A1111
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Mapping
@@ -31,7 +32,15 @@ A1111_PATHS = ("/sdapi/", "/internal/")
 
 def json_safe(value: Any, depth: int = 0) -> Any:
     """``value`` with what JSON cannot carry made printable: NaN/Infinity become their names, text with
-    unpaired surrogates is escaped, nesting is cut — so an error about a bad input can always be rendered."""
+    unpaired surrogates is escaped, nesting is cut — so an error about a bad input can always be rendered.
+    A value JSON can already carry comes back as it is (checked by the C encoder, not walked in Python:
+    job views call this for every job they list)."""
+    if depth == 0 and isinstance(value, dict | list):
+        try:
+            json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+            return value
+        except (ValueError, TypeError, RecursionError):  # NaN, a lone surrogate, deep or odd values
+            pass
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     if isinstance(value, str):

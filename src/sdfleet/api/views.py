@@ -14,14 +14,20 @@ from sdfleet.wire import CheckpointView, ErrorView, JobView, OutputView, Progres
 OUTPUT_URL_SECONDS = 24 * 3600.0
 
 
-def output_view(ctx: AppContext, request: Request, output: Output) -> OutputView:
+def is_detected_map(job: Job, output: Output) -> bool:
+    """Whether ``output`` is one of a generation job's ControlNet detected maps (they follow its images)."""
+    return job.detected_maps > 0 and output.index >= job.images_generated
+
+
+def output_view(ctx: AppContext, request: Request, output: Output, detected_map: bool = False) -> OutputView:
     return OutputView(
         index=output.index,
         url=ctx.absolute(request, ctx.blobs.get_url(output.blob_key, OUTPUT_URL_SECONDS)),
         content_type=output.content_type,
         size=output.size,
-        seed=output.seed,
-        infotext=output.infotext,
+        seed=None if detected_map else output.seed,
+        infotext=None if detected_map else output.infotext,
+        detected_map=detected_map,
     )
 
 
@@ -54,7 +60,7 @@ def job_view(
         cancel_requested=job.cancel_requested,
         wait_reason=job.wait_reason if job.state.value in ("queued", "waiting") else None,
         error=ErrorView(code=job.error_code, message=job.error_message) if job.error_code else None,
-        outputs=[output_view(ctx, request, o) for o in outputs],
+        outputs=[output_view(ctx, request, o, is_detected_map(job, o)) for o in outputs],
         engine_seconds=round(job.engine_seconds, 6),
         cost_usd=round(job.cost_usd, 8),
         result=json_safe(job.result),

@@ -122,6 +122,17 @@ class S3BlobStore:
     async def put_many(self, items: list[tuple[str, bytes, str]]) -> None:
         await asyncio.gather(*(self.put(key, data, ct) for key, data, ct in items))
 
+    async def put_new_many(self, items: list[tuple[str, bytes, str]]) -> list[bool]:
+        results = await asyncio.gather(
+            *(self.put_new(key, data, ct) for key, data, ct in items), return_exceptions=True
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            stored = [key for (key, _, _), r in zip(items, results, strict=True) if r is True]
+            await asyncio.gather(*(self.delete(key) for key in stored), return_exceptions=True)
+            raise failed[0]
+        return [r is True for r in results]
+
     async def sizes(self, keys: list[str]) -> dict[str, int | None]:
         found = await asyncio.gather(*(self.size(k) for k in keys))
         return dict(zip(keys, found, strict=True))

@@ -47,12 +47,16 @@ def models_add(
     kind: Annotated[
         str,
         typer.Option(
-            help="checkpoint, lora, vae, embedding, controlnet, upscaler, face_restorer, face_detector"
+            help="checkpoint, lora, vae, embedding, controlnet, ip_adapter, image_encoder, upscaler, "
+            "face_restorer, face_detector"
         ),
     ] = "checkpoint",
     arch: Annotated[
         str | None,
-        typer.Option(help="sd1, sd2 or sdxl; an upscaler's net family (read from a local file if not given)"),
+        typer.Option(
+            help="sd1, sd2 or sdxl; an upscaler's net family; an IP-Adapter's family and image encoder "
+            "(sd1-vit-h); an image encoder's family (vit-h) — read from a local file if not given"
+        ),
     ] = None,
     sha256: Annotated[str | None, typer.Option(help="Required for remote sources.")] = None,
     size: Annotated[int | None, typer.Option(help="Bytes; required for remote sources.")] = None,
@@ -87,6 +91,8 @@ def models_add(
         arch = arch or net_arch
     if model_kind == ModelKind.CONTROLNET and Path(source).is_absolute():
         arch = arch or controlnet_arch(Path(source))
+    if model_kind in (ModelKind.IP_ADAPTER, ModelKind.IMAGE_ENCODER) and Path(source).is_absolute():
+        arch = arch or ip_adapter_arch(Path(source), model_kind)
     record = ModelRecord(
         name=name,
         kind=model_kind,
@@ -154,6 +160,22 @@ def controlnet_arch(path: Path) -> str:
 
     try:
         return read_controlnet(path).arch
+    except SdfleetError as exc:
+        raise fail(exc.message) from None
+
+
+def ip_adapter_arch(path: Path, kind: Any) -> str:
+    """What the registry records of an IP-Adapter (its SD family and the image encoder it reads:
+    ``sd1-vit-h``) or of an image encoder (its family: ``vit-h``), from the file's header; exits with the
+    reason when it is not one."""
+    from sdfleet.domain import ModelKind
+    from sdfleet.engine.controlnet.ipadapter_detect import read_image_encoder, read_ip_adapter
+    from sdfleet.errors import SdfleetError
+
+    try:
+        if kind == ModelKind.IP_ADAPTER:
+            return read_ip_adapter(path).registry_arch
+        return read_image_encoder(path).family
     except SdfleetError as exc:
         raise fail(exc.message) from None
 

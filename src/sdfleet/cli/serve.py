@@ -199,8 +199,15 @@ def up(
     controlnet: Annotated[
         list[Path],
         typer.Option(
-            help="A ControlNet file (.safetensors, original or diffusers layout) to register under its stem; "
-            "repeatable. Its SD family is read from the file."
+            help="A ControlNet file (.safetensors, original or diffusers layout) or an IP-Adapter file to "
+            "register under its stem; repeatable. Its SD family is read from the file."
+        ),
+    ] = [],  # noqa: B006
+    image_encoder: Annotated[
+        list[Path],
+        typer.Option(
+            help="A CLIP vision encoder for IP-Adapters (.safetensors, CLIPVisionModelWithProjection) to "
+            "register under its stem; repeatable."
         ),
     ] = [],  # noqa: B006
     fake_step_seconds: Annotated[
@@ -259,6 +266,8 @@ def up(
         _register_upscaler(settings, path.expanduser().resolve())
     for path in controlnet:
         _register_controlnet(settings, path.expanduser().resolve())
+    for path in image_encoder:
+        _register_image_encoder(settings, path.expanduser().resolve())
     exe = [sys.executable, "-m", "sdfleet"]
     orchestrator = Child("orchestrator", [*exe, "serve"], env)
     worker_children = []
@@ -357,13 +366,31 @@ def _register_upscaler(settings: Settings, path: Path) -> None:
 
 
 def _register_controlnet(settings: Settings, path: Path) -> None:
-    """Put an `up --controlnet` file in the registry under its stem (the family read from it)."""
-    from sdfleet.cli.models import controlnet_arch
+    """Put an `up --controlnet` file in the registry under its stem (the family read from it); an IP-Adapter
+    file as an ``ip_adapter``."""
+    from sdfleet.cli.models import controlnet_arch, ip_adapter_arch
     from sdfleet.domain import ModelKind
+    from sdfleet.engine.sd.checkpoints import read_header
 
     _check_file("--controlnet", path)
+    if path.suffix.lower() == ".safetensors" and any(
+        k.startswith("ip_adapter.") for k in read_header(path).shapes
+    ):
+        arch = ip_adapter_arch(path, ModelKind.IP_ADAPTER)
+        _register_file(settings, path, path.stem, ModelKind.IP_ADAPTER, arch, arch)
+        return
     arch = controlnet_arch(path)
     _register_file(settings, path, path.stem, ModelKind.CONTROLNET, arch, arch)
+
+
+def _register_image_encoder(settings: Settings, path: Path) -> None:
+    """Put an `up --image-encoder` file in the registry under its stem (its family read from it)."""
+    from sdfleet.cli.models import ip_adapter_arch
+    from sdfleet.domain import ModelKind
+
+    _check_file("--image-encoder", path)
+    arch = ip_adapter_arch(path, ModelKind.IMAGE_ENCODER)
+    _register_file(settings, path, path.stem, ModelKind.IMAGE_ENCODER, arch, arch)
 
 
 def _check_file(option: str, path: Path) -> None:

@@ -83,6 +83,8 @@ def load_engine(
             vaes=_bind(lookup, "vae"),
             upscalers=_bind(lookup, "upscaler"),
             controlnets=_bind(lookup, "controlnet"),
+            ip_adapters=_bind(lookup, "ip_adapter"),
+            image_encoders=_bind(lookup, "image_encoder"),
             device=device,
             allow_pickle=allow_pickle,
             memory_budget_bytes=budget,

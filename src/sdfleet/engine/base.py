@@ -77,6 +77,9 @@ class GenerationResult:
 
     images: list[GeneratedImage]
     info: dict[str, object] = field(default_factory=dict)
+    detected_maps: list[Image] = field(default_factory=list)
+    """ControlNet control maps the job returns after its images (one per unit with ``save_detected_map``),
+    as the A1111 extension appends them; not counted as generated images."""
 
 
 OnStep = Callable[[StepInfo], None]

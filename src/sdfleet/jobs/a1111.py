@@ -29,7 +29,7 @@ class A1111Service:
                 vaes=tx.list_models(ModelKind.VAE),
                 upscalers=tx.list_models(ModelKind.UPSCALER),
                 face_restorers=tx.list_models(ModelKind.FACE_RESTORER),
-                controlnets=tx.list_models(ModelKind.CONTROLNET),
+                controlnets=[*tx.list_models(ModelKind.CONTROLNET), *tx.list_models(ModelKind.IP_ADAPTER)],
             )
 
         return await self._store.read(read)

@@ -12,8 +12,10 @@
   failed child fails the parent with the child's reason and code (a bad image stays the input's fault);
   cancelling the parent cancels its children (:mod:`sdfleet.jobs.fanout`).
 
-A unit on img2img without an image of its own, whose batch has several distinct init images, is left to the
-generating worker (model-free modules run inline there, on each picture); a module with weights is then a 422.
+Left to the generating worker (inline): an IP-Adapter unit's module (its image encoder), a unit with a mask
+(the inpaint modules read it beside the picture; for the others a drawn mask is the picture), and on img2img a
+unit without an image of its own whose batch has several distinct init images; a module with weights is then
+a 422.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from sdfleet.jobs.registry import resolve_annotator
 from sdfleet.jobs.types import Child
 from sdfleet.specs.annotate import AnnotateSpec, Annotator, cache_key, find_module, normalised
 from sdfleet.specs.annotate import pixel_perfect_resolution as pixel_perfect
+from sdfleet.specs.controlnet import Module
+from sdfleet.specs.ipadapter import is_ip_module
 from sdfleet.store import JobStore
 
 __all__ = ["UNITS_LABEL", "PreprocessPlan", "checked_annotate", "plan_preprocessing", "waiting_reason"]
@@ -92,7 +96,17 @@ async def plan_preprocessing(
         if unit.preprocessed or unit.module.lower() == "none":
             continue
         field = f"{params}controlnet.{i}.module"
+        if is_ip_module(unit.module):  # an IP-Adapter's image encoder: the engine's, no control map
+            continue
         entry = find_module(unit.module, field)
+        if isinstance(entry, Module) and (entry.needs_mask or unit.mask is not None):
+            continue  # the unit's mask goes beside the picture (inpaint) or replaces it: inline, on the worker
+        if unit.mask is not None:
+            raise ValidationError(
+                f"module {entry.name!r} runs as its own job on the unit's image; a unit mask is for the "
+                "model-free modules",
+                field=f"{params}controlnet.{i}.mask",
+            )
         picture = _picture(spec, unit)
         if picture is None:
             if isinstance(entry, Annotator):

@@ -263,9 +263,13 @@ async def generation_inputs(
                 "a ControlNet unit needs an image (on img2img it may read the init image)",
                 field=f"{field_prefix}controlnet.{i}.image",
             )
-        if unit.enabled and unit.image is not None:
-            ref = await inputs.ref(unit.image, f"{field_prefix}controlnet.{i}.image", limits)
-            unit = unit.model_copy(update={"image": ref})
+        if unit.enabled:
+            refs = {}
+            for key in ("image", "mask", "effective_region_mask"):
+                value = getattr(unit, key)
+                if value is not None:
+                    refs[key] = await inputs.ref(value, f"{field_prefix}controlnet.{i}.{key}", limits)
+            unit = unit.model_copy(update=refs) if refs else unit
         units.append(unit)
     if spec.controlnet:
         updates["controlnet"] = units
@@ -279,10 +283,11 @@ def input_refs(params: dict[str, Any]) -> list[str]:
         value = params.get(key)
         if isinstance(value, str) and value.startswith(BLOB_REF):
             refs.append(value)
-    for unit in params.get("controlnet") or []:  # ControlNet units' control images
-        ref = unit.get("image") if isinstance(unit, dict) else None
-        if isinstance(ref, str) and ref.startswith(BLOB_REF):
-            refs.append(ref)
+    for unit in params.get("controlnet") or []:  # ControlNet units' control images and masks
+        for key in ("image", "mask", "effective_region_mask"):
+            ref = unit.get(key) if isinstance(unit, dict) else None
+            if isinstance(ref, str) and ref.startswith(BLOB_REF):
+                refs.append(ref)
     for name in ("images", "class_images"):  # training jobs
         for image in params.get(name) or []:
             ref = image.get("ref") if isinstance(image, dict) else None

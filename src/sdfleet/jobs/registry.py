@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +19,7 @@ from sdfleet.a1111 import extract_extra_networks
 from sdfleet.domain import GenerationSpec, ModelKind, ModelRecord
 from sdfleet.errors import Conflict, NotFound, ValidationError
 from sdfleet.specs.annotate import WEIGHTED, Annotator, find_module
+from sdfleet.specs.ipadapter import adapter_family, check_unit_module, encoder_fits
 from sdfleet.specs.upscale import UpscaleSpec, is_builtin_hires_upscaler, is_pixel_upscaler
 from sdfleet.store import JobStore
 
@@ -29,9 +31,18 @@ ARCHS = ("sd1", "sd2", "sdxl")
 _FAMILY = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,15}$")
 """An upscaler's or face model's ``arch``: its network family (``esrgan``, ``srvgg``, or the name spandrel
 gives one), read from the file at registration."""
-NET_KINDS = (ModelKind.UPSCALER, ModelKind.FACE_RESTORER, ModelKind.FACE_DETECTOR, ModelKind.ANNOTATOR)
+NET_KINDS = (
+    ModelKind.UPSCALER,
+    ModelKind.FACE_RESTORER,
+    ModelKind.FACE_DETECTOR,
+    ModelKind.IMAGE_ENCODER,
+    ModelKind.ANNOTATOR,
+)
 """Kinds whose ``arch`` is a network family (an annotator's: the family of the modules it serves, ``midas``,
 ``depth_anything``), not an SD architecture."""
+_IP_ARCH = re.compile(r"^(sd1|sd2|sdxl)(-[a-z0-9][a-z0-9_.\-]{0,10})?$")
+"""An IP-Adapter's ``arch``: its SD family and, read from the file at registration, the image encoder it
+reads (``sd1-vit-h``, ``sdxl-vit-bigg``; see :mod:`sdfleet.specs.ipadapter`)."""
 
 
 def sha256_file(path: Path, on_progress: Callable[[int], None] | None = None) -> str:
@@ -82,10 +93,22 @@ def check_source(source: str, *, allow_pickle: bool) -> str:
 
 @dataclass(slots=True, frozen=True)
 class ModelUse:
-    """What a spec needs from the registry: the architecture it pins, and every model it names."""
+    """What a spec needs from the registry: the architecture it pins, every model it names, and the image
+    encoder chosen for each IP-Adapter unit that named none (unit index → registry name)."""
 
     arch: str | None
     names: tuple[str, ...]
+    image_encoders: Mapping[int, str] = dataclass_field(default_factory=dict)
+
+    def apply(self, spec: GenerationSpec) -> GenerationSpec:
+        """``spec`` with the chosen image encoders written into its units (so workers fetch them)."""
+        if not self.image_encoders:
+            return spec
+        units = [
+            u.model_copy(update={"image_encoder": self.image_encoders[i]}) if i in self.image_encoders else u
+            for i, u in enumerate(spec.controlnet)
+        ]
+        return spec.model_copy(update={"controlnet": units})
 
 
 class ModelService:
@@ -105,7 +128,13 @@ class ModelService:
             raise ValidationError(
                 "name: letters, digits, space and . _ - ( ) [ ] + / (no '..' or ':')", field="name"
             )
-        if model.kind in NET_KINDS:
+        if model.kind == ModelKind.IP_ADAPTER:
+            if model.arch is not None and not _IP_ARCH.match(model.arch):
+                raise ValidationError(
+                    "arch of an IP-Adapter is its SD family and the image encoder it reads: sd1, sdxl-vit-h, …",
+                    field="arch",
+                )
+        elif model.kind in NET_KINDS:
             if model.arch is not None and not _FAMILY.match(model.arch):
                 raise ValidationError(
                     "arch of an upscaler, face model or annotator is its network family: 1–16 of a-z 0-9 _ . -",
@@ -201,7 +230,8 @@ class ModelService:
                 raise ValidationError(
                     f"no {kind.value} named {name!r} in the registry", field=field_prefix + field
                 )
-            if model.kind != kind:
+            ip_unit = kind == ModelKind.CONTROLNET and model.kind == ModelKind.IP_ADAPTER
+            if model.kind != kind and not ip_unit:
                 raise ValidationError(
                     f"{name!r} is a {model.kind.value}, not a {kind.value}", field=field_prefix + field
                 )
@@ -210,6 +240,8 @@ class ModelService:
         if arch is not None:
             for name, kind, field in wanted:
                 other = found[name].arch
+                if found[name].kind == ModelKind.IP_ADAPTER:  # sd1-vit-h: the SD family, then the encoder
+                    other = adapter_family(other)[0]
                 if kind in NET_KINDS:  # an upscaler's or face model's arch is its net family: any checkpoint
                     continue
                 if other is not None and other != arch and field != "refiner_checkpoint":
@@ -217,7 +249,61 @@ class ModelService:
                         f"{name!r} is made for {other.upper()}, the checkpoint is {arch.upper()}",
                         field=field_prefix + field,
                     )
-        return ModelUse(arch=arch, names=tuple(dict.fromkeys(w[0] for w in wanted)))
+        encoders = await self._image_encoders(spec, found, field_prefix)
+        names = [
+            *(w[0] for w in wanted),
+            *(u.image_encoder for _, u in spec.active_controlnet if u.image_encoder),
+        ]
+        return ModelUse(
+            arch=arch, names=tuple(dict.fromkeys([*names, *encoders.values()])), image_encoders=encoders
+        )
+
+    async def _image_encoders(
+        self, spec: GenerationSpec, found: Mapping[str, ModelRecord], field_prefix: str
+    ) -> dict[int, str]:
+        """Check each unit's module against its model (an IP-Adapter preprocessor for an IP-Adapter, none for
+        a ControlNet) and each IP-Adapter unit's image encoder: the one it names must be a registered
+        ``image_encoder`` that gives what the adapter reads; a unit naming none gets the first by name that
+        does (none registered that fits: a 422 naming the unit's model)."""
+        chosen: dict[int, str] = {}
+        registered: list[ModelRecord] | None = None
+        asked = [u.image_encoder for _, u in spec.active_controlnet if u.image_encoder]
+        named = await self.store.read(lambda tx: tx.get_models(asked)) if asked else {}
+        for i, unit in spec.active_controlnet:
+            model = found[unit.model]
+            ip = model.kind == ModelKind.IP_ADAPTER
+            need = adapter_family(model.arch)[1] if ip else None
+            at = f"{field_prefix}controlnet.{i}"
+            family = check_unit_module(unit.module, ip, need, f"{at}.module")
+            if not ip:
+                continue
+            if unit.image_encoder is not None:
+                encoder = named.get(unit.image_encoder)
+                if encoder is None or encoder.kind != ModelKind.IMAGE_ENCODER:
+                    raise ValidationError(
+                        f"no image_encoder named {unit.image_encoder!r} in the registry",
+                        field=f"{at}.image_encoder",
+                    )
+                if not (encoder_fits(need, encoder.arch) and encoder_fits(family, encoder.arch)):
+                    raise ValidationError(
+                        f"image encoder {encoder.name!r} ({encoder.arch}) does not give what IP-Adapter "
+                        f"{unit.model!r} reads ({need or family})",
+                        field=f"{at}.image_encoder",
+                    )
+                continue
+            if registered is None:
+                registered = await self.list(ModelKind.IMAGE_ENCODER)
+            fits = sorted(
+                m.name for m in registered if encoder_fits(need, m.arch) and encoder_fits(family, m.arch)
+            )
+            if not fits:
+                raise ValidationError(
+                    f"IP-Adapter {unit.model!r} reads a {need or family or 'CLIP'} image encoder, and no "
+                    "registered image_encoder gives it: register one (sdfleet models add --kind image_encoder)",
+                    field=f"{at}.model",
+                )
+            chosen[i] = fits[0]
+        return chosen
 
 
 async def resolve_annotator(store: JobStore, module: Annotator, field: str) -> ModelRecord:
@@ -357,6 +443,8 @@ def named_models(params: Mapping[str, Any]) -> list[str]:
     for unit in params.get("controlnet") or ():  # the enabled ControlNet units' nets
         if isinstance(unit, Mapping) and unit.get("enabled", True) and isinstance(unit.get("model"), str):
             names.append(unit["model"])
+            if isinstance(unit.get("image_encoder"), str):  # an IP-Adapter unit's CLIP vision encoder
+                names.append(unit["image_encoder"])
     for key in ("prompt", "negative_prompt"):
         text = params.get(key)
         if isinstance(text, str) and "<" in text:

@@ -270,6 +270,7 @@ class JobPreparer:
                 "txt2img takes no init_images or mask: use kind img2img", field=f"{params}init_images"
             )
         use = await self._models.resolve(gen, params)
+        gen = use.apply(gen)  # the image encoders chosen for IP-Adapter units
         if body.arch and use.arch and body.arch != use.arch:
             raise ValidationError(
                 f"arch {body.arch} does not match the checkpoint's ({use.arch})", field=f"{prefix}arch"

@@ -99,6 +99,7 @@ def recent_use(used: Any, served_at: Any, now: Any, postgres: bool) -> Any:
     return func.coalesce(used, 0.0) / (1.0 + elapsed / bindparam("c_memory", type_=Float))
 
 
+@functools.cache
 def claim_statement(*, skip_locked: bool, affinity: bool) -> Update:
     """The fair-share claim, built once (every value a bound parameter):
 
@@ -137,24 +138,24 @@ def claim_statement(*, skip_locked: bool, affinity: bool) -> Update:
             t.join(lateral, true())
         )
     else:
-        # SQLite (no LATERAL; its immediate transactions need no row locks): each tenant's first jobs by
-        # row number, ranked once over the claimable ids (a correlated LIMIT subquery per job row was
-        # quadratic in the queue's depth); the warmth columns are computed only for the window's rows
+        # SQLite has no LATERAL: each tenant's window is a correlated subquery per *tenant* row (an
+        # index walk of ix_jobs_tenant_claim that stops at c_window), collected with json_group_array and
+        # unpacked with json_each — O(tenants × window) per claim, whatever the queue's depth (ranking
+        # every claimable job with row_number() cost O(queue) per claim, and a correlated LIMIT per
+        # job row was quadratic). The warmth columns are computed only for the window's rows.
         k = jobs.alias("k")
-        ranked_ids = (
-            select(
-                k.c.id.label("id"),
-                func.row_number()
-                .over(partition_by=k.c.tenant, order_by=[k.c.stalled.desc(), k.c.priority.desc(), k.c.id])
-                .label("n"),
-            )
-            .where(*_claimable(k))
-            .subquery("n")
+        first = (
+            select(k.c.id)
+            .where(*_claimable(k), k.c.tenant == t.c.id)
+            .order_by(k.c.stalled.desc(), k.c.priority.desc(), k.c.id)
+            .limit(bindparam("c_window", type_=Integer))
+            .correlate(t)
+            .subquery("x")
         )
-        window = (
-            select(*columns, t.c.weight, t.c.served_at, t.c.share_used)
-            .select_from(t.join(j, j.c.tenant == t.c.id).join(ranked_ids, ranked_ids.c.id == j.c.id))
-            .where(ranked_ids.c.n <= bindparam("c_window", type_=Integer))
+        ids = select(func.json_group_array(first.c.id)).correlate(t).scalar_subquery()
+        each = func.json_each(ids).table_valued("value").alias("e")
+        window = select(*columns, t.c.weight, t.c.served_at, t.c.share_used).select_from(
+            t.join(each, true()).join(j, j.c.id == each.c.value)
         )
     w = window.subquery("w")
     running = (
@@ -192,3 +193,21 @@ def claim_statement(*, skip_locked: bool, affinity: bool) -> Update:
         .limit(bindparam("c_limit", type_=Integer))
     )
     return _hand_out(chosen.scalar_subquery())
+
+
+@functools.cache
+def served_statement(*, postgres: bool) -> Update:
+    """``UPDATE tenants``: what a claim handed a tenant (``s_jobs`` at ``s_now``) added to its decayed
+    recent use — the fair-share state. On PostgreSQL a row another claimer is writing is skipped
+    (``SKIP LOCKED``), not waited for."""
+    row: Any = tenants.c.id == bindparam("s_tenant")
+    if postgres:
+        row = tenants.c.id.in_(
+            select(tenants.c.id).where(row).with_for_update(skip_locked=True).scalar_subquery()
+        )
+    used = recent_use(tenants.c.share_used, tenants.c.served_at, bindparam("s_now", type_=Float), postgres)
+    return (
+        update(tenants)
+        .where(row)
+        .values(share_used=used + bindparam("s_jobs", type_=Float), served_at=bindparam("s_now"))
+    )

@@ -6,15 +6,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Float, bindparam, insert, literal, or_, select, update
+from sqlalchemy import bindparam, insert, literal, or_, select, update
 from sqlalchemy.engine import Connection
 
 from sdfleet.domain import Attempt, AttemptOutcome, Capabilities, Job, JobKind, JobState
-from sdfleet.store.claim import FEATURE_MASK, claim_statement, recent_use
+from sdfleet.store.claim import FEATURE_MASK, claim_statement, served_statement
 from sdfleet.store.dialect import Dialect
 from sdfleet.store.records import Affinity, CompletedJob, LeaseAnswer
 from sdfleet.store.rows import JOB_JSON_COLUMNS, attempt_from_row, dumps, encode, job_from_row, job_row
-from sdfleet.store.schema import attempts, job_models, jobs, tenants
+from sdfleet.store.schema import attempts, job_models, jobs
 
 _COMPLETE_JOB = (
     update(jobs)
@@ -211,19 +211,8 @@ class JobStatements:
         """Record what a claim handed each tenant (the fair-share state: decayed use, last time). On
         PostgreSQL a row another claimer is writing is skipped, not waited for — claims never queue
         behind each other on a tenant's row; under such contention the count runs a little low."""
-        postgres = not self.dialect.is_sqlite
-        row = tenants.c.id == bindparam("s_tenant")
-        if postgres:
-            row = tenants.c.id.in_(
-                select(tenants.c.id).where(row).with_for_update(skip_locked=True).scalar_subquery()
-            )
-        used = recent_use(
-            tenants.c.share_used, tenants.c.served_at, bindparam("s_now", type_=Float), postgres
-        )
         self.conn.execute(
-            update(tenants)
-            .where(row)
-            .values(share_used=used + bindparam("s_jobs", type_=Float), served_at=bindparam("s_now")),
+            served_statement(postgres=not self.dialect.is_sqlite),
             [{"s_tenant": t, "s_jobs": n, "s_now": now, "c_memory": memory} for t, n in served.items()],
         )
 

@@ -11,7 +11,9 @@ Nothing here downloads anything. :func:`build_tiny_models` makes, under one fold
 - two upscalers, ×4: an ESRGAN (RRDBNet, BasicSR key layout) and a Real-ESRGAN Compact (SRVGG) under
   ``upscalers/`` (:func:`write_tiny_upscaler`; ESRGAN's original layout with ``layout="old"``);
 - two ControlNets under ``controlnet/``: one for the SD 1.x model in the original key layout and one for the
-  SDXL model in the diffusers layout, their zero convolutions perturbed (:func:`write_tiny_controlnet`).
+  SDXL model in the diffusers layout, their zero convolutions perturbed (:func:`write_tiny_controlnet`);
+- IP-Adapters under ``ipadapter/`` (plain and Plus for the SD 1.x model, plain for SDXL) and the tiny CLIP
+  vision encoder they read under ``image_encoder/`` (:mod:`sdfleet.testing.tiny_ipadapter`).
 
 The tokenizer is the real CLIP BPE tokenizer (see :mod:`sdfleet.engine.sd.tokenizer`). Single files we
 write carry their components' diffusers configs in the safetensors metadata (key
@@ -33,6 +35,7 @@ from safetensors.torch import save_file
 from sdfleet.engine.sd.checkpoints import CONFIG_METADATA_KEY
 from sdfleet.engine.sd.convert import pipeline_configs, single_file_state, write_single_file
 from sdfleet.engine.sd.tokenizer import write_tokenizer
+from sdfleet.testing.tiny_ipadapter import write_tiny_image_encoder, write_tiny_ip_adapter
 
 __all__ = [
     "CONFIG_METADATA_KEY",
@@ -47,6 +50,8 @@ __all__ = [
     "write_lora",
     "write_single_file",
     "write_tiny_controlnet",
+    "write_tiny_image_encoder",
+    "write_tiny_ip_adapter",
 ]
 
 _diffusers: Any = importlib.import_module("diffusers")
@@ -267,6 +272,10 @@ class TinyModels:
     srvgg_file: Path
     controlnet_sd1_file: Path
     controlnet_sdxl_file: Path
+    ip_adapter_sd1_file: Path
+    ip_adapter_plus_sd1_file: Path
+    ip_adapter_sdxl_file: Path
+    image_encoder_file: Path
 
     @property
     def loras(self) -> dict[str, Path]:
@@ -388,6 +397,19 @@ def build_tiny_models(root: Path, seed: int = 0) -> TinyModels:
     controlnet_sdxl = write_tiny_controlnet(
         root / "controlnet" / "tiny-controlnet-sdxl.safetensors", sdxl.unet, seed=seed + 31
     )
+    ipadapter = root / "ipadapter"
+    ip_sd1 = write_tiny_ip_adapter(
+        ipadapter / "tiny-ip-adapter_sd15.safetensors", sd1.unet, "sd1", seed=seed + 40
+    )
+    ip_plus = write_tiny_ip_adapter(
+        ipadapter / "tiny-ip-adapter-plus_sd15.safetensors", sd1.unet, "sd1", variant="plus", seed=seed + 41
+    )
+    ip_sdxl = write_tiny_ip_adapter(
+        ipadapter / "tiny-ip-adapter_sdxl.safetensors", sdxl.unet, "sdxl", seed=seed + 42
+    )
+    encoder = write_tiny_image_encoder(
+        root / "image_encoder" / "tiny-clip-vision.safetensors", seed=seed + 43
+    )
     return TinyModels(
         root=root,
         sd1_dir=root / "tiny-sd1",
@@ -404,6 +426,10 @@ def build_tiny_models(root: Path, seed: int = 0) -> TinyModels:
         srvgg_file=srvgg,
         controlnet_sd1_file=controlnet_sd1,
         controlnet_sdxl_file=controlnet_sdxl,
+        ip_adapter_sd1_file=ip_sd1,
+        ip_adapter_plus_sd1_file=ip_plus,
+        ip_adapter_sdxl_file=ip_sdxl,
+        image_encoder_file=encoder,
     )
 
 
@@ -428,11 +454,15 @@ def main(argv: list[str] | None = None) -> None:
         "srvgg_file",
         "controlnet_sd1_file",
         "controlnet_sdxl_file",
+        "ip_adapter_sd1_file",
+        "ip_adapter_plus_sd1_file",
+        "ip_adapter_sdxl_file",
+        "image_encoder_file",
     ):
-        print(f"{name:20} {getattr(models, name)}")
+        print(f"{name:24} {getattr(models, name)}")
     for kind, table in (("lora", models.loras), ("embedding", models.embeddings), ("vae", models.vaes)):
         for key, path in table.items():
-            print(f"{kind + ' ' + key:20} {path}")
+            print(f"{kind + ' ' + key:24} {path}")
 
 
 if __name__ == "__main__":

@@ -41,12 +41,10 @@ import hashlib
 import importlib
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +63,17 @@ from sdfleet.training.data import (
     prepare,
 )
 from sdfleet.training.export import kohya_metadata, kohya_tensors, write_kohya_lora
+from sdfleet.training.runtime import (
+    CallbackFailed,
+    Encoder,
+    Sample,
+    Speed,
+    TrainResult,
+    fork_rng,
+    guarded,
+    resolve_precision,
+    safe_name,
+)
 from sdfleet.training.state import (
     CheckpointRetention,
     RngState,
@@ -88,110 +97,6 @@ UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 TRAINABLE_ARCHS = (SD1, SD2, SDXL)
 _CLASS_SEED_OFFSET = 1_000_003
-
-
-@dataclass(frozen=True, slots=True)
-class Precision:
-    """How tensors are kept and computed: frozen weights' dtype, autocast dtype, grad scaler or not."""
-
-    weight_dtype: torch.dtype
-    autocast_dtype: torch.dtype | None
-    grad_scaler: bool
-    label: str
-    """``no``, ``fp16`` or ``bf16`` (kohya's ``ss_mixed_precision``)."""
-
-
-def resolve_precision(device: torch.device, setting: str) -> Precision:
-    """fp32 on the CPU (and anything but CUDA); on CUDA bf16 when supported (``auto``), fp16, or none."""
-    if device.type != "cuda" or setting == "no":
-        return Precision(torch.float32, None, False, "no")
-    bf16_ok = torch.cuda.is_bf16_supported()
-    if setting == "bf16" or (setting == "auto" and bf16_ok):
-        if not bf16_ok:
-            raise ValidationError("this GPU does not support bf16", field="mixed_precision")
-        return Precision(torch.bfloat16, torch.bfloat16, False, "bf16")
-    return Precision(torch.float16, torch.float16, True, "fp16")
-
-
-@dataclass(frozen=True, slots=True)
-class TrainResult:
-    """What a finished run produced."""
-
-    lora_path: Path
-    """The kohya-format ``.safetensors`` LoRA."""
-    name: str
-    arch: str
-    steps: int
-    resumed_from: int | None
-    final_loss: float
-    seconds: float
-    """Wall time of this run (this worker's share when resumed)."""
-    it_per_s: float
-    metadata: dict[str, str]
-    checkpoints: list[Path] = field(default_factory=list)
-    """Local checkpoint files still on disk, oldest first."""
-    class_images: list[Path] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _Sample:
-    """A cached training sample: latent distribution, prompt, SDXL time ids."""
-
-    mean: torch.Tensor
-    std: torch.Tensor
-    prompt: str
-    time_ids: torch.Tensor | None
-
-
-@dataclass(slots=True)
-class _Encoder:
-    component: str
-    model: Any
-    tokenizer: Any
-
-
-class _Speed:
-    """Steps per second as an exponential moving average of step times."""
-
-    def __init__(self) -> None:
-        self.seconds: float | None = None
-
-    def add(self, seconds: float) -> float:
-        self.seconds = seconds if self.seconds is None else 0.8 * self.seconds + 0.2 * seconds
-        return 1.0 / self.seconds if self.seconds > 0 else 0.0
-
-
-class _CallbackFailed(Exception):
-    """A caller's callback raised: its exception passes through :meth:`LoraTrainer.run` unchanged."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _guarded(callback: _F | None) -> _F | None:
-    if callback is None:
-        return None
-
-    def call(*args: Any) -> Any:
-        try:
-            return callback(*args)
-        except Exception as exc:
-            raise _CallbackFailed(exc) from exc
-
-    return cast(_F, call)
-
-
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "lora"
-
-
-def _fork_rng(device: torch.device) -> contextlib.AbstractContextManager[None]:
-    devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
-    return torch.random.fork_rng(devices=devices)
 
 
 class LoraTrainer:
@@ -247,11 +152,11 @@ class LoraTrainer:
         self.model: LoadedModel | None = None
         self.trainable: dict[str, dict[str, torch.nn.Parameter]] = {}
         self.generator = torch.Generator("cpu")
-        self._samples: dict[tuple[int, bool], _Sample] = {}
-        self._class_samples: dict[int, _Sample] = {}
+        self._samples: dict[tuple[int, bool], Sample] = {}
+        self._class_samples: dict[int, Sample] = {}
         self._encodings: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._ids: dict[str, list[torch.Tensor]] = {}
-        self._encoders: list[_Encoder] = []
+        self._encoders: list[Encoder] = []
         self._class_paths: list[Path] = []
         self._data_sha256 = ""
 
@@ -306,13 +211,13 @@ class LoraTrainer:
             with torch.inference_mode(False), torch.enable_grad():
                 return self._run(
                     state,
-                    _guarded(on_progress),
-                    _guarded(on_checkpoint),
-                    _guarded(on_validation),
-                    _guarded(should_stop) or (lambda: False),
+                    guarded(on_progress),
+                    guarded(on_checkpoint),
+                    guarded(on_validation),
+                    guarded(should_stop) or (lambda: False),
                     checkpoint_on_stop,
                 )
-        except _CallbackFailed as failed:
+        except CallbackFailed as failed:
             raise failed.error from None  # the caller's own exception, untouched
         except SdfleetError:
             raise
@@ -353,7 +258,7 @@ class LoraTrainer:
             if self._class_paths
             else None
         )
-        speed = _Speed()
+        speed = Speed()
         it_per_s = 0.0
         loss = float(state.info.get("loss", math.nan)) if state is not None else math.nan
         last_checkpoint = start
@@ -456,9 +361,9 @@ class LoraTrainer:
         for module in self._modules():
             module.requires_grad_(False)
             module.eval()
-        self._encoders = [_Encoder("text_encoder", pipe.text_encoder, pipe.tokenizer)]
+        self._encoders = [Encoder("text_encoder", pipe.text_encoder, pipe.tokenizer)]
         if model.sdxl:
-            self._encoders.append(_Encoder("text_encoder_2", pipe.text_encoder_2, pipe.tokenizer_2))
+            self._encoders.append(Encoder("text_encoder_2", pipe.text_encoder_2, pipe.tokenizer_2))
         diffusers: Any = importlib.import_module("diffusers")
         self.noise_scheduler: Any = diffusers.DDPMScheduler.from_config(model.scheduler_config)
         prediction = self.noise_scheduler.config.prediction_type
@@ -535,13 +440,13 @@ class LoraTrainer:
                 prepared = prepare(image.path, spec.resolution, field=f"images.{index}", flip=flip)
                 mean, std = self._encode_latent(prepared.pixels)
                 time_ids = self._time_ids(prepared.original_size, prepared.crop_top_left)
-                self._samples[(index, flip)] = _Sample(mean, std, prompt, time_ids)
+                self._samples[(index, flip)] = Sample(mean, std, prompt, time_ids)
         self._data_sha256 = digest.hexdigest()
         for index, path in enumerate(self._class_paths):
             prepared = prepare(path, spec.resolution, field=f"class_images.{index}")
             mean, std = self._encode_latent(prepared.pixels)
             time_ids = self._time_ids(prepared.original_size, prepared.crop_top_left)
-            self._class_samples[index] = _Sample(mean, std, spec.class_prompt or "", time_ids)
+            self._class_samples[index] = Sample(mean, std, spec.class_prompt or "", time_ids)
         prompts = {s.prompt for s in self._samples.values()} | {
             s.prompt for s in self._class_samples.values()
         }
@@ -571,7 +476,7 @@ class LoraTrainer:
         targets: list[tuple[str, Any, tuple[str, ...]]] = [("unet", pipe.unet, UNET_TARGETS)]
         if spec.train_text_encoder:
             targets += [(enc.component, enc.model, TEXT_TARGETS) for enc in self._encoders]
-        with _fork_rng(self.device):
+        with fork_rng(self.device):
             torch.manual_seed(spec.seed)
             for component, module, modules in targets:
                 options: dict[str, Any] = {"lora_alpha": spec.network_alpha}  # a float works: alpha / r
@@ -813,7 +718,7 @@ class LoraTrainer:
     def _render(
         self, pipe: Any, prompt: str, negative: str, steps: int, cfg: float, seed: int
     ) -> Image.Image:
-        with _fork_rng(self.device), torch.no_grad(), self._autocast():
+        with fork_rng(self.device), torch.no_grad(), self._autocast():
             generator = torch.Generator("cpu").manual_seed(seed)
             out = pipe(
                 prompt=prompt,
@@ -871,6 +776,6 @@ class LoraTrainer:
             mixed_precision=self.precision.label,
             final_loss=loss if math.isfinite(loss) else None,
         )
-        path = write_kohya_lora(self.work_dir / f"{_safe_name(self.name)}.safetensors", tensors, metadata)
+        path = write_kohya_lora(self.work_dir / f"{safe_name(self.name)}.safetensors", tensors, metadata)
         log.info("training.exported name=%s path=%s tensors=%d", self.name, path, len(tensors))
         return path, metadata

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sdfleet.domain import GenerationSpec, JobKind, ModelKind
-from sdfleet.engine.base import GenerationResult, StepInfo
+from sdfleet.engine.base import GeneratedImage, GenerationResult, StepInfo
 from sdfleet.errors import EngineError, ModelUnavailable, SdfleetError
 from sdfleet.worker.context import Finish, RunContext
 from sdfleet.worker.deliver import deliver_images
@@ -27,8 +27,9 @@ def with_inputs(params: dict[str, Any], fetched: dict[str, str]) -> dict[str, An
     if isinstance(out.get("mask"), str):
         out["mask"] = fetched.get(out["mask"], out["mask"])
     if out.get("controlnet"):
+        keys = ("image", "mask", "effective_region_mask")
         out["controlnet"] = [
-            {**u, "image": fetched.get(u["image"], u["image"])} if isinstance(u.get("image"), str) else u
+            {**u, **{k: fetched.get(u[k], u[k]) for k in keys if isinstance(u.get(k), str)}}
             for u in out["controlnet"]
         ]
     return out
@@ -132,7 +133,9 @@ class GenerationRun:
                 detector=detectors[0] if detectors else None,
                 should_stop=job.should_stop,
             )
-            return GenerationResult(images=images, info={**result.info, "faces": faces})
+            return GenerationResult(
+                images=images, info={**result.info, "faces": faces}, detected_maps=result.detected_maps
+            )
 
         restored, error = await ctx.run_engine(job, "restore faces", work, keep=(ModelUnavailable,))
         if isinstance(error, ModelUnavailable):  # this worker cannot load the restorer: another may
@@ -143,7 +146,11 @@ class GenerationRun:
         """Encode the images, upload them (or send them inline) and complete the job."""
         assert self.result is not None
         info = {k: v for k, v in self.result.info.items() if isinstance(v, str | int | float)}
-        await deliver_images(self.ctx, self.job, self.result.images, info)
+        # the detected maps after the pictures (the outputs the orchestrator expects past batch × n_iter)
+        maps = [GeneratedImage(image=m, seed=-1, subseed=-1, infotext="") for m in self.result.detected_maps]
+        if maps:
+            info["detected_maps"] = len(maps)
+        await deliver_images(self.ctx, self.job, [*self.result.images, *maps], info)
 
 
 __all__ = ["GenerationRun", "with_inputs"]

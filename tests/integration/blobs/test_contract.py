@@ -128,6 +128,20 @@ async def test_put_new_never_replaces(blob_env: BlobEnv, key: str) -> None:
     assert await store.get(key) == b"one"
 
 
+async def test_put_new_many_is_all_or_nothing(blob_env: BlobEnv, key: str) -> None:
+    store = blob_env.store
+    first, second, taken = (key.replace(".png", f"-{n}.png") for n in ("a", "b", "c"))
+    assert await store.put_new(taken, b"other", "image/png") is True
+    assert await store.put_new_many([(first, b"1", "image/png"), (second, b"2", "image/png")]) == [True, True]
+    assert await store.put_new_many([(first, b"1", "image/png")]) == [False]  # a retry
+    fresh = key.replace(".png", "-d.png")
+    with pytest.raises(Conflict):
+        await store.put_new_many([(fresh, b"4", "image/png"), (taken, b"3", "image/png")])
+    assert await store.size(fresh) is None  # what the failed batch stored is gone
+    assert await store.get(taken) == b"other"
+    assert await store.put_new_many([]) == []
+
+
 def test_tampered_or_expired_urls_are_refused(blob_env: BlobEnv, key: str) -> None:
     store = blob_env.store
     assert blob_env.upload(store.put_url(key, 60, "image/png"), b"x", "image/png").status_code in (200, 201)

@@ -75,9 +75,21 @@ def test_skipped_units_are_reported_not_dropped_silently() -> None:
         {"model": "None", "image": "AAAA"},
         {"enabled": False, "model": "control_v11p_sd15_canny"},
         {"model": "control_v11p_sd15_canny", "image": {"image": "AAAA", "mask": "BBBB"}},
+        {"model": "control_v11p_sd15_canny", "module": "tile_colorfix", "image": "AAAA"},
     )
-    assert len(units) == 1
-    assert "unit 0: no model" in notes[0] and "unit 1: disabled" in notes[1] and "mask" in notes[2]
+    assert len(units) == 2
+    assert "unit 0: no model" in notes[0] and "unit 1: disabled" in notes[1]
+    assert "unit 3: tile_colorfix's control map is applied; the latent colour fix" in notes[2]
+    # the masks are read as the extension reads them: image.mask, or the unit's own mask / mask_image
+    assert units[0].image == "AAAA" and units[0].mask == "BBBB"
+
+
+def test_unit_masks_and_the_effective_region_are_kept() -> None:
+    units, _ = _map(
+        {"model": "control_v11p_sd15_canny", "image": "AAAA", "mask_image": "CCCC"},
+        {"model": "control_v11p_sd15_canny", "image": "AAAA", "effective_region_mask": "DDDD"},
+    )
+    assert units[0].mask == "CCCC" and units[1].effective_region_mask == "DDDD"
 
 
 @pytest.mark.parametrize(
@@ -91,7 +103,7 @@ def test_skipped_units_are_reported_not_dropped_silently() -> None:
         (
             {"model": "control_v11p_sd15_canny", "module": "depth_leres"},
             "alwayson_scripts.controlnet.args.0.module",
-            "not a preprocessor",
+            "needs an annotate worker",
         ),
         (
             {"model": "control_v11p_sd15_canny", "control_mode": 7},

@@ -85,6 +85,7 @@ from sdfleet.api.checked import CheckedRoute
 from sdfleet.api.deps import AppContext, Ctx
 from sdfleet.api.routes.a1111_scripts import SCRIPT_REQUEST_LABEL, run_script
 from sdfleet.api.routes.waiting import CLIENT_GONE_STATUS, wait_for_jobs
+from sdfleet.api.views import is_detected_map
 from sdfleet.config import Limits, parse_basic_users
 from sdfleet.domain import Job, JobKind, JobState, ModelKind, ModelRecord
 from sdfleet.errors import (
@@ -286,9 +287,10 @@ async def _answer(ctx: AppContext, mapped: MappedRequest, job: Job, catalog: Cat
         for output in outputs:
             images.append(base64.b64encode(await ctx.blobs.get(output.blob_key)).decode())
     interrupted = job.state == JobState.CANCELED
+    pictures = [o for o in outputs if not is_detected_map(job, o)]  # the detected maps carry no seed
     info = build_info(
         mapped,
-        [OutputRecord(seed=o.seed, infotext=o.infotext) for o in outputs],
+        [OutputRecord(seed=o.seed, infotext=o.infotext) for o in pictures],
         job_timestamp=_timestamp(job.created_at),
         version=f"sdfleet {__version__}",
         model=catalog.checkpoint(mapped.spec.model) if mapped.spec.model else None,

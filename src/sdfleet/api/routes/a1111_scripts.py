@@ -60,6 +60,7 @@ from sdfleet.a1111.scripts import (
 from sdfleet.a1111.xyz import plan_xyz
 from sdfleet.api.deps import AppContext
 from sdfleet.api.routes.waiting import CLIENT_GONE_STATUS, wait_for_jobs
+from sdfleet.api.views import is_detected_map
 from sdfleet.domain import Job, JobKind, JobState
 from sdfleet.errors import EngineError, LimitExceeded, ServiceUnavailable, ValidationError
 from sdfleet.jobs.inputs import ImageLimits, InputImages, decode_image
@@ -188,6 +189,7 @@ class ScriptRun:
                 negative_prompt=mapped.negative_prompt,
             )
             for o in outputs
+            if not is_detected_map(job, o)  # a script's grids and loops take the pictures only
         ]
 
     def colours(self) -> GridColours:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import logging
 import math
 from typing import Annotated
@@ -127,6 +128,12 @@ def _check_spec(spec: object, max_depth: int) -> None:
         raise ValidationError(f"the stored spec is {type(spec).__name__}, not an object", field="params")
     if UNREADABLE_SPEC in spec:
         raise ValidationError(str(spec[UNREADABLE_SPEC]), field="params")
+    try:  # the C encoder says yes for nearly every spec; only a refusal is walked, to name the field
+        json.dumps(spec, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (ValueError, TypeError, RecursionError):
+        pass
+    else:
+        return
     check_tree(spec, max_depth=max_depth, prefix=("params",))
 
 
@@ -326,13 +333,10 @@ async def _completions(
         if missing:
             raise ValidationError(f"not uploaded: {', '.join(missing[:5])}", field="outputs")
     written: dict[str, list[str]] = {}
-    try:
-        for job_id, key, data, content_type in writes:
-            if await ctx.blobs.put_new(key, data, content_type):
-                written.setdefault(job_id, []).append(key)
-    except BaseException:
-        await _discard(ctx, [k for keys in written.values() for k in keys])
-        raise
+    stored = await ctx.blobs.put_new_many([(key, data, ct) for _, key, data, ct in writes])
+    for (job_id, key, _, _), new in zip(writes, stored, strict=True):
+        if new:
+            written.setdefault(job_id, []).append(key)
     completions = []
     for item, reports in plans:
         for r in reports:

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from sdfleet.engine.controlnet.preprocess import resize_with_pad
+from sdfleet.annotators.pixels import resize_with_pad
 
 __all__ = ["depth_anything", "midas", "multiple_of_14", "run_net"]
 

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from sdfleet.annotators.pixels import resize_with_pad
 from sdfleet.engine.annotate.depth import run_net
-from sdfleet.engine.controlnet.preprocess import resize_with_pad
 
 __all__ = ["lineart"]
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from sdfleet.engine.controlnet.preprocess import preprocess
+from sdfleet.annotators.run import preprocess
 from sdfleet.errors import ModelUnavailable
 from sdfleet.specs.annotate import AnnotateSpec, Annotator
 

@@ -14,7 +14,13 @@ ControlNet extension applies them:
 
 A unit's ``module`` first turns its image into a control map (:mod:`.preprocess`, inline: the model-free
 modules cost milliseconds); the map is fitted to the pass's size with the extension's resize modes
-(:func:`fit_control`)."""
+(:func:`fit_control`). Each unit's first map is kept for the job's detected maps (:attr:`ControlPass.maps`).
+
+Masks, as the extension reads them: an inpaint module's ``mask`` becomes its map's alpha channel, and the
+hint is the picture with −1 where the mask is set (``rgb·(1 − m) − m``); for other modules a ``mask`` that
+is not blank (not all ≤ 5 or all ≥ 250) is a scribble drawn on the canvas and becomes the picture the module
+reads. ``effective_region_mask`` limits where a unit steers: each of its residuals × the mask (fitted like
+the control image, one channel in [0, 1]) bilinearly resized to the residual's size."""
 
 from __future__ import annotations
 
@@ -29,8 +35,9 @@ from PIL import Image
 
 from sdfleet.domain import ControlNetUnit
 from sdfleet.engine.controlnet.loader import LoadedControlNet
-from sdfleet.engine.controlnet.preprocess import pixel_perfect_resolution, preprocess
+from sdfleet.engine.controlnet.preprocess import display_map, pixel_perfect_resolution, preprocess
 from sdfleet.errors import ValidationError
+from sdfleet.specs.controlnet import module_named
 
 __all__ = ["ControlPass", "PreparedUnit", "controlnet_infotext", "fit_control", "soft_scales"]
 
@@ -45,8 +52,9 @@ def soft_scales(weight: float, count: int) -> list[float]:
 def fit_control(image: Image.Image, width: int, height: int, mode: str) -> Image.Image:
     """The control image at ``width`` × ``height``: ``Just Resize`` stretches it; ``Crop and Resize`` scales
     it to cover and cuts the middle; ``Resize and Fill`` scales it to fit inside and fills the rest with
-    the median colour of its border (the extension's background)."""
-    rgb = image.convert("RGB")
+    the median colour of its border (the extension's background). An inpaint map (RGBA, the mask as alpha)
+    keeps its mask, and the filled border counts as masked (to be painted), as the extension fills it."""
+    rgb = image.convert("RGBA" if image.mode == "RGBA" else "RGB")
     if mode == "Just Resize":
         return rgb.resize((width, height), Image.Resampling.LANCZOS)
     ratio = (max if mode == "Crop and Resize" else min)(width / rgb.width, height / rgb.height)
@@ -58,7 +66,9 @@ def fit_control(image: Image.Image, width: int, height: int, mode: str) -> Image
     pixels = np.asarray(rgb)
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]], axis=0)
     fill = tuple(int(v) for v in np.median(border, axis=0))
-    canvas = Image.new("RGB", (width, height), fill)
+    if rgb.mode == "RGBA":
+        fill = (*fill[:3], 255)
+    canvas = Image.new(rgb.mode, (width, height), fill)
     canvas.paste(scaled, ((width - new_w) // 2, (height - new_h) // 2))
     return canvas
 
@@ -83,12 +93,31 @@ def controlnet_infotext(unit: ControlNetUnit, short_hash: str) -> str:
     return ", ".join(f"{k}: {v}" for k, v in fields)
 
 
+def _blank(mask: Image.Image) -> bool:
+    """A mask with nothing drawn on it (the extension's test: all ≤ 5 or all ≥ 250 in its first channel)."""
+    plane = np.asarray(mask.convert("RGB"))[:, :, 0]
+    return bool((plane <= 5).all() or (plane >= 250).all())
+
+
 def _detected(
-    unit: ControlNetUnit, index: int, pictures: Sequence[Image.Image], size: tuple[int, int]
+    unit: ControlNetUnit,
+    index: int,
+    pictures: Sequence[Image.Image],
+    size: tuple[int, int],
+    mask: Image.Image | None = None,
 ) -> list[Image.Image]:
     """The unit's control maps: each picture through its preprocessor (once per distinct picture), at the
-    unit's processor resolution — or, with Pixel Perfect, the one that fits the pass's size one to one."""
-    if unit.module.lower() == "none" or unit.preprocessed:  # the image already is the map (an annotate job's)
+    unit's processor resolution — or, with Pixel Perfect, the one that fits the pass's size one to one. The
+    unit's ``mask`` goes to an inpaint module beside the picture; for any other module a drawn mask is the
+    picture itself (the extension's canvas scribble). A ``preprocessed`` unit's image is its map already (an
+    annotate job made it)."""
+    if unit.preprocessed:
+        return list(pictures)
+    needs_mask = module_named(unit.module, f"controlnet.{index}.module").needs_mask
+    if mask is not None and not needs_mask and not _blank(mask):
+        scribble = Image.fromarray(np.asarray(mask.convert("RGB"))[:, :, 0]).convert("RGB")
+        pictures = [scribble] * len(pictures)
+    if unit.module.lower() == "none":
         return list(pictures)
     made: dict[int, Image.Image] = {}
     out = []
@@ -103,6 +132,7 @@ def _detected(
                 resolution=max(1, resolution),
                 threshold_a=unit.threshold_a,
                 threshold_b=unit.threshold_b,
+                mask=mask if needs_mask else None,
                 field=f"controlnet.{index}.module",
             )
         out.append(made[id(picture)])
@@ -110,8 +140,25 @@ def _detected(
 
 
 def _to_hint(images: Sequence[Image.Image]) -> torch.Tensor:
-    arrays = [np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0 for image in images]
+    """The net's hint in [0, 1]; an inpaint map's masked pixels (alpha > 0.5) are −1 (the inpaint nets'
+    protocol: ``rgb·(1 − m) − m``)."""
+    arrays = []
+    for image in images:
+        values = np.asarray(image, dtype=np.float32) / 255.0
+        if image.mode == "RGBA":
+            masked = (values[:, :, 3:4] > 0.5).astype(np.float32)
+            values = values[:, :, :3] * (1.0 - masked) - masked
+        else:
+            values = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+        arrays.append(values)
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+
+
+def _region(mask: Image.Image, size: tuple[int, int], resize_mode: str) -> torch.Tensor:
+    """An effective-region mask at the pass's size, one channel in [0, 1], shaped (1, 1, H, W)."""
+    fitted = fit_control(mask.convert("RGB"), size[0], size[1], resize_mode)
+    plane = np.asarray(fitted, dtype=np.float32)[:, :, 0] / 255.0
+    return torch.from_numpy(np.ascontiguousarray(plane))[None, None]
 
 
 class _Fixed(torch.nn.Module):
@@ -135,6 +182,8 @@ class PreparedUnit:
     net: LoadedControlNet
     embedded: torch.Tensor
     calls: int = 0
+    region: torch.Tensor | None = None
+    """Where the unit steers (``effective_region_mask``), (1, 1, H, W) in [0, 1]; None: everywhere."""
 
     def active(self, step: int, steps: int) -> bool:
         """Whether step ``step`` of ``steps`` is inside the unit's guidance window."""
@@ -155,6 +204,8 @@ class ControlPass:
     """The units steering one sampling pass (first pass or hires pass) of one batch."""
 
     units: list[PreparedUnit] = field(default_factory=list)
+    maps: dict[int, Image.Image] = field(default_factory=dict)
+    """Each unit's detected map (its first picture's control map, as the extension shows it), by unit index."""
 
     @classmethod
     def prepare(
@@ -164,15 +215,20 @@ class ControlPass:
         *,
         device: torch.device,
         dtype: torch.dtype,
+        regions: dict[int, Image.Image] | None = None,
     ) -> ControlPass:
-        """Fit each unit's control images (one per picture of the batch) to ``size`` and embed them."""
+        """Fit each unit's control images (one per picture of the batch) to ``size`` and embed them;
+        ``regions``: the units' effective-region masks, by unit index."""
         prepared = []
         width, height = size
         for index, unit, net, pictures in units:
             hint = _to_hint([fit_control(p, width, height, unit.resize_mode) for p in pictures])
             with torch.no_grad():
                 embedded = net.module.controlnet_cond_embedding(hint.to(device=device, dtype=dtype))
-            prepared.append(PreparedUnit(index, unit, net, embedded))
+            region = None
+            if regions and index in regions:
+                region = _region(regions[index], size, unit.resize_mode).to(device=device, dtype=dtype)
+            prepared.append(PreparedUnit(index, unit, net, embedded, region=region))
         return cls(prepared)
 
     @classmethod
@@ -193,6 +249,8 @@ class ControlPass:
         picture's init image (``sources``, one per picture; None on txt2img). None when no unit steers it."""
         skip = "Low res only" if hires else "High res only"
         chosen = []
+        regions: dict[int, Image.Image] = {}
+        maps: dict[int, Image.Image] = {}
         for index, unit, net in units:
             if unit.hr_option == skip or (hires and not enable_hr):
                 continue
@@ -203,8 +261,20 @@ class ControlPass:
                 pictures = [s for s in sources if s is not None]
             else:
                 raise ValidationError("a ControlNet unit needs an image", field=field)
-            chosen.append((index, unit, net, _detected(unit, index, pictures, size)))
-        return cls.prepare(chosen, size, device=device, dtype=dtype) if chosen else None
+            mask = image(unit.mask, f"controlnet.{index}.mask") if unit.mask is not None else None
+            if unit.effective_region_mask is not None:
+                regions[index] = image(
+                    unit.effective_region_mask, f"controlnet.{index}.effective_region_mask"
+                )
+            detected = _detected(unit, index, pictures, size, mask)
+            if unit.save_detected_map and detected:
+                maps[index] = display_map(unit.module, detected[0])
+            chosen.append((index, unit, net, detected))
+        if not chosen:
+            return None
+        made = cls.prepare(chosen, size, device=device, dtype=dtype, regions=regions)
+        made.maps = maps
+        return made
 
     def residuals(
         self,
@@ -239,6 +309,8 @@ class ControlPass:
                 else [prepared.unit.weight] * len(outputs)
             )
             scaled = [o * w for o, w in zip(outputs, weights, strict=True)]
+            if prepared.region is not None:  # the unit steers only inside its region
+                scaled = [o * _resized(prepared.region, o) for o in scaled]
             if skip:  # the unconditional rows get nothing
                 scaled = [torch.cat([torch.zeros_like(o[:skip]), o]) for o in scaled]
             if down is None or mid is None:
@@ -270,6 +342,12 @@ class ControlPass:
                 return_dict=False,
             )
         return out
+
+
+def _resized(region: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """The region mask bilinearly resized to a residual's height × width (the extension's
+    ``apply_effective_region_mask``)."""
+    return torch.nn.functional.interpolate(region, size=tuple(residual.shape[-2:]), mode="bilinear")
 
 
 @contextmanager

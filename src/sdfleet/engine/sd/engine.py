@@ -34,6 +34,7 @@ from sdfleet.engine.base import (
     ShouldStop,
 )
 from sdfleet.engine.controlnet.apply import ControlPass
+from sdfleet.engine.controlnet.ipadapter import IPAdapters
 from sdfleet.engine.controlnet.loader import ControlNetPool
 from sdfleet.engine.pool import NetPool
 from sdfleet.engine.sd import conditioning, hires, images, samplers, seeds
@@ -82,6 +83,8 @@ class DiffusersEngine:
         vaes: Lookup | None = None,
         upscalers: Lookup | None = None,
         controlnets: Lookup | None = None,
+        ip_adapters: Lookup | None = None,
+        image_encoders: Lookup | None = None,
         embeddings: Mapping[str, Path] | None = None,
         allow_pickle: bool = False,
         memory_budget_bytes: int | None = None,
@@ -105,6 +108,7 @@ class DiffusersEngine:
         self.upscalers = upscalers
         self.nets = NetPool(keep=1)  # hires fix's upscaler nets
         self.controlnets = ControlNetPool(controlnets, self.device, self.dtype)
+        self.ip_adapters = IPAdapters(ip_adapters, image_encoders, self.device, self.dtype, self.hashes)
         self.embedding_files = dict(embeddings or {})
         self.resolve_image: ImageResolver = image_resolver or images.default_resolver
         self._embeddings: dict[str, tuple[int, Embedding]] = {}
@@ -165,6 +169,8 @@ class DiffusersEngine:
                 raise EngineError(f"generation failed: {exc}", retryable=True) from exc
             except (ValueError, TypeError, IndexError, KeyError) as exc:
                 raise EngineError(f"generation failed: {exc}", retryable=False) from exc
+            finally:
+                self.ip_adapters.detach()  # the UNet back to its own attention processors
 
     def _free(self) -> None:
         if self.device.type == "cuda":
@@ -228,7 +234,7 @@ class DiffusersEngine:
             if m is not None:
                 m.encoder.set_embeddings(list(embeddings.values()))
         controlnets = [
-            (i, unit, self.controlnets.get(i, unit, model.arch)) for i, unit in spec.active_controlnet
+            (i, unit, self.controlnets.get(i, unit, model.arch)) for i, unit in self.ip_adapters.others(spec)
         ]
         prompt = spec.prompt + "".join(
             f" <lora:{lo.name}:{lo.weight:g}>"
@@ -252,13 +258,17 @@ class DiffusersEngine:
             embeddings,
             controlnets,
             {i: self.hashes.sha256(net.path)[:8] for i, _, net in controlnets},
+            ip_adapters=self.ip_adapters.attach(spec, model.pipe.unet, model.arch, self._image),
         )
 
     def _control(
         self, job: ResolvedJob, size: tuple[int, int], sources: Sequence[Image.Image | None], hires: bool
     ) -> ControlPass | None:
-        """The units that steer this pass, their control images fitted to ``size``."""
-        return ControlPass.for_pass(
+        """The units that steer this pass, their control images fitted to ``size`` (each unit's first
+        control map kept for the job's detected maps)."""
+        if job.ip_adapters is not None:  # the IP-Adapter units' hr_option
+            job.ip_adapters.begin_pass(hires)
+        control = ControlPass.for_pass(
             job.controlnets,
             size,
             sources,
@@ -268,6 +278,9 @@ class DiffusersEngine:
             device=self.device,
             dtype=self.dtype,
         )
+        for index, detected in (control.maps if control is not None else {}).items():
+            job.detected_maps.setdefault(index, detected)
+        return control
 
     @staticmethod
     def _lora_specs(tags: Sequence[LoraTag], spec: GenerationSpec) -> list[LoraSpec]:
@@ -334,6 +347,7 @@ class DiffusersEngine:
         )
         return GenerationResult(
             images=results,
+            detected_maps=[job.detected_maps[i] for i in sorted(job.detected_maps)],
             info={
                 "engine": self.name,
                 "model": model.name,
@@ -711,6 +725,8 @@ class DiffusersEngine:
                         "down_block_additional_residuals": found[0],
                         "mid_block_additional_residual": found[1],
                     }
+            if job.ip_adapters is not None:  # the image tokens of these rows; the units' scales at this step
+                added = job.ip_adapters.step(unet, i, len(timesteps), added, groups, guided, batch)
             out = unet(
                 model_in,
                 t,

@@ -13,6 +13,7 @@ from sdfleet.a1111 import InfotextParams, format_infotext
 from sdfleet.domain import ControlNetUnit, GenerationSpec, JobKind
 from sdfleet.engine.base import OnStep, ShouldStop, StepInfo
 from sdfleet.engine.controlnet.apply import controlnet_infotext
+from sdfleet.engine.controlnet.ipadapter import IPAdapterRun
 from sdfleet.engine.controlnet.loader import LoadedControlNet
 from sdfleet.engine.sd import images, samplers
 from sdfleet.engine.sd.models import LoadedModel, LoraSpec
@@ -77,6 +78,8 @@ class ResolvedJob:
     embeddings: dict[str, Embedding] = field(default_factory=dict)
     controlnets: list[tuple[int, ControlNetUnit, LoadedControlNet]] = field(default_factory=list)
     controlnet_hashes: dict[int, str] = field(default_factory=dict)  # unit index → sha256[:8] of its net
+    detected_maps: dict[int, Any] = field(default_factory=dict)  # unit index → its first control map (PIL)
+    ip_adapters: IPAdapterRun | None = None  # the IP-Adapter units, attached to the model's UNet
 
 
 def job_infotext(job: ResolvedJob, seed: int, subseed: int, embeddings_used: set[str]) -> str:
@@ -111,6 +114,8 @@ def job_infotext(job: ResolvedJob, seed: int, subseed: int, embeddings_used: set
         extra["CFG Rescale"] = spec.guidance_rescale
     for index, unit, _net in job.controlnets:  # as the A1111 ControlNet extension writes them
         extra[f"ControlNet {index}"] = controlnet_infotext(unit, job.controlnet_hashes.get(index, ""))
+    if job.ip_adapters is not None:
+        extra.update(job.ip_adapters.infotext())
     if job.refiner is not None:
         extra["Refiner"] = f"{job.refiner.name} [{job.refiner.short_hash}]"
         extra["Refiner switch at"] = spec.refiner_switch_at

@@ -189,7 +189,8 @@ def load_upscaler(path: Path, *, device: str, use_spandrel: bool | None = None) 
 def convert_pickle(source: Path, target: Path) -> NetInfo | None:
     """Write the tensors of the pickle ``source`` (``.pth``/``.pt``/``.ckpt``) to the safetensors ``target``,
     unpickled with ``weights_only=True`` (tensors and containers only: no code runs), unwrapping a training
-    wrapper (``params_ema``, ``params``, ``state_dict``). Returns the net's family when it is one of ours."""
+    wrapper (``params_ema``, ``params``, ``state_dict``) and flattening a dictionary of state dicts (an
+    IP-Adapter's ``image_proj`` and ``ip_adapter``) into dotted names. Returns the net's family when it is one of ours."""
     from safetensors.torch import save_file
 
     try:
@@ -202,6 +203,9 @@ def convert_pickle(source: Path, target: Path) -> NetInfo | None:
             if isinstance(inner, dict):
                 loaded = inner
                 break
+    if isinstance(loaded, dict) and loaded and all(isinstance(v, dict) for v in loaded.values()):
+        # IP-Adapter .bin files: {"image_proj": {…}, "ip_adapter": {…}} → image_proj.…, ip_adapter.…
+        loaded = {f"{part}.{k}": v for part, inner in loaded.items() for k, v in inner.items()}
     if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise ValidationError(f"{source.name}: not a dictionary of tensors", field="model")
     tensors = {str(k): v.contiguous() for k, v in loaded.items()}

@@ -16,7 +16,11 @@ export function outputItems(job) {
   const [w, h_] = jobOutputSize(job);
   return job.outputs.map((output) => ({
     url: output.url,
-    title: job.kind === "upscale" ? `${job.labels?.file || "Upscaled"} · ${w}×${h_}` : `Seed ${output.seed ?? "?"} · ${w}×${h_}`,
+    title: output.detected_map
+      ? "ControlNet detected map"
+      : job.kind === "upscale"
+        ? `${job.labels?.file || "Upscaled"} · ${w}×${h_}`
+        : `Seed ${output.seed ?? "?"} · ${w}×${h_}`,
     infotext: output.infotext,
     job,
     output,

@@ -10,6 +10,7 @@ import { pairSliders, readFields, writeFields, setSelect, fieldElement, markInva
 import { RunCard } from "../run-card.js";
 import { blobToDataUrl, urlToDataUrl } from "../images.js";
 import { showError, toast } from "../toast.js";
+import { initControlNetPanel, controlnetUnits } from "../controlnet-panel.js";
 import { initScriptPanel, onScriptChange, setScriptMode, selectedScript, scriptArgs, argElement, ScriptRunCard } from "../script-panel.js";
 
 const STORAGE = "sdfleet.generate";
@@ -199,6 +200,8 @@ export function currentRequest({ images = true } = {}) {
     if (initImage && images) params.init_images = [initImage.dataUrl];
     if (m === "inpaint" && initImage && images && mask.hasMask()) params.mask = mask.toDataUrl();
   }
+  const units = images ? controlnetUnits() : [];
+  if (units.length) params.controlnet = units;
   const priority = Number(form.querySelector("[data-job=priority]").value || 0);
   return { kind, params, priority };
 }
@@ -445,6 +448,7 @@ export function initGenerate() {
   };
   $("#mask-slot").append(mask.element);
   initScriptPanel();
+  initControlNetPanel();
   onScriptChange(showScriptHint);
   bindDropzone();
   bindControls();
