@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator
@@ -361,6 +361,17 @@ class WorkerSettings(BaseSettings):
         ge=32,
         le=2048,
         description="Upscaler tile side in px (default: from free device memory)",
+    )
+
+    # annotate jobs (ControlNet preprocessors): a worker of role "annotate" runs only those, on the CPU,
+    # with no generation engine (no torch); generation workers run the model-free modules too
+    role: Literal["generate", "annotate"] = Field(
+        default="generate",
+        description="generate: an engine's jobs (and model-free annotate jobs); annotate: annotate jobs only",
+    )
+    annotate_weights: bool | None = Field(
+        default=None,
+        description="Run annotate modules with weights (ONNX, needs onnxruntime); default: on annotate workers",
     )
 
     # LoRA training jobs (train_lora; engines that can train advertise the kind)

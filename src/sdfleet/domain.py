@@ -26,6 +26,7 @@ class JobKind(StrEnum):
     UPSCALE = "upscale"  # the Extras tab: an upscaler model or a resize, face restoration
     SD_UPSCALE = "sd_upscale"  # A1111's SD upscale script: a parent whose child jobs do the work
     UPSCALE_BATCH = "upscale_batch"  # A1111's extra-batch-images: a parent of one upscale job per image
+    ANNOTATE = "annotate"  # a ControlNet preprocessor ("annotator") run on one image: the control map
 
 
 PARENT_KINDS = frozenset({JobKind.SD_UPSCALE, JobKind.UPSCALE_BATCH})
@@ -76,6 +77,8 @@ class Feature(IntFlag):
     EMBEDDING = 32
     GPU = 64  # work only a GPU-class worker should take (RRDB upscalers); CPU workers may opt in
     FACES = 128  # face restoration: the worker can load GFPGAN/CodeFormer (spandrel is installed)
+    ANNOTATE_DEPTH = 256  # annotate jobs of the depth preprocessors (ONNX weights: onnxruntime is installed)
+    ANNOTATE_LINEART = 512  # annotate jobs of the lineart preprocessors (ONNX weights)
 
     @classmethod
     def from_names(cls, names: list[str] | tuple[str, ...]) -> Feature:
@@ -136,6 +139,7 @@ class ModelKind(StrEnum):
     UPSCALER = "upscaler"
     FACE_RESTORER = "face_restorer"  # GFPGAN / CodeFormer weights (run through spandrel)
     FACE_DETECTOR = "face_detector"  # YuNet's ONNX file (OpenCV's FaceDetectorYN)
+    ANNOTATOR = "annotator"  # a ControlNet preprocessor's weights (ONNX), arch = the module family it serves
 
 
 ARCH_RESOLUTION: dict[str, int] = {"sd1": 512, "sd2": 768, "sdxl": 1024, "sdxl_refiner": 1024}
@@ -248,7 +252,9 @@ class ControlNetUnit(BaseModel):
     fractions of the steps) and how it balances with the prompt (``control_mode``). ``module`` is the
     preprocessor that turns the image into the net's control map; ``none`` sends the image as it is. ``model``
     may name a ControlNet, a ControlNet Union (then ``union_control_type`` says what the map is) or a
-    T2I-Adapter, as in the extension.
+    T2I-Adapter, as in the extension. ``preprocessed``: the image already is the module's map (the server sets
+    it once an ``annotate`` job made the map): the engine uses it as it is, and the infotext still names the
+    module.
 
     A unit whose ``model`` is a registered IP-Adapter is an image prompt: ``image`` is the reference picture,
     ``module`` one of the extension's ``ip-adapter_clip_*`` preprocessors (or ``ip-adapter-auto``/``none``),
@@ -290,6 +296,8 @@ class ControlNetUnit(BaseModel):
     @classmethod
     def _union_type(cls, value: str | None) -> str | None:
         return union_control_type(value)
+
+    preprocessed: bool = False
 
     @model_validator(mode="after")
     def _window(self) -> ControlNetUnit:
@@ -597,7 +605,7 @@ class Job:
         images (one per validation prompt)."""
         if self.kind == JobKind.TRAIN_LORA:
             return 1 + len(self.spec.get("validation_prompts") or [])
-        if self.kind in (JobKind.UPSCALE, JobKind.SD_UPSCALE):
+        if self.kind in (JobKind.UPSCALE, JobKind.SD_UPSCALE, JobKind.ANNOTATE):
             return 1
         if self.kind == JobKind.UPSCALE_BATCH:
             return len(self.spec.get("images") or ())

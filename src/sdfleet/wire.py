@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from sdfleet.domain import GENERATION_KINDS, GenerationSpec, JobKind
+from sdfleet.specs.annotate import AnnotateSpec
 from sdfleet.specs.sdupscale import SdUpscaleSpec
 from sdfleet.specs.training import LoraTrainSpec
 from sdfleet.specs.upscale import UpscaleBatchSpec, UpscaleSpec
@@ -34,10 +35,13 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: JobKind = JobKind.TXT2IMG
-    params: GenerationSpec | LoraTrainSpec | UpscaleSpec | SdUpscaleSpec | UpscaleBatchSpec = Field(
-        default_factory=GenerationSpec,
-        description="A GenerationSpec (txt2img, img2img); for kind train_lora a LoraTrainSpec; for kind "
-        "upscale an UpscaleSpec; for kind sd_upscale an SdUpscaleSpec; for kind upscale_batch an UpscaleBatchSpec",
+    params: GenerationSpec | LoraTrainSpec | UpscaleSpec | SdUpscaleSpec | UpscaleBatchSpec | AnnotateSpec = (
+        Field(
+            default_factory=GenerationSpec,
+            description="A GenerationSpec (txt2img, img2img); for kind train_lora a LoraTrainSpec; for kind "
+            "upscale an UpscaleSpec; for kind sd_upscale an SdUpscaleSpec; for kind upscale_batch an UpscaleBatchSpec; "
+            "for kind annotate an AnnotateSpec",
+        )
     )
     priority: int = Field(default=0, ge=-100, le=100)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
@@ -49,7 +53,7 @@ class JobCreate(BaseModel):
     @classmethod
     def _params_of_kind(
         cls, value: Any, handler: Any, info: ValidationInfo
-    ) -> GenerationSpec | LoraTrainSpec | UpscaleSpec | SdUpscaleSpec | UpscaleBatchSpec:
+    ) -> GenerationSpec | LoraTrainSpec | UpscaleSpec | SdUpscaleSpec | UpscaleBatchSpec | AnnotateSpec:
         """The kind (declared before params) says which spec the params are, so errors name the
         fields of that one spec only."""
         if info.data.get("kind") == JobKind.TRAIN_LORA:
@@ -58,6 +62,8 @@ class JobCreate(BaseModel):
             return value if isinstance(value, UpscaleSpec) else UpscaleSpec.model_validate(value)
         if info.data.get("kind") == JobKind.UPSCALE_BATCH:
             return value if isinstance(value, UpscaleBatchSpec) else UpscaleBatchSpec.model_validate(value)
+        if info.data.get("kind") == JobKind.ANNOTATE:
+            return value if isinstance(value, AnnotateSpec) else AnnotateSpec.model_validate(value)
         if info.data.get("kind") == JobKind.SD_UPSCALE:
             return value if isinstance(value, SdUpscaleSpec) else SdUpscaleSpec.model_validate(value)
         return value if isinstance(value, GenerationSpec) else GenerationSpec.model_validate(value)

@@ -16,7 +16,8 @@ from pydantic import ValidationError as PydanticError
 from sdfleet.a1111.catalog import Catalog
 from sdfleet.domain import CONTROL_HR_OPTIONS, CONTROL_MODES, CONTROL_RESIZE_MODES, ControlNetUnit, ModelKind
 from sdfleet.errors import ValidationError
-from sdfleet.specs.controlnet import module_named
+from sdfleet.specs.annotate import find_module
+from sdfleet.specs.controlnet import Module
 from sdfleet.specs.ipadapter import adapter_family, check_unit_module
 
 __all__ = ["SCRIPT_NAMES", "DetectBody", "controlnet_units"]
@@ -81,7 +82,7 @@ def _unit(raw: Any, index: int, field: str, catalog: Catalog, notes: list[str]) 
             f"no ControlNet model {model_name!r} (registered: {known})", field=f"{field}.model"
         )
     module = str(raw.get("module") or "none")
-    module_named(module, f"{field}.module")
+    found = find_module(module, f"{field}.module")  # model-free, or one with weights (an annotate job)
     ip_adapter = model.kind == ModelKind.IP_ADAPTER  # an image prompt: module ip-adapter_clip_*
     check_unit_module(
         module, ip_adapter, adapter_family(model.arch)[1] if ip_adapter else None, f"{field}.module"
@@ -122,7 +123,7 @@ def _unit(raw: Any, index: int, field: str, catalog: Catalog, notes: list[str]) 
     for key in ("pixel_perfect", "save_detected_map"):
         if key in raw:
             values[key] = bool(raw[key])
-    step = module_named(module, f"{field}.module").sampling_step
+    step = found.sampling_step if isinstance(found, Module) else None
     if step:
         notes.append(f"ControlNet unit {index}: {module}'s control map is applied; {step} is not done here")
     if ip_adapter and values["control_mode"] != "Balanced":

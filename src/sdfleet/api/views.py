@@ -58,7 +58,7 @@ def job_view(
         failures=job.failures,
         interruptions=job.interruptions,
         cancel_requested=job.cancel_requested,
-        wait_reason=job.wait_reason if job.state.value == "queued" else None,
+        wait_reason=job.wait_reason if job.state.value in ("queued", "waiting") else None,
         error=ErrorView(code=job.error_code, message=job.error_message) if job.error_code else None,
         outputs=[output_view(ctx, request, o, is_detected_map(job, o)) for o in outputs],
         engine_seconds=round(job.engine_seconds, 6),

@@ -120,16 +120,28 @@ def worker(
             help="Let model sources point at private/loopback addresses (trusted networks only).",
         ),
     ] = False,
+    role: Annotated[
+        str,
+        typer.Option(
+            envvar="SDFLEET_WORKER_ROLE",
+            help="generate: run the engine's jobs (and model-free annotate jobs); annotate: a CPU worker that "
+            "runs ControlNet preprocessors only, with no engine (needs the [annotators] extra, not torch).",
+        ),
+    ] = "generate",
     log_level: Annotated[str, typer.Option(envvar="SDFLEET_LOG_LEVEL")] = "info",
 ) -> None:
-    """Run one GPU worker: pull jobs from the orchestrator, generate, upload, report.
+    """Run one GPU worker: pull jobs from the orchestrator, generate, upload, report. With ``--role
+    annotate``, a CPU worker of ControlNet preprocessors (annotate jobs) only.
 
     Models that jobs name are fetched from their registry source into the model cache (Hugging Face
     and Civitai tokens: SDFLEET_WORKER_HF_TOKEN, SDFLEET_WORKER_CIVITAI_TOKEN)."""
     from sdfleet.worker.runner import run_worker
 
     configure_logging(log_level, name or "worker")
+    if role not in ("generate", "annotate"):
+        raise fail("--role must be generate or annotate")
     settings = WorkerSettings(
+        role=role,
         server=server,
         token=token,
         engine=engine,

@@ -24,15 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pydantic import BaseModel
-
 from sdfleet.blobs import BlobStore
 from sdfleet.domain import EventType, Job, JobKind, JobState, Output, new_id
 from sdfleet.errors import SdfleetError
 from sdfleet.jobs.blobkeys import output_key
 from sdfleet.jobs.registry import named_models
 from sdfleet.jobs.transitions import Effects, Transitions, Writer
-from sdfleet.jobs.types import Clock, requirements_of
+from sdfleet.jobs.types import Child, Clock, requirements_of
 from sdfleet.store import JobStore, SqlTx
 
 log = logging.getLogger("sdfleet.jobs")
@@ -40,15 +38,6 @@ log = logging.getLogger("sdfleet.jobs")
 CHILD_INDEX_LABEL = "sdfleet.child"
 """The label that numbers a child within its stage (tile order)."""
 PARENT_LABEL = "sdfleet.parent"
-
-
-@dataclass(slots=True)
-class Child:
-    """One child job a plan asks for."""
-
-    kind: JobKind
-    spec: BaseModel
-    arch: str | None = None
 
 
 @dataclass(slots=True)
@@ -61,6 +50,15 @@ class FinalImage:
     seed: int | None = None
     data: bytes | None = None
     output: Output | None = None
+
+
+@dataclass(slots=True)
+class Resume:
+    """The parent runs itself now: it is queued again with ``spec`` (its children made what it needed: the
+    control maps of its ControlNet units), to be claimed like any job of its kind."""
+
+    spec: dict[str, Any]
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -84,8 +82,9 @@ class Plan(Protocol):
 
     async def next(
         self, parent: Job, children: Sequence[Job], outputs: dict[str, list[Output]], blobs: BlobStore
-    ) -> list[Child] | Final:
-        """The stage after ``children`` (every one succeeded, in order): more children, or the result."""
+    ) -> list[Child] | Final | Resume:
+        """The stage after ``children`` (every one succeeded, in order): more children, the result, or the
+        parent itself queued to run (:class:`Resume`)."""
         ...
 
 
@@ -105,8 +104,8 @@ def child_jobs(parent: Job, children: Sequence[Child], stage: int, now: float) -
                 created_at=now,
                 updated_at=now,
                 queued_at=now,
-                requirements=requirements_of(child.kind, child.spec, child.arch),  # type: ignore[arg-type]
-                labels={PARENT_LABEL: parent.id, CHILD_INDEX_LABEL: str(index)},
+                requirements=requirements_of(child.kind, child.spec, child.arch),
+                labels={**child.labels, PARENT_LABEL: parent.id, CHILD_INDEX_LABEL: str(index)},
                 parent_id=parent.id,
                 stage=stage,
             )
@@ -128,6 +127,23 @@ def first_output(outputs: dict[str, list[Output]], job: Job) -> Output:
     if not found:
         raise SdfleetError(f"child job {job.id} succeeded without an output")
     return found[0]
+
+
+REASON_SEPARATOR = " — "
+
+
+def waiting_for(parent: Job, children: Sequence[Job]) -> str | None:
+    """A waiting parent's ``wait_reason``: its own (what it waits for, set when it was stored), followed by why
+    a child of its current stage still waits to be claimed (nobody online can serve it), if one does."""
+    base = (parent.wait_reason or "").split(REASON_SEPARATOR)[0] or None
+    stuck = next(
+        (c for c in children if c.stage == parent.stage and c.state == JobState.QUEUED and c.wait_reason),
+        None,
+    )
+    if stuck is None:
+        return base
+    why = f"{stuck.kind.value} job {stuck.id}: {stuck.wait_reason}"
+    return f"{base}{REASON_SEPARATOR}{why}" if base else why
 
 
 def child_index(job: Job) -> int:
@@ -216,6 +232,8 @@ class FanOut:
             await self._write(
                 lambda tx, fx: self._succeed(tx, fx, parent_id, parent.stage, children, rows, step)
             )
+        elif isinstance(step, Resume):
+            await self._write(lambda tx, fx: self._resume(tx, fx, parent_id, parent.stage, children, step))
         else:
             await self._write(
                 lambda tx, fx: self._next_stage(tx, fx, parent_id, parent.stage, children, step)
@@ -262,7 +280,9 @@ class FanOut:
         done = sum(c.state == JobState.SUCCEEDED for c in children)
         total = max(self.plans[parent.kind].expected(parent), len(children))
         cost = sum(c.cost_usd for c in children)
-        if (done, total) == (parent.progress_step, parent.progress_total) and cost == parent.cost_usd:
+        reason = waiting_for(parent, children)
+        unchanged = (done, total) == (parent.progress_step, parent.progress_total) and cost == parent.cost_usd
+        if unchanged and reason == parent.wait_reason:
             return
         now = self.clock()
         tx.update_job(
@@ -271,8 +291,12 @@ class FanOut:
             progress_total=total,
             cost_usd=cost,
             engine_seconds=sum(c.engine_seconds for c in children),
+            wait_reason=reason,
             updated_at=now,
         )
+        if unchanged:  # only the reason changed: no progress event
+            fx.jobs.add(parent_id)
+            return
         tx.insert_events(
             [
                 (
@@ -352,6 +376,33 @@ class FanOut:
         fx.jobs.add(parent_id)
         log.info("fanout.stage parent_id=%s stage=%d children=%d", parent_id, stage + 1, len(jobs))
 
+    def _resume(
+        self, tx: SqlTx, fx: Effects, parent_id: str, stage: int, children: Sequence[Job], step: Resume
+    ) -> None:
+        """Queue the parent itself with its new spec (its children's cost and time carried over)."""
+        parent = self._locked_parent(tx, parent_id, stage)
+        if parent is None:
+            return
+        now = self.clock()
+        tx.update_job(
+            parent_id,
+            state=JobState.QUEUED,
+            spec=step.spec,
+            stage=stage + 1,
+            queued_at=now,
+            updated_at=now,
+            wait_reason=None,
+            progress_step=0,
+            progress_total=0,
+            cost_usd=sum(c.cost_usd for c in children),
+            engine_seconds=sum(c.engine_seconds for c in children),
+        )
+        data = {"state": "queued", "after_children": len(children), **step.info}
+        tx.insert_events([(parent_id, parent.tenant, EventType.QUEUED, data, now)])
+        fx.jobs.add(parent_id)
+        fx.work += 1
+        log.info("fanout.resumed parent_id=%s children=%d", parent_id, len(children))
+
     def _succeed(
         self,
         tx: SqlTx,
@@ -402,7 +453,9 @@ __all__ = [
     "FanOut",
     "Final",
     "Plan",
+    "Resume",
     "child_index",
     "child_jobs",
     "insert_children",
+    "waiting_for",
 ]

@@ -38,6 +38,8 @@ _FORMATS: dict[str, tuple[str, str]] = {
     "MPO": ("jpg", "image/jpeg"),  # a JPEG with more pictures (phone cameras write these)
     "WEBP": ("webp", "image/webp"),
 }
+_CONTENT_KEY = re.compile(r"/([0-9a-f]{64})\.[a-z]+$")
+"""A content-addressed input key's digest (``inputs/<tenant>/<sha256>.<ext>``)."""
 _OPENERS = ("PNG", "JPEG", "WEBP")  # Pillow's plugins tried (JPEG's also opens MPO files)
 _DECODE_SLOTS = threading.BoundedSemaphore(4)
 """Images decoded at once in this process: bounds the memory full decodes take (up to ~4 × the pixel limit)."""
@@ -188,6 +190,21 @@ class InputImages:
         if check:
             await asyncio.to_thread(check_image, await self.blobs.get(key), field, limits)
         return value
+
+    async def describe(self, ref: str) -> tuple[str, int, int]:
+        """The sha256 of the bytes behind a ``blob:`` reference :meth:`ref` returned, and the image's width and
+        height (an image of this request from what was checked; a stored one from its key's digest — inputs are
+        content-addressed — and its header)."""
+        key = ref.removeprefix(BLOB_REF)
+        pending = self._pending.get(key)
+        if pending is not None:
+            return hashlib.sha256(pending.data).hexdigest(), pending.width, pending.height
+        data = await self.blobs.get(key)
+        match = _CONTENT_KEY.search(key)
+        digest = match.group(1) if match else hashlib.sha256(data).hexdigest()
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+        return digest, width, height
 
     async def store(self) -> int:
         """Write the checked images not stored before; returns how many were written."""

@@ -104,7 +104,8 @@ def check_override(name: str, value: Any) -> float | int | None:
 
 def work_units(kind: JobKind, spec: Mapping[str, Any]) -> float:
     """The size of a job in megapixel-steps: width × height × images × steps (plus the hires pass at
-    its output size); training: resolution² × batch × steps; upscale: 4 × the input's pixels."""
+    its output size); training: resolution² × batch × steps; upscale: 4 × the input's pixels;
+    annotate: the processor resolution²."""
     if kind == JobKind.TRAIN_LORA:
         side = float(spec.get("resolution") or 512)
         return side * side * float(spec.get("batch_size") or 1) * float(spec.get("steps") or 1) / 1e6
@@ -112,6 +113,9 @@ def work_units(kind: JobKind, spec: Mapping[str, Any]) -> float:
         # an upscaler pass over an image costs about what a few denoising steps over it cost: 4 × input pixels
         pixels = float(spec.get("input_width") or 512) * float(spec.get("input_height") or 512)
         return 4.0 * pixels / 1e6
+    if kind == JobKind.ANNOTATE:  # one preprocessor pass at the processor resolution: about one step's worth
+        side = float(spec.get("processor_res") or 512)
+        return side * side / 1e6
     width, height = float(spec.get("width") or 512), float(spec.get("height") or 512)
     images = float(spec.get("batch_size") or 1) * float(spec.get("n_iter") or 1)
     steps = float(spec.get("steps") or 20)

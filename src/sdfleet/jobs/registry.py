@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from sdfleet.a1111 import extract_extra_networks
 from sdfleet.domain import GenerationSpec, ModelKind, ModelRecord
 from sdfleet.errors import Conflict, NotFound, ValidationError
-from sdfleet.specs.controlnet import module_named
+from sdfleet.specs.annotate import WEIGHTED, Annotator, find_module
 from sdfleet.specs.ipadapter import adapter_family, check_unit_module, encoder_fits
 from sdfleet.specs.upscale import UpscaleSpec, is_builtin_hires_upscaler, is_pixel_upscaler
 from sdfleet.store import JobStore
@@ -31,7 +31,15 @@ ARCHS = ("sd1", "sd2", "sdxl")
 _FAMILY = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,15}$")
 """An upscaler's or face model's ``arch``: its network family (``esrgan``, ``srvgg``, or the name spandrel
 gives one), read from the file at registration."""
-NET_KINDS = (ModelKind.UPSCALER, ModelKind.FACE_RESTORER, ModelKind.FACE_DETECTOR, ModelKind.IMAGE_ENCODER)
+NET_KINDS = (
+    ModelKind.UPSCALER,
+    ModelKind.FACE_RESTORER,
+    ModelKind.FACE_DETECTOR,
+    ModelKind.IMAGE_ENCODER,
+    ModelKind.ANNOTATOR,
+)
+"""Kinds whose ``arch`` is a network family (an annotator's: the family of the modules it serves, ``midas``,
+``depth_anything``), not an SD architecture."""
 CONTROL_KINDS = (ModelKind.CONTROLNET, ModelKind.T2I_ADAPTER, ModelKind.IP_ADAPTER)
 """What a ControlNet unit's ``model`` may name: a ControlNet (or Union), a T2I-Adapter or an IP-Adapter
 (as in A1111)."""
@@ -132,8 +140,13 @@ class ModelService:
         elif model.kind in NET_KINDS:
             if model.arch is not None and not _FAMILY.match(model.arch):
                 raise ValidationError(
-                    "arch of an upscaler or face model is its network family: 1–16 of a-z 0-9 _ . -",
+                    "arch of an upscaler, face model or annotator is its network family: 1–16 of a-z 0-9 _ . -",
                     field="arch",
+                )
+            if model.kind == ModelKind.ANNOTATOR and model.arch is None:
+                families = sorted({a.family for a in WEIGHTED.values()})
+                raise ValidationError(
+                    f"an annotator needs its family as arch: one of {', '.join(families)}", field="arch"
                 )
         elif model.arch is not None and model.arch not in ARCHS:
             raise ValidationError(f"arch must be one of {', '.join(ARCHS)}", field="arch")
@@ -205,7 +218,7 @@ class ModelService:
         for i, lora in enumerate(spec.loras):
             wanted.append((lora.name, ModelKind.LORA, f"loras.{i}.name"))
         for i, unit in spec.active_controlnet:
-            module_named(unit.module, f"{field_prefix}controlnet.{i}.module")
+            find_module(unit.module, f"{field_prefix}controlnet.{i}.module")
             wanted.append((unit.model, ModelKind.CONTROLNET, f"controlnet.{i}.model"))
         for field in ("prompt", "negative_prompt"):
             _, tags = extract_extra_networks(getattr(spec, field))
@@ -293,6 +306,20 @@ class ModelService:
                 )
             chosen[i] = fits[0]
         return chosen
+
+
+async def resolve_annotator(store: JobStore, module: Annotator, field: str) -> ModelRecord:
+    """The registered ``annotator`` a module with weights runs: of the module's family, the first by name; a 422
+    naming ``field`` when none is registered."""
+    found = await store.read(lambda tx: tx.list_models(ModelKind.ANNOTATOR))
+    match = sorted((m for m in found if m.arch == module.family), key=lambda m: m.name)
+    if not match:
+        raise ValidationError(
+            f"module {module.name!r} needs an annotator model of family {module.family!r} and none is "
+            f"registered (sdfleet models add NAME FILE.onnx --kind annotator --arch {module.family})",
+            field=field,
+        )
+    return match[0]
 
 
 LIGHT_UPSCALERS = frozenset({"srvgg"})

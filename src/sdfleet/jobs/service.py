@@ -37,6 +37,7 @@ from sdfleet.domain import (
 )
 from sdfleet.errors import NotFound, ValidationError
 from sdfleet.jobs import policy
+from sdfleet.jobs.annotate import PreprocessPlan, waiting_reason
 from sdfleet.jobs.completion import record_completions
 from sdfleet.jobs.fanout import FanOut, Plan, child_jobs, insert_children
 from sdfleet.jobs.metrics import Metrics
@@ -107,6 +108,9 @@ class JobService:
             plans: dict[JobKind, Plan] = {
                 JobKind.SD_UPSCALE: SdUpscalePlan(),
                 JobKind.UPSCALE_BATCH: UpscaleBatchPlan(),
+                # a generation whose ControlNet units need preprocessing waits for its annotate jobs
+                JobKind.TXT2IMG: PreprocessPlan(),
+                JobKind.IMG2IMG: PreprocessPlan(),
             }
             self.fanout = FanOut(store, blobs, self._write, self.transitions, plans, clock)
             self._write.on_parents = self.fanout.soon
@@ -154,6 +158,12 @@ class JobService:
             raise ValidationError(
                 "this orchestrator runs no parent jobs (it has no blob store)", field="kind"
             )
+        if self.fanout is None and any(r.first_stage for r in requests):
+            raise ValidationError(
+                "ControlNet preprocessing runs as annotate jobs, and this orchestrator has no blob store for "
+                "them: send the control map itself, with module 'none'",
+                field="params.controlnet",
+            )
         row = await self.tenants.ensure(tenant)
         limits = self.tenants.limits_of(row) if self.settings.quotas.enabled else None
         gpu_costs = await self.tenants.gpu_costs(limits, requests)
@@ -163,6 +173,7 @@ class JobService:
             existing = tx.jobs_by_idempotency_key(tenant, keys)
             out: list[Submitted] = []
             new_jobs: list[Job] = []
+            planned: dict[str, JobRequest] = {}  # jobs whose request brought its first stage of children
             charge = 0.0
             for i, req in enumerate(requests):
                 if req.idempotency_key and req.idempotency_key in existing:
@@ -189,21 +200,29 @@ class JobService:
                     gpu_charge=cost,
                 )
                 new_jobs.append(job)
+                if req.first_stage:
+                    planned[job.id] = req
                 out.append(Submitted(job, created=True))
             if new_jobs and limits is not None:
                 charge_submit(tx, tenant, limits, len(new_jobs), charge, now)
-            parents = [j for j in new_jobs if j.kind in PARENT_KINDS]
+            parents = [j for j in new_jobs if j.kind in PARENT_KINDS or j.id in planned]
+            stages: dict[str, list[Job]] = {}
             for parent in parents:  # stored waiting; their first stage's children are queued with them
                 parent.state = JobState.WAITING
                 assert self.fanout is not None
-                parent.progress_total = self.fanout.plans[parent.kind].expected(parent)
+                plan = self.fanout.plans[parent.kind]
+                first = planned[parent.id].first_stage if parent.id in planned else plan.first(parent)
+                stages[parent.id] = child_jobs(parent, first, 0, now)
+                parent.progress_total = max(plan.expected(parent), len(stages[parent.id]))
+                if parent.id in planned:
+                    parent.wait_reason = waiting_reason(stages[parent.id])
             uses = {j.id: [n for n in named_models(j.spec) if n != j.requirements.model] for j in new_jobs}
             tx.insert_jobs(new_jobs, {k: v for k, v in uses.items() if v})
             tx.insert_events([(j.id, tenant, EventType.QUEUED, {"state": "queued"}, now) for j in new_jobs])
             for parent in parents:
-                assert self.fanout is not None
-                kids = child_jobs(parent, self.fanout.plans[parent.kind].first(parent), 0, now)
-                insert_children(tx, fx, kids, now)
+                insert_children(tx, fx, stages[parent.id], now)
+                if parent.wait_reason:  # (a row is inserted without one)
+                    tx.update_job(parent.id, wait_reason=parent.wait_reason)
             self.transitions.queue_webhooks(tx, fx, new_jobs, "job.queued", now, only_explicit=True)
             fx.work = len(new_jobs)
             fx.count("submitted", len(new_jobs))

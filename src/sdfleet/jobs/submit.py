@@ -8,10 +8,12 @@ from sdfleet.blobs import BlobStore
 from sdfleet.config import Limits, Settings
 from sdfleet.domain import JobKind
 from sdfleet.errors import LimitExceeded, ValidationError
+from sdfleet.jobs.annotate import checked_annotate, plan_preprocessing
 from sdfleet.jobs.inputs import ImageLimits, InputImages, generation_inputs, training_inputs
 from sdfleet.jobs.registry import ModelService, resolve_training, resolve_upscale
 from sdfleet.jobs.types import JobRequest, JobSpec
 from sdfleet.netguard import check_url_syntax
+from sdfleet.specs.annotate import AnnotateSpec
 from sdfleet.specs.sdupscale import MAX_TILES, SdUpscaleSpec
 from sdfleet.specs.training import LoraTrainSpec
 from sdfleet.specs.upscale import UpscaleBatchSpec, UpscaleSpec
@@ -232,8 +234,16 @@ class JobPreparer:
         check_job_fields(body, self._settings.limits, prefix, idempotency_key)
         if body.webhook_url:
             check_url_syntax(body.webhook_url, f"{prefix}webhook_url")
-        if isinstance(body.params, LoraTrainSpec | UpscaleSpec | SdUpscaleSpec | UpscaleBatchSpec):
-            if isinstance(body.params, LoraTrainSpec):
+        if isinstance(
+            body.params, LoraTrainSpec | UpscaleSpec | SdUpscaleSpec | UpscaleBatchSpec | AnnotateSpec
+        ):
+            if isinstance(body.params, AnnotateSpec):
+                if body.arch:
+                    raise ValidationError("an annotate job has no SD architecture", field=f"{prefix}arch")
+                limits = ImageLimits.generation(self._settings.limits)
+                checked = await checked_annotate(self._store, body.params, images, limits, params)
+                request = _request(body, checked)
+            elif isinstance(body.params, LoraTrainSpec):
                 request = await self._prepare_training(tenant, body, body.params, prefix, params, images)
             elif isinstance(body.params, SdUpscaleSpec):
                 request = await self._prepare_sd_upscale(body, body.params, prefix, params, images)
@@ -268,9 +278,12 @@ class JobPreparer:
         if gen.restore_faces and not gen.face_restorer:
             gen = gen.model_copy(update={"face_restorer": await self._models.face_restorer()})
         spec = await generation_inputs(gen, images, ImageLimits.generation(self._settings.limits), params)
+        # units that name a module: their maps from the fleet-wide cache, or annotate jobs to run first
+        spec, first_stage = await plan_preprocessing(spec, images, self._store, self._blobs, params)
         if inputs is None:
             await images.store()
         request = _request(body, spec, body.arch or use.arch)
+        request.first_stage = first_stage
         request.idempotency_key = request.idempotency_key or idempotency_key
         return request
 

@@ -20,11 +20,12 @@ from sdfleet.domain import (
     Requirements,
     WorkerState,
 )
+from sdfleet.specs.annotate import AnnotateSpec, Annotator
 from sdfleet.specs.sdupscale import SdUpscaleSpec
 from sdfleet.specs.training import LoraTrainSpec
 from sdfleet.specs.upscale import UpscaleBatchSpec, UpscaleSpec
 
-JobSpec = GenerationSpec | LoraTrainSpec | UpscaleSpec | SdUpscaleSpec | UpscaleBatchSpec
+JobSpec = GenerationSpec | LoraTrainSpec | UpscaleSpec | SdUpscaleSpec | UpscaleBatchSpec | AnnotateSpec
 """The parameters of a job of any kind."""
 
 Clock = Callable[[], float]
@@ -33,8 +34,21 @@ EventRow = tuple[str, str, EventType, dict[str, Any], float]
 
 
 @dataclass(slots=True)
+class Child:
+    """One child job a fan-out plan asks for (:mod:`sdfleet.jobs.fanout`); ``labels`` are added to the
+    child's own (which parent, which number in its stage)."""
+
+    kind: JobKind
+    spec: JobSpec
+    arch: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class JobRequest:
-    """A validated request to run one job."""
+    """A validated request to run one job. ``first_stage``: child jobs that must succeed before the job itself
+    runs (a generation whose ControlNet units need preprocessing: its annotate jobs) — the job is stored
+    waiting, as their parent, and queued once they are done."""
 
     kind: JobKind
     spec: JobSpec
@@ -43,6 +57,7 @@ class JobRequest:
     webhook_url: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     arch: str | None = None
+    first_stage: list[Child] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -142,7 +157,8 @@ class CheckpointRecorded:
 def requirements_of(kind: JobKind, spec: JobSpec, arch: str | None) -> Requirements:
     """What a worker must offer to take the job (training: the kind, the base model's architecture and
     resolution² × batch as pixels; upscale: the output's pixels, a GPU-class worker for heavy nets, the
-    first upscaler model as the model to be warm for)."""
+    first upscaler model as the model to be warm for; annotate: the feature of a module with weights and its
+    annotator file)."""
     if isinstance(spec, LoraTrainSpec):
         pixels = spec.resolution * spec.resolution * spec.batch_size
         return Requirements(kind=kind, arch=arch, pixels=pixels, features=Feature.NONE, model=spec.base_model)
@@ -160,6 +176,10 @@ def requirements_of(kind: JobKind, spec: JobSpec, arch: str | None) -> Requireme
         return Requirements(
             kind=kind, arch=arch, pixels=0, features=Feature.NONE, model=spec.generation.model
         )
+    if isinstance(spec, AnnotateSpec):  # a module with weights: workers that run it, warm for its file
+        entry = spec.entry
+        features = Feature.from_names([entry.feature]) if isinstance(entry, Annotator) else Feature.NONE
+        return Requirements(kind=kind, arch=None, pixels=0, features=features, model=spec.model)
     if isinstance(spec, UpscaleBatchSpec):
         return Requirements(kind=kind, arch=None, pixels=0, features=Feature.NONE, model=None)
     return Requirements.for_spec(kind, spec, arch)

@@ -28,7 +28,8 @@ HF_BASE = "https://huggingface.co"
 CIVITAI_BASE = "https://civitai.com/api/download/models"
 SAFE_SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl"})
-KNOWN_SUFFIXES = frozenset({SAFE_SUFFIX, *PICKLE_SUFFIXES})
+ONNX_SUFFIX = ".onnx"  # annotators and face detectors: a protobuf graph, no code runs when it loads
+KNOWN_SUFFIXES = frozenset({SAFE_SUFFIX, ONNX_SUFFIX, *PICKLE_SUFFIXES})
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -83,7 +84,7 @@ def suffix_of(path: str) -> str | None:
 
 
 def check_suffix(suffix: str, *, allow_pickle: bool, what: str) -> str:
-    """``.safetensors`` always; pickle formats only when the operator allowed them (they can run
+    """``.safetensors`` and ``.onnx`` always; pickle formats only when the operator allowed them (they can run
     code when loaded)."""
     if suffix in PICKLE_SUFFIXES and not allow_pickle:
         raise ModelUnavailable(

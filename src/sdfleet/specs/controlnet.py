@@ -121,8 +121,8 @@ def module_named(name: str, field: str) -> Module:
     key = _ALIASES.get(name.strip().lower(), name.strip().lower())
     if key in NEEDS_WEIGHTS:
         raise ValidationError(
-            f"module {name!r} runs a model of its own and needs an annotate worker with its weights; this "
-            f"server has none yet — it runs the model-free modules ({', '.join(MODULES)}), or send the "
+            f"module {name!r} runs a model of its own: it needs an annotate worker and an annotator of its "
+            f"family in the registry; the model-free modules ({', '.join(MODULES)}) run anywhere, or send the "
             "control map itself as the image, with module 'none'",
             field=field,
         )

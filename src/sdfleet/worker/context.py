@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 from sdfleet.config import WorkerSettings
 from sdfleet.engine import Engine
@@ -122,4 +122,21 @@ RunFactory = Callable[[RunContext, HeldJob], JobRun]
 """Makes the run of one held job; a job kind registers one (see :mod:`sdfleet.worker.runner`)."""
 
 
-__all__ = ["Finish", "JobRun", "RunContext", "RunFactory"]
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """What a job kind that needs no generation engine offers on this worker: the kinds it runs here and the
+    features it adds (``annotate_depth``: its modules with weights)."""
+
+    kinds: tuple[str, ...]
+    features: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class OffersItself(Protocol):
+    """A :data:`RunFactory` whose kind does not depend on the engine (annotate runs on OpenCV/onnxruntime):
+    it says itself what it offers, and the worker registers that beside the engine's kinds."""
+
+    def offer(self, settings: WorkerSettings) -> Offer: ...
+
+
+__all__ = ["Finish", "JobRun", "Offer", "OffersItself", "RunContext", "RunFactory"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 
 from sdfleet.domain import JobKind
+from sdfleet.worker.annotate import AnnotateKind
 from sdfleet.worker.context import Finish, RunContext, RunFactory
 from sdfleet.worker.generation import GenerationRun
 from sdfleet.worker.held import HeldJob
@@ -15,8 +16,9 @@ from sdfleet.worker.upscale import UpscaleKind
 
 
 def default_kinds() -> dict[str, RunFactory]:
-    """The job kinds this worker runs out of the box: generation, LoRA training, and upscaling where torch
-    is installed (the extras pipeline runs real nets whichever engine makes the pictures)."""
+    """The job kinds this worker runs out of the box: generation, LoRA training, upscaling where torch
+    is installed (the extras pipeline runs real nets whichever engine makes the pictures), and annotate (the
+    ControlNet preprocessors: offered where OpenCV is installed, see :class:`AnnotateKind`)."""
     kinds: dict[str, RunFactory] = {
         JobKind.TXT2IMG.value: GenerationRun,
         JobKind.IMG2IMG.value: GenerationRun,
@@ -24,6 +26,7 @@ def default_kinds() -> dict[str, RunFactory]:
     }
     if importlib.util.find_spec("torch") is not None:
         kinds[JobKind.UPSCALE.value] = UpscaleKind()
+    kinds[JobKind.ANNOTATE.value] = AnnotateKind()
     return kinds
 
 

@@ -57,7 +57,7 @@ from sdfleet.wire import (
     WorkerCapabilities,
 )
 from sdfleet.worker.client import Backoff, WorkerClient
-from sdfleet.worker.context import JobRun, RunContext, RunFactory
+from sdfleet.worker.context import JobRun, OffersItself, RunContext, RunFactory
 from sdfleet.worker.held import HeldJob, Phase, WorkerStats
 from sdfleet.worker.kinds import UnknownKind, default_kinds
 from sdfleet.worker.outputs import Uploader
@@ -224,8 +224,25 @@ class Worker:
             extra.append("faces")
         return [*engine_features, *(f for f in extra if f not in engine_features)]
 
+    def _offered(self, caps_kinds: tuple[str, ...], features: list[str]) -> tuple[list[str], list[str]]:
+        """The kinds and features to register: the engine's kinds this table runs (training only when
+        allowed), then what the engine-free kinds offer themselves (annotate)."""
+        kinds = [
+            k
+            for k in caps_kinds
+            if k in self.kinds and (k != JobKind.TRAIN_LORA.value or self.settings.train)
+        ]
+        features = list(features)
+        for factory in self.kinds.values():
+            if isinstance(factory, OffersItself):
+                offer = factory.offer(self.settings)
+                kinds += [k for k in offer.kinds if k in self.kinds and k not in kinds]
+                features += [f for f in offer.features if f not in features]
+        return kinds, features
+
     async def _register(self) -> bool:
         caps = self.engine.capabilities()
+        kinds, features = self._offered(caps.kinds, self._features(caps.features, caps.device))
         body = RegisterRequest(
             name=self.name,
             gpu_name=caps.gpu_name,
@@ -234,14 +251,10 @@ class Worker:
             engine=self.engine.name,
             version=__version__,
             capabilities=WorkerCapabilities(
-                kinds=[
-                    k
-                    for k in caps.kinds
-                    if k in self.kinds and (k != JobKind.TRAIN_LORA.value or self.settings.train)
-                ],
+                kinds=kinds,
                 archs=list(caps.archs),
                 max_pixels=min(caps.max_pixels, self.settings.max_pixels),
-                features=self._features(caps.features, caps.device),
+                features=features,
             ),
             info={
                 "device": caps.device,
@@ -610,18 +623,15 @@ class Worker:
 
 
 async def run_worker(settings: WorkerSettings) -> None:
-    """``sdfleet worker``: build the engine, run one worker until SIGTERM/SIGINT, stop cleanly."""
+    """``sdfleet worker``: build the engine, run one worker until SIGTERM/SIGINT, stop cleanly. A worker of
+    role ``annotate`` has no generation engine: it runs annotate jobs only (no torch, no diffusers)."""
     resolver = ModelResolver()
-    engine = load_engine(
-        settings.engine,
-        model=settings.model,
-        device=settings.device,
-        fake_step_seconds=settings.fake_step_seconds,
-        allow_pickle=settings.allow_pickle,
-        memory_budget_mb=settings.memory_budget_mb,
-        lookup=resolver.lookup,
-    )
-    worker = Worker(settings, engine, resolver=resolver)
+    if settings.role == "annotate":
+        from sdfleet.worker.annotate import AnnotatorHost, annotate_kinds
+
+        worker = Worker(settings, AnnotatorHost(), resolver=resolver, kinds=annotate_kinds())
+    else:
+        worker = Worker(settings, _engine(settings, resolver), resolver=resolver)
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -633,6 +643,19 @@ async def run_worker(settings: WorkerSettings) -> None:
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+def _engine(settings: WorkerSettings, resolver: ModelResolver) -> Engine:
+    """The generation engine the settings name, finding registry models through ``resolver``."""
+    return load_engine(
+        settings.engine,
+        model=settings.model,
+        device=settings.device,
+        fake_step_seconds=settings.fake_step_seconds,
+        allow_pickle=settings.allow_pickle,
+        memory_budget_mb=settings.memory_budget_mb,
+        lookup=resolver.lookup,
+    )
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

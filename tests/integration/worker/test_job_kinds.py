@@ -102,7 +102,9 @@ async def test_a_kind_missing_from_the_registry_is_not_offered(
         response = await api.get("/v1/admin/workers")
         assert response.status_code == 200, response.text
         (view,) = response.json()["workers"]
-        assert view["capabilities"]["kinds"] == ["txt2img", "upscale"]
+        # annotate offers itself (model-free modules; no feature of the modules with weights on a generator)
+        assert view["capabilities"]["kinds"] == ["txt2img", "upscale", "annotate"]
+        assert "annotate_depth" not in view["capabilities"]["features"]
     finally:
         await worker.stop()
         await task

@@ -103,7 +103,7 @@ def test_unit_masks_and_the_effective_region_are_kept() -> None:
         (
             {"model": "control_v11p_sd15_canny", "module": "depth_leres"},
             "alwayson_scripts.controlnet.args.0.module",
-            "needs an annotate worker",
+            "no annotator for yet",
         ),
         (
             {"model": "control_v11p_sd15_canny", "control_mode": 7},

@@ -124,7 +124,10 @@ def _detected(
     """The unit's control maps: each picture through its preprocessor (once per distinct picture), at the
     unit's processor resolution — or, with Pixel Perfect, the one that fits the pass's size one to one. The
     unit's ``mask`` goes to an inpaint module beside the picture; for any other module a drawn mask is the
-    picture itself (the extension's canvas scribble)."""
+    picture itself (the extension's canvas scribble). A ``preprocessed`` unit's image is its map already (an
+    annotate job made it)."""
+    if unit.preprocessed:
+        return list(pictures)
     needs_mask = module_named(unit.module, f"controlnet.{index}.module").needs_mask
     if mask is not None and not needs_mask and not _blank(mask):
         scribble = Image.fromarray(np.asarray(mask.convert("RGB"))[:, :, 0]).convert("RGB")
