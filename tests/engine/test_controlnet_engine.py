@@ -80,6 +80,8 @@ def test_a_unit_steers_the_picture_and_reproduces(cn_engine: DiffusersEngine, co
     info = first.images[0].infotext
     assert 'ControlNet 0: "Module: none, Model: canny-sd1 [' in info
     assert "Weight: 2, Resize Mode: Crop and Resize" in info and "Control Mode: Balanced" in info
+    # the net is part of the warm set the worker reports, so claims prefer this worker for its jobs
+    assert "controlnet:canny-sd1" in cn_engine.loaded_models()
     # a disabled unit changes nothing
     off = spec(steps=4, controlnet=[_unit(control_image, enabled=False)])
     assert _pixels(cn_engine.generate(JobKind.TXT2IMG, off, lambda _s: None, lambda: False)) == _pixels(plain)

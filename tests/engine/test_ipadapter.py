@@ -119,6 +119,11 @@ def test_two_units_and_a_controlnet_together(ip_engine: DiffusersEngine, referen
     with_net = _run(ip_engine, controlnet=[red, {"model": "canny-sd1", "image": references["blue"]}])
     assert _pixels(with_net) != _pixels(one)
     assert "ControlNet 0: " in with_net.images[0].infotext and "ControlNet 1: " in with_net.images[0].infotext
+    warm = ip_engine.loaded_models()  # what the worker reports for cache-aware claims
+    assert {"ip_adapter:ip-adapter_sd15", "ip_adapter:ip-adapter-plus_sd15", "controlnet:canny-sd1"} <= set(
+        warm
+    )
+    assert any(name.startswith("image_encoder:") for name in warm)
 
 
 def test_the_unet_gets_its_own_processors_back(

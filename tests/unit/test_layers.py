@@ -77,6 +77,7 @@ ALLOWED: dict[str, set[str]] = {
     # (testing/server.py: api, config) — nothing in the product imports testing
     "testing": {"api", "config", "domain", "engine", "errors", "specs", "training"},
     "bench": {"errors"},  # the load generator talks to the public HTTP API only
+    "autoscale": {"domain", "errors"},  # scaling policy and providers; its inputs come through a protocol
     "ui": set(),
     # composition roots: they wire everything together
     "cli": {"*"},

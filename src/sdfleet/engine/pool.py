@@ -20,11 +20,20 @@ class NetPool:
     def __init__(self, keep: int = 2) -> None:
         self.keep = max(1, keep)
         self._nets: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._names: dict[str, str] = {}  # file → the registry name it was asked for by
         self._lock = threading.Lock()
 
-    def get(self, path: Path, device: str, load: Callable[[Path, str], Any] | None = None) -> Any:
+    def get(
+        self,
+        path: Path,
+        device: str,
+        load: Callable[[Path, str], Any] | None = None,
+        name: str | None = None,
+    ) -> Any:
         """The net of ``path`` on ``device``, loaded now (by ``load``: an upscaler loader by default) if it
-        is not loaded yet."""
+        is not loaded yet; ``name`` (its registry name) is what :meth:`loaded_names` reports."""
+        if name:
+            self._names[str(path)] = name
         if load is None:
             from sdfleet.engine.upscale.loader import load_upscaler
 
@@ -49,6 +58,10 @@ class NetPool:
         """The files of the loaded nets."""
         with self._lock:
             return [path for path, _ in self._nets]
+
+    def loaded_names(self) -> list[str]:
+        """The registry names of the loaded nets that were asked for by name, most recently used last."""
+        return list(dict.fromkeys(self._names[p] for p in self.loaded() if p in self._names))
 
 
 __all__ = ["NetPool"]

@@ -14,7 +14,20 @@ from collections.abc import Iterable
 
 # how engines prefix what they report: ``lora:<name>``, ``vae:<name>`` (checkpoints bare)
 _KIND_PREFIXES = frozenset(
-    {"checkpoint", "lora", "lyco", "vae", "embedding", "controlnet", "upscaler", "refiner"}
+    {
+        "checkpoint",
+        "lora",
+        "lyco",
+        "vae",
+        "embedding",
+        "controlnet",
+        "upscaler",
+        "refiner",
+        "ip_adapter",
+        "image_encoder",
+        "t2i_adapter",
+        "annotator",
+    }
 )
 
 

@@ -287,6 +287,12 @@ class IPAdapters:
         self.last_scales: list[list[float]] = []
         """The scales of the last job's UNet calls (a scale per unit): for tests and benchmarks."""
 
+    def loaded_models(self) -> list[str]:
+        """``ip_adapter:<name>`` and ``image_encoder:<name>`` for the adapters and encoders held in memory."""
+        return [f"ip_adapter:{n}" for n in self.pool.loaded_names()] + [
+            f"image_encoder:{n}" for n in self.encoder_pool.loaded_names()
+        ]
+
     def is_adapter(self, name: str) -> bool:
         """Whether a unit's ``model`` names an IP-Adapter (not a ControlNet)."""
         return lookup(self.adapters, name) is not None
@@ -344,7 +350,7 @@ class IPAdapters:
         def load(file: Path, device: str) -> LoadedIPAdapter:
             return load_ip_adapter(file, device=device, dtype=dtype, field=field_name)
 
-        adapter: LoadedIPAdapter = self.pool.get(path, str(self.device), load)
+        adapter: LoadedIPAdapter = self.pool.get(path, str(self.device), load, name=unit.model)
         if adapter.info.arch != checkpoint_arch:
             raise ValidationError(
                 f"IP-Adapter {unit.model!r} is made for {adapter.info.arch.upper()}, the checkpoint is "
@@ -381,7 +387,10 @@ class IPAdapters:
         def load(file: Path, device: str) -> LoadedImageEncoder:
             return load_image_encoder(file, device=device, dtype=dtype, field=field_name)
 
-        encoder: LoadedImageEncoder = self.encoder_pool.get(path, str(self.device), load)
+        name = unit.image_encoder
+        if name is None and isinstance(self.encoders, Mapping):  # chosen from the table: its name there
+            name = next((n for n, p in self.encoders.items() if Path(p) == path), None)
+        encoder: LoadedImageEncoder = self.encoder_pool.get(path, str(self.device), load, name=name)
         have = encoder.info.hidden_size if adapter.info.reads_hidden else encoder.info.projection_dim
         if have != adapter.info.image_width or not encoder_fits(family, encoder.info.family):
             raise ValidationError(

@@ -136,6 +136,10 @@ class ControlNetPool:
         self.dtype = dtype
         self.pool = NetPool(keep=keep)
 
+    def loaded_models(self) -> list[str]:
+        """``controlnet:<name>`` for the nets and T2I-Adapters held in memory."""
+        return [f"controlnet:{n}" for n in self.pool.loaded_names()]
+
     def path(self, name: str) -> Path | None:
         if self.files is None:
             return None
@@ -155,7 +159,7 @@ class ControlNetPool:
                 return load_adapter(file, device=device, dtype=dtype, field=field)
             return load_controlnet(file, device=device, dtype=dtype, field=field)
 
-        net: ControlModel = self.pool.get(path, str(self.device), load)
+        net: ControlModel = self.pool.get(path, str(self.device), load, name=unit.model)
         if net.arch != checkpoint_arch:
             what = "T2I-Adapter" if isinstance(net, LoadedAdapter) else "ControlNet"
             raise ValidationError(

@@ -150,7 +150,9 @@ class DiffusersEngine:
         )
 
     def loaded_models(self) -> list[str]:
-        return names(self.store.loaded())
+        return (
+            names(self.store.loaded()) + self.controlnets.loaded_models() + self.ip_adapters.loaded_models()
+        )
 
     def generate(
         self, kind: JobKind, spec: GenerationSpec, on_step: OnStep, should_stop: ShouldStop
